@@ -1,0 +1,53 @@
+import koffi from 'koffi';
+import { check, sys, syscallError } from './libc.js';
+
+/** prctl(2) options. */
+export const PR = {
+  SET_PDEATHSIG: 1,
+  CAPBSET_DROP: 24,
+  SET_NO_NEW_PRIVS: 38,
+  SET_CHILD_SUBREAPER: 36,
+} as const;
+
+export function prctl(option: number, arg2 = 0): void {
+  check(sys.prctl(option, 'unsigned long', arg2, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl');
+}
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+
+/** Node opens fds 0, 1, 2 close-on-exec; a command exec'd directly needs them kept open. */
+export function clearCloexec(fd: number): void {
+  const flags = check(sys.fcntl(fd, F_GETFD), 'fcntl');
+  check(sys.fcntl(fd, F_SETFD, 'int', flags & ~FD_CLOEXEC), 'fcntl');
+}
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/**
+ * flock(2) on a worker thread, so a wait for another process's lock never blocks the event loop.
+ * The kernel drops the lock when the process dies, even by kill -9.
+ */
+export function flock(fd: number, operation: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    sys.flock.async(fd, operation, (err: unknown, ret: number) => {
+      if (err) reject(err);
+      else if (ret < 0) reject(syscallError('flock', undefined, koffi.errno()));
+      else resolve();
+    });
+  });
+}
+
+export function flockSync(fd: number, operation: number): boolean {
+  const ret = sys.flock(fd, operation);
+  if (ret < 0) {
+    const e = syscallError('flock');
+    if (e.code === 'EWOULDBLOCK' || e.code === 'EAGAIN') return false;
+    throw e;
+  }
+  return true;
+}

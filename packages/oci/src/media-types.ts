@@ -1,0 +1,53 @@
+/** Media types of the OCI image spec (v1.1) and Docker's image manifest v2 schema 2. */
+export const MediaType = {
+  OciManifest: 'application/vnd.oci.image.manifest.v1+json',
+  OciIndex: 'application/vnd.oci.image.index.v1+json',
+  OciConfig: 'application/vnd.oci.image.config.v1+json',
+  OciLayer: 'application/vnd.oci.image.layer.v1.tar',
+  OciLayerGzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  OciLayerZstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+  OciEmpty: 'application/vnd.oci.empty.v1+json',
+  DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  DockerConfig: 'application/vnd.docker.container.image.v1+json',
+  DockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
+  DockerForeignLayerGzip: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
+} as const;
+
+export type Compression = 'none' | 'gzip' | 'zstd';
+
+export function isManifestMediaType(mt: string): boolean {
+  return mt === MediaType.OciManifest || mt === MediaType.DockerManifest;
+}
+
+export function isIndexMediaType(mt: string): boolean {
+  return mt === MediaType.OciIndex || mt === MediaType.DockerManifestList;
+}
+
+/** How a layer blob of this media type is compressed, or undefined if it is not a layer type. */
+export function layerCompression(mt: string): Compression | undefined {
+  switch (mt) {
+    case MediaType.OciLayer:
+    case 'application/vnd.oci.image.layer.nondistributable.v1.tar':
+      return 'none';
+    case MediaType.OciLayerGzip:
+    case MediaType.DockerLayerGzip:
+    case MediaType.DockerForeignLayerGzip:
+    case 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip':
+      return 'gzip';
+    case MediaType.OciLayerZstd:
+    case 'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd':
+      return 'zstd';
+    default:
+      return undefined;
+  }
+}
+
+/** The layer media type for a manifest format and compression. */
+export function layerMediaType(format: 'oci' | 'docker', compression: Compression): string {
+  if (format === 'docker') {
+    if (compression !== 'gzip') throw new Error(`docker schema 2 layers must be gzip, not ${compression}`);
+    return MediaType.DockerLayerGzip;
+  }
+  return compression === 'gzip' ? MediaType.OciLayerGzip : compression === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer;
+}
