@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { digestHex, isDigest, parseDigest, shortId } from './digest.js';
+import { layerCompression, MediaType } from './media-types.js';
+import { parsePlatform, formatPlatform } from './platform.js';
+
+describe('digests', () => {
+  it('accepts sha256 and sha512 and rejects others', () => {
+    expect(isDigest(`sha256:${'0'.repeat(64)}`)).toBe(true);
+    expect(isDigest(`sha512:${'0'.repeat(128)}`)).toBe(true);
+    expect(isDigest(`sha256:${'0'.repeat(63)}`)).toBe(false);
+    expect(isDigest(`md5:${'0'.repeat(32)}`)).toBe(false);
+    expect(() => parseDigest('sha256:XYZ')).toThrow('invalid digest "sha256:XYZ"');
+  });
+  it('gives hex and the 12-character short ID', () => {
+    const d = parseDigest(`sha256:${'ab'.repeat(32)}`);
+    expect(digestHex(d)).toBe('ab'.repeat(32));
+    expect(shortId(d)).toBe('abababababab');
+  });
+});
+
+describe('media types and platforms', () => {
+  it('knows how layers are compressed', () => {
+    expect(layerCompression(MediaType.OciLayerGzip)).toBe('gzip');
+    expect(layerCompression(MediaType.DockerLayerGzip)).toBe('gzip');
+    expect(layerCompression(MediaType.OciLayer)).toBe('none');
+    expect(layerCompression(MediaType.OciLayerZstd)).toBe('zstd');
+    expect(layerCompression(MediaType.OciConfig)).toBeUndefined();
+  });
+  it('parses os/arch[/variant]', () => {
+    expect(parsePlatform('linux/arm64/v8')).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });
+    expect(formatPlatform(parsePlatform('linux/amd64'))).toBe('linux/amd64');
+    expect(() => parsePlatform('linux')).toThrow(/invalid platform/);
+  });
+});

@@ -1,0 +1,2 @@
+export { registryEndpoint } from './endpoint.js';
+export { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
