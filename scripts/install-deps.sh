@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what tsbuild and its tests need on Debian 12 (as root): busybox-static for the local
+# base image, and the reference tools the integration tests compare against (buildah, skopeo,
+# umoci, runc) plus Debian's registry server. Then the npm dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+apt_pkgs=(busybox-static util-linux docker-registry buildah skopeo umoci runc pigz tar)
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian registry package starts a service on :5000; the tests start their own on random ports.
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
+npm ci --no-audit --no-fund --allow-scripts=koffi,esbuild 2>/dev/null || npm ci --no-audit --no-fund
+npm run build

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's first command: installs everything, makes a busybox base image locally (no
+# registry needed), and builds the bundled example fixtures/hello, printing its image ID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+rootfs=$(mktemp -d)
+trap 'rm -rf "$rootfs"' EXIT
+node fixtures/busybox-rootfs.mjs "$rootfs"
+echo "importing a busybox-static root filesystem as the image 'busybox'"
+npx tsbuild import "$rootfs" busybox
+echo "building fixtures/hello as 'hello'"
+npx tsbuild build -t hello fixtures/hello
+npx tsbuild images
