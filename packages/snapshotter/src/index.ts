@@ -1,0 +1,5 @@
+export type { Mount, SnapshotInfo, SnapshotKind, Snapshotter } from './snapshotter.js';
+export { OverlaySnapshotter } from './overlay-snapshotter.js';
+export { diff, tarDirectory, type TarOptions } from './diff.js';
+export { apply } from './apply.js';
+export { unpack } from './unpack.js';

@@ -1,0 +1,205 @@
+import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { MetadataStore, type Metadata, type SnapshotRecord } from './metadata-store.js';
+import type { Mount, SnapshotInfo, SnapshotKind, Snapshotter } from './snapshotter.js';
+
+/**
+ * overlayfs options for every mount: with index, metacopy and redirect_dir off, each change in
+ * the merged tree is a full copy-up or a plain whiteout in the upperdir, so `diff` can read the
+ * layer from the upperdir alone (a metacopy-only inode or a redirected directory would need
+ * the lower layers to interpret). This kernel has all three parameters
+ * (/sys/module/overlay/parameters).
+ */
+const OVERLAY_OPTIONS = ['index=off', 'metacopy=off', 'redirect_dir=off'];
+
+/**
+ * The `Snapshotter` over overlayfs. Layout under root (<store>/snapshots):
+ * ```
+ * metadata.json   every snapshot record (see MetadataStore)
+ * lock            flock(2) taken while metadata changes
+ * <id>/fs         a snapshot's own files: the upperdir of an active one, a lowerdir once committed
+ * <id>/work       overlayfs workdir of an active snapshot (same filesystem as fs, as overlay requires)
+ * ```
+ * Ids are small integers to keep paths short: a 200-layer lowerdir list must fit in the one
+ * page of data mount(2) accepts.
+ */
+export class OverlaySnapshotter implements Snapshotter {
+  private readonly meta: MetadataStore;
+
+  private constructor(private readonly root: string) {
+    this.meta = new MetadataStore(root);
+  }
+
+  static async open(root: string): Promise<OverlaySnapshotter> {
+    const abs = resolve(root);
+    await mkdir(abs, { recursive: true, mode: 0o700 });
+    const s = new OverlaySnapshotter(abs);
+    await s.meta.read(); // fail early on corrupt metadata
+    return s;
+  }
+
+  async stat(keyOrName: string): Promise<SnapshotInfo> {
+    const m = await this.meta.read();
+    return toInfo(keyOrName, this.record(m, keyOrName));
+  }
+
+  async exists(keyOrName: string): Promise<boolean> {
+    const m = await this.meta.read();
+    return Object.hasOwn(m.snapshots, keyOrName);
+  }
+
+  prepare(key: string, parent?: string, opts?: { labels?: Record<string, string> }): Promise<Mount[]> {
+    return this.create('active', key, parent, opts?.labels);
+  }
+
+  view(key: string, parent?: string, opts?: { labels?: Record<string, string> }): Promise<Mount[]> {
+    return this.create('view', key, parent, opts?.labels);
+  }
+
+  async mounts(key: string): Promise<Mount[]> {
+    const m = await this.meta.read();
+    const rec = this.record(m, key);
+    if (rec.kind === 'committed') {
+      throw new FailedPreconditionError(`snapshot "${key}" is committed: only active snapshots and views have mounts`);
+    }
+    return this.mountsOf(m, rec);
+  }
+
+  async commit(name: string, key: string, opts?: { labels?: Record<string, string> }): Promise<void> {
+    checkKey(name);
+    const id = await this.meta.update(async (m) => {
+      const rec = this.record(m, key);
+      if (rec.kind !== 'active') {
+        throw new FailedPreconditionError(`cannot commit snapshot "${key}": it is ${rec.kind === 'view' ? 'a view' : 'already committed'}`);
+      }
+      if (Object.hasOwn(m.snapshots, name)) throw new AlreadyExistsError(`snapshot "${name}" already exists (committing "${key}")`);
+      const now = new Date().toISOString();
+      delete m.snapshots[key];
+      m.snapshots[name] = { ...rec, kind: 'committed', labels: { ...rec.labels, ...opts?.labels }, updated: now };
+      return { write: true, result: rec.id };
+    });
+    // A committed snapshot is only ever a lowerdir: its workdir is no longer needed.
+    await rm(join(this.root, String(id), 'work'), { recursive: true, force: true });
+  }
+
+  async remove(keyOrName: string): Promise<void> {
+    const id = await this.meta.update(async (m) => {
+      const rec = this.record(m, keyOrName);
+      const children = Object.entries(m.snapshots).filter(([, r]) => r.parent === keyOrName).map(([k]) => k);
+      if (children.length > 0) {
+        throw new FailedPreconditionError(`cannot remove snapshot "${keyOrName}": it is the parent of ${children.map((c) => `"${c}"`).join(', ')}`);
+      }
+      delete m.snapshots[keyOrName];
+      // Moved aside while the lock is held, deleted after: a crash in between leaves a
+      // directory no record names, which cleanup() removes.
+      await rename(join(this.root, String(rec.id)), join(this.root, `${rec.id}.removing`)).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') throw e;
+      });
+      return { write: true, result: rec.id };
+    });
+    await rm(join(this.root, `${id}.removing`), { recursive: true, force: true });
+  }
+
+  async walk(fn: (info: SnapshotInfo) => Promise<void> | void): Promise<void> {
+    const m = await this.meta.read();
+    for (const name of Object.keys(m.snapshots).sort()) await fn(toInfo(name, m.snapshots[name]!));
+  }
+
+  async usage(keyOrName: string): Promise<{ size: number; inodes: number }> {
+    const dir = await this.fsDir(keyOrName);
+    const seen = new Set<string>();
+    let size = 0;
+    let inodes = 0;
+    const visit = async (p: string): Promise<void> => {
+      const st = await lstat(p, { bigint: true });
+      const id = `${st.dev}:${st.ino}`;
+      if (seen.has(id)) return; // a hardlinked inode is counted once, like du
+      seen.add(id);
+      inodes++;
+      size += Number(st.blocks) * 512;
+      if (st.isDirectory()) for (const e of await readdir(p)) await visit(join(p, e));
+    };
+    await visit(dir);
+    return { size, inodes };
+  }
+
+  /** Directory holding an active snapshot's changes (its upperdir), or a committed snapshot's own files. */
+  async fsDir(keyOrName: string): Promise<string> {
+    const m = await this.meta.read();
+    return join(this.root, String(this.record(m, keyOrName).id), 'fs');
+  }
+
+  /** Removes leftovers of crashed operations (data dirs with no metadata). */
+  async cleanup(): Promise<void> {
+    await this.meta.update(async (m) => {
+      const live = new Set(Object.values(m.snapshots).map((r) => String(r.id)));
+      for (const e of await readdir(this.root)) {
+        if (e === 'metadata.json' || e === 'lock' || live.has(e)) continue;
+        // Anything else is a removed snapshot's data, a prepare that crashed before its record
+        // was written, or a temp metadata file; the lock keeps live operations out meanwhile.
+        await rm(join(this.root, e), { recursive: true, force: true });
+      }
+      return { write: false, result: undefined };
+    });
+  }
+
+  private async create(kind: SnapshotKind, key: string, parent: string | undefined, labels: Record<string, string> | undefined): Promise<Mount[]> {
+    checkKey(key);
+    return this.meta.update(async (m) => {
+      if (Object.hasOwn(m.snapshots, key)) throw new AlreadyExistsError(`snapshot "${key}" already exists`);
+      if (parent !== undefined) {
+        const p = m.snapshots[parent];
+        if (p === undefined || !Object.hasOwn(m.snapshots, parent)) throw new NotFoundError(`parent snapshot "${parent}" not found (preparing "${key}")`);
+        if (p.kind !== 'committed') throw new FailedPreconditionError(`parent "${parent}" of "${key}" is not committed (it is ${p.kind})`);
+      }
+      const id = m.nextId++;
+      const dir = join(this.root, String(id));
+      await mkdir(join(dir, 'fs'), { recursive: true, mode: 0o755 });
+      if (kind === 'active') await mkdir(join(dir, 'work'), { mode: 0o700 });
+      const now = new Date().toISOString();
+      const rec: SnapshotRecord = { id, kind, labels: { ...labels }, created: now, updated: now };
+      if (parent !== undefined) rec.parent = parent;
+      m.snapshots[key] = rec;
+      return { write: true, result: this.mountsOf(m, rec) };
+    });
+  }
+
+  private record(m: Metadata, keyOrName: string): SnapshotRecord {
+    const rec = Object.hasOwn(m.snapshots, keyOrName) ? m.snapshots[keyOrName] : undefined;
+    if (rec === undefined) throw new NotFoundError(`snapshot "${keyOrName}" not found in ${this.root}`);
+    return rec;
+  }
+
+  private mountsOf(m: Metadata, rec: SnapshotRecord): Mount[] {
+    const fs = (r: SnapshotRecord): string => join(this.root, String(r.id), 'fs');
+    const lowers: string[] = [];
+    for (let p = rec.parent; p !== undefined; p = m.snapshots[p]?.parent) {
+      const pr = m.snapshots[p];
+      if (pr === undefined) throw new NotFoundError(`parent snapshot "${p}" not found in ${this.root}`);
+      lowers.push(fs(pr));
+    }
+    if (rec.kind === 'active') {
+      if (lowers.length === 0) return [{ type: 'bind', source: fs(rec), options: ['rbind', 'rw'] }];
+      return [{
+        type: 'overlay',
+        source: 'overlay',
+        options: [...OVERLAY_OPTIONS, `lowerdir=${lowers.join(':')}`, `upperdir=${fs(rec)}`, `workdir=${join(this.root, String(rec.id), 'work')}`],
+      }];
+    }
+    // A view: an empty read-only tree, one read-only layer, or overlay of lowerdirs only.
+    if (lowers.length === 0) return [{ type: 'bind', source: fs(rec), options: ['rbind', 'ro'] }];
+    if (lowers.length === 1) return [{ type: 'bind', source: lowers[0]!, options: ['rbind', 'ro'] }];
+    return [{ type: 'overlay', source: 'overlay', options: [...OVERLAY_OPTIONS, `lowerdir=${lowers.join(':')}`] }];
+  }
+}
+
+function toInfo(name: string, r: SnapshotRecord): SnapshotInfo {
+  const info: SnapshotInfo = { kind: r.kind, name, labels: { ...r.labels }, created: r.created, updated: r.updated };
+  if (r.parent !== undefined) info.parent = r.parent;
+  return info;
+}
+
+function checkKey(key: string): void {
+  if (key.length === 0) throw new InvalidArgumentError('snapshot key or name must not be empty');
+}
