@@ -1,0 +1,310 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { text } from 'node:stream/consumers';
+import {
+  DataLossError,
+  InvalidArgumentError,
+  NotFoundError,
+  digestAlgorithm,
+  isDigest,
+  isIndexMediaType,
+  type Descriptor,
+  type Digest,
+  type ImageIndex,
+  type ImageManifest,
+} from '@tsbuild/oci';
+import { FileContentStore, isErrno, type ContentStore } from './content-store.js';
+import { FileLock, type LockMode } from './file-lock.js';
+import { openImage, type Image } from './image.js';
+import { normaliseName, readImagesFile, writeImagesFile, type ImageRecord } from './image-names.js';
+
+export const DEFAULT_ROOT = '/var/lib/tsbuild';
+
+/** Manifests and indexes are small; registries commonly cap them at 4 MiB. */
+const MAX_MANIFEST_SIZE = 4 << 20;
+
+export interface FsckProblem {
+  kind: 'corrupt-blob' | 'missing-blob' | 'bad-json' | 'bad-name';
+  digest?: Digest;
+  name?: string;
+  message: string;
+}
+
+export interface FsckReport {
+  blobsChecked: number;
+  bytesChecked: number;
+  problems: FsckProblem[];
+}
+
+/**
+ * The local image store under one root (default /var/lib/tsbuild; layout in docs/DESIGN.md).
+ *
+ * Concurrency: every command that adds data (build, pull, load) runs inside
+ * `withLock('shared', …)`, so many can run at once; `prune` runs `gc` inside
+ * `withLock('exclusive', …)`, so it never deletes a blob that a running build has written but not
+ * yet named. Names live in images.json, rewritten atomically under a short flock on images.lock,
+ * so concurrent `setName` calls from any number of processes never lose an update.
+ */
+export class Store {
+  readonly content: ContentStore;
+  private readonly storeLock: FileLock;
+  private readonly namesLock: FileLock;
+  private readonly imagesPath: string;
+
+  private constructor(readonly root: string) {
+    this.content = new FileContentStore(root);
+    this.storeLock = new FileLock(join(root, 'lock'));
+    this.namesLock = new FileLock(join(root, 'images.lock'));
+    this.imagesPath = join(root, 'images.json');
+  }
+
+  /** Opens (creating as needed) the store at `root`. */
+  static async open(root: string = DEFAULT_ROOT): Promise<Store> {
+    for (const dir of ['blobs/sha256', 'ingest', 'tmp']) await mkdir(join(root, dir), { recursive: true });
+    return new Store(root);
+  }
+
+  /** flock(2) on root/lock: 'shared' while a command adds data (build, import, load), 'exclusive' for prune. */
+  withLock<T>(mode: LockMode, fn: () => Promise<T>): Promise<T> {
+    return this.storeLock.with(mode, fn);
+  }
+
+  /** Every name, sorted. */
+  async listImages(): Promise<ImageRecord[]> {
+    const images = await readImagesFile(this.imagesPath);
+    return [...images.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, descriptor]) => ({ name, descriptor }));
+  }
+
+  /** Points `name` (normalised, tag `latest` by default) at a manifest or index. */
+  async setName(name: string, desc: Descriptor): Promise<void> {
+    const normal = normaliseName(name);
+    if (!isDigest(desc.digest)) throw new InvalidArgumentError(`invalid digest "${desc.digest}" for image ${normal}`);
+    const stored: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+    if (desc.platform !== undefined) stored.platform = desc.platform;
+    await this.namesLock.with('exclusive', async () => {
+      const images = await readImagesFile(this.imagesPath);
+      images.set(normal, stored);
+      await writeImagesFile(this.imagesPath, images);
+    });
+  }
+
+  /** Removes a name and returns what it pointed at. NotFoundError `image not known: NAME`. */
+  async removeName(name: string): Promise<Descriptor> {
+    const normal = normaliseName(name);
+    return this.namesLock.with('exclusive', async () => {
+      const images = await readImagesFile(this.imagesPath);
+      const d = images.get(normal);
+      if (d === undefined) throw new NotFoundError(`image not known: ${name}`);
+      images.delete(normal);
+      await writeImagesFile(this.imagesPath, images);
+      return d;
+    });
+  }
+
+  /**
+   * A name (normalised), a manifest digest, or an image ID = config digest (full 'sha256:…' or a
+   * unique hex prefix of >= 3 chars, with or without 'sha256:') among named images.
+   * NotFoundError `image not known: X`; InvalidArgumentError when a prefix matches several images.
+   */
+  async resolve(nameOrId: string): Promise<{ descriptor: Descriptor; names: string[] }> {
+    const records = await this.listImages();
+    const found = (d: Descriptor) => ({
+      descriptor: d,
+      names: records.filter((r) => r.descriptor.digest === d.digest).map((r) => r.name),
+    });
+
+    // A name first, as docker does: `abc` is the image named abc before it is an ID prefix.
+    let normal: string | undefined;
+    try {
+      normal = normaliseName(nameOrId);
+    } catch {
+      normal = undefined;
+    }
+    const byName = normal !== undefined ? records.find((r) => r.name === normal) : undefined;
+    if (byName !== undefined) return found(byName.descriptor);
+
+    const hex = nameOrId.startsWith('sha256:') ? nameOrId.slice('sha256:'.length) : nameOrId;
+    if (!/^[a-f0-9]{3,64}$/.test(hex)) throw new NotFoundError(`image not known: ${nameOrId}`);
+    const full = `sha256:${hex}`;
+
+    // Manifest digests match in full only; image IDs (config digests) match by prefix too.
+    const byManifest = records.find((r) => r.descriptor.digest === full);
+    if (byManifest !== undefined) return found(byManifest.descriptor);
+    const matches = new Map<Digest, Descriptor>();
+    for (const r of records) {
+      const id = await this.imageId(r.descriptor).catch(() => undefined);
+      if (id !== undefined && id.startsWith(full)) matches.set(r.descriptor.digest, r.descriptor);
+    }
+    if (matches.size === 0) throw new NotFoundError(`image not known: ${nameOrId}`);
+    if (matches.size > 1) {
+      throw new InvalidArgumentError(`image ID prefix "${nameOrId}" is ambiguous: it matches ${matches.size} images`);
+    }
+    return found([...matches.values()][0] as Descriptor);
+  }
+
+  /** The image ID docker prints: the config digest (for an index, the index digest). */
+  private async imageId(d: Descriptor): Promise<Digest> {
+    if (isIndexMediaType(d.mediaType)) return d.digest;
+    return (await this.image(d).configDescriptor()).digest;
+  }
+
+  /** The image a descriptor points at, read lazily. */
+  image(desc: Descriptor): Image {
+    return openImage(this.content, (d) => this.readJSON(d), desc);
+  }
+
+  /** Stores `value` as compact JSON; the bytes are what is hashed, so they must not be re-serialised. */
+  async putJSON(value: unknown, mediaType: string): Promise<Descriptor> {
+    const buf = Buffer.from(JSON.stringify(value), 'utf8');
+    const { digest, size } = await this.content.writeBuffer(buf);
+    return { mediaType, digest, size };
+  }
+
+  async readJSON<T>(d: Digest): Promise<T> {
+    const body = await text(await this.content.read(d));
+    try {
+      return JSON.parse(body) as T;
+    } catch (e) {
+      throw new DataLossError(`blob ${d} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Mark from every name (manifest → config + layers; index → child manifests), sweep
+   * unreferenced blobs, and empty ingest/ and tmp/. `keep` adds extra roots. The caller holds the
+   * exclusive lock: nothing else is writing, so whatever is in ingest/ is a crash's leftover.
+   */
+  async gc(opts: { keep?: Digest[] } = {}): Promise<{ removed: { digest: Digest; size: number }[]; bytes: number }> {
+    const marked = new Set<Digest>();
+    const roots: Descriptor[] = (await this.listImages()).map((r) => r.descriptor);
+    for (const d of opts.keep ?? []) {
+      const info = await this.content.info(d);
+      if (info !== undefined) roots.push({ mediaType: 'application/octet-stream', digest: d, size: info.size });
+    }
+    for (const root of roots) await this.walk(root, (d) => void marked.add(d.digest), () => undefined);
+
+    const removed: { digest: Digest; size: number }[] = [];
+    let bytes = 0;
+    for await (const blob of this.content.list()) {
+      if (marked.has(blob.digest)) continue;
+      await this.content.delete(blob.digest);
+      removed.push(blob);
+      bytes += blob.size;
+    }
+    for (const dir of ['ingest', 'tmp']) await emptyDir(join(this.root, dir));
+    // A crash in setName can leave images.json.tmp; remove it under the names lock, where no
+    // setName can be writing it right now.
+    await this.namesLock.with('exclusive', () => rm(`${this.imagesPath}.tmp`, { force: true }));
+    return { removed, bytes };
+  }
+
+  /**
+   * Re-hashes every blob against its name, and checks that every name's manifest, config and
+   * layers are present and parse. Leftovers of a crash in ingest/ are not problems: they were
+   * never visible.
+   */
+  async fsck(): Promise<FsckReport> {
+    const problems: FsckProblem[] = [];
+    let blobsChecked = 0;
+    let bytesChecked = 0;
+    for await (const blob of this.content.list()) {
+      const hash = createHash(digestAlgorithm(blob.digest));
+      let size = 0;
+      for await (const chunk of await this.content.read(blob.digest)) {
+        hash.update(chunk as Buffer);
+        size += (chunk as Buffer).length;
+      }
+      const actual = `${digestAlgorithm(blob.digest)}:${hash.digest('hex')}`;
+      blobsChecked++;
+      bytesChecked += size;
+      if (actual !== blob.digest) {
+        problems.push({ kind: 'corrupt-blob', digest: blob.digest, message: `blob ${blob.digest} hashes to ${actual} (${this.content.path(blob.digest)})` });
+      }
+    }
+
+    let records: ImageRecord[] = [];
+    try {
+      records = await this.listImages();
+    } catch (e) {
+      problems.push({ kind: 'bad-json', message: (e as Error).message });
+    }
+    for (const r of records) {
+      try {
+        if (normaliseName(r.name) !== r.name) {
+          problems.push({ kind: 'bad-name', name: r.name, message: `image name "${r.name}" is not normalised` });
+        }
+      } catch (e) {
+        problems.push({ kind: 'bad-name', name: r.name, message: `image name "${r.name}": ${(e as Error).message}` });
+      }
+      await this.walk(r.descriptor, () => undefined, (p) => problems.push({ ...p, name: r.name }));
+    }
+    return { blobsChecked, bytesChecked, problems };
+  }
+
+  /**
+   * Visits `d` and everything it references (index → manifests, manifest → config + layers +
+   * subject), reporting absent or unparsable blobs instead of throwing.
+   */
+  private async walk(d: Descriptor, visit: (d: Descriptor) => void, problem: (p: FsckProblem) => void): Promise<void> {
+    const info = await this.content.info(d.digest);
+    if (info === undefined) {
+      problem({ kind: 'missing-blob', digest: d.digest, message: `blob ${d.digest} (${d.mediaType}) is missing` });
+      return;
+    }
+    visit(d);
+    if (info.size !== d.size && d.mediaType !== 'application/octet-stream') {
+      problem({ kind: 'corrupt-blob', digest: d.digest, message: `blob ${d.digest} is ${info.size} bytes, descriptor says ${d.size}` });
+    }
+    // A `keep` root of unknown type is sniffed only when small enough to be a manifest.
+    if (!isJSONMediaType(d.mediaType) || info.size > MAX_MANIFEST_SIZE) return;
+    let body: ImageManifest | ImageIndex;
+    try {
+      body = await this.readJSON<ImageManifest | ImageIndex>(d.digest);
+    } catch (e) {
+      if (d.mediaType !== 'application/octet-stream') {
+        problem({ kind: 'bad-json', digest: d.digest, message: (e as Error).message });
+      }
+      return;
+    }
+    if (typeof body !== 'object' || body === null) return;
+    if ('manifests' in body && Array.isArray(body.manifests)) {
+      for (const m of body.manifests) await this.walk(m, visit, problem);
+    }
+    if ('config' in body && typeof body.config === 'object' && body.config !== null) {
+      await this.walkLeaf(body.config, visit, problem);
+      for (const l of Array.isArray(body.layers) ? body.layers : []) await this.walkLeaf(l, visit, problem);
+      if (body.subject !== undefined) await this.walkLeaf(body.subject, visit, problem);
+    }
+  }
+
+  private async walkLeaf(d: Descriptor, visit: (d: Descriptor) => void, problem: (p: FsckProblem) => void): Promise<void> {
+    // Foreign layers (urls set) may legitimately be absent: they are fetched from their urls.
+    if (d.urls !== undefined && d.urls.length > 0 && (await this.content.info(d.digest)) === undefined) return;
+    const info = await this.content.info(d.digest);
+    if (info === undefined) {
+      problem({ kind: 'missing-blob', digest: d.digest, message: `blob ${d.digest} (${d.mediaType}) is missing` });
+      return;
+    }
+    visit(d);
+    if (info.size !== d.size) {
+      problem({ kind: 'corrupt-blob', digest: d.digest, message: `blob ${d.digest} is ${info.size} bytes, descriptor says ${d.size}` });
+    }
+  }
+}
+
+/** Manifests and indexes (JSON we follow); an unknown type of a `keep` root is sniffed too. */
+function isJSONMediaType(mt: string): boolean {
+  return mt.endsWith('+json') || mt.endsWith('.json') || mt === 'application/octet-stream';
+}
+
+async function emptyDir(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return;
+    throw e;
+  }
+  for (const n of names) await rm(join(dir, n), { recursive: true, force: true });
+}
