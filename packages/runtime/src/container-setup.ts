@@ -1,0 +1,71 @@
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { MNT_DETACH, MS, mount, pivotRoot, sethostname, setLinkUp, umount } from '@tsbuild/linux';
+import { HelperFailure } from './helper-failure.js';
+import type { RunRequest } from './helper-protocol.js';
+import { mountAll } from './mount-spec.js';
+import { hostPath, resolveInRoot } from './root-path.js';
+
+/** Host device nodes a container gets in its /dev (the OCI runtime spec's default devices). */
+const DEVICES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
+
+/**
+ * Turns the helper, already in fresh mount, PID, UTS and IPC namespaces, into the container's
+ * world: the rootfs at /, its own /proc, a /dev tmpfs, a read-only /sys and its hostname.
+ * Every mount made here belongs to this namespace and dies with it.
+ */
+export function enterContainer(req: RunRequest): void {
+  // unshare(1) already sets private propagation; do it again so nothing we mount can leak to the
+  // host's namespace through a shared peer group whatever unshare's defaults become.
+  mount(null, '/', null, MS.REC | MS.PRIVATE);
+  if (req.network === 'none') setLinkUp('lo');
+
+  const root = req.target;
+  mountAll(req.rootfs, root);
+
+  const proc = mountpoint(root, '/proc');
+  mount('proc', proc, 'proc', MS.NOSUID | MS.NODEV | MS.NOEXEC);
+
+  const dev = mountpoint(root, '/dev');
+  mount('tmpfs', dev, 'tmpfs', MS.NOSUID | MS.STRICTATIME, 'mode=755,size=65536k');
+  for (const name of DEVICES) {
+    if (!existsSync(`/dev/${name}`)) continue;
+    // A bind of the host's node: mknod would need the device cgroup's blessing in some setups.
+    writeFileSync(`${dev}/${name}`, '', { mode: 0o666 });
+    mount(`/dev/${name}`, `${dev}/${name}`, null, MS.BIND);
+  }
+  mkdirSync(`${dev}/pts`);
+  mount('devpts', `${dev}/pts`, 'devpts', MS.NOSUID | MS.NOEXEC, 'newinstance,ptmxmode=0666,mode=0620');
+  symlinkSync('pts/ptmx', `${dev}/ptmx`);
+  mkdirSync(`${dev}/shm`);
+  mount('shm', `${dev}/shm`, 'tmpfs', MS.NOSUID | MS.NODEV | MS.NOEXEC, 'mode=1777,size=65536k');
+  symlinkSync('/proc/self/fd', `${dev}/fd`);
+  symlinkSync('/proc/self/fd/0', `${dev}/stdin`);
+  symlinkSync('/proc/self/fd/1', `${dev}/stdout`);
+  symlinkSync('/proc/self/fd/2', `${dev}/stderr`);
+
+  // A fresh sysfs shows the container's network namespace; read-only as Docker mounts it.
+  const sys = mountpoint(root, '/sys');
+  mount('sysfs', sys, 'sysfs', MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
+
+  // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the
+  // rootfs visible (pivot_root(2), "NOTES"), with no directory needed for the old root.
+  process.chdir(root);
+  pivotRoot('.', '.');
+  umount('.', MNT_DETACH);
+  process.chdir('/');
+  sethostname(req.hostname);
+}
+
+/**
+ * The host path of a mountpoint inside the rootfs, created if missing. An image's symlink in its
+ * place is resolved inside the rootfs, so a crafted image cannot make us mount over a host path.
+ */
+function mountpoint(root: string, path: string): string {
+  const p = hostPath(root, resolveInRoot(root, path));
+  try {
+    mkdirSync(p, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    throw new HelperFailure('FAILED_PRECONDITION', `cannot create mountpoint ${path} in the rootfs (read-only?): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  return p;
+}

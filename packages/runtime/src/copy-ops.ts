@@ -1,0 +1,123 @@
+import { chmodSync, copyFileSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
+import { posix } from 'node:path';
+import { S_IFBLK, S_IFCHR, S_IFIFO, major, minor, mknod } from '@tsbuild/linux';
+import type { CopyOp } from './helper-protocol.js';
+import { HelperFailure } from './helper-failure.js';
+import { hostPath, resolveInRoot } from './root-path.js';
+
+/**
+ * Docker's COPY and WORKDIR on a mounted rootfs at `root`, run by the helper inside its private mount
+ * namespace. Destinations are resolved with the rootfs as `/` (resolveInRoot); below the resolved
+ * destination every entry is created by us in a directory we created or lstat'ed, and an existing
+ * symlink in the way is replaced, never followed, so nothing is written outside the rootfs.
+ */
+export function applyCopyOps(root: string, ops: CopyOp[]): void {
+  for (const op of ops) {
+    if (op.op === 'mkdir') {
+      if (!op.path.startsWith('/')) throw new HelperFailure('INVALID_ARGUMENT', `mkdir: path must be absolute: ${op.path}`);
+      const dir = resolveInRoot(root, op.path);
+      mkdirInRoot(root, dir, { uid: op.uid, gid: op.gid, mode: op.mode });
+    } else {
+      copy(root, op);
+    }
+  }
+}
+
+interface Owner {
+  uid: number;
+  gid: number;
+}
+
+function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
+  if (!op.dest.startsWith('/')) throw new HelperFailure('INVALID_ARGUMENT', `COPY destination must be absolute: ${op.dest}`);
+  if (op.sources.length === 0) throw new HelperFailure('INVALID_ARGUMENT', `COPY to ${op.dest}: no sources`);
+  const sources = op.sources.map((src): [string, Stats] => {
+    try {
+      return [src, lstatSync(src)];
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new HelperFailure('NOT_FOUND', `COPY source not found: ${src}`);
+      throw e;
+    }
+  });
+  const dest = resolveInRoot(root, op.dest);
+  const destStat = lstatOrUndefined(hostPath(root, dest));
+  const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
+  const owner = { uid: op.uid, gid: op.gid };
+  for (const [src, st] of sources) {
+    try {
+      if (st.isDirectory()) {
+        mkdirInRoot(root, dest, { ...owner, mode: op.mode ?? 0o755 });
+        const destHost = hostPath(root, dest);
+        for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(destHost, name), owner, op.mode);
+      } else if (intoDir) {
+        mkdirInRoot(root, dest, { ...owner, mode: 0o755 });
+        copyEntry(src, posix.join(hostPath(root, dest), posix.basename(src)), owner, op.mode, st);
+      } else {
+        mkdirInRoot(root, posix.dirname(dest), { ...owner, mode: 0o755 });
+        copyEntry(src, hostPath(root, dest), owner, op.mode, st);
+      }
+    } catch (e) {
+      if (e instanceof HelperFailure) throw e;
+      throw new HelperFailure('FAILED_PRECONDITION', `COPY ${src} to ${op.dest}: ${(e as Error).message.replaceAll(root, '')}`);
+    }
+  }
+}
+
+/**
+ * mkdir -p inside the rootfs: each missing component is created owned by `owner`, the last one
+ * with `mode` and its parents 0755 (Docker's WORKDIR and COPY). Existing directories are kept as
+ * they are; a non-directory in the way is an error.
+ */
+function mkdirInRoot(root: string, dir: string, opts: Owner & { mode: number }): void {
+  const parts = dir.split('/').filter((c) => c.length > 0);
+  for (let i = 1; i <= parts.length; i++) {
+    // Re-resolve each prefix: a component that exists may be a symlink to elsewhere in the rootfs.
+    const inRoot = resolveInRoot(root, `/${parts.slice(0, i).join('/')}`);
+    const host = hostPath(root, inRoot);
+    const st = lstatOrUndefined(host);
+    if (st?.isDirectory()) continue;
+    if (st !== undefined) throw new HelperFailure('FAILED_PRECONDITION', `cannot create directory ${inRoot}: a file of that name exists in the rootfs`);
+    const mode = i === parts.length ? opts.mode : 0o755;
+    mkdirSync(host, { mode });
+    lchownSync(host, opts.uid, opts.gid);
+    chmodSync(host, mode); // mkdir(2) applies the umask
+  }
+}
+
+/**
+ * Copies one source entry (never following a symlink) to `dest`, a path whose parent is a real
+ * directory inside the rootfs. Directories merge into an existing directory; anything else
+ * replaces what is there (Docker: "the only exception is when both are directories").
+ */
+function copyEntry(src: string, dest: string, owner: Owner, mode: number | undefined, st = lstatSync(src)): void {
+  const existing = lstatOrUndefined(dest);
+  if (st.isDirectory()) {
+    if (existing !== undefined && !existing.isDirectory()) unlinkSync(dest);
+    if (existing === undefined || !existing.isDirectory()) mkdirSync(dest, { mode: 0o700 });
+    for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(dest, name), owner, mode);
+  } else {
+    if (existing?.isDirectory()) rmSync(dest, { recursive: true, force: true });
+    else if (existing !== undefined) unlinkSync(dest);
+    if (st.isFile()) copyFileSync(src, dest, constants.COPYFILE_EXCL);
+    else if (st.isSymbolicLink()) symlinkSync(readlinkSync(src), dest);
+    else if (st.isFIFO()) mknod(dest, S_IFIFO | 0o600);
+    else if (st.isCharacterDevice()) mknod(dest, S_IFCHR | 0o600, major(st.rdev), minor(st.rdev));
+    else if (st.isBlockDevice()) mknod(dest, S_IFBLK | 0o600, major(st.rdev), minor(st.rdev));
+    else return; // a socket has no meaning in an image: Docker skips it too
+  }
+  lchownSync(dest, owner.uid, owner.gid);
+  // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
+  if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
+  // Last: creating children changed the directory's mtime.
+  lutimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw e;
+  }
+}

@@ -1,0 +1,184 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { constants } from 'node:os';
+import {
+  AlreadyExistsError,
+  CancelledError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  TsbuildError,
+} from '@tsbuild/oci';
+import { EXEC_LINE, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+
+/** The compiled helper; `../dist/helper.js` resolves from both src/ (tests) and dist/. */
+const HELPER = fileURLToPath(new URL('../dist/helper.js', import.meta.url));
+
+export interface ChainOptions {
+  network: 'host' | 'none';
+  /**
+   * fds 0, 1 and 2 of the command. Its stderr reaches the helper as fd 4, which the helper makes
+   * fd 2 just before execve: the chain's own fd 2 is a pipe to us, so util-linux's and Node's
+   * messages never mix with the command's output and tell us what went wrong.
+   */
+  stdio: [StdioMode, StdioMode, 'inherit' | 'pipe'];
+  signal?: AbortSignal;
+  /** Called once the chain is spawned, with its stdio streams when piped. */
+  onSpawn?: (streams: { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null }) => void;
+}
+
+export type StdioMode = 'ignore' | 'inherit' | 'pipe';
+
+export interface ChainResult {
+  exitCode: number;
+  signal?: string;
+  /** What util-linux and the helper's Node wrote on their stderr (not the command's). */
+  diagnostics: string;
+  /** The helper got as far as execve (a RUN); false for a copy. */
+  execed: boolean;
+}
+
+/** The request without the pid only known once spawned. */
+export type Request = Omit<RunRequest, 'chainPid'> | Omit<CopyRequest, 'chainPid'>;
+
+/**
+ * Starts the helper in fresh namespaces and waits for it (or the command it became) to end.
+ *
+ * Lifetime, whatever happens to tsbuild:
+ *  - setpriv --pdeathsig KILL: setpriv execs unshare, which keeps the signal, so unshare is
+ *    SIGKILLed when the tsbuild thread that spawned it dies, kill -9 included;
+ *  - unshare --kill-child: its forked child (the helper, then the command: PID 1 of the new PID
+ *    namespace) gets SIGKILL when unshare dies;
+ *  - when PID 1 of a PID namespace dies the kernel kills every other process in it
+ *    (pid_namespaces(7)), and with the last of them goes the mount namespace and every mount in it.
+ * An abort closes the control socket, SIGKILLs PID 1 and unshare, and waits until they are gone.
+ */
+export function runChain(request: Request, opts: ChainOptions): Promise<ChainResult> {
+  if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
+  if (!existsSync(HELPER)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${HELPER}`));
+  const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
+  if (opts.network === 'none') args.push('--net');
+  args.push('--', process.execPath, HELPER);
+
+  return new Promise<ChainResult>((resolve, reject) => {
+    const child = spawn('setpriv', args, {
+      stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe'],
+      // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    });
+    const control = child.stdio[3] as Socket;
+    let reply = '';
+    let diagnostics = '';
+    const diag = child.stdio[2] as Readable;
+    diag.setEncoding('utf8');
+    diag.on('data', (d: string) => {
+      if (diagnostics.length < 65536) diagnostics += d;
+    });
+    let aborted = false;
+    let spawnError: Error | undefined;
+    control.setEncoding('utf8');
+    control.on('data', (d: string) => (reply += d));
+    control.on('error', () => {}); // EPIPE when the helper exited before reading: its exit says why
+
+    const onAbort = (): void => {
+      aborted = true;
+      control.destroy();
+      if (child.pid !== undefined) killChain(child.pid);
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.on('error', (e) => {
+      spawnError = e;
+    });
+    child.on('spawn', () => {
+      control.write(`${JSON.stringify({ ...request, chainPid: child.pid })}\n`);
+      opts.onSpawn?.({ stdin: child.stdin, stdout: child.stdout, stderr: child.stdio[4] as Readable | null });
+    });
+    child.on('close', (code, sig) => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      control.destroy();
+      const lines = reply.split('\n').filter((l) => l.length > 0);
+      const execed = lines.includes(EXEC_LINE);
+      const error = lines.find((l) => l !== EXEC_LINE);
+      const lostSigkill = code === 1 && UNSHARE_LOST_SIGKILL.test(diagnostics);
+      if (spawnError !== undefined) {
+        reject(new FailedPreconditionError(`cannot start setpriv/unshare (util-linux): ${spawnError.message}`, { cause: spawnError }));
+      } else if (aborted) {
+        reject(cancelled(opts.signal as AbortSignal));
+      } else if (error !== undefined) {
+        reject(replyError(error));
+      } else if (code !== 0 && !lostSigkill && /^(setpriv|unshare): /m.test(diagnostics)) {
+        reject(new FailedPreconditionError(`cannot create the container's namespaces: ${firstLine(diagnostics)}`));
+      } else if (request.kind === 'run' && !execed) {
+        // Neither an answer nor an execve: the helper itself died (a crash, or a SIGKILL).
+        const why = diagnostics.split('\n').find((l) => /Error|error:/.test(l)) ?? firstLine(diagnostics);
+        reject(new FailedPreconditionError(`the runtime helper died before starting ${request.args[0]} (exit ${code ?? sig}): ${why.trim()}`));
+      } else if (lostSigkill) {
+        // unshare passes a child's death by signal on by raising the same signal on itself, but
+        // signal(SIGKILL, SIG_DFL) fails with EINVAL, so for SIGKILL it prints an error and exits
+        // 1 instead (util-linux 2.38, sys-utils/unshare.c). Nothing else ends unshare that way.
+        resolve({ exitCode: 128 + constants.signals.SIGKILL, signal: 'SIGKILL', diagnostics, execed });
+      } else if (sig !== null) {
+        resolve({ exitCode: 128 + (constants.signals[sig] ?? 0), signal: sig, diagnostics, execed });
+      } else {
+        resolve({ exitCode: code ?? 0, diagnostics, execed });
+      }
+    });
+  });
+}
+
+const UNSHARE_LOST_SIGKILL = /^unshare: (sigprocmask unblock failed|child exit failed)/m;
+
+/** SIGKILL to PID 1 of the container first (its death empties the namespace), then to unshare. */
+function killChain(pid: number): void {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // already gone
+  }
+  for (const c of children) tryKill(c);
+  tryKill(pid);
+}
+
+function firstLine(text: string): string {
+  return text.trim().split('\n')[0] ?? '';
+}
+
+function tryKill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // ESRCH: it exited on its own
+  }
+}
+
+function cancelled(signal: AbortSignal): CancelledError {
+  const reason: unknown = signal.reason;
+  return new CancelledError(`cancelled${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason });
+}
+
+function replyError(text: string): TsbuildError {
+  let parsed: HelperReply;
+  try {
+    parsed = JSON.parse(text.split('\n')[0]) as HelperReply;
+  } catch {
+    return new FailedPreconditionError(`runtime helper answered garbage: ${text.slice(0, 200)}`);
+  }
+  const { code, message } = parsed.error;
+  switch (code) {
+    case 'NOT_FOUND':
+      return new NotFoundError(message);
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgumentError(message);
+    case 'ALREADY_EXISTS':
+      return new AlreadyExistsError(message);
+    case 'FAILED_PRECONDITION':
+      return new FailedPreconditionError(message);
+    default:
+      return new TsbuildError(message);
+  }
+}

@@ -1,0 +1,52 @@
+import type { Mount } from './mount-spec.js';
+
+/**
+ * What tsbuild sends the helper (one JSON line on fd 3) and what the helper answers on the same
+ * socket: an error line when it fails before the command starts, or EXEC_LINE just before
+ * starting it. fd 3 is close-on-exec, so the command never sees it.
+ */
+export type HelperRequest = RunRequest | CopyRequest;
+
+export interface RunRequest {
+  kind: 'run';
+  /** Host pid of the `setpriv … unshare` process: the helper's parent, checked on start. */
+  chainPid: number;
+  target: string;
+  rootfs: Mount[];
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  hostname: string;
+  network: 'host' | 'none';
+}
+
+export type CopyOp =
+  | { op: 'copy'; sources: string[]; dest: string; uid: number; gid: number; mode?: number }
+  | { op: 'mkdir'; path: string; uid: number; gid: number; mode: number };
+
+export interface CopyRequest {
+  kind: 'copy';
+  chainPid: number;
+  target: string;
+  rootfs: Mount[];
+  ops: CopyOp[];
+}
+
+/** The typed error kinds of @tsbuild/oci the helper can report. */
+export type HelperErrorCode = 'NOT_FOUND' | 'INVALID_ARGUMENT' | 'FAILED_PRECONDITION' | 'ALREADY_EXISTS' | 'INTERNAL';
+
+export interface HelperReply {
+  error: { code: HelperErrorCode; message: string };
+}
+
+/**
+ * Sent by the helper once the container is set up, just before it looks the command up and
+ * execve's it: from then on the exit status is the command's (or 127/126 when it cannot start).
+ */
+export const EXEC_LINE = '{"exec":true}';
+
+/** Exit status of a helper that failed before execve; the reply on fd 3 says why. */
+export const HELPER_SETUP_FAILED = 125;

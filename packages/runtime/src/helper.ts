@@ -1,0 +1,76 @@
+/**
+ * The helper process: started by tsbuild as
+ *   setpriv --pdeathsig KILL -- unshare --mount --uts --ipc --pid --fork --kill-child [--net] -- node helper.js
+ * it reads one request (a JSON line) on fd 3, does the mounts in its own mount namespace and then
+ * either execve's a RUN command (which thereby becomes PID 1) or performs COPY operations and exits.
+ * Node itself is multi-threaded, so namespaces cannot be entered from tsbuild's own process.
+ */
+import { readFileSync, readSync, writeSync } from 'node:fs';
+import { MS, dup2, mount } from '@tsbuild/linux';
+import { applyCopyOps } from './copy-ops.js';
+import { enterContainer } from './container-setup.js';
+import { execCommand } from './exec-command.js';
+import { HelperFailure } from './helper-failure.js';
+import { HELPER_SETUP_FAILED, type HelperReply, type HelperRequest } from './helper-protocol.js';
+import { mountAll } from './mount-spec.js';
+
+const CONTROL_FD = 3;
+const COMMAND_STDERR_FD = 4;
+
+function readRequest(): HelperRequest {
+  const chunks: Buffer[] = [];
+  const buf = Buffer.alloc(65536);
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(CONTROL_FD, buf, 0, buf.length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
+      throw e;
+    }
+    if (n === 0) process.exit(HELPER_SETUP_FAILED); // tsbuild went away before sending anything
+    const nl = buf.subarray(0, n).indexOf(10);
+    if (nl >= 0) {
+      chunks.push(Buffer.from(buf.subarray(0, nl)));
+      return JSON.parse(Buffer.concat(chunks).toString('utf8')) as HelperRequest;
+    }
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+  }
+}
+
+/** The parent pid as the host sees it: /proc is still the host's until we mount our own. */
+function hostParentPid(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+function main(): void {
+  const req = readRequest();
+  // unshare sets our parent-death signal after fork; if it died before that we would be orphaned
+  // without knowing it. Our parent must still be the process tsbuild started.
+  if (hostParentPid() !== req.chainPid) process.exit(128 + 9);
+  try {
+    if (req.kind === 'run') {
+      // The command's stderr arrives as fd 4; our fd 2 is tsbuild's diagnostics pipe.
+      dup2(COMMAND_STDERR_FD, 2);
+      enterContainer(req);
+      execCommand(req, CONTROL_FD);
+    } else {
+      mount(null, '/', null, MS.REC | MS.PRIVATE);
+      mountAll(req.rootfs, req.target);
+      applyCopyOps(req.target, req.ops);
+      process.exit(0);
+    }
+  } catch (e) {
+    const reply: HelperReply = {
+      error:
+        e instanceof HelperFailure
+          ? { code: e.code, message: e.message }
+          : { code: 'FAILED_PRECONDITION', message: (e as Error).message },
+    };
+    writeSync(CONTROL_FD, `${JSON.stringify(reply)}\n`);
+    process.exit(HELPER_SETUP_FAILED);
+  }
+}
+
+main();

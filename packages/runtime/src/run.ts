@@ -1,0 +1,108 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { InvalidArgumentError } from '@tsbuild/oci';
+import { runChain, type StdioMode } from './helper-chain.js';
+import type { Mount } from './mount-spec.js';
+
+/**
+ * One RUN: a command in its own mount, PID, UTS and IPC namespaces (and network namespace with
+ * network 'none'), with `rootfs` as / and the command as PID 1. Nothing it mounts outlives it.
+ */
+export interface RunSpec {
+  /** argv; args[0] is searched in the PATH of `env` (inside the rootfs) when it has no '/'. */
+  args: string[];
+  /** KEY=VALUE */
+  env: string[];
+  /** Absolute, inside the rootfs; created (0755, root) if missing, as Docker does. */
+  cwd: string;
+  /** Default 0:0 with no supplementary groups. */
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  /** Default: a short random hex id. */
+  hostname?: string;
+  /** Mounted in order at one fresh directory (the first is the root), then pivot_root into it. */
+  rootfs: Mount[];
+  /** A host directory this run may use (the mountpoint lives here); run() removes it. */
+  scratchDir: string;
+  /** 'host' (default) shares the host's network; 'none' is a network namespace with only lo, up. */
+  network?: 'host' | 'none';
+}
+
+export interface RunIO {
+  /** Default 'ignore'. */
+  stdin?: 'inherit' | 'ignore' | Readable;
+  /** A Writable receives the output and is not ended: one stream may collect several runs. */
+  stdout: Writable | 'inherit';
+  stderr: Writable | 'inherit';
+}
+
+export interface RunResult {
+  /** The command's exit status; 128 + n when killed by signal n; 127/126 when it could not start. */
+  exitCode: number;
+  /** The name of the signal that killed the command, if one did. */
+  signal?: string;
+}
+
+/**
+ * Runs `spec.args` in a container and resolves with its exit status once it and every process it
+ * started are gone. Rejects with CancelledError when `signal` aborts (the container is killed
+ * first), and with a typed error when the container could not be set up (mounts, cwd).
+ *
+ * Call it from the main thread: the container's lifetime is tied to the thread that spawned it
+ * (PR_SET_PDEATHSIG fires when that thread exits), so a worker thread's exit would kill it.
+ */
+export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
+  validate(spec);
+  const target = posix.join(spec.scratchDir, 'rootfs');
+  await mkdir(target, { recursive: true });
+  try {
+    const stdin: StdioMode = io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
+    const copies: Promise<void>[] = [];
+    const result = await runChain(
+      {
+        kind: 'run',
+        target,
+        rootfs: spec.rootfs,
+        args: spec.args,
+        env: spec.env,
+        cwd: spec.cwd,
+        uid: spec.user?.uid ?? 0,
+        gid: spec.user?.gid ?? 0,
+        additionalGids: spec.user?.additionalGids ?? [],
+        hostname: spec.hostname ?? randomBytes(6).toString('hex'),
+        network: spec.network ?? 'host',
+      },
+      {
+        network: spec.network ?? 'host',
+        stdio: [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe'],
+        signal,
+        onSpawn: (s) => {
+          if (s.stdin !== null && typeof io.stdin === 'object') {
+            // A command that does not read its stdin closes the pipe: EPIPE is its right, not an error.
+            copies.push(pipeline(io.stdin, s.stdin).catch(() => {}));
+          }
+          if (s.stdout !== null && typeof io.stdout === 'object') s.stdout.pipe(io.stdout, { end: false });
+          if (s.stderr !== null && typeof io.stderr === 'object') s.stderr.pipe(io.stderr, { end: false });
+        },
+      },
+    );
+    await Promise.all(copies);
+    return result.signal === undefined ? { exitCode: result.exitCode } : { exitCode: result.exitCode, signal: result.signal };
+  } finally {
+    await rm(spec.scratchDir, { recursive: true, force: true });
+  }
+}
+
+function validate(spec: RunSpec): void {
+  if (spec.args.length === 0 || spec.args[0] === '') throw new InvalidArgumentError('run: empty command (args[0] is missing)');
+  if (!spec.cwd.startsWith('/')) throw new InvalidArgumentError(`run: working directory must be absolute: ${spec.cwd}`);
+  if (spec.rootfs.length === 0) throw new InvalidArgumentError('run: rootfs has no mounts');
+  if (!posix.isAbsolute(spec.scratchDir)) throw new InvalidArgumentError(`run: scratchDir must be absolute: ${spec.scratchDir}`);
+  // HOST_NAME_MAX (limits.h); sethostname(2) fails with EINVAL beyond it.
+  if (spec.hostname !== undefined && (spec.hostname.length === 0 || Buffer.byteLength(spec.hostname) > 64)) {
+    throw new InvalidArgumentError(`run: hostname must be 1 to 64 bytes: ${spec.hostname}`);
+  }
+  for (const e of spec.env) if (!e.includes('=')) throw new InvalidArgumentError(`run: environment entry is not KEY=VALUE: ${e}`);
+}
