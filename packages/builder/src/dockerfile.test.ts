@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { parseDockerfile } from './dockerfile.js';
+
+describe('parseDockerfile', () => {
+  it('splits stages and keeps 1-based lines', () => {
+    const df = parseDockerfile('ARG V=1\nFROM busybox AS Base\nRUN true\n\nFROM base\nCMD ["sh"]\n');
+    expect(df.globalArgs.map((a) => a.args)).toEqual(['V=1']);
+    expect(df.stages).toHaveLength(2);
+    expect(df.stages[0]!.name).toBe('base');
+    expect(df.stages[0]!.from.line).toBe(2);
+    expect(df.stages[0]!.instructions[0]).toMatchObject({ keyword: 'RUN', line: 3, args: 'true' });
+    expect(df.stages[1]!.instructions[0]!.json).toEqual(['sh']);
+  });
+
+  it('joins continuations and drops comment and empty lines inside them', () => {
+    const df = parseDockerfile('FROM scratch\nRUN echo a \\\n  # a comment\n\n  && echo b\n');
+    expect(df.stages[0]!.instructions[0]!.args).toBe('echo a   && echo b');
+  });
+
+  it('reads leading flags, repeated ones kept', () => {
+    const df = parseDockerfile('FROM scratch\nCOPY --chown=1:2 --chmod=755 a b /dst/\n');
+    const c = df.stages[0]!.instructions[0]!;
+    expect(c.flags.get('chown')).toEqual(['1:2']);
+    expect(c.flags.get('chmod')).toEqual(['755']);
+    expect(c.args).toBe('a b /dst/');
+  });
+
+  it('tells exec form from shell form', () => {
+    const df = parseDockerfile('FROM scratch\nCMD ["echo", "a b"]\nCMD [not json]\nCMD echo hi\n');
+    const [a, b, c] = df.stages[0]!.instructions;
+    expect(a!.json).toEqual(['echo', 'a b']);
+    expect(b!.json).toBeUndefined();
+    expect(c!.json).toBeUndefined();
+  });
+
+  it('honours the escape directive', () => {
+    const df = parseDockerfile('# escape=`\nFROM scratch\nRUN dir `\n  c:\\\n');
+    expect(df.escape).toBe('`');
+    expect(df.stages[0]!.instructions[0]!.args).toBe('dir   c:\\');
+  });
+
+  it('names file:line for an unknown instruction', () => {
+    expect(() => parseDockerfile('FROM scratch\nRUN true\nBOGUS x\n', 'Dockerfile')).toThrow('Dockerfile:3: unknown instruction: BOGUS');
+  });
+
+  it('rejects instructions before FROM and an empty file', () => {
+    expect(() => parseDockerfile('RUN true\nFROM scratch\n')).toThrow('Dockerfile:1: no build stage in current context');
+    expect(() => parseDockerfile('# only a comment\n')).toThrow(/needs a FROM/);
+  });
+
+  it('rejects a malformed FROM', () => {
+    expect(() => parseDockerfile('FROM a b\n')).toThrow('Dockerfile:1: FROM requires either one or three arguments');
+  });
+});

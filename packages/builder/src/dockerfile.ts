@@ -1,0 +1,152 @@
+import { DockerfileParser } from 'dockerfile-ast';
+import { InvalidArgumentError } from '@tsbuild/oci';
+import { splitRaw } from './expand.js';
+
+/**
+ * A Dockerfile as the builder sees it: stages of instructions, each with its logical argument
+ * text (line continuations joined, comment and empty lines inside them dropped, as the
+ * Dockerfile reference says), its leading `--flags`, and the exec-form array when the arguments
+ * are a JSON array of strings. dockerfile-ast finds instruction boundaries, directives and line
+ * numbers; the semantics (expansion, flags, forms) are ours.
+ */
+export interface Instruction {
+  keyword: string;
+  /** 1-based line of the instruction's first line, for `Dockerfile:LINE` in errors. */
+  line: number;
+  /** Arguments after flags, continuations joined. */
+  args: string;
+  /** Leading `--name=value` / `--name` flags; repeated flags keep every value. */
+  flags: Map<string, string[]>;
+  /** The exec form (`["a", "b"]`), when args parse as a JSON array of strings. */
+  json?: string[];
+  /** `KEYWORD args` on one line, as history's created_by shows it. */
+  text: string;
+}
+
+export interface Stage {
+  index: number;
+  /** The `AS name`, lower-cased as docker treats stage names. */
+  name?: string;
+  from: Instruction;
+  instructions: Instruction[];
+}
+
+export interface ParsedDockerfile {
+  file: string;
+  escape: string;
+  /** ARG instructions before the first FROM. */
+  globalArgs: Instruction[];
+  stages: Stage[];
+}
+
+export const KEYWORDS = new Set([
+  'ADD', 'ARG', 'CMD', 'COPY', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'FROM', 'HEALTHCHECK', 'LABEL',
+  'MAINTAINER', 'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR',
+]);
+
+/** Instructions that take leading `--flags`. */
+const FLAGGED = new Set(['FROM', 'RUN', 'COPY', 'ADD', 'HEALTHCHECK']);
+
+export class DockerfileError extends InvalidArgumentError {
+  constructor(file: string, line: number, message: string) {
+    super(`${file}:${line}: ${message}`);
+  }
+}
+
+export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDockerfile {
+  const df = DockerfileParser.parse(content);
+  const escape = df.getEscapeCharacter();
+  const lines = content.split(/\r?\n/);
+  const globalArgs: Instruction[] = [];
+  const stages: Stage[] = [];
+  for (const ins of df.getInstructions()) {
+    const range = ins.getRange();
+    const line = range.start.line + 1;
+    const keyword = ins.getKeyword().toUpperCase();
+    if (!KEYWORDS.has(keyword)) throw new DockerfileError(file, line, `unknown instruction: ${ins.getInstruction()}`);
+    const logical = joinContinuations(lines.slice(range.start.line, range.end.line + 1), escape);
+    const rest = logical.replace(/^\s*\S+/, '').trim();
+    const { flags, args } = FLAGGED.has(keyword) ? takeFlags(rest, escape) : { flags: new Map<string, string[]>(), args: rest };
+    const parsed: Instruction = { keyword, line, args, flags, text: `${keyword} ${rest}`.trim() };
+    const json = parseJsonForm(args);
+    if (json) parsed.json = json;
+    if (keyword === 'FROM') {
+      const words = splitRaw(args, escape);
+      if (words.length !== 1 && !(words.length === 3 && words[1]!.toUpperCase() === 'AS')) {
+        throw new DockerfileError(file, line, 'FROM requires either one or three arguments (FROM image [AS name])');
+      }
+      const stage: Stage = { index: stages.length, from: parsed, instructions: [] };
+      if (words.length === 3) stage.name = words[2]!.toLowerCase();
+      stages.push(stage);
+      continue;
+    }
+    const current = stages.at(-1);
+    if (!current) {
+      if (keyword !== 'ARG') throw new DockerfileError(file, line, `no build stage in current context: ${keyword} before FROM`);
+      globalArgs.push(parsed);
+      continue;
+    }
+    current.instructions.push(parsed);
+  }
+  if (stages.length === 0) throw new DockerfileError(file, 1, 'file with no instructions: a Dockerfile needs a FROM');
+  return { file, escape, globalArgs, stages };
+}
+
+/**
+ * Joins an instruction's physical lines: a line ending in the escape character continues on the
+ * next; inside a continuation, comment lines and empty lines are dropped.
+ */
+function joinContinuations(physical: string[], escape: string): string {
+  let out = '';
+  const cont = new RegExp(`${escapeRe(escape)}[ \\t]*$`);
+  for (let k = 0; k < physical.length; k++) {
+    const l = physical[k]!;
+    if (k > 0) {
+      const t = l.trim();
+      if (t === '' || t.startsWith('#')) continue;
+    }
+    if (cont.test(l) && k < physical.length - 1) {
+      out += l.replace(cont, '');
+      continue;
+    }
+    out += l;
+    break;
+  }
+  return out;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function takeFlags(rest: string, escape: string): { flags: Map<string, string[]>; args: string } {
+  const flags = new Map<string, string[]>();
+  let args = rest;
+  for (;;) {
+    const m = /^--([A-Za-z][A-Za-z0-9-]*)(?:=(\S*))?(?:\s+|$)/.exec(args);
+    if (!m) break;
+    const name = m[1]!;
+    const value = m[2] !== undefined ? unquoteFlag(m[2], escape) : 'true';
+    flags.set(name, [...(flags.get(name) ?? []), value]);
+    args = args.slice(m[0].length);
+  }
+  return { flags, args: args.trim() };
+}
+
+function unquoteFlag(v: string, _escape: string): string {
+  if (v.length >= 2 && ((v.startsWith('"') && v.endsWith('"')) || (v.startsWith("'") && v.endsWith("'")))) return v.slice(1, -1);
+  return v;
+}
+
+/** Exec form: the arguments are a JSON array of strings (anything else is shell form). */
+export function parseJsonForm(args: string): string[] | undefined {
+  const t = args.trim();
+  if (!t.startsWith('[')) return undefined;
+  try {
+    const v: unknown = JSON.parse(t);
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+  } catch {
+    // not JSON: shell form
+  }
+  return undefined;
+}

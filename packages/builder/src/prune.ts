@@ -1,0 +1,54 @@
+import type { Digest, ImageConfig } from '@tsbuild/oci';
+import { chainIds } from '@tsbuild/oci';
+import type { Store } from '@tsbuild/store';
+import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
+
+export interface PruneResult {
+  blobs: { digest: Digest; size: number }[];
+  snapshots: string[];
+  /** Bytes freed: blob sizes plus the disk usage of removed snapshots. */
+  bytes: number;
+}
+
+/**
+ * Removes what no named image references: blobs (the store's mark and sweep) and snapshots
+ * (committed ones whose chainID no image uses, and every active or view snapshot: with the
+ * store's exclusive lock held, no build is running that could own one).
+ */
+export async function prune(store: Store, s: OverlaySnapshotter): Promise<PruneResult> {
+  return store.withLock('exclusive', async () => {
+    const keep = new Set<string>();
+    for (const rec of await store.listImages()) {
+      try {
+        const config: ImageConfig = await store.image(rec.descriptor).config();
+        for (const c of chainIds(config.rootfs.diff_ids)) keep.add(c);
+      } catch {
+        // a broken image keeps nothing alive; fsck reports it
+      }
+    }
+    const infos: SnapshotInfo[] = [];
+    await s.walk((i) => {
+      infos.push(i);
+    });
+    let bytes = 0;
+    const removed: string[] = [];
+    // Remove leaves first: a snapshot with children cannot go before them.
+    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)));
+    for (let progress = true; progress && pending.length > 0; ) {
+      progress = false;
+      const parents = new Set(infos.filter((i) => !removed.includes(i.name)).map((i) => i.parent).filter((p): p is string => p !== undefined));
+      for (const i of pending) {
+        if (parents.has(i.name)) continue;
+        const u = await s.usage(i.name).catch(() => ({ size: 0 }));
+        await s.remove(i.name);
+        bytes += u.size;
+        removed.push(i.name);
+        progress = true;
+      }
+      pending = pending.filter((i) => !removed.includes(i.name));
+    }
+    await s.cleanup();
+    const gc = await store.gc();
+    return { blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
+  });
+}

@@ -1,0 +1,90 @@
+import path from 'node:path';
+import { Command, Flags, type Interfaces } from '@oclif/core';
+import { isTsbuildError } from '@tsbuild/oci';
+import { DEFAULT_ROOT, Store } from '@tsbuild/store';
+import { OverlaySnapshotter } from '@tsbuild/snapshotter';
+
+export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
+
+/**
+ * Every command takes `--root` (or TSBUILD_ROOT) and maps tsbuild's typed errors to one line on
+ * stderr and exit status 1; oclif's own usage errors keep exit status 2.
+ */
+export abstract class BaseCommand<T extends typeof Command> extends Command {
+  static override baseFlags = {
+    root: Flags.string({
+      description: 'store root directory',
+      env: 'TSBUILD_ROOT',
+      default: DEFAULT_ROOT,
+      helpGroup: 'GLOBAL',
+    }),
+  };
+
+  protected flags!: BaseFlags<T>;
+  private storeP?: Promise<Store>;
+  private snapshotterP?: Promise<OverlaySnapshotter>;
+
+  override async init(): Promise<void> {
+    await super.init();
+    const { flags } = await this.parse({ flags: this.ctor.flags, baseFlags: (this.ctor as typeof BaseCommand).baseFlags, args: this.ctor.args, strict: this.ctor.strict });
+    this.flags = flags as BaseFlags<T>;
+  }
+
+  protected store(): Promise<Store> {
+    this.storeP ??= Store.open(path.resolve(this.flags.root));
+    return this.storeP;
+  }
+
+  protected snapshotter(): Promise<OverlaySnapshotter> {
+    this.snapshotterP ??= OverlaySnapshotter.open(path.join(path.resolve(this.flags.root), 'snapshots'));
+    return this.snapshotterP;
+  }
+
+  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
+    if (isTsbuildError(err)) {
+      process.stderr.write(`Error: ${err.message}\n`);
+      this.exit(1);
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && !err.oclif) {
+      // A system error that escaped a library: still one line, never a stack trace.
+      process.stderr.write(`Error: ${err.message}\n`);
+      this.exit(1);
+    }
+    // oclif's parse errors (unknown flag, missing or unexpected argument, bad option value)
+    // carry the parser output in `parse`: those are usage errors.
+    if (err.oclif && 'parse' in err) err.oclif.exit = 2;
+    return super.catch(err);
+  }
+}
+
+/** Sizes as docker prints them: 1000-based units, three significant digits. */
+export function humanSize(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${u === 0 ? v : v.toPrecision(3)}${units[u]}`;
+}
+
+/** "5 minutes ago" style ages, as `docker images` shows CREATED. */
+export function humanAge(iso: string | undefined, now = Date.now()): string {
+  if (!iso) return 'N/A';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  const steps: [number, string][] = [[60, 'second'], [60, 'minute'], [24, 'hour'], [7, 'day'], [4.35, 'week'], [12, 'month'], [Infinity, 'year']];
+  let v = s;
+  for (const [n, unit] of steps) {
+    if (v < n) return v <= 1 && unit === 'second' ? 'Less than a second ago' : `${Math.floor(v)} ${unit}${Math.floor(v) === 1 ? '' : 's'} ago`;
+    v /= n;
+  }
+  return 'long ago';
+}
+
+/** Column-aligned table for terminal output. */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n') + '\n';
+}

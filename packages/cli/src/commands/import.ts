@@ -1,0 +1,32 @@
+import path from 'node:path';
+import { Args, Flags } from '@oclif/core';
+import { digestHex } from '@tsbuild/oci';
+import { importRootfs } from '@tsbuild/builder';
+import { BaseCommand } from '../base-command.js';
+
+export default class Import extends BaseCommand<typeof Import> {
+  static override summary = 'Create a one-layer image from a root filesystem (a directory or a tar, plain or gzip)';
+  static override examples = ['<%= config.bin %> import ./rootfs busybox', '<%= config.bin %> import rootfs.tar.gz base:1'];
+  static override args = {
+    source: Args.string({ description: 'directory or tar file', required: true }),
+    name: Args.string({ description: 'image name', required: true }),
+  };
+  static override flags = {
+    env: Flags.string({ description: 'Env entry KEY=VALUE for the image config (repeatable)', multiple: true, multipleNonGreedy: true }),
+    cmd: Flags.string({ description: 'default command, as a JSON array or a shell string' }),
+    timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes' }),
+  };
+
+  async run(): Promise<void> {
+    const { args } = await this.parse(Import);
+    const f = this.flags;
+    let cmd: string[] | undefined;
+    if (f.cmd !== undefined) cmd = f.cmd.trim().startsWith('[') ? (JSON.parse(f.cmd) as string[]) : ['/bin/sh', '-c', f.cmd];
+    const r = await importRootfs(await this.store(), path.resolve(args.source), args.name, {
+      ...(f.env ? { env: f.env } : {}),
+      ...(cmd ? { cmd } : {}),
+      ...(f.timestamp !== undefined ? { sourceDateEpoch: f.timestamp } : {}),
+    });
+    process.stdout.write(`${digestHex(r.imageId)}\n`);
+  }
+}

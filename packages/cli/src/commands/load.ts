@@ -1,0 +1,15 @@
+import path from 'node:path';
+import { Flags } from '@oclif/core';
+import { loadArchive } from '@tsbuild/store';
+import { BaseCommand } from '../base-command.js';
+
+export default class Load extends BaseCommand<typeof Load> {
+  static override summary = 'Load images from an oci-archive or docker-archive file (plain or gzip) or an OCI layout directory';
+  static override flags = { input: Flags.string({ char: 'i', description: 'archive to read', required: true }) };
+
+  async run(): Promise<void> {
+    const store = await this.store();
+    const loaded = await store.withLock('shared', () => loadArchive(store, path.resolve(this.flags.input)));
+    for (const l of loaded) process.stdout.write(`Loaded image: ${l.name ?? l.descriptor.digest}\n`);
+  }
+}

@@ -1,0 +1,26 @@
+import path from 'node:path';
+import { Args, Flags } from '@oclif/core';
+import { saveArchive } from '@tsbuild/store';
+import { BaseCommand } from '../base-command.js';
+
+export default class Save extends BaseCommand<typeof Save> {
+  static override summary = 'Write images to an oci-archive or docker-archive file';
+  static override strict = false;
+  static override args = { image: Args.string({ description: 'image name or ID (more may follow)', required: true }) };
+  static override flags = {
+    output: Flags.string({ char: 'o', description: 'archive file to write', required: true }),
+    format: Flags.string({ description: 'archive format', options: ['oci-archive', 'docker-archive'], default: 'oci-archive' }),
+  };
+
+  async run(): Promise<void> {
+    const { argv } = await this.parse(Save);
+    const store = await this.store();
+    const images = [];
+    for (const image of argv as string[]) {
+      const { descriptor, names } = await store.resolve(image);
+      const exact = names.find((n) => n.endsWith(image) || n === image) ?? names[0];
+      images.push({ ...(exact !== undefined ? { name: exact } : {}), descriptor });
+    }
+    await saveArchive(store, images, path.resolve(this.flags.output), this.flags.format as 'oci-archive' | 'docker-archive');
+  }
+}

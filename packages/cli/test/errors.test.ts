@@ -1,0 +1,102 @@
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestStore, mountsUnder } from './harness.js';
+
+/** Everything that must be as it was after a failed build. */
+async function expectStoreUnchanged(t: TestStore, imagesBefore: string) {
+  expect((await t.run(['images', '--format', 'json'])).stdout).toBe(imagesBefore);
+  expect(mountsUnder(t.tmp)).toEqual([]);
+  const snaps = JSON.parse((await t.run(['snapshots', '--format', 'json'])).stdout) as { kind: string }[];
+  expect(snaps.filter((s) => s.kind !== 'committed')).toEqual([]);
+  expect(await fsp.readdir(path.join(t.root, 'tmp'))).toEqual([]);
+  expect((await t.run(['fsck'])).code).toBe(0);
+}
+
+describe('build errors give one clear line, a non-zero exit, and leave the store as it was', () => {
+  const t = new TestStore();
+  let before: string;
+  beforeAll(async () => {
+    await t.importBusybox();
+    before = (await t.run(['images', '--format', 'json'])).stdout;
+  });
+  afterAll(() => t.cleanup());
+
+  it('a missing Dockerfile names the path', async () => {
+    const ctx = await t.context({ 'a.txt': 'a' });
+    const r = await t.run(['build', '-t', 'x', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`Error: Dockerfile ${path.join(ctx, 'Dockerfile')}: no such file\n`);
+    await expectStoreUnchanged(t, before);
+  });
+
+  it('an unknown instruction names Dockerfile:line', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN true\nFROBNICATE now\n' });
+    const r = await t.run(['build', '-t', 'x', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: Dockerfile:3: unknown instruction: FROBNICATE\n');
+    expect(r.stdout).toBe(''); // rejected before any step ran
+    await expectStoreUnchanged(t, before);
+  });
+
+  it('a missing COPY source names Dockerfile:line and the source', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN echo one > /one\nCOPY nope.txt /dst/\n' });
+    const r = await t.run(['build', '-t', 'x', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: Dockerfile:3: COPY source nope.txt: no such file or directory in the build context\n');
+    await expectStoreUnchanged(t, before);
+  });
+
+  it('a failing RUN names Dockerfile:line and the exit status', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nWORKDIR /w\nRUN echo partial > /w/file && exit 3\n' });
+    const r = await t.run(['build', '-t', 'x', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: Dockerfile:3: RUN echo partial > /w/file && exit 3 exited with status 3\n');
+    await expectStoreUnchanged(t, before);
+  });
+
+  it('a FROM of an unknown image says so', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM nosuchimage:1\n' });
+    const r = await t.run(['build', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: Dockerfile:1: FROM nosuchimage:1: image not known in the local store (pull or import it first)\n');
+    await expectStoreUnchanged(t, before);
+  });
+
+  it('a missing context directory is an error, not a crash', async () => {
+    const r = await t.run(['build', path.join(t.tmp, 'nowhere')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(path.join(t.tmp, 'nowhere'));
+  });
+});
+
+describe('usage errors exit 2, --help exits 0', () => {
+  const t = new TestStore();
+  afterAll(() => t.cleanup());
+
+  it('an unknown flag is a usage error', async () => {
+    const r = await t.run(['build', '--no-such-flag', '.']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Nonexistent flag: --no-such-flag/);
+  });
+
+  it('a missing argument is a usage error', async () => {
+    const r = await t.run(['inspect']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Missing 1 required arg/);
+  });
+
+  it.each(['build', 'images', 'inspect', 'tag', 'rmi', 'prune', 'fsck', 'import', 'save', 'load', 'snapshots'])('%s --help', async (cmd) => {
+    const r = await t.run([cmd, '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/USAGE/);
+    expect(r.stdout).toContain(`tsbuild ${cmd}`);
+  });
+
+  it('an unknown image is exit 1 with one line', async () => {
+    const r = await t.run(['inspect', 'nothere']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: image not known: nothere\n');
+  });
+});

@@ -1,0 +1,91 @@
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestStore } from './harness.js';
+
+/** path → "type mode uid:gid size/target" for every entry under dir, as find prints it. */
+function tree(dir: string): string[] {
+  return execFileSync('find', ['.', '-printf', '%P %y %m %U:%G %s %l\n'], { cwd: dir, encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.length > 0 && !l.startsWith(' '))
+    .map((l) => (l.split(' ')[1] === 'd' ? l.replace(/ \d+ $/, ' - ') : l))
+    .sort();
+}
+
+describe('import, tag, rmi, save, load and prune', () => {
+  const t = new TestStore();
+  let rootfs: string;
+  beforeAll(async () => {
+    rootfs = await t.importBusybox('base:1');
+  });
+  afterAll(() => t.cleanup());
+
+  it('import gives a one-layer image named like docker does', async () => {
+    const inspect = JSON.parse((await t.run(['inspect', 'base:1'])).stdout);
+    expect(inspect.Names).toEqual(['docker.io/library/base:1']);
+    expect(inspect.Manifest.layers).toHaveLength(1);
+    expect(inspect.Config.rootfs.diff_ids).toHaveLength(1);
+  });
+
+  it('tag adds a name; the short image ID resolves; rmi removes the name', async () => {
+    expect((await t.run(['tag', 'base:1', 'localhost/other:2'])).code).toBe(0);
+    const id = JSON.parse((await t.run(['inspect', 'base:1'])).stdout).Id as string;
+    const byId = JSON.parse((await t.run(['inspect', id.slice(7, 19)])).stdout);
+    expect(byId.Names.sort()).toEqual(['docker.io/library/base:1', 'localhost/other:2']);
+    expect((await t.run(['rmi', 'localhost/other:2'])).code).toBe(0);
+    expect(JSON.parse((await t.run(['inspect', 'base:1'])).stdout).Names).toEqual(['docker.io/library/base:1']);
+  });
+
+  it.each(['oci-archive', 'docker-archive'])('save --format %s is read by skopeo and unpacked by umoci with the same files', async (format) => {
+    const archive = path.join(t.tmp, `base.${format}.tar`);
+    expect((await t.run(['save', 'base:1', '-o', archive, '--format', format])).code).toBe(0);
+    const oci = path.join(t.tmp, `oci-${format}`);
+    execFileSync('skopeo', ['copy', '-q', `${format}:${archive}`, `oci:${oci}:base`]);
+    const bundle = path.join(t.tmp, `bundle-${format}`);
+    execFileSync('umoci', ['unpack', '--image', `${oci}:base`, bundle]);
+    expect(tree(path.join(bundle, 'rootfs'))).toEqual(tree(rootfs));
+  });
+
+  it('loads an archive written by skopeo, keeping the image ID', async () => {
+    const id = JSON.parse((await t.run(['inspect', 'base:1'])).stdout).Id as string;
+    const ours = path.join(t.tmp, 'ours.tar');
+    await t.run(['save', 'base:1', '-o', ours, '--format', 'oci-archive']);
+    const theirs = path.join(t.tmp, 'skopeo-docker.tar');
+    execFileSync('skopeo', ['copy', '-q', `oci-archive:${ours}`, `docker-archive:${theirs}:example.com/loaded:7`]);
+    const r = await t.run(['load', '-i', theirs]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('example.com/loaded:7');
+    expect(JSON.parse((await t.run(['inspect', 'example.com/loaded:7'])).stdout).Id).toBe(id);
+  });
+
+  it('prune frees what no image references and keeps what one does', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM base:1\nRUN echo x > /x\n' });
+    expect((await t.run(['build', '-t', 'temp', ctx])).code).toBe(0);
+    expect((await t.run(['rmi', 'temp'])).code).toBe(0);
+    const r = await t.run(['prune']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/deleted blob sha256:/);
+    expect(r.stdout).toMatch(/deleted snapshot sha256:/);
+    expect(r.stdout).toMatch(/Total reclaimed space: \d/);
+    expect((await t.run(['fsck'])).code).toBe(0);
+    expect((await t.run(['inspect', 'base:1'])).code).toBe(0);
+    // the base image still builds on after the prune
+    expect((await t.run(['build', '-t', 'temp2', ctx])).code).toBe(0);
+  });
+
+  it('fsck finds a corrupted blob and exits 1', async () => {
+    const layer = JSON.parse((await t.run(['inspect', 'base:1'])).stdout).Manifest.layers[0].digest as string;
+    const file = path.join(t.root, 'blobs/sha256', layer.slice(7));
+    const fh = await fsp.open(file, 'r+');
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, 100);
+    b[0] = b[0]! ^ 0xff;
+    await fh.write(b, 0, 1, 100);
+    await fh.close();
+    const r = await t.run(['fsck']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(layer);
+    expect(r.stderr).toMatch(/^Error: store .* is corrupt: \d+ problem\(s\)\n$/);
+  });
+});
