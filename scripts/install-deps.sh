@@ -14,5 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian registry package starts a service on :5000; the tests start their own on random ports.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
-npm ci --no-audit --no-fund --allow-scripts=koffi,esbuild 2>/dev/null || npm ci --no-audit --no-fund
+# npm install, not npm ci: npm 11 writes lock files without other platforms' optional packages
+# (rollup's, esbuild's), which `npm ci` then rejects as out of sync. The lock file still pins versions.
+npm install --no-audit --no-fund
 npm run build
