@@ -83,6 +83,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const final = await b.run();
       const manifest = await writeImage(store, final, opts.sourceDateEpoch);
       for (const t of tags) await store.setName(t, manifest.descriptor);
+      if (tags.length === 0) await store.addImage(manifest.descriptor);
       const result = { imageId: manifest.configDigest, manifest: manifest.descriptor, names: tags };
       opts.onEvent?.({ type: 'done', ...result });
       return result;

@@ -4,6 +4,8 @@ import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
 
 export interface PruneResult {
+  /** Untagged images removed (manifest digests). */
+  images: Digest[];
   blobs: { digest: Digest; size: number }[];
   snapshots: string[];
   /** Bytes freed: blob sizes plus the disk usage of removed snapshots. */
@@ -11,12 +13,21 @@ export interface PruneResult {
 }
 
 /**
- * Removes what no named image references: blobs (the store's mark and sweep) and snapshots
- * (committed ones whose chainID no image uses, and every active or view snapshot: with the
- * store's exclusive lock held, no build is running that could own one).
+ * Removes untagged images (docker's dangling `<none>` images, unless `keepUntagged`), then what
+ * no image references: blobs (the store's mark and sweep) and snapshots (committed ones whose
+ * chainID no image uses, and every active or view snapshot: with the store's exclusive lock
+ * held, no build is running that could own one).
  */
-export async function prune(store: Store, s: OverlaySnapshotter): Promise<PruneResult> {
+export async function prune(store: Store, s: OverlaySnapshotter, opts: { keepUntagged?: boolean } = {}): Promise<PruneResult> {
   return store.withLock('exclusive', async () => {
+    const images: Digest[] = [];
+    if (!opts.keepUntagged) {
+      for (const rec of await store.listImages()) {
+        if (rec.name !== undefined) continue;
+        await store.removeImage(rec.descriptor.digest);
+        images.push(rec.descriptor.digest);
+      }
+    }
     const keep = new Set<string>();
     for (const rec of await store.listImages()) {
       try {
@@ -49,6 +60,6 @@ export async function prune(store: Store, s: OverlaySnapshotter): Promise<PruneR
     }
     await s.cleanup();
     const gc = await store.gc();
-    return { blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
+    return { images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
   });
 }

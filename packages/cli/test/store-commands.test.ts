@@ -89,3 +89,49 @@ describe('import, tag, rmi, save, load and prune', () => {
     expect(r.stderr).toMatch(/^Error: store .* is corrupt: \d+ problem\(s\)\n$/);
   });
 });
+
+describe('untagged images', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  it('a build without -t is listed as <none>, found by ID, and removed by rmi ID', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN echo untagged > /u\n' });
+    const r = await t.run(['build', '-q', ctx]);
+    expect(r.code).toBe(0);
+    const id = r.stdout.trim();
+    expect((await t.run(['images'])).stdout).toMatch(new RegExp(`\\n<none>\\s+<none>\\s+${id.slice(0, 12)}\\s`));
+    expect(JSON.parse((await t.run(['inspect', id.slice(0, 12)])).stdout).Names).toEqual([]);
+    expect((await t.run(['rmi', id.slice(0, 12)])).stdout).toContain('Deleted: sha256:');
+    expect((await t.run(['inspect', id])).code).toBe(1);
+  });
+
+  it('rebuilding a tag leaves the previous image as <none>', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN date +%N > /n\n' });
+    const first = (await t.run(['build', '-q', '-t', 'moving', ctx])).stdout.trim();
+    const second = (await t.run(['build', '-q', '-t', 'moving', ctx])).stdout.trim();
+    expect(second).not.toBe(first);
+    const images = JSON.parse((await t.run(['images', '--format', 'json'])).stdout) as { name: string | null; id: string }[];
+    expect(images.find((i) => i.id === `sha256:${first}`)?.name).toBeNull();
+    expect(images.find((i) => i.id === `sha256:${second}`)?.name).toBe('docker.io/library/moving:latest');
+  });
+});
+
+describe('prune and untagged images', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  it('--keep-untagged keeps them; a plain prune removes them like docker image prune', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN echo u > /u\n' });
+    const id = (await t.run(['build', '-q', ctx])).stdout.trim();
+    expect((await t.run(['prune', '--keep-untagged'])).stdout).not.toContain('deleted image');
+    expect((await t.run(['inspect', id])).code).toBe(0);
+    const r = await t.run(['prune']);
+    expect(r.stdout).toMatch(/^deleted image sha256:[0-9a-f]{64}$/m);
+    expect(r.stdout).toMatch(/deleted snapshot/);
+    expect((await t.run(['inspect', id])).code).toBe(1);
+    expect((await t.run(['inspect', 'busybox'])).code).toBe(0);
+    expect((await t.run(['fsck'])).code).toBe(0);
+  });
+});

@@ -11,8 +11,8 @@ import { isErrno } from './content-store.js';
 import { writeFileAtomic } from './fs-sync.js';
 
 export interface ImageRecord {
-  /** Fully qualified: `docker.io/library/busybox:latest`. */
-  name: string;
+  /** Fully qualified: `docker.io/library/busybox:latest`; undefined for an untagged image. */
+  name?: string;
   /** The manifest (or index) the name points at. */
   descriptor: Descriptor;
 }
@@ -28,6 +28,16 @@ export function normaliseName(name: string): string {
     throw new InvalidArgumentError(`invalid image name "${name}": a name takes a tag, not a digest`);
   }
   return formatReference(ref);
+}
+
+/**
+ * images.json keys an untagged image (a build without -t, or one whose name moved to a newer
+ * build, as docker's `<none>` images) by `@` and its manifest digest: never a valid name.
+ */
+export const UNTAGGED_PREFIX = '@';
+
+export function untaggedKey(digest: string): string {
+  return `${UNTAGGED_PREFIX}${digest}`;
 }
 
 /** On-disk shape of images.json. Versioned so a later format can be told apart. */

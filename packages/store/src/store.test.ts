@@ -63,9 +63,10 @@ describe('names', () => {
     const b = await makeImage('b');
     await store.setName('app:1', a.manifest);
     await store.setName('app:1', b.manifest);
-    expect(await store.listImages()).toEqual([{ name: 'docker.io/library/app:1', descriptor: b.manifest }]);
+    // the image the name left stays, untagged
+    expect(await store.listImages()).toEqual([{ name: 'docker.io/library/app:1', descriptor: b.manifest }, { descriptor: a.manifest }]);
     expect(await store.removeName('docker.io/library/app:1')).toEqual(b.manifest);
-    expect(await store.listImages()).toEqual([]);
+    expect(await store.listImages()).toEqual([{ descriptor: a.manifest }]);
     const err = await store.removeName('app:1').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotFoundError);
     expect((err as Error).message).toBe('image not known: app:1');
@@ -224,5 +225,48 @@ describe('image', () => {
   it('ingestLayer with compression none stores the tar itself', async () => {
     const r = await ingestLayer(store.content, Readable.from([Buffer.from('plain tar')]), { compression: 'none' });
     expect(r).toEqual({ digest: sha256Of('plain tar'), size: 9, diffID: sha256Of('plain tar') });
+  });
+});
+
+describe('untagged images', () => {
+  it('addImage records an image without a name; resolve finds it by ID; gc keeps it', async () => {
+    const a = await makeImage('untagged');
+    await store.addImage(a.manifest);
+    await store.addImage(a.manifest); // idempotent
+    expect(await store.listImages()).toEqual([{ descriptor: a.manifest }]);
+    expect(await store.resolve(digestHex(a.config.digest).slice(0, 12))).toEqual({ descriptor: a.manifest, names: [] });
+    expect((await store.gc()).removed).toEqual([]);
+    expect((await store.fsck()).problems).toEqual([]);
+  });
+
+  it('a name moved to another image leaves the old one untagged, as docker shows <none>', async () => {
+    const a = await makeImage('first');
+    const b = await makeImage('second');
+    await store.setName('app', a.manifest);
+    await store.setName('app', b.manifest);
+    expect(await store.listImages()).toEqual([{ name: 'docker.io/library/app:latest', descriptor: b.manifest }, { descriptor: a.manifest }]);
+    // naming the untagged image again drops its untagged record
+    await store.setName('again', a.manifest);
+    expect((await store.listImages()).map((r) => r.name)).toEqual(['docker.io/library/again:latest', 'docker.io/library/app:latest']);
+  });
+
+  it('a moved name leaves nothing untagged when another name still keeps the old image', async () => {
+    const a = await makeImage('first');
+    const b = await makeImage('second');
+    await store.setName('app', a.manifest);
+    await store.setName('keep', a.manifest);
+    await store.setName('app', b.manifest);
+    expect((await store.listImages()).every((r) => r.name !== undefined)).toBe(true);
+  });
+
+  it('removeImage drops every name and the untagged record', async () => {
+    const a = await makeImage('x');
+    await store.setName('one', a.manifest);
+    await store.setName('two', a.manifest);
+    expect((await store.removeImage(a.manifest.digest)).sort()).toEqual(['docker.io/library/one:latest', 'docker.io/library/two:latest']);
+    expect(await store.listImages()).toEqual([]);
+    await store.addImage(a.manifest);
+    expect(await store.removeImage(a.manifest.digest)).toEqual([]);
+    await expect(store.removeImage(a.manifest.digest)).rejects.toThrow(NotFoundError);
   });
 });

@@ -17,7 +17,7 @@ import {
 import { FileContentStore, isErrno, type ContentStore } from './content-store.js';
 import { FileLock, type LockMode } from './file-lock.js';
 import { openImage, type Image } from './image.js';
-import { normaliseName, readImagesFile, writeImagesFile, type ImageRecord } from './image-names.js';
+import { UNTAGGED_PREFIX, normaliseName, readImagesFile, untaggedKey, writeImagesFile, type ImageRecord } from './image-names.js';
 
 export const DEFAULT_ROOT = '/var/lib/tsbuild';
 
@@ -70,21 +70,55 @@ export class Store {
     return this.storeLock.with(mode, fn);
   }
 
-  /** Every name, sorted. */
+  /** Every name, sorted, then the untagged images (records without a name). */
   async listImages(): Promise<ImageRecord[]> {
     const images = await readImagesFile(this.imagesPath);
-    return [...images.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, descriptor]) => ({ name, descriptor }));
+    const untagged = (k: string) => (k.startsWith(UNTAGGED_PREFIX) ? 1 : 0);
+    return [...images.entries()]
+      .sort(([a], [b]) => untagged(a) - untagged(b) || (a < b ? -1 : a > b ? 1 : 0))
+      .map(([key, descriptor]) => (key.startsWith(UNTAGGED_PREFIX) ? { descriptor } : { name: key, descriptor }));
   }
 
-  /** Points `name` (normalised, tag `latest` by default) at a manifest or index. */
+  /** Records an image without a name (a build without -t); a no-op if it is already recorded. */
+  async addImage(desc: Descriptor): Promise<void> {
+    const stored = storedDescriptor(desc);
+    await this.namesLock.with('exclusive', async () => {
+      const images = await readImagesFile(this.imagesPath);
+      if ([...images.values()].some((d) => d.digest === stored.digest)) return;
+      images.set(untaggedKey(stored.digest), stored);
+      await writeImagesFile(this.imagesPath, images);
+    });
+  }
+
+  /** Removes an image: every name that points at it and its untagged record. */
+  async removeImage(digest: Digest): Promise<string[]> {
+    return this.namesLock.with('exclusive', async () => {
+      const images = await readImagesFile(this.imagesPath);
+      const names = [...images.entries()].filter(([, d]) => d.digest === digest).map(([k]) => k);
+      if (names.length === 0) throw new NotFoundError(`image not known: ${digest}`);
+      for (const k of names) images.delete(k);
+      await writeImagesFile(this.imagesPath, images);
+      return names.filter((k) => !k.startsWith(UNTAGGED_PREFIX));
+    });
+  }
+
+  /**
+   * Points `name` (normalised, tag `latest` by default) at a manifest or index. An image the name
+   * pointed at before, and that no other name keeps, stays in the store untagged (docker's
+   * `<none>`), so a rebuild under the same tag does not silently drop the previous image.
+   */
   async setName(name: string, desc: Descriptor): Promise<void> {
     const normal = normaliseName(name);
     if (!isDigest(desc.digest)) throw new InvalidArgumentError(`invalid digest "${desc.digest}" for image ${normal}`);
-    const stored: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-    if (desc.platform !== undefined) stored.platform = desc.platform;
+    const stored = storedDescriptor(desc);
     await this.namesLock.with('exclusive', async () => {
       const images = await readImagesFile(this.imagesPath);
+      const old = images.get(normal);
       images.set(normal, stored);
+      images.delete(untaggedKey(stored.digest));
+      if (old !== undefined && old.digest !== stored.digest && ![...images.values()].some((d) => d.digest === old.digest)) {
+        images.set(untaggedKey(old.digest), old);
+      }
       await writeImagesFile(this.imagesPath, images);
     });
   }
@@ -111,7 +145,7 @@ export class Store {
     const records = await this.listImages();
     const found = (d: Descriptor) => ({
       descriptor: d,
-      names: records.filter((r) => r.descriptor.digest === d.digest).map((r) => r.name),
+      names: records.filter((r) => r.descriptor.digest === d.digest && r.name !== undefined).map((r) => r.name!),
     });
 
     // A name first, as docker does: `abc` is the image named abc before it is an ID prefix.
@@ -230,6 +264,10 @@ export class Store {
       problems.push({ kind: 'bad-json', message: (e as Error).message });
     }
     for (const r of records) {
+      if (r.name === undefined) {
+        await this.walk(r.descriptor, () => undefined, (p) => problems.push(p));
+        continue;
+      }
       try {
         if (normaliseName(r.name) !== r.name) {
           problems.push({ kind: 'bad-name', name: r.name, message: `image name "${r.name}" is not normalised` });
@@ -291,6 +329,13 @@ export class Store {
       problem({ kind: 'corrupt-blob', digest: d.digest, message: `blob ${d.digest} is ${info.size} bytes, descriptor says ${d.size}` });
     }
   }
+}
+
+function storedDescriptor(desc: Descriptor): Descriptor {
+  if (!isDigest(desc.digest)) throw new InvalidArgumentError(`invalid digest "${desc.digest}"`);
+  const stored: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+  if (desc.platform !== undefined) stored.platform = desc.platform;
+  return stored;
 }
 
 /** Manifests and indexes (JSON we follow); an unknown type of a `keep` root is sniffed too. */

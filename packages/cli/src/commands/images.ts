@@ -15,11 +15,11 @@ export default class Images extends BaseCommand<typeof Images> {
     for (const rec of await store.listImages()) {
       const img = store.image(rec.descriptor);
       const [manifest, config, configDesc] = await Promise.all([img.manifest(), img.config(), img.configDescriptor()]);
-      const ref = parseReference(rec.name);
+      const ref = rec.name !== undefined ? parseReference(rec.name) : undefined;
       rows.push({
-        name: rec.name,
-        repository: familiarReference({ domain: ref.domain, path: ref.path }),
-        tag: ref.tag ?? '<none>',
+        name: rec.name ?? null,
+        repository: ref ? familiarReference({ domain: ref.domain, path: ref.path }) : '<none>',
+        tag: ref?.tag ?? '<none>',
         id: configDesc.digest,
         digest: rec.descriptor.digest,
         created: (config as ImageConfig).created,

@@ -1,12 +1,17 @@
+import { Flags } from '@oclif/core';
 import { prune } from '@tsbuild/builder';
 import { BaseCommand, humanSize } from '../base-command.js';
 
 export default class Prune extends BaseCommand<typeof Prune> {
-  static override summary = 'Remove blobs and snapshots that no image references';
-  static override description = 'Takes the store\'s exclusive lock, so it waits for running builds to finish.';
+  static override summary = 'Remove untagged images, and blobs and snapshots that no image references';
+  static override description =
+    'Removes untagged (<none>) images first, as `docker image prune` does, unless --keep-untagged. ' +
+    'Takes the store\'s exclusive lock, so it waits for running builds to finish.';
+  static override flags = { 'keep-untagged': Flags.boolean({ description: 'keep images that have no name' }) };
 
   async run(): Promise<void> {
-    const r = await prune(await this.store(), await this.snapshotter());
+    const r = await prune(await this.store(), await this.snapshotter(), { keepUntagged: this.flags['keep-untagged'] });
+    for (const i of r.images) process.stdout.write(`deleted image ${i}\n`);
     for (const b of r.blobs) process.stdout.write(`deleted blob ${b.digest} (${humanSize(b.size)})\n`);
     for (const s of r.snapshots) process.stdout.write(`deleted snapshot ${s}\n`);
     process.stdout.write(`Total reclaimed space: ${humanSize(r.bytes)}\n`);

@@ -15,10 +15,15 @@ export default class Rmi extends BaseCommand<typeof Rmi> {
     for (const image of argv as string[]) {
       const { descriptor, names } = await store.resolve(image);
       const asName = normalised(image);
-      const remove = asName !== undefined && names.includes(asName) ? [asName] : names;
-      for (const n of remove) await store.removeName(n);
-      process.stdout.write(`Untagged: ${remove.join(', ')}\n`);
-      if (remove.length === names.length) process.stdout.write(`Deleted: ${descriptor.digest}\n`);
+      if (asName !== undefined && names.includes(asName) && names.length > 1) {
+        // One of several names: only that name goes, the image stays.
+        await store.removeName(asName);
+        process.stdout.write(`Untagged: ${asName}\n`);
+        continue;
+      }
+      const removed = await store.removeImage(descriptor.digest);
+      for (const n of removed) process.stdout.write(`Untagged: ${n}\n`);
+      process.stdout.write(`Deleted: ${descriptor.digest}\n`);
     }
   }
 }
