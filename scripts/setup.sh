@@ -11,4 +11,3 @@ echo "importing a busybox-static root filesystem as the image 'busybox'"
 npx tsbuild import "$rootfs" busybox
 echo "building fixtures/hello as 'hello'"
 npx tsbuild build -t hello fixtures/hello
-npx tsbuild images
