@@ -1,9 +1,8 @@
 import { createReadStream, promises as fsp } from 'node:fs';
-import { PassThrough, type Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import { Readable } from 'node:stream';
 import { type Descriptor, type Digest, type ImageConfig, type ImageManifest, MediaType, NotFoundError, formatReference, hostPlatform, parseReference } from '@tsbuild/oci';
 import { type Store, ingestLayer } from '@tsbuild/store';
-import { tarDirectory } from '@tsbuild/snapshotter';
+import { decompressed, tarDirectory } from '@tsbuild/snapshotter';
 
 export interface ImportOptions {
   /** Config changes, as `docker import --change` takes them (only ENV, CMD, WORKDIR for now). */
@@ -15,14 +14,14 @@ export interface ImportOptions {
 /**
  * `tsbuild import TAR|DIR NAME`, like `docker import`: a root filesystem becomes a one-layer
  * image. A directory is archived as it is (owners, modes, xattrs kept); a tar (plain or gzip) is
- * taken as the layer's content.
+ * taken as the layer's content (gzip and zstd are recognised).
  */
 export async function importRootfs(store: Store, source: string, name: string, opts: ImportOptions = {}): Promise<{ imageId: Digest; manifest: Descriptor; name: string }> {
   const ref = formatReference(parseReference(name));
   const st = await fsp.stat(source).catch(() => undefined);
   if (!st) throw new NotFoundError(`import source ${source}: no such file or directory`);
   return store.withLock('shared', async () => {
-    const tar: Readable = st.isDirectory() ? tarDirectory(source, epoch(opts)) : await openTar(source);
+    const tar: Readable = st.isDirectory() ? tarDirectory(source, epoch(opts)) : Readable.from(decompressed(createReadStream(source)));
     const layer = await ingestLayer(store.content, tar, { compression: 'gzip' });
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const p = hostPlatform();
@@ -53,19 +52,4 @@ export async function importRootfs(store: Store, source: string, name: string, o
 
 function epoch(opts: ImportOptions): { sourceDateEpoch?: number } {
   return opts.sourceDateEpoch !== undefined ? { sourceDateEpoch: opts.sourceDateEpoch } : {};
-}
-
-/** A tar file as a plain tar stream, gunzipping when it starts with the gzip magic. */
-async function openTar(file: string): Promise<Readable> {
-  const fh = await fsp.open(file);
-  const head = Buffer.alloc(2);
-  await fh.read(head, 0, 2, 0);
-  await fh.close();
-  const raw = createReadStream(file);
-  if (head[0] === 0x1f && head[1] === 0x8b) {
-    const out = new PassThrough();
-    raw.on('error', (e) => out.destroy(e));
-    return raw.pipe(createGunzip()).on('error', (e) => out.destroy(e)).pipe(out);
-  }
-  return raw;
 }

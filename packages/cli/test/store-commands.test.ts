@@ -28,6 +28,21 @@ describe('import, tag, rmi, save, load and prune', () => {
     expect(inspect.Config.rootfs.diff_ids).toHaveLength(1);
   });
 
+  it.each([['tar', []], ['tar.gz', ['-z']]] as const)('import of a %s rootfs gives the same files and builds on', async (ext, flags) => {
+    const file = path.join(t.tmp, `rootfs.${ext}`);
+    execFileSync('tar', ['-C', rootfs, ...flags, '-cf', file, '.']);
+    expect((await t.run(['import', file, `fromtar:${ext.replace('.', '-')}`])).code).toBe(0);
+    const archive = path.join(t.tmp, `fromtar-${ext}.tar`);
+    expect((await t.run(['save', `fromtar:${ext.replace('.', '-')}`, '-o', archive])).code).toBe(0);
+    const oci = path.join(t.tmp, `oci-fromtar-${ext}`);
+    execFileSync('skopeo', ['copy', '-q', `oci-archive:${archive}`, `oci:${oci}:x`]);
+    const bundle = path.join(t.tmp, `bundle-fromtar-${ext}`);
+    execFileSync('umoci', ['unpack', '--image', `${oci}:x`, bundle]);
+    expect(tree(path.join(bundle, 'rootfs'))).toEqual(tree(rootfs));
+    const ctx = await t.context({ Dockerfile: `FROM fromtar:${ext.replace('.', '-')}\nRUN echo ok > /ok\n` });
+    expect((await t.run(['build', ctx])).code).toBe(0);
+  });
+
   it('tag adds a name; the short image ID resolves; rmi removes the name', async () => {
     expect((await t.run(['tag', 'base:1', 'localhost/other:2'])).code).toBe(0);
     const id = JSON.parse((await t.run(['inspect', 'base:1'])).stdout).Id as string;

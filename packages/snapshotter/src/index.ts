@@ -3,3 +3,4 @@ export { OverlaySnapshotter } from './overlay-snapshotter.js';
 export { diff, tarDirectory, type TarOptions } from './diff.js';
 export { apply } from './apply.js';
 export { unpack } from './unpack.js';
+export { decompressed } from './decompress.js';
