@@ -69,7 +69,13 @@ export interface BuildResult {
  * succeeded; on failure the build's active snapshots and scratch files are removed, so the store
  * is as it was (blobs already written are unreferenced and go with the next prune).
  */
-export async function build(opts: BuildOptions): Promise<BuildResult> {
+export async function build(options: BuildOptions): Promise<BuildResult> {
+  // Relative paths are taken from the current directory, once, here.
+  const opts: BuildOptions = {
+    ...options,
+    context: path.resolve(options.context),
+    ...(options.dockerfile !== undefined ? { dockerfile: path.resolve(options.dockerfile) } : {}),
+  };
   const { store } = opts;
   const dockerfilePath = opts.dockerfileText === undefined ? (opts.dockerfile ?? path.join(opts.context, 'Dockerfile')) : opts.dockerfile;
   const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!));

@@ -164,6 +164,19 @@ describe('instructions', () => {
     expect(r.output).toContain('to-stderr\n');
   });
 
+  it('takes a context and Dockerfile path relative to the current directory', async () => {
+    const dir = await ctx({ 'sub/Dockerfile': 'FROM busybox\nCOPY f /f\n', 'sub/f': 'rel' });
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const r = await build({ store, snapshotter, context: 'sub', dockerfile: 'sub/Dockerfile', tags: ['relative'] });
+      expect(r.names).toEqual(['docker.io/library/relative:latest']);
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(await fsp.readFile(path.join(await unpacked('relative'), 'f'), 'utf8')).toBe('rel');
+  });
+
   it('--timestamp gives identical image IDs for identical inputs', async () => {
     const files = { Dockerfile: 'FROM busybox\nCOPY f /f\nRUN echo x > /x\n', f: 'same' };
     const a = await buildIt(files, { sourceDateEpoch: 1_700_000_000 });
