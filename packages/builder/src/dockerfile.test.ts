@@ -52,3 +52,22 @@ describe('parseDockerfile', () => {
     expect(() => parseDockerfile('FROM a b\n')).toThrow('Dockerfile:1: FROM requires either one or three arguments');
   });
 });
+
+describe('heredocs', () => {
+  it('reads bodies in marker order, quoted delimiters turn expansion off, <<- strips tabs', () => {
+    const df = parseDockerfile('FROM scratch\nRUN <<EOF\necho hi\necho $X\nEOF\nCOPY <<A <<"B" /dst/\na $X\nA\nb $X\nB\nRUN <<-EOT cat > /f\n\ttabbed\n\tEOT\nCMD x\n');
+    const [run, copy, run2, cmd] = df.stages[0]!.instructions;
+    expect(run!.args).toBe('<<EOF');
+    expect(run!.heredocs).toEqual([{ name: 'EOF', content: 'echo hi\necho $X\n', expand: true }]);
+    expect(copy!.heredocs).toEqual([
+      { name: 'A', content: 'a $X\n', expand: true },
+      { name: 'B', content: 'b $X\n', expand: false },
+    ]);
+    expect(run2!.heredocs).toEqual([{ name: 'EOT', content: 'tabbed\n', expand: true }]);
+    expect(cmd).toMatchObject({ keyword: 'CMD', line: 14, args: 'x' });
+  });
+
+  it('an unterminated heredoc names its line', () => {
+    expect(() => parseDockerfile('FROM scratch\nRUN <<EOF\necho hi\n')).toThrow('Dockerfile:2: unterminated heredoc EOF');
+  });
+});

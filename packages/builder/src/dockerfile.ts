@@ -21,6 +21,16 @@ export interface Instruction {
   json?: string[];
   /** `KEYWORD args` on one line, as history's created_by shows it. */
   text: string;
+  /** Here-documents (`<<EOF` … `EOF`) of RUN, COPY and ADD, in the order their markers appear. */
+  heredocs?: Heredoc[];
+}
+
+export interface Heredoc {
+  name: string;
+  /** The body, with a trailing newline per line; `<<-` strips leading tabs. */
+  content: string;
+  /** False when the delimiter was quoted (`<<"EOF"`, `<<'EOF'`): no variable expansion in the body. */
+  expand: boolean;
 }
 
 export interface Stage {
@@ -64,10 +74,13 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
     const line = range.start.line + 1;
     const keyword = ins.getKeyword().toUpperCase();
     if (!KEYWORDS.has(keyword)) throw new DockerfileError(file, line, `unknown instruction: ${ins.getInstruction()}`);
-    const logical = joinContinuations(lines.slice(range.start.line, range.end.line + 1), escape);
+    const physical = lines.slice(range.start.line, range.end.line + 1);
+    const { logical, used } = joinContinuations(physical, escape);
+    const heredocs = HEREDOC_KEYWORDS.has(keyword) ? readHeredocs(logical, physical.slice(used), line, file) : [];
     const rest = logical.replace(/^\s*\S+/, '').trim();
     const { flags, args } = FLAGGED.has(keyword) ? takeFlags(rest, escape) : { flags: new Map<string, string[]>(), args: rest };
     const parsed: Instruction = { keyword, line, args, flags, text: `${keyword} ${rest}`.trim() };
+    if (heredocs.length > 0) parsed.heredocs = heredocs;
     const json = parseJsonForm(args);
     if (json) parsed.json = json;
     if (keyword === 'FROM') {
@@ -94,9 +107,10 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
 
 /**
  * Joins an instruction's physical lines: a line ending in the escape character continues on the
- * next; inside a continuation, comment lines and empty lines are dropped.
+ * next; inside a continuation, comment lines and empty lines are dropped. Returns how many
+ * physical lines the instruction line took (here-document bodies follow it).
  */
-function joinContinuations(physical: string[], escape: string): string {
+function joinContinuations(physical: string[], escape: string): { logical: string; used: number } {
   let out = '';
   const cont = new RegExp(`${escapeRe(escape)}[ \\t]*$`);
   for (let k = 0; k < physical.length; k++) {
@@ -110,7 +124,37 @@ function joinContinuations(physical: string[], escape: string): string {
       continue;
     }
     out += l;
-    break;
+    return { logical: out, used: k + 1 };
+  }
+  return { logical: out, used: physical.length };
+}
+
+const HEREDOC_KEYWORDS = new Set(['RUN', 'COPY', 'ADD']);
+const HEREDOC_MARKER = /<<(-?)(["']?)([A-Za-z_][A-Za-z0-9_]*)\2/g;
+
+/**
+ * Here-document bodies after an instruction line (Dockerfile 1.4 syntax): one per `<<NAME`
+ * marker, in order, each ending at a line that is exactly NAME (after leading tabs with `<<-`).
+ */
+function readHeredocs(logical: string, rest: string[], firstLine: number, file: string): Heredoc[] {
+  const out: Heredoc[] = [];
+  let k = 0;
+  for (const m of logical.matchAll(HEREDOC_MARKER)) {
+    const strip = m[1] === '-';
+    const name = m[3]!;
+    const body: string[] = [];
+    let closed = false;
+    for (; k < rest.length; k++) {
+      const l = strip ? rest[k]!.replace(/^\t+/, '') : rest[k]!;
+      if (l === name) {
+        closed = true;
+        k++;
+        break;
+      }
+      body.push(l);
+    }
+    if (!closed) throw new DockerfileError(file, firstLine, `unterminated heredoc ${name}: no line "${name}" ends it`);
+    out.push({ name, content: body.map((l) => `${l}\n`).join(''), expand: m[2] === '' });
   }
   return out;
 }

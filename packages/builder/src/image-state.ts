@@ -57,10 +57,12 @@ export class ImageState {
     else env.push(`${key}=${value}`);
   }
 
-  addLayer(layer: Descriptor, diffID: Digest, history: HistoryEntry): void {
+  /** Adds a layer and its (non-empty) history entry, at `historyIndex` or at the end. */
+  addLayer(layer: Descriptor, diffID: Digest, history: HistoryEntry, historyIndex?: number): void {
     this.layers.push(layer);
     this.config.rootfs.diff_ids.push(diffID);
-    this.config.history!.push(history);
+    if (historyIndex === undefined) this.config.history!.push(history);
+    else this.config.history!.splice(historyIndex, 0, history);
   }
 
   addHistory(history: HistoryEntry): void {

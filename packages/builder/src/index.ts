@@ -5,3 +5,4 @@ export { BuildContext } from './context.js';
 export { importRootfs, type ImportOptions } from './import-rootfs.js';
 export { prune, type PruneResult } from './prune.js';
 export { resolveUser } from './user.js';
+export { runImage, type RunImageOptions, type RunDefaults } from './run-image.js';

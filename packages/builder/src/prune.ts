@@ -1,9 +1,20 @@
+import path from 'node:path';
 import type { Digest, ImageConfig } from '@tsbuild/oci';
 import { chainIds } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
+import { BuildCache } from './cache.js';
+
+export interface PruneOptions {
+  /** Keep images that have no name. */
+  keepUntagged?: boolean;
+  /** Also drop the build cache (by default its layers are kept, so rebuilds stay cached). */
+  buildCache?: boolean;
+}
 
 export interface PruneResult {
+  /** Build cache entries dropped. */
+  cacheEntries: number;
   /** Untagged images removed (manifest digests). */
   images: Digest[];
   blobs: { digest: Digest; size: number }[];
@@ -18,7 +29,7 @@ export interface PruneResult {
  * chainID no image uses, and every active or view snapshot: with the store's exclusive lock
  * held, no build is running that could own one).
  */
-export async function prune(store: Store, s: OverlaySnapshotter, opts: { keepUntagged?: boolean } = {}): Promise<PruneResult> {
+export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOptions = {}): Promise<PruneResult> {
   return store.withLock('exclusive', async () => {
     const images: Digest[] = [];
     if (!opts.keepUntagged) {
@@ -59,7 +70,10 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: { keepUnt
       pending = pending.filter((i) => !removed.includes(i.name));
     }
     await s.cleanup();
-    const gc = await store.gc();
-    return { images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
+    // Cached steps keep their blobs; their snapshots are unpacked again when a build needs them.
+    const cache = new BuildCache(path.join(store.root, 'cache'));
+    const cacheEntries = opts.buildCache ? await cache.clear() : 0;
+    const gc = await store.gc({ keep: opts.buildCache ? [] : await cache.roots() });
+    return { cacheEntries, images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
   });
 }

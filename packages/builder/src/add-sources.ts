@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { DataLossError, InvalidArgumentError, UnavailableError } from '@tsbuild/oci';
+import { apply, decompressed } from '@tsbuild/snapshotter';
+
+/**
+ * ADD's extras over COPY: a local tar archive (plain, gzip, bzip2, xz or zstd) is unpacked into
+ * the destination, and a URL is downloaded (verified against --checksum when given).
+ */
+
+const MAGIC = {
+  gzip: Buffer.from([0x1f, 0x8b]),
+  bzip2: Buffer.from('BZh'),
+  xz: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]),
+  zstd: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]),
+};
+
+type Compression = keyof typeof MAGIC | 'none';
+
+async function head(file: string, n: number): Promise<Buffer> {
+  const fh = await fsp.open(file);
+  try {
+    const b = Buffer.alloc(n);
+    const { bytesRead } = await fh.read(b, 0, n, 0);
+    return b.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+function compressionOf(h: Buffer): Compression {
+  for (const [k, m] of Object.entries(MAGIC)) if (h.subarray(0, m.length).equals(m)) return k as Compression;
+  return 'none';
+}
+
+/** The uncompressed bytes of a file; bzip2 and xz through Debian's own tools, which node lacks. */
+function uncompressedStream(file: string, c: Compression): Readable {
+  if (c === 'bzip2' || c === 'xz') {
+    const child = spawn(c === 'bzip2' ? 'bzip2' : 'xz', ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => {
+      if (code !== 0) child.stdout.destroy(new InvalidArgumentError(`ADD ${path.basename(file)}: ${c} could not decompress it: ${err.trim()}`));
+    });
+    child.on('error', (e) => child.stdout.destroy(new UnavailableError(`ADD ${path.basename(file)}: ${c} is not installed (${e.message})`)));
+    return child.stdout;
+  }
+  return Readable.from(decompressed(createReadStream(file)));
+}
+
+/** Whether a local file is a tar archive ADD unpacks: a ustar/GNU header, possibly compressed. */
+export async function isArchive(file: string): Promise<boolean> {
+  const st = await fsp.lstat(file);
+  if (!st.isFile()) return false;
+  const c = compressionOf(await head(file, 8));
+  if (c === 'none' && st.size < 512) return false;
+  let first = Buffer.alloc(0);
+  try {
+    for await (const chunk of uncompressedStream(file, c)) {
+      first = Buffer.concat([first, chunk as Buffer]);
+      if (first.length >= 512) break;
+    }
+  } catch {
+    return false;
+  }
+  return first.length >= 512 && first.subarray(257, 262).toString('latin1') === 'ustar';
+}
+
+/** Unpacks a local archive into `dir` (the snapshotter's hardened apply: nothing lands outside). */
+export async function extractArchive(file: string, dir: string): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  await apply(uncompressedStream(file, compressionOf(await head(file, 8))), dir);
+}
+
+/**
+ * Downloads a URL to `dir/<name>` (name: the URL's last path segment, or `destName`), mode 0600
+ * and mtime from Last-Modified as docker does. With `checksum` (`sha256:…`) the content must match.
+ */
+export async function download(url: string, dir: string, checksum: string | undefined, signal?: AbortSignal): Promise<string> {
+  const u = new URL(url);
+  const name = decodeURIComponent(path.posix.basename(u.pathname)) || 'index.html';
+  if (checksum !== undefined && !/^sha256:[a-f0-9]{64}$/.test(checksum)) throw new InvalidArgumentError(`ADD --checksum=${checksum}: want sha256:<64 hex digits>`);
+  let res: Response;
+  try {
+    res = await fetch(u, { redirect: 'follow', ...(signal ? { signal } : {}) });
+  } catch (e) {
+    throw new UnavailableError(`ADD ${url}: ${(e as Error).message}${(e as { cause?: Error }).cause ? `: ${(e as { cause: Error }).cause.message}` : ''}`);
+  }
+  if (!res.ok || !res.body) throw new UnavailableError(`ADD ${url}: the server answered ${res.status} ${res.statusText}`);
+  await fsp.mkdir(dir, { recursive: true });
+  const out = path.join(dir, name);
+  const hash = createHash('sha256');
+  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+  body.on('data', (c: Buffer) => hash.update(c));
+  await pipeline(body, createWriteStream(out, { mode: 0o600 }));
+  const got = `sha256:${hash.digest('hex')}`;
+  if (checksum !== undefined && got !== checksum) {
+    await fsp.rm(out, { force: true });
+    throw new DataLossError(`ADD ${url}: checksum mismatch: want ${checksum}, got ${got}`);
+  }
+  await fsp.chmod(out, 0o600);
+  const lm = res.headers.get('last-modified');
+  if (lm && !Number.isNaN(Date.parse(lm))) await fsp.utimes(out, new Date(Date.parse(lm)), new Date(Date.parse(lm)));
+  return out;
+}

@@ -1,0 +1,170 @@
+import { type Stats, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { NotFoundError } from '@tsbuild/oci';
+import { getXattr } from '@tsbuild/linux';
+import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+
+/**
+ * The filesystem of a committed snapshot chain, read without mounting it: what overlayfs would
+ * show, computed from the layers' directories (the nearest layer wins; a char device 0/0 is a
+ * whiteout; a directory with trusted.overlay.opaque=y hides the layers below it; a non-directory
+ * hides everything below it). Used by COPY --from, whose sources live in another stage or image.
+ * Symlinks resolve inside the view, never on the host.
+ */
+export class MergedView {
+  private constructor(private readonly layers: string[]) {}
+
+  /** `name` is a committed snapshot (a chainID), or undefined for an empty filesystem. */
+  static async open(s: OverlaySnapshotter, name: string | undefined): Promise<MergedView> {
+    const layers: string[] = [];
+    for (let n = name; n !== undefined; n = (await s.stat(n)).parent) layers.push(await s.fsDir(n));
+    return new MergedView(layers);
+  }
+
+  /**
+   * The entry at `rel` (components already free of symlinks), or undefined. For a directory,
+   * `dirs` lists the layer directories that contribute to its listing, nearest first.
+   */
+  private async lookup(rel: string[]): Promise<{ stat: Stats; abs: string; dirs: string[] } | undefined> {
+    let contributing = this.layers.map((l) => l);
+    let found: { stat: Stats; abs: string; dirs: string[] } | undefined = { stat: await fsp.lstat(this.layers[0] ?? '/'), abs: this.layers[0] ?? '/', dirs: contributing };
+    if (this.layers.length === 0) return rel.length === 0 ? found : undefined;
+    for (const name of rel) {
+      const dirs: string[] = [];
+      found = undefined;
+      for (const base of contributing) {
+        const abs = path.join(base, name);
+        const st = await fsp.lstat(abs).catch(() => undefined);
+        if (!st) continue;
+        if (st.isCharacterDevice() && st.rdev === 0) break; // whiteout: nothing below
+        if (!st.isDirectory()) {
+          if (dirs.length === 0) found = { stat: st, abs, dirs: [] };
+          break;
+        }
+        if (dirs.length === 0) found = { stat: st, abs, dirs };
+        dirs.push(abs);
+        if (getXattr(abs, 'trusted.overlay.opaque')?.toString() === 'y') break;
+      }
+      if (!found) return undefined;
+      contributing = dirs;
+    }
+    return found;
+  }
+
+  /** Resolves symlinks inside the view: absolute targets start again at the view's root. */
+  async resolve(p: string, followFinal = false): Promise<string[]> {
+    let pending = split(p);
+    const done: string[] = [];
+    for (let hops = 0; pending.length > 0; ) {
+      const name = pending.shift()!;
+      if (name === '..') {
+        done.pop();
+        continue;
+      }
+      const next = [...done, name];
+      const e = await this.lookup(next);
+      if (e?.stat.isSymbolicLink() && (pending.length > 0 || followFinal)) {
+        if (++hops > 40) throw new NotFoundError(`${p}: too many levels of symbolic links`);
+        const target = await fsp.readlink(e.abs);
+        if (target.startsWith('/')) done.length = 0;
+        pending = [...split(target), ...pending];
+        continue;
+      }
+      done.push(name);
+    }
+    return done;
+  }
+
+  async stat(p: string): Promise<Stats | undefined> {
+    return (await this.lookup(await this.resolve(p)))?.stat;
+  }
+
+  /** Names in a directory of the view, sorted; undefined if it is not a directory. */
+  async readdir(p: string): Promise<string[] | undefined> {
+    const rel = await this.resolve(p, true);
+    const e = await this.lookup(rel);
+    if (!e?.stat.isDirectory()) return undefined;
+    const names = new Set<string>();
+    for (const d of e.dirs) for (const n of await fsp.readdir(d)) names.add(n);
+    const out: string[] = [];
+    for (const n of [...names].sort()) if (await this.lookup([...rel, n])) out.push(n);
+    return out;
+  }
+
+  /**
+   * Copies `p` (a file, symlink or whole directory) out of the view to the host path `dest`:
+   * files as hard links to the layer's file (same content, mode and owner), directories made
+   * with the top layer's mode, owner and mtime.
+   */
+  async materialize(p: string, dest: string): Promise<void> {
+    const rel = await this.resolve(p);
+    const e = await this.lookup(rel);
+    if (!e) throw new NotFoundError(`${p}: no such file or directory`);
+    await this.copyOut(rel, e, dest);
+  }
+
+  private async copyOut(rel: string[], e: { stat: Stats; abs: string }, dest: string): Promise<void> {
+    const st = e.stat;
+    if (st.isDirectory()) {
+      await fsp.mkdir(dest, { recursive: true });
+      for (const n of (await this.readdir(`/${rel.join('/')}`)) ?? []) {
+        const child = await this.lookup([...rel, n]);
+        if (child) await this.copyOut([...rel, n], child, path.join(dest, n));
+      }
+      await fsp.chmod(dest, st.mode & 0o7777);
+      await fsp.lchown(dest, st.uid, st.gid);
+      await fsp.utimes(dest, st.atime, st.mtime);
+    } else if (st.isSymbolicLink()) {
+      await fsp.symlink(await fsp.readlink(e.abs), dest);
+      await fsp.lchown(dest, st.uid, st.gid);
+    } else if (st.isFile()) {
+      await fsp.link(e.abs, dest).catch(() => fsp.cp(e.abs, dest, { preserveTimestamps: true }));
+    }
+    // fifos, sockets and devices are not copied, as COPY --from of them is not meaningful
+  }
+
+  /** Paths in the view matching a pattern with Go filepath.Match wildcards per segment. */
+  async glob(pattern: string): Promise<string[]> {
+    let matches = [''];
+    for (const seg of split(pattern)) {
+      const next: string[] = [];
+      for (const m of matches) {
+        if (!/[*?[]/.test(seg)) {
+          if (await this.stat(`${m}/${seg}`)) next.push(`${m}/${seg}`);
+          continue;
+        }
+        const re = segmentRegExp(seg);
+        for (const n of (await this.readdir(m || '/')) ?? []) if (re.test(n)) next.push(`${m}/${n}`);
+      }
+      matches = next;
+    }
+    return matches;
+  }
+}
+
+function split(p: string): string[] {
+  return p.split('/').filter((c) => c !== '' && c !== '.');
+}
+
+/** Go's filepath.Match for one path segment: `*`, `?`, `[...]` (with `^`/`!` negation). */
+export function segmentRegExp(seg: string): RegExp {
+  let re = '';
+  for (let i = 0; i < seg.length; i++) {
+    const c = seg[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = seg.indexOf(']', i + 1);
+      if (end < 0) {
+        re += '\\[';
+        continue;
+      }
+      let cls = seg.slice(i + 1, end);
+      if (cls.startsWith('!') || cls.startsWith('^')) cls = `^${cls.slice(1)}`;
+      re += `[${cls.replace(/\\/g, '\\\\')}]`;
+      i = end;
+    } else if (c === '\\' && i + 1 < seg.length) re += `\\${seg[++i]}`;
+    else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
