@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import {
   type Descriptor,
   type Digest,
@@ -177,18 +177,35 @@ class Builder {
     this.cache = new BuildCache(path.join(opts.store.root, 'cache'));
   }
 
+  /**
+   * Builds the target and the stages it needs. A stage starts as soon as the stages it uses
+   * (FROM, COPY --from) are done, so independent stages build in parallel.
+   */
   async run(): Promise<ImageState> {
     const target = this.targetStage();
     const needed = this.neededStages(target);
     this.total = needed.reduce((n, s) => n + 1 + s.instructions.length, 0);
-    let last: ImageState | undefined;
-    for (const stage of needed) {
-      const r = await this.buildStage(stage, stage === target);
-      this.stageResults.set(stage.index, r);
-      last = r.state;
-      this.opts.onEvent?.({ type: 'stage-done', stage: stage.index, ...(stage.name ? { name: stage.name } : {}) });
-    }
-    return last!;
+    const started = new Map<number, Promise<{ state: ImageState; key: Digest }>>();
+    const start = (stage: Stage): Promise<{ state: ImageState; key: Digest }> => {
+      let p = started.get(stage.index);
+      if (!p) {
+        p = (async () => {
+          await Promise.all(this.dependencies(stage).map(start));
+          const r = await this.buildStage(stage, stage === target);
+          this.stageResults.set(stage.index, r);
+          this.opts.onEvent?.({ type: 'stage-done', stage: stage.index, ...(stage.name ? { name: stage.name } : {}) });
+          return r;
+        })();
+        started.set(stage.index, p);
+      }
+      return p;
+    };
+    const all = needed.map(start);
+    // Wait for every stage, so that a failure in one never leaves another running.
+    const results = await Promise.allSettled(all);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return (await start(target)).state;
   }
 
   async cleanup(): Promise<void> {
@@ -203,23 +220,29 @@ class Builder {
     return t;
   }
 
-  /** The target and the stages it builds FROM, in Dockerfile order; others are not built. */
+  /** The target and the stages it builds on, in Dockerfile order; others are not built. */
   private neededStages(target: Stage): Stage[] {
     const need = new Set<number>();
     const visit = (s: Stage) => {
       if (need.has(s.index)) return;
       need.add(s.index);
-      const base = this.stageByName(this.fromImage(s), s.index);
-      if (base) visit(base);
-      // COPY --from=<stage> needs that stage too.
-      for (const ins of s.instructions) {
-        const from = ins.keyword === 'COPY' ? ins.flags.get('from')?.at(-1) : undefined;
-        const dep = from !== undefined ? this.stageByName(expandWord(from, this.globalArgs(), this.df.escape), s.index) : undefined;
-        if (dep) visit(dep);
-      }
+      for (const dep of this.dependencies(s)) visit(dep);
     };
     visit(target);
     return this.df.stages.filter((s) => need.has(s.index));
+  }
+
+  /** The stages a stage uses: its FROM, and every COPY --from that names a stage. */
+  private dependencies(s: Stage): Stage[] {
+    const deps: Stage[] = [];
+    const base = this.stageByName(this.fromImage(s), s.index);
+    if (base) deps.push(base);
+    for (const ins of s.instructions) {
+      const from = ins.keyword === 'COPY' ? ins.flags.get('from')?.at(-1) : undefined;
+      const dep = from !== undefined ? this.stageByName(expandWord(from, this.globalArgs(), this.df.escape), s.index) : undefined;
+      if (dep && !deps.includes(dep)) deps.push(dep);
+    }
+    return deps;
   }
 
   private stageByName(name: string, before: number): Stage | undefined {
@@ -522,6 +545,7 @@ class Builder {
     if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
     const user = await this.user(sr.state, vars);
     const createdBy = ins.json ? ins.json.join(' ') : `/bin/sh -c ${ins.args}`;
+    const tail = new OutputTail();
     await this.layerStep(sr, step, createdBy, async (mounts, runScratch) => {
       const res = await run(
         {
@@ -533,7 +557,7 @@ class Builder {
           rootfs: mounts,
           scratchDir: runScratch,
         },
-        { stdin: 'ignore', stdout: this.opts.stdout ?? 'inherit', stderr: this.opts.stderr ?? 'inherit' },
+        { stdin: 'ignore', stdout: tail.wrap(this.opts.stdout), stderr: tail.wrap(this.opts.stderr) },
         this.opts.signal,
       );
       const oom = (res as { oomKilled?: boolean }).oomKilled;
@@ -543,7 +567,8 @@ class Builder {
       }
       if (res.exitCode !== 0 || res.signal) {
         const how = res.signal ? `was killed by ${res.signal}` : `exited with status ${res.exitCode}`;
-        this.fail(ins, `RUN ${truncate(ins.args)} ${how}`);
+        const last = tail.lastLine();
+        this.fail(ins, `RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}`);
       }
     });
   }
@@ -786,6 +811,25 @@ function parseDuration(ins: Instruction, flag: string, v: string, file: string):
   if (v === '' || end !== v.length) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: want a duration such as 30s or 1m30s`);
   if (total !== 0 && total < 1e6) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: must be at least 1ms`);
   return Math.round(total);
+}
+
+/** Passes a RUN's output on and keeps its end, so that a failure can quote the last line. */
+class OutputTail {
+  private buf = '';
+
+  wrap(out: Writable | undefined): Writable | 'inherit' {
+    if (!out) return 'inherit';
+    return new Writable({
+      write: (chunk: Buffer, _enc, cb) => {
+        this.buf = (this.buf + chunk.toString('utf8')).slice(-4096);
+        out.write(chunk, cb);
+      },
+    });
+  }
+
+  lastLine(): string | undefined {
+    return this.buf.split('\n').map((l) => l.trim()).filter((l) => l !== '').at(-1);
+  }
 }
 
 /** The platform build args docker predefines in the global scope. */

@@ -47,12 +47,42 @@ export class BuildContext {
         for (const m of matches.sort()) out.push(path.join(this.dir, m.replace(/\/$/, '')));
         continue;
       }
-      const p = rel === '' ? this.dir : path.join(this.dir, rel);
-      if (!(await fsp.lstat(p).catch(() => undefined))) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
+      const p = await resolveInside(this.dir, rel);
+      if (p === undefined || !(await fsp.lstat(p).catch(() => undefined))) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
       out.push(p);
     }
     return out;
   }
+}
+
+/**
+ * The host path of `rel` inside `root`, with symlinks in its directory part resolved inside the
+ * context (an absolute target starts again at the context root, `..` stops at it), so that a
+ * source never reaches out of the context. The last component is not followed: a symlink is
+ * copied as a symlink.
+ */
+export async function resolveInside(root: string, rel: string): Promise<string | undefined> {
+  let pending = rel.split('/').filter((c) => c !== '' && c !== '.');
+  const done: string[] = [];
+  for (let hops = 0; pending.length > 0; ) {
+    const name = pending.shift()!;
+    if (name === '..') {
+      done.pop();
+      continue;
+    }
+    const abs = path.join(root, ...done, name);
+    const st = await fsp.lstat(abs).catch(() => undefined);
+    if (st === undefined) return pending.length === 0 ? abs : undefined;
+    if (st.isSymbolicLink() && pending.length > 0) {
+      if (++hops > 40) return undefined;
+      const target = await fsp.readlink(abs);
+      if (target.startsWith('/')) done.length = 0;
+      pending = [...target.split('/').filter((c) => c !== '' && c !== '.'), ...pending];
+      continue;
+    }
+    done.push(name);
+  }
+  return path.join(root, ...done);
 }
 
 async function readIgnore(contextDir: string, dockerfilePath: string | undefined): Promise<string[] | undefined> {

@@ -158,6 +158,12 @@ describe('instructions', () => {
     expect(t.config.rootfs.diff_ids).toHaveLength(2);
   });
 
+  it('a failing RUN quotes its exit status and last line of output', async () => {
+    await expect(buildIt({ Dockerfile: 'FROM busybox\nRUN echo first; echo "no such thing" >&2; exit 7\n' })).rejects.toThrow(
+      'Dockerfile:2: RUN echo first; echo "no such thing" >&2; exit 7 exited with status 7 (last output: "no such thing")',
+    );
+  });
+
   it('RUN output is streamed to the given stdout', async () => {
     const r = await buildIt({ Dockerfile: 'FROM busybox\nRUN echo to-stdout && echo to-stderr >&2\n' });
     expect(r.output).toContain('to-stdout\n');

@@ -155,3 +155,39 @@ describe('HEALTHCHECK and ONBUILD', () => {
     await expect(buildIt({ Dockerfile: 'FROM busybox\nONBUILD FROM x\n' })).rejects.toThrow('Dockerfile:2: ONBUILD FROM is not allowed');
   });
 });
+
+describe('the build context', () => {
+  it('a symlink in a COPY source path resolves inside the context, never on the host', async () => {
+    const dir = path.join(tmp, 'ctx-symlinks');
+    await fsp.mkdir(path.join(dir, 'real'), { recursive: true });
+    await fsp.writeFile(path.join(dir, 'real', 'passwd'), 'context copy\n');
+    await fsp.symlink('/etc', path.join(dir, 'etc-link'));
+    await fsp.symlink('/real', path.join(dir, 'abs-link'));
+    await fsp.writeFile(path.join(dir, 'Dockerfile'), 'FROM busybox\nCOPY abs-link/passwd /from-abs\nCOPY etc-link /kept-link\n');
+    const quiet = new Writable({ write: (_c, _e, cb) => cb() });
+    const r = await build({ store, snapshotter, context: dir, stdout: quiet, stderr: quiet });
+    const root = path.join(tmp, 'unpack-symlinks');
+    await saveArchive(store, [{ descriptor: r.manifest }], `${root}.tar`, 'oci-archive');
+    execFileSync('skopeo', ['copy', '-q', `oci-archive:${root}.tar`, `oci:${root}-oci:x`]);
+    execFileSync('umoci', ['unpack', '--image', `${root}-oci:x`, root]);
+    // abs-link → /real means the context's real/, not the host's /real
+    expect(await fsp.readFile(path.join(root, 'rootfs/from-abs'), 'utf8')).toBe('context copy\n');
+    // a symlink named as the source is copied as a symlink, not followed to the host's /etc
+    expect(await fsp.readlink(path.join(root, 'rootfs/kept-link'))).toBe('/etc');
+    const dockerfile = 'FROM busybox\nCOPY etc-link/passwd /stolen\n';
+    await fsp.writeFile(path.join(dir, 'Dockerfile'), dockerfile);
+    await expect(build({ store, snapshotter, context: dir, stdout: quiet, stderr: quiet })).rejects.toThrow('Dockerfile:2: COPY source etc-link/passwd: no such file or directory in the build context');
+  });
+
+  it('independent stages build in parallel and both feed the final stage', async () => {
+    const started: number[] = [];
+    const quiet = new Writable({ write: (_c, _e, cb) => cb() });
+    const dir = path.join(tmp, 'ctx-parallel');
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.writeFile(path.join(dir, 'Dockerfile'), 'FROM busybox AS a\nRUN sleep 1 && echo a > /a\nFROM busybox AS b\nRUN sleep 1 && echo b > /b\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n');
+    const t0 = Date.now();
+    await build({ store, snapshotter, context: dir, stdout: quiet, stderr: quiet, noCache: true, onEvent: (e) => e.type === 'step' && started.push(Date.now() - t0) });
+    // both 1 s RUN steps overlapped: the whole build took well under the 2 s they would take in turn
+    expect(Date.now() - t0).toBeLessThan(1900);
+  });
+});
