@@ -4,3 +4,8 @@ export * from './xattr.js';
 export * from './nodes.js';
 export * from './process.js';
 export * from './exec.js';
+export * from './file-times.js';
+export * from './capabilities.js';
+export * from './seccomp-filter.js';
+export * from './namespaces.js';
+export * from './thread-credentials.js';

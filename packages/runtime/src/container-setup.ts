@@ -1,9 +1,12 @@
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { MNT_DETACH, MS, mount, pivotRoot, sethostname, setLinkUp, umount } from '@tsbuild/linux';
+import { posix } from 'node:path';
+import { CLONE, MNT_DETACH, MS, mount, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces } from '@tsbuild/linux';
+import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
 import type { RunRequest } from './helper-protocol.js';
 import { mountAll } from './mount-spec.js';
 import { hostPath, resolveInRoot } from './root-path.js';
+import { maskPaths } from './security-paths.js';
 
 /** Host device nodes a container gets in its /dev (the OCI runtime spec's default devices). */
 const DEVICES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
@@ -18,9 +21,15 @@ export function enterContainer(req: RunRequest): void {
   // host's namespace through a shared peer group whatever unshare's defaults become.
   mount(null, '/', null, MS.REC | MS.PRIVATE);
   if (req.network === 'none') setLinkUp('lo');
+  const sec = req.security;
+  // A cgroup namespace rooted at the cgroup we are in now (the run's, joined by main()): the
+  // command's /proc/self/cgroup then shows "/" (cgroup_namespaces(7)). Only this thread moves,
+  // and it is the one that execve's.
+  if (sec !== undefined) unshareNamespaces(CLONE.NEWCGROUP);
 
   const root = req.target;
-  mountAll(req.rootfs, root);
+  const scratch = posix.dirname(root);
+  mountAll(sec === undefined ? req.rootfs : prepareEtcLayer(req.rootfs, scratch), root);
 
   const proc = mountpoint(root, '/proc');
   mount('proc', proc, 'proc', MS.NOSUID | MS.NODEV | MS.NOEXEC);
@@ -45,7 +54,16 @@ export function enterContainer(req: RunRequest): void {
 
   // A fresh sysfs shows the container's network namespace; read-only as Docker mounts it.
   const sys = mountpoint(root, '/sys');
-  mount('sysfs', sys, 'sysfs', MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
+  if (sec?.userns !== undefined && req.network === 'host') {
+    // sysfs may only be mounted by the user namespace owning the network namespace (sysfs(5)); in
+    // the host's network namespace a read-only bind of the host's /sys is what runc does too.
+    mount('/sys', sys, null, MS.BIND | MS.REC);
+    mount(null, sys, null, MS.REMOUNT | MS.BIND | MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
+  } else {
+    mount('sysfs', sys, 'sysfs', MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
+  }
+
+  if (sec !== undefined) bindEtcFiles(root, scratch, etcFileContents(sec.etcFiles, req.hostname, req.network));
 
   // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the
   // rootfs visible (pivot_root(2), "NOTES"), with no directory needed for the old root.
@@ -53,6 +71,7 @@ export function enterContainer(req: RunRequest): void {
   pivotRoot('.', '.');
   umount('.', MNT_DETACH);
   process.chdir('/');
+  if (sec !== undefined) maskPaths(sec.maskedPaths, sec.readonlyPaths);
   sethostname(req.hostname);
 }
 

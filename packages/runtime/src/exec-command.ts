@@ -1,6 +1,27 @@
 import { accessSync, constants, mkdirSync, statSync, writeSync } from 'node:fs';
 import { posix } from 'node:path';
-import { PR, clearCloexec, cloexecFrom, execve, peerClosed, prctl, setGroups, setResGid, setResUid } from '@tsbuild/linux';
+import {
+  PR,
+  capGet,
+  capSet,
+  clearCloexec,
+  cloexecFrom,
+  execve,
+  limitBoundingSet,
+  loadSeccompFilter,
+  peerClosed,
+  prctl,
+  setGroups,
+  setKeepCapabilities,
+  setNoNewPrivileges,
+  setResGid,
+  setResUid,
+  setThreadGroups,
+  setThreadResGid,
+  setThreadResUid,
+  threadCredentialsSupported,
+} from '@tsbuild/linux';
+import { capabilityMask } from './capabilities.js';
 import { EXEC_LINE, type RunRequest } from './helper-protocol.js';
 import { HelperFailure } from './helper-failure.js';
 
@@ -22,10 +43,7 @@ export function execCommand(req: RunRequest, controlFd: number): never {
     throw new HelperFailure('FAILED_PRECONDITION', `cannot use working directory ${req.cwd}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 
-  // Groups first: after setresuid to a user other than root the process may no longer change them.
-  setGroups(req.additionalGids);
-  setResGid(req.gid);
-  setResUid(req.uid);
+  dropPrivileges(req);
   // A credential change clears the parent-death signal unshare --kill-child set (prctl(2),
   // PR_SET_PDEATHSIG), so set it again, then check that tsbuild did not die (or give up) in the
   // meantime: its end of the control socket closes when it does.
@@ -47,6 +65,66 @@ export function execCommand(req: RunRequest, controlFd: number): never {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') fail(127, `${name}: not found`);
     fail(126, `${name}: cannot execute: ${code === 'ENOEXEC' ? 'exec format error' : code === 'EACCES' ? 'permission denied' : String(code)}`);
+  }
+}
+
+/**
+ * Credentials and confinement, in the order the kernel allows them (runc does the same):
+ *  1. drop what the container may not have from the bounding set (needs CAP_SETPCAP, still ours);
+ *  2. PR_SET_KEEPCAPS, then groups, gid, uid: a switch from root to another uid clears the
+ *     effective set but, with keepcaps, not the permitted one (capabilities(7));
+ *  3. raise effective to permitted again, so CAP_SYS_ADMIN is there for seccomp: loading a filter
+ *     needs it or no_new_privs (seccomp(2)), and docker leaves no_new_privs off unless asked;
+ *  4. no_new_privs if asked, then the seccomp filter: after the uid switch, so the filter never
+ *     sees the helper's own setup calls, only capset/prctl and the execve path (all of which
+ *     docker's profile allows);
+ *  5. capset: permitted = effective = the container's set, inheritable empty, no ambient (docker's
+ *     choice). execve then keeps them for root; for another uid permitted and effective come out
+ *     empty (no file capabilities, no ambient), which is what docker shows too.
+ */
+function dropPrivileges(req: RunRequest): void {
+  const sec = req.security;
+  const caps = sec === undefined ? undefined : capabilityMask(sec.capabilities);
+  step('limit the bounding set', () => {
+    if (caps !== undefined) {
+      limitBoundingSet(caps);
+      setKeepCapabilities(true);
+    }
+  });
+  // Groups first: after setresuid to a user other than root the process may no longer change them.
+  step(`switch to user ${req.uid}:${req.gid}`, () => {
+    // Only this thread needs them: it execve's, which ends every other one (thread-credentials.ts).
+    if (threadCredentialsSupported()) {
+      setThreadGroups(req.additionalGids);
+      setThreadResGid(req.gid);
+      setThreadResUid(req.uid);
+    } else {
+      setGroups(req.additionalGids);
+      setResGid(req.gid);
+      setResUid(req.uid);
+    }
+  });
+  if (caps !== undefined) {
+    step('raise effective capabilities', () => {
+      const now = capGet();
+      capSet({ effective: now.permitted, permitted: now.permitted, inheritable: 0n });
+    });
+  }
+  if (sec?.noNewPrivileges === true) step('set no_new_privs', () => setNoNewPrivileges());
+  if (sec?.seccomp !== undefined) step('load the seccomp filter', () => loadSeccompFilter(Buffer.from(sec.seccomp as string, 'base64')));
+  if (caps !== undefined) {
+    step('set capabilities', () => {
+      capSet({ effective: caps, permitted: caps, inheritable: 0n });
+      setKeepCapabilities(false);
+    });
+  }
+}
+
+function step(what: string, f: () => void): void {
+  try {
+    f();
+  } catch (e) {
+    throw new HelperFailure('FAILED_PRECONDITION', `cannot ${what}: ${(e as Error).message}`);
   }
 }
 

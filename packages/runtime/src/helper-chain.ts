@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -13,12 +13,28 @@ import {
   TsbuildError,
 } from '@tsbuild/oci';
 import { EXEC_LINE, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+import { ID_MAP_TOOLS, userNamespaceArgs } from './security-spec.js';
 
 /** The compiled helper; `../dist/helper.js` resolves from both src/ (tests) and dist/. */
 const HELPER = fileURLToPath(new URL('../dist/helper.js', import.meta.url));
 
 export interface ChainOptions {
-  network: 'host' | 'none';
+  /** 'none' and 'private' get a new network namespace ('private' is wired by `beforeRequest`). */
+  network: 'host' | 'none' | 'private';
+  /**
+   * An init (tini, catatonit, dumb-init: any that takes `-- PROGRAM ARGS`) to run as PID 1 of the
+   * PID namespace, with the helper, and so the command, as its child. It is exec'd by unshare
+   * before the helper mounts anything and shares the helper's mount namespace, so pivot_root moves
+   * its root too (pivot_root(2)); being loaded already, it needs nothing from the host afterwards.
+   */
+  init?: string;
+  /**
+   * Called with the host pid of the chain's first process in the new namespaces (the helper, or
+   * the init) before the request is sent, i.e. before the helper does anything: the network
+   * namespace exists by then (unshare(2) came before the fork). A rejection kills the chain and
+   * run() rejects with it.
+   */
+  beforeRequest?: (containerPid: number) => Promise<void>;
   /**
    * fds 0, 1 and 2 of the command. Its stderr reaches the helper as fd 4, which the helper makes
    * fd 2 just before execve: the chain's own fd 2 is a pipe to us, so util-linux's and Node's
@@ -60,14 +76,20 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
   if (!existsSync(HELPER)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${HELPER}`));
   const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
-  if (opts.network === 'none') args.push('--net');
-  args.push('--', process.execPath, HELPER);
+  // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
+  const userns = request.kind === 'run' ? request.security?.userns : undefined;
+  if (userns !== undefined) args.push(...userNamespaceArgs(userns));
+  if (opts.network !== 'host') args.push('--net');
+  args.push('--');
+  if (opts.init !== undefined) args.push(opts.init, '--');
+  args.push(process.execPath, HELPER);
+  const needContainerPid = opts.init !== undefined || opts.beforeRequest !== undefined || userns !== undefined;
 
   return new Promise<ChainResult>((resolve, reject) => {
     const child = spawn('setpriv', args, {
       stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe'],
       // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      env: { PATH: `${userns !== undefined ? `${ID_MAP_TOOLS}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
     });
     const control = child.stdio[3] as Socket;
     let reply = '';
@@ -79,6 +101,7 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     });
     let aborted = false;
     let spawnError: Error | undefined;
+    let setupError: unknown;
     control.setEncoding('utf8');
     control.on('data', (d: string) => (reply += d));
     control.on('error', () => {}); // EPIPE when the helper exited before reading: its exit says why
@@ -93,8 +116,27 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     child.on('error', (e) => {
       spawnError = e;
     });
+    const sendRequest = async (pid: number): Promise<void> => {
+      let chainPid = pid;
+      let sent = request;
+      if (needContainerPid) {
+        const containerPid = await firstChild(pid, () => child.exitCode !== null || child.signalCode !== null || aborted);
+        if (containerPid === undefined) return; // the chain ended (or was aborted) first: its exit says why
+        try {
+          await opts.beforeRequest?.(containerPid);
+          if (userns !== undefined && request.kind === 'run') sent = joinCgroupsFromHost(request, containerPid);
+        } catch (e) {
+          setupError = e;
+          killChain(pid);
+          return;
+        }
+        // With an init in between, the helper's parent is the init, not unshare.
+        if (opts.init !== undefined) chainPid = containerPid;
+      }
+      control.write(`${JSON.stringify({ ...sent, chainPid })}\n`);
+    };
     child.on('spawn', () => {
-      control.write(`${JSON.stringify({ ...request, chainPid: child.pid })}\n`);
+      void sendRequest(child.pid as number);
       opts.onSpawn?.({ stdin: child.stdin, stdout: child.stdout, stderr: child.stdio[4] as Readable | null });
     });
     child.on('close', (code, sig) => {
@@ -108,6 +150,8 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
         reject(new FailedPreconditionError(`cannot start setpriv/unshare (util-linux): ${spawnError.message}`, { cause: spawnError }));
       } else if (aborted) {
         reject(cancelled(opts.signal as AbortSignal));
+      } else if (setupError !== undefined) {
+        reject(setupError);
       } else if (error !== undefined) {
         reject(replyError(error));
       } else if (code !== 0 && !lostSigkill && /^(setpriv|unshare): /m.test(diagnostics)) {
@@ -128,6 +172,34 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
       }
     });
   });
+}
+
+/**
+ * In a user namespace the helper is root only inside it: the run's cgroup.procs files belong to
+ * host root, and moving a process also needs write access to cgroup.procs of the common ancestor
+ * of both cgroups (cgroup v2 delegation rules). So tsbuild moves the helper (everything it forks
+ * follows) before sending the request, and the helper has nothing left to join.
+ */
+function joinCgroupsFromHost(request: Omit<RunRequest, 'chainPid'>, containerPid: number): Omit<RunRequest, 'chainPid'> {
+  for (const procs of request.cgroupProcs ?? []) writeFileSync(procs, String(containerPid));
+  return { ...request, cgroupProcs: [] };
+}
+
+/**
+ * The first child of `pid` (unshare's fork), polled from /proc/<pid>/task/<pid>/children (Linux
+ * 3.5+, CONFIG_PROC_CHILDREN); undefined when `gone()` turns true first.
+ */
+async function firstChild(pid: number, gone: () => boolean): Promise<number | undefined> {
+  for (let i = 0; ; i++) {
+    if (gone()) return undefined;
+    try {
+      const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
+      if (first !== undefined && first !== '') return Number(first);
+    } catch {
+      return undefined; // the chain's process is gone
+    }
+    await new Promise((r) => (i < 50 ? setImmediate(r) : setTimeout(r, 2)));
+  }
 }
 
 const UNSHARE_LOST_SIGKILL = /^unshare: (sigprocmask unblock failed|child exit failed)/m;

@@ -1,4 +1,5 @@
 import type { Mount } from './mount-spec.js';
+import type { SecurityRequest } from './security-spec.js';
 
 /**
  * What tsbuild sends the helper (one JSON line on fd 3) and what the helper answers on the same
@@ -20,7 +21,10 @@ export interface RunRequest {
   gid: number;
   additionalGids: number[];
   hostname: string;
-  network: 'host' | 'none';
+  network: 'host' | 'none' | 'private';
+  /** cgroup.procs files the helper writes "0" to before mounting anything (the run's cgroups). */
+  cgroupProcs?: string[];  /** Capabilities, seccomp, masked paths, /etc files, user namespace; absent: none applied. */
+  security?: SecurityRequest;
 }
 
 export type CopyOp =

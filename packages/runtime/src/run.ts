@@ -3,15 +3,21 @@ import { mkdir, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { CancelledError, InvalidArgumentError } from '@tsbuild/oci';
+import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
+import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/run-cgroup.js';
+import { runExternal } from './external-runtime.js';
 import { runChain, type StdioMode } from './helper-chain.js';
+import { findInit } from './init.js';
 import type { Mount } from './mount-spec.js';
+import { securityRequest, type SecurityOptions } from './security-spec.js';
+import { type PrivateNetwork, attachPrivateNetwork } from './network/private-network.js';
 
 /**
  * One RUN: a command in its own mount, PID, UTS and IPC namespaces (and network namespace with
  * network 'none'), with `rootfs` as / and the command as PID 1. Nothing it mounts outlives it.
  */
-export interface RunSpec {
+export interface RunSpec extends SecurityOptions {
   /** argv; args[0] is searched in the PATH of `env` (inside the rootfs) when it has no '/'. */
   args: string[];
   /** KEY=VALUE */
@@ -26,8 +32,29 @@ export interface RunSpec {
   rootfs: Mount[];
   /** A host directory this run may use (the mountpoint lives here); run() removes it. */
   scratchDir: string;
-  /** 'host' (default) shares the host's network; 'none' is a network namespace with only lo, up. */
-  network?: 'host' | 'none';
+  /**
+   * 'host' (default) shares the host's network; 'none' is a network namespace with only lo, up;
+   * 'private' is a network namespace with lo and eth0 on the bridge tsbuild0 (10.123.0.0/16), NAT
+   * to whatever the host reaches (see network/private-network.ts).
+   */
+  network?: 'host' | 'none' | 'private';
+  /**
+   * Limits, enforced through a cgroup of the run's own (see cgroups/run-cgroup.ts). Without any,
+   * the run still gets a cgroup where the kernel offers a process-tracking one (cgroup v2, or the
+   * unified hierarchy of a hybrid v1 setup), used to kill everything it left behind.
+   */
+  resources?: Resources;
+  /**
+   * Run an init (tini; else catatonit or dumb-init, from the host's PATH) as PID 1, with the
+   * command as its child: it reaps orphaned zombies and forwards signals to the command, which as
+   * PID 1 itself would ignore every signal it has no handler for.
+   */
+  init?: boolean;
+  /**
+   * An OCI runtime to use instead of the built-in one: 'runc', 'crun' or a path. run() writes an
+   * OCI bundle (config.json) and runs `<runtime> run --bundle` (see external-runtime.ts).
+   */
+  runtime?: string;
 }
 
 export interface RunIO {
@@ -43,6 +70,8 @@ export interface RunResult {
   exitCode: number;
   /** The name of the signal that killed the command, if one did. */
   signal?: string;
+  /** The kernel's OOM killer killed a process of the run because of `resources.memory`. */
+  oomKilled: boolean;
 }
 
 /**
@@ -55,9 +84,16 @@ export interface RunResult {
  */
 export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
   validate(spec);
+  if (spec.runtime !== undefined) return runExternal(spec, io, signal);
+  if (signal?.aborted) throw cancelledBeforeStart(signal);
   const target = posix.join(spec.scratchDir, 'rootfs');
   await mkdir(target, { recursive: true });
+  const network = spec.network ?? 'host';
+  const init = spec.init === true ? findInit() : undefined;
+  let cgroup: RunCgroup | undefined;
+  let net: PrivateNetwork | undefined;
   try {
+    cgroup = await runCgroup(spec.resources);
     const stdin: StdioMode = io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
     const copies: Promise<void>[] = [];
     const result = await runChain(
@@ -72,10 +108,19 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         gid: spec.user?.gid ?? 0,
         additionalGids: spec.user?.additionalGids ?? [],
         hostname: spec.hostname ?? randomBytes(6).toString('hex'),
-        network: spec.network ?? 'host',
+        network,
+        cgroupProcs: cgroup?.procsFiles ?? [],
+        security: securityRequest(spec),
       },
       {
-        network: spec.network ?? 'host',
+        network,
+        init,
+        beforeRequest:
+          network === 'private'
+            ? async (pid) => {
+                net = await attachPrivateNetwork(pid);
+              }
+            : undefined,
         stdio: [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe'],
         signal,
         onSpawn: (s) => {
@@ -89,10 +134,46 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
       },
     );
     await Promise.all(copies);
-    return result.signal === undefined ? { exitCode: result.exitCode } : { exitCode: result.exitCode, signal: result.signal };
+    const oomKilled = cgroup?.oomKilled() ?? false;
+    return result.signal === undefined ? { exitCode: result.exitCode, oomKilled } : { exitCode: result.exitCode, signal: result.signal, oomKilled };
   } finally {
-    await rm(spec.scratchDir, { recursive: true, force: true });
+    // In this order: kill what the run left (cgroup.kill), so the network namespace empties and
+    // its veth goes, then free the address and the scratch dir.
+    await cleanup([() => cgroup?.destroy(), () => net?.release(), () => rm(spec.scratchDir, { recursive: true, force: true })]);
   }
+}
+
+/**
+ * The run's cgroup. Without limits it is only a convenience (cgroup.kill), so a machine where
+ * cgroups cannot be created (no cgroupfs, not root) still runs; with limits that is an error.
+ */
+async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | undefined> {
+  await removeStaleCgroups().catch(() => []);
+  const limited = resources !== undefined && Object.values(resources).some((v) => v !== undefined);
+  try {
+    return await createRunCgroup(resources ?? {});
+  } catch (e) {
+    if (limited) throw e;
+    return undefined;
+  }
+}
+
+/** Runs every step even when one fails, then throws the first failure. */
+async function cleanup(steps: (() => Promise<unknown> | undefined)[]): Promise<void> {
+  let first: unknown;
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (e) {
+      first ??= e;
+    }
+  }
+  if (first !== undefined) throw first;
+}
+
+function cancelledBeforeStart(signal: AbortSignal): CancelledError {
+  const reason: unknown = signal.reason;
+  return new CancelledError(`cancelled${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason });
 }
 
 function validate(spec: RunSpec): void {
@@ -105,4 +186,7 @@ function validate(spec: RunSpec): void {
     throw new InvalidArgumentError(`run: hostname must be 1 to 64 bytes: ${spec.hostname}`);
   }
   for (const e of spec.env) if (!e.includes('=')) throw new InvalidArgumentError(`run: environment entry is not KEY=VALUE: ${e}`);
+  if (spec.network !== undefined && !['host', 'none', 'private'].includes(spec.network)) throw new InvalidArgumentError(`run: network must be host, none or private: ${String(spec.network)}`);
+  if (spec.resources !== undefined) validateResources(spec.resources);
+  if (spec.runtime === '') throw new InvalidArgumentError('run: runtime is empty (want runc, crun or a path)');
 }

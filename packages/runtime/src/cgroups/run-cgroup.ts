@@ -1,0 +1,343 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { posix } from 'node:path';
+import { FailedPreconditionError } from '@tsbuild/oci';
+import { type Resources, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
+
+/**
+ * The cgroup(s) of one run, named `tsbuild-<creator pid>-<random>` under a `tsbuild` parent:
+ *
+ *  - cgroup v2 (a pure unified hierarchy, /sys/fs/cgroup/cgroup.controllers exists): one cgroup
+ *    /sys/fs/cgroup/tsbuild/tsbuild-…, with the controllers the limits need enabled in the
+ *    subtree_control of the root and of `tsbuild` (the "no internal processes" rule is why the
+ *    parent sits at the root, as docker's cgroupfs driver does, and not under tsbuild's own cgroup);
+ *  - cgroup v1 (and hybrid): one cgroup in each controller hierarchy a limit needs
+ *    (/sys/fs/cgroup/memory/tsbuild/tsbuild-…, …/cpu/…, …/cpuset/…, …/pids/…), plus, when a
+ *    unified hierarchy is mounted at /sys/fs/cgroup/unified, one there. That one carries no
+ *    controller but gives what v1 lacks: cgroup.kill (kill everything in one write, even what
+ *    escaped into a new session) and cgroup.events `populated` (know when it is empty).
+ *
+ * Lifecycle: `createRunCgroup` makes the directories and writes the limits; the helper writes "0"
+ * to every path in `procsFiles` before it mounts anything, so the command and all it forks are
+ * inside; after the run `oomKilled()` reads the memory controller's OOM-kill counter, and
+ * `destroy()` kills whatever is left, waits until the cgroups are empty and removes them (and the
+ * `tsbuild` parents once no other run uses them).
+ *
+ * If tsbuild itself dies (kill -9) the directories stay behind, empty once the kernel has killed
+ * the container. `removeStaleCgroups` (called before every run) kills what is left in, and removes,
+ * every tsbuild-<pid>-* cgroup whose creator pid is no longer alive. A reused pid only postpones
+ * that removal until the new owner of the pid is gone.
+ */
+export interface RunCgroup {
+  name: string;
+  /** Every cgroup directory of this run. */
+  dirs: string[];
+  /** `<dir>/cgroup.procs` of each: the helper joins them all. */
+  procsFiles: string[];
+  /** The memory controller saw an OOM kill in this cgroup (v1 memory.oom_control, v2 memory.events). */
+  oomKilled(): boolean;
+  /**
+   * The memory limit was reached at least once (v1 memory.failcnt, v2 memory.events `max`): a
+   * weaker sign than `oomKilled`, for when the OOM-kill counter lived in a cgroup already removed.
+   */
+  memoryLimitHit(): boolean;
+  /** SIGKILLs everything still inside, waits for the cgroups to be empty, removes them. */
+  destroy(): Promise<void>;
+}
+
+export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
+const PARENT = 'tsbuild';
+const NAME = /^tsbuild-(\d+)-[0-9a-f]+$/;
+
+export type CgroupLayout = { version: 2; root: string } | { version: 1; root: string; unified?: string };
+
+export function cgroupLayout(root = DEFAULT_CGROUP_ROOT): CgroupLayout {
+  if (existsSync(posix.join(root, 'cgroup.controllers'))) return { version: 2, root };
+  const unified = posix.join(root, 'unified');
+  return existsSync(posix.join(unified, 'cgroup.procs')) ? { version: 1, root, unified } : { version: 1, root };
+}
+
+export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT): Promise<RunCgroup> {
+  const layout = cgroupLayout(root);
+  const name = `tsbuild-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const dirs: string[] = [];
+  let memoryDir: string | undefined;
+  let memoryEvents: string | undefined;
+  try {
+    if (layout.version === 2) {
+      const dir = makeV2(root, name, resources);
+      dirs.push(dir);
+      if (resources.memory !== undefined) memoryEvents = posix.join(dir, 'memory.events');
+      const hasSwap = existsSync(posix.join(dir, 'memory.swap.max')) || !existsSync(posix.join(dir, 'cgroup.procs'));
+      writeAll(dir, v2Writes(resources, hasSwap));
+    } else {
+      const hasMemsw = existsSync(posix.join(root, 'memory', 'memory.memsw.limit_in_bytes'));
+      for (const [controller, writes] of v1Writes(resources, hasMemsw)) {
+        const hierarchy = posix.join(root, controller);
+        if (!existsSync(hierarchy)) throw new FailedPreconditionError(`cgroup v1 controller ${controller} is not mounted at ${hierarchy}`);
+        const dir = makeChild(hierarchy, name, controller === 'cpuset');
+        dirs.push(dir);
+        if (controller === 'memory') memoryDir = dir;
+        writeAll(dir, writes);
+      }
+      if (layout.unified !== undefined) dirs.push(makeChild(layout.unified, name, false));
+    }
+  } catch (e) {
+    await removeDirs(dirs);
+    throw e;
+  }
+  return {
+    name,
+    dirs,
+    procsFiles: dirs.map((d) => posix.join(d, 'cgroup.procs')),
+    oomKilled: () => {
+      if (memoryEvents !== undefined) return counter(memoryEvents, 'oom_kill') > 0;
+      if (memoryDir !== undefined) {
+        const f = posix.join(memoryDir, 'memory.oom_control');
+        return counter(f, 'oom_kill') > 0 || counter(f, 'under_oom') > 0;
+      }
+      return false;
+    },
+    memoryLimitHit: () => {
+      if (memoryEvents !== undefined) return counter(memoryEvents, 'max') > 0;
+      if (memoryDir === undefined) return false;
+      try {
+        return Number(readFileSync(posix.join(memoryDir, 'memory.failcnt'), 'utf8')) > 0;
+      } catch {
+        return false;
+      }
+    },
+    destroy: async () => {
+      // An external runtime nests its own cgroup (…/<name>/ctr) in every hierarchy, some of which
+      // we did not create: remove <name> wherever it exists, children first.
+      const trees = [...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, PARENT, name))])].filter((d) => existsSync(d));
+      const all = trees.flatMap(subtree);
+      await killAndWait(all);
+      await removeDirs(all);
+    },
+  };
+}
+
+/**
+ * Kills what is left in, and removes, every tsbuild cgroup whose creator (the pid in its name) is
+ * dead: the leftovers of a tsbuild that was killed mid-run. Returns the directories removed.
+ */
+export async function removeStaleCgroups(root = DEFAULT_CGROUP_ROOT): Promise<string[]> {
+  const parents = hierarchies(cgroupLayout(root)).map((h) => posix.join(h, PARENT));
+  const stale: string[] = [];
+  for (const parent of parents) {
+    let names: string[];
+    try {
+      names = readdirSync(parent);
+    } catch {
+      continue;
+    }
+    for (const n of names) {
+      const m = NAME.exec(n);
+      if (m !== null && !alive(Number(m[1]))) stale.push(...subtree(posix.join(parent, n)));
+    }
+  }
+  if (stale.length > 0) {
+    await killAndWait(stale);
+    await removeDirs(stale);
+  }
+  return stale;
+}
+
+/** Every hierarchy mounted under the root: the root itself on v2, each v1 controller (and unified). */
+function hierarchies(layout: CgroupLayout): string[] {
+  if (layout.version === 2) return [layout.root];
+  const out: string[] = [];
+  try {
+    for (const e of readdirSync(layout.root, { withFileTypes: true })) if (e.isDirectory()) out.push(posix.join(layout.root, e.name));
+  } catch {
+    // no cgroupfs at all
+  }
+  return out;
+}
+
+/** A cgroup directory and its descendants, deepest first (the order rmdir needs). */
+function subtree(dir: string): string[] {
+  const out: string[] = [];
+  try {
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) out.push(...subtree(posix.join(dir, e.name)));
+  } catch {
+    return out;
+  }
+  out.push(dir);
+  return out;
+}
+
+function makeV2(root: string, name: string, resources: Resources): string {
+  const wanted = v2Controllers(resources);
+  if (wanted.length > 0) {
+    const available = readWords(posix.join(root, 'cgroup.controllers'));
+    const missing = wanted.filter((c) => !available.includes(c));
+    if (missing.length > 0) throw new FailedPreconditionError(`cgroup v2 controller(s) ${missing.join(', ')} not available in ${root}/cgroup.controllers`);
+  }
+  return makeChild(root, name, false, wanted);
+}
+
+/**
+ * mkdir `<hierarchy>/tsbuild/<name>`. The parent may be removed by another run finishing at the
+ * same moment (it removes `tsbuild` once empty), hence the retry.
+ */
+function makeChild(hierarchy: string, name: string, cpuset: boolean, enable: string[] = []): string {
+  const parent = posix.join(hierarchy, PARENT);
+  const dir = posix.join(parent, name);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      mkdirSync(parent, { recursive: true });
+      // v1 cpuset: a new cgroup starts with empty cpus and mems (cgroup.clone_children is 0) and
+      // takes no task until both are set: inherit them from the level above.
+      if (cpuset) inheritCpuset(hierarchy, parent);
+      if (enable.length > 0) {
+        enableControllers(hierarchy, enable);
+        enableControllers(parent, enable);
+      }
+      mkdirSync(dir);
+      if (cpuset) inheritCpuset(parent, dir);
+      return dir;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 3) continue;
+      if (e instanceof FailedPreconditionError) throw e;
+      throw new FailedPreconditionError(`cannot create cgroup ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+    }
+  }
+}
+
+function inheritCpuset(from: string, to: string): void {
+  for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+    const target = posix.join(to, f);
+    if (existsSync(target) && readFileSync(target, 'utf8').trim() !== '') continue;
+    writeFileSync(target, readFileSync(posix.join(from, f), 'utf8').trim());
+  }
+}
+
+function enableControllers(dir: string, controllers: string[]): void {
+  const file = posix.join(dir, 'cgroup.subtree_control');
+  const enabled = existsSync(file) ? readWords(file) : [];
+  const missing = controllers.filter((c) => !enabled.includes(c));
+  if (missing.length === 0) return;
+  try {
+    writeFileSync(file, missing.map((c) => `+${c}`).join(' '));
+  } catch (e) {
+    throw new FailedPreconditionError(`cannot enable cgroup v2 controller(s) ${missing.join(', ')} in ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+  }
+}
+
+function writeAll(dir: string, writes: [string, string][]): void {
+  for (const [file, value] of writes) {
+    const path = posix.join(dir, file);
+    try {
+      writeFileSync(path, value);
+    } catch (e) {
+      throw new FailedPreconditionError(`cannot set cgroup limit ${path} to ${value}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+    }
+  }
+}
+
+async function killAndWait(dirs: string[]): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    let busy = false;
+    for (const dir of dirs) {
+      const pids = procsOf(dir);
+      if (pids.length === 0 && !populated(dir)) continue;
+      busy = true;
+      // cgroup.kill (Linux 5.14) SIGKILLs every process of the subtree at once, including ones
+      // forked while we would be walking cgroup.procs; v1 has only the walk.
+      const kill = posix.join(dir, 'cgroup.kill');
+      if (existsSync(kill)) {
+        try {
+          writeFileSync(kill, '1');
+          continue;
+        } catch {
+          // fall back to the walk
+        }
+      }
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    }
+    if (!busy) return;
+    if (Date.now() > deadline) throw new FailedPreconditionError(`processes remain in cgroup ${dirs.join(', ')} after SIGKILL`);
+    await sleep(5);
+  }
+}
+
+async function removeDirs(dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    const deadline = Date.now() + 2000;
+    for (;;) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') break;
+        // v1 memory cgroups may stay busy for a moment after their last task exited.
+        if (code === 'EBUSY' && Date.now() < deadline) {
+          await sleep(5);
+          continue;
+        }
+        throw new FailedPreconditionError(`cannot remove cgroup ${dir}: ${code ?? (e as Error).message}`, { cause: e });
+      }
+    }
+    try {
+      rmdirSync(posix.dirname(dir));
+    } catch {
+      // another run's cgroup is still in it (EBUSY/ENOTEMPTY), or it is gone
+    }
+  }
+}
+
+function procsOf(dir: string): number[] {
+  try {
+    return readFileSync(posix.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function populated(dir: string): boolean {
+  const f = posix.join(dir, 'cgroup.events');
+  return existsSync(f) && counter(f, 'populated') > 0;
+}
+
+/** A `key value` line of a flat-keyed cgroup file (memory.events, memory.oom_control, cgroup.events). */
+function counter(file: string, key: string): number {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return 0;
+  }
+  const line = text.split('\n').find((l) => l.startsWith(`${key} `));
+  return line === undefined ? 0 : Number(line.slice(key.length + 1));
+}
+
+function readWords(file: string): string[] {
+  try {
+    return readFileSync(file, 'utf8').trim().split(/\s+/).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,219 @@
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants, existsSync, readFileSync } from 'node:fs';
+import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { posix } from 'node:path';
+import { constants } from 'node:os';
+import { promisify } from 'node:util';
+import { CancelledError, FailedPreconditionError } from '@tsbuild/oci';
+import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/run-cgroup.js';
+import { mountCall, shortenOverlayData, type Mount } from './mount-spec.js';
+import { createNamedNetns, attachPrivateNetwork, type PrivateNetwork } from './network/private-network.js';
+import { ociSpec } from './oci-bundle.js';
+import type { RunIO, RunResult, RunSpec } from './run.js';
+
+/**
+ * `runtime: 'runc' | 'crun' | PATH`: the RUN through an OCI runtime instead of the built-in one.
+ *
+ *   scratchDir/bundle/config.json   process, root, hostname, mounts, namespaces, masked and
+ *                                   read-only paths, cgroupsPath (oci-bundle.ts)
+ *   scratchDir/bundle/etc-*         /etc/hosts, /etc/hostname, /etc/resolv.conf bound read-only
+ *   scratchDir/rootfs               where the rootfs Mounts are mounted
+ *   scratchDir/state                the runtime's --root (its state), removed afterwards
+ *
+ * The rootfs is mounted inside a private mount namespace, the one of
+ *   setpriv --pdeathsig KILL -- unshare --mount --propagation private -- sh -c SCRIPT
+ * where SCRIPT mounts it with mount(8) and runs `RUNTIME --root STATE run --bundle BUNDLE ID`, so
+ * the mount vanishes with that namespace whatever happens. The runtime creates its cgroup as
+ * `tsbuild/<run cgroup>/ctr`, nested in the run's cgroup that carries the limits, which is where
+ * the OOM counter is read afterwards. Then `RUNTIME delete --force` and the cgroup's removal make
+ * sure nothing is left. If tsbuild is killed -9 the runtime dies too (parent-death signals), but
+ * the container's own processes may survive it: the next run's `removeStaleCgroups` kills them
+ * through their cgroup (named after the dead tsbuild's pid) and removes it.
+ */
+export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
+  if (signal?.aborted) throw cancelled(signal);
+  const runtime = resolveRuntime(spec.runtime as string);
+  const rootfs = posix.join(spec.scratchDir, 'rootfs');
+  const bundle = posix.join(spec.scratchDir, 'bundle');
+  const state = posix.join(spec.scratchDir, 'state');
+  await Promise.all([rootfs, bundle, state].map((d) => mkdir(d, { recursive: true })));
+  const hostname = spec.hostname ?? randomBytes(6).toString('hex');
+  const network = spec.network ?? 'host';
+  let cgroup: RunCgroup | undefined;
+  let netns: { path: string; remove(): Promise<void> } | undefined;
+  let net: PrivateNetwork | undefined;
+  let newEtc: string[] = [];
+  let id = `tsbuild-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await removeStaleCgroups().catch(() => []);
+    cgroup = await createRunCgroup(spec.resources ?? {});
+    id = cgroup.name;
+    if (network === 'private') {
+      netns = await createNamedNetns(id);
+      net = await attachPrivateNetwork(id);
+    }
+    const etc = await writeEtcFiles(bundle, hostname, net?.address, network === 'private');
+    const config = ociSpec({
+      rootfs,
+      args: spec.args,
+      env: spec.env,
+      cwd: spec.cwd,
+      user: { uid: spec.user?.uid ?? 0, gid: spec.user?.gid ?? 0, additionalGids: spec.user?.additionalGids ?? [] },
+      hostname,
+      network: network === 'host' ? 'host' : network === 'none' ? 'none' : { path: (netns as { path: string }).path },
+      cgroupsPath: `/tsbuild/${id}/ctr`,
+      etcFiles: etc,
+    });
+    await writeFile(posix.join(bundle, 'config.json'), JSON.stringify(config));
+    newEtc = upperDirs(spec.rootfs).filter((u) => !existsSync(posix.join(u, 'etc')));
+    const script = runScript(spec.rootfs, rootfs, runtime, state, bundle, id, Object.keys(etc));
+    const result = await runScriptInNamespace(script, io, signal);
+    // The kernel counts an OOM kill in the victim's own memory cgroup (the runtime's …/ctr, which
+    // it removes as the container ends; on v2 the count also reaches ours). Ours, holding the limit,
+    // still shows that the limit was hit: together with a SIGKILL that is the OOM killer's work.
+    const oomKilled = cgroup.oomKilled() || (result.exitCode === 128 + 9 && cgroup.memoryLimitHit());
+    return { ...result, oomKilled };
+  } finally {
+    await promisify(execFile)(runtime, ['--root', state, 'delete', '--force', id]).catch(() => {});
+    // The runtime's /etc mountpoints copied /etc up into the upperdir; the script removed them,
+    // and an /etc left empty there was not the command's doing: drop it (the overlay is gone by now).
+    for (const u of newEtc) await rmdir(posix.join(u, 'etc')).catch(() => {});
+    for (const step of [() => cgroup?.destroy(), () => net?.release(), () => netns?.remove(), () => rm(spec.scratchDir, { recursive: true, force: true })]) {
+      await Promise.resolve(step()).catch(() => {});
+    }
+  }
+}
+
+/** The upperdirs of the overlay mounts of a rootfs. */
+function upperDirs(mounts: Mount[]): string[] {
+  return mounts.filter((m) => m.type === 'overlay').flatMap((m) => m.options.filter((o) => o.startsWith('upperdir=')).map((o) => o.slice('upperdir='.length)));
+}
+
+/** A runtime named without a '/' is looked up on PATH and the usual sbin/bin directories. */
+export function resolveRuntime(name: string): string {
+  const candidates = name.includes('/')
+    ? [name]
+    : [...(process.env.PATH ?? '').split(':').filter((d) => d.startsWith('/')), '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].map((d) => posix.join(d, name));
+  for (const c of candidates) {
+    try {
+      accessSync(c, fsConstants.X_OK);
+      return c;
+    } catch {
+      // next
+    }
+  }
+  throw new FailedPreconditionError(`OCI runtime not found or not executable: ${name}`);
+}
+
+/** The files bound over /etc/hosts, /etc/hostname and /etc/resolv.conf, written into the bundle. */
+async function writeEtcFiles(bundle: string, hostname: string, address: string | undefined, privateNet: boolean): Promise<Record<string, string>> {
+  const files: Record<string, string> = {
+    hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${address ?? '127.0.1.1'}\t${hostname}\n`,
+    hostname: `${hostname}\n`,
+    'resolv.conf': resolvConf(privateNet),
+  };
+  const out: Record<string, string> = {};
+  for (const [name, text] of Object.entries(files)) {
+    const path = posix.join(bundle, `etc-${name}`);
+    await writeFile(path, text, { mode: 0o644 });
+    out[name] = path;
+  }
+  return out;
+}
+
+/**
+ * The host's resolv.conf; in a private network namespace a loopback nameserver (systemd-resolved's
+ * 127.0.0.53) is unreachable, so it is dropped, and docker's fallback used when none is left.
+ */
+function resolvConf(privateNet: boolean): string {
+  let text = '';
+  try {
+    text = readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    // none on the host
+  }
+  if (!privateNet) return text;
+  const lines = text.split('\n').filter((l) => !/^\s*nameserver\s+(127\.|::1)/.test(l));
+  if (!lines.some((l) => /^\s*nameserver\s/.test(l))) lines.push('nameserver 8.8.8.8', 'nameserver 8.8.4.4');
+  return `${lines.join('\n').trim()}\n`;
+}
+
+function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The shell script run in the private mount namespace. Mountpoint files the runtime would create
+ * for /etc bind mounts are removed afterwards when the image had none, so they never reach the
+ * layer. Diagnostics of the script itself go to fd 3; status 125 means it failed before the runtime.
+ */
+function runScript(mounts: Mount[], target: string, runtime: string, state: string, bundle: string, id: string, etc: string[]): string {
+  const lines = ['set -u'];
+  for (const m of mounts) {
+    const { data } = mountCall(m);
+    const short = m.type === 'overlay' ? shortenOverlayData(data) : undefined;
+    const opts = short?.data ?? m.options.join(',');
+    const typeArg = m.type === 'bind' ? '' : `-t ${q(m.type)} `;
+    const bindOpt = m.type === 'bind' && !m.options.some((o) => o === 'bind' || o === 'rbind') ? 'bind,' : '';
+    const mount = `mount ${typeArg}${opts.length > 0 || bindOpt !== '' ? `-o ${q(bindOpt + opts)} ` : ''}${q(m.source)} ${q(target)}`;
+    lines.push(`${short !== undefined ? `cd ${q(short.cwd)} && ` : ''}${mount} 2>&3 || { echo "tsbuild: cannot mount the rootfs (${m.type} ${m.source}) at ${target}" >&3; exit 125; }`, 'cd /');
+  }
+  lines.push('missing=""');
+  for (const f of etc) lines.push(`[ -e ${q(`${target}/etc/${f}`)} ] || [ -L ${q(`${target}/etc/${f}`)} ] || missing="$missing ${f}"`);
+  // The runtime gets its own parent-death signal: sh's death (itself tied to tsbuild) kills it.
+  lines.push(`setpriv --pdeathsig KILL -- ${q(runtime)} --root ${q(state)} run --bundle ${q(bundle)} ${q(id)} 3>&-`, 'status=$?');
+  lines.push(`for f in $missing; do rm -f ${q(`${target}/etc/`)}"$f"; done`, 'exit $status');
+  return lines.join('\n');
+}
+
+async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSignal | undefined): Promise<Omit<RunResult, 'oomKilled'>> {
+  const stdin = io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
+  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script], {
+    stdio: [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe', 'pipe'],
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+  });
+  const copies: Promise<void>[] = [];
+  if (child.stdin !== null && typeof io.stdin === 'object') copies.push(pipeline(io.stdin, child.stdin).catch(() => {}));
+  if (child.stdout !== null && typeof io.stdout === 'object') child.stdout.pipe(io.stdout, { end: false });
+  if (child.stderr !== null && typeof io.stderr === 'object') child.stderr.pipe(io.stderr, { end: false });
+  let diagnostics = '';
+  (child.stdio[3] as Readable).setEncoding('utf8').on('data', (d: string) => (diagnostics += d));
+  let aborted = false;
+  const onAbort = (): void => {
+    aborted = true;
+    killTree(child.pid);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+    child.on('error', (e) => reject(new FailedPreconditionError(`cannot start setpriv/unshare (util-linux): ${e.message}`, { cause: e })));
+    child.on('close', (c, s) => resolve([c, s]));
+  }).finally(() => signal?.removeEventListener('abort', onAbort));
+  await Promise.all(copies);
+  if (aborted) throw cancelled(signal as AbortSignal);
+  if (code === 125 && diagnostics !== '') throw new FailedPreconditionError(diagnostics.trim().split('\n').reverse().join(': '));
+  if (sig !== null) return { exitCode: 128 + (constants.signals[sig] ?? 0), signal: sig };
+  return { exitCode: code ?? 0 };
+}
+
+/** SIGKILL to the script's children (the runtime) and then to the script. */
+function killTree(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    for (const c of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) process.kill(Number(c), 'SIGKILL');
+  } catch {
+    // gone
+  }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+}
+
+function cancelled(signal: AbortSignal): CancelledError {
+  const reason: unknown = signal.reason;
+  return new CancelledError(`cancelled${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason });
+}

@@ -1,0 +1,121 @@
+/**
+ * config.json of an OCI runtime bundle (opencontainers/runtime-spec 1.0, config.md and
+ * config-linux.md), for the subset a RUN needs. The defaults mirror docker's and runc's: docker's
+ * capability set, the runtime spec's default filesystems, runc's masked and read-only paths.
+ */
+export interface OciSpec {
+  ociVersion: string;
+  process: {
+    terminal: boolean;
+    user: { uid: number; gid: number; additionalGids?: number[] };
+    args: string[];
+    env: string[];
+    cwd: string;
+    capabilities: { bounding: string[]; effective: string[]; permitted: string[]; inheritable: string[]; ambient: string[] };
+    noNewPrivileges: boolean;
+    rlimits?: { type: string; hard: number; soft: number }[];
+  };
+  root: { path: string; readonly: boolean };
+  hostname: string;
+  mounts: { destination: string; type: string; source: string; options?: string[] }[];
+  linux: {
+    namespaces: { type: string; path?: string }[];
+    cgroupsPath?: string;
+    resources: { devices: { allow: boolean; access: string }[] };
+    maskedPaths: string[];
+    readonlyPaths: string[];
+  };
+}
+
+/** docker's default capabilities (moby oci/caps/defaults.go). */
+export const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
+
+/** Hidden from the container: bind of /dev/null on files, an empty read-only tmpfs on directories. */
+export const MASKED_PATHS = [
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+
+export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export interface BundleOptions {
+  rootfs: string;
+  args: string[];
+  env: string[];
+  cwd: string;
+  user: { uid: number; gid: number; additionalGids: number[] };
+  hostname: string;
+  /** 'host': no network namespace; 'none': a new one (the runtime brings lo up); a path: join it. */
+  network: 'host' | 'none' | { path: string };
+  /** cgroupsPath, relative to each hierarchy's root. */
+  cgroupsPath?: string;
+  /** Files bound read-only over /etc/<name> (hosts, hostname, resolv.conf). */
+  etcFiles?: Record<string, string>;
+}
+
+export function ociSpec(o: BundleOptions): OciSpec {
+  const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'cgroup' }];
+  if (o.network === 'none') namespaces.push({ type: 'network' });
+  else if (o.network !== 'host') namespaces.push({ type: 'network', path: o.network.path });
+  const caps = [...DEFAULT_CAPABILITIES];
+  const mounts: OciSpec['mounts'] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+  ];
+  for (const [name, source] of Object.entries(o.etcFiles ?? {})) {
+    mounts.push({ destination: `/etc/${name}`, type: 'bind', source, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+  }
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: o.user.uid, gid: o.user.gid, ...(o.user.additionalGids.length > 0 ? { additionalGids: o.user.additionalGids } : {}) },
+      args: o.args,
+      env: o.env,
+      cwd: o.cwd,
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      noNewPrivileges: false,
+    },
+    root: { path: o.rootfs, readonly: false },
+    hostname: o.hostname,
+    mounts,
+    linux: {
+      namespaces,
+      ...(o.cgroupsPath !== undefined ? { cgroupsPath: o.cgroupsPath } : {}),
+      // Deny every device but the defaults the runtime always allows (null, zero, full, tty,
+      // urandom, random, pts, ptmx), as runc's own `runc spec` does.
+      resources: { devices: [{ allow: false, access: 'rwm' }] },
+      maskedPaths: MASKED_PATHS,
+      readonlyPaths: READONLY_PATHS,
+    },
+  };
+}
