@@ -1,13 +1,33 @@
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { chmod, link, lstat, lutimes, mkdir, open, rm, symlink, unlink } from 'node:fs/promises';
+import { closeSync, constants, fchmodSync, fchownSync, linkSync, lstatSync, mkdirSync, openSync, rmSync, symlinkSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { lchown, mknod, S_IFBLK, S_IFCHR, S_IFIFO, setXattr } from '@tsbuild/linux';
+import { lchown, lutimens, mknod, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
 import { InvalidArgumentError, type Digest } from '@tsbuild/oci';
 import { decompressed } from './decompress.js';
-import { readTar, type TarEntry } from './tar-reader.js';
-import { isHostOnlyXattr, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX } from './whiteout.js';
+import type { TarHeader } from './tar-format.js';
+import { TarParser, type TarSink } from './tar-parser.js';
+import { isHostOnlyXattr, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX } from './whiteout.js';
+
+export interface ApplyOptions {
+  /**
+   * Apply as an ordinary user would: default `process.getuid() !== 0`. Then, like GNU tar run by
+   * a user and like rootless image tools without a user namespace:
+   * - ownership is not restored: every file belongs to the caller (chown to other ids needs
+   *   CAP_CHOWN); permission bits are still set (the kernel drops setgid for a group the caller
+   *   is not in);
+   * - xattrs the kernel refuses (trusted.*, security.* need CAP_SYS_ADMIN / CAP_SETFCAP) are
+   *   left out; user.* ones are kept;
+   * - an opaque directory is marked with `user.overlay.opaque` instead of `trusted.overlay.opaque`
+   *   (overlayfs reads the user.overlay.* namespace when mounted with `userxattr`, the option
+   *   for mounts made in a user namespace);
+   * - a character or block device entry fails the apply (InvalidArgumentError naming the entry)
+   *   before anything is created for it: mknod(2) of a device needs CAP_MKNOD. Whiteouts still
+   *   work: overlayfs whiteouts (char 0/0) may be created without it since Linux 5.8.
+   */
+  unprivileged?: boolean;
+}
 
 /**
  * Unpacks a layer (gzip, zstd or plain tar, detected by magic) into dir; returns the diffID
@@ -19,139 +39,189 @@ import { isHostOnlyXattr, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX }
  *   hardlink target with a '..' component is rejected (InvalidArgumentError), not cleaned:
  *   a layer that tries to climb out is malformed and silently rewriting it hides that;
  * - every parent component is lstat'ed and must be a real directory: a symlink there is
- *   rejected, so writes never follow links (a final-component symlink is replaced, not followed);
+ *   rejected, so writes never follow links (a final-component symlink is replaced, not followed:
+ *   files are created with O_CREAT|O_EXCL|O_NOFOLLOW);
  * - a hardlink must point at an existing non-directory inside dir, reached the same way.
- * Ownership, mode (after chown, which clears setuid/setgid and security.capability), xattrs
- * and mtimes are restored; directory mtimes last, as creating children changes them.
+ * Ownership, mode (after chown, which clears setuid/setgid and security.capability), xattrs,
+ * and mtime/atime with nanoseconds (pax records) are restored; directory times last, as
+ * creating children changes them. A pax-less entry gets atime = mtime.
+ *
+ * Speed: the tar is parsed by a push parser and every file operation is a sync call, so one
+ * decompressed chunk (many small files) costs one event-loop turn rather than several awaited
+ * thread-pool round trips per file; decompression and hashing overlap on the libuv pool.
  */
-export async function apply(layer: Readable, dir: string): Promise<{ diffID: Digest }> {
+export async function apply(layer: Readable, dir: string, opts: ApplyOptions = {}): Promise<{ diffID: Digest }> {
   const root = resolve(dir);
   const rootStat = await lstat(root);
   if (!rootStat.isDirectory()) throw new InvalidArgumentError(`cannot apply a layer into ${root}: not a directory`);
+  const unprivileged = opts.unprivileged ?? process.getuid?.() !== 0;
   const hash = createHash('sha256');
-  async function* hashed(): AsyncGenerator<Buffer> {
+  const w = new TreeWriter(root, unprivileged);
+  const parser = new TarParser(w);
+  try {
     for await (const c of decompressed(layer)) {
       hash.update(c);
-      yield c;
+      parser.push(c);
     }
+    parser.finish();
+    w.finish();
+  } finally {
+    w.close();
   }
-  const w = new TreeWriter(root);
-  for await (const e of readTar(hashed())) await w.entry(e);
-  await w.finish();
   return { diffID: `sha256:${hash.digest('hex')}` };
 }
 
-class TreeWriter {
+const O_CREATE_NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+class TreeWriter implements TarSink {
   /** Relative paths known to be real directories (not symlinks) under root. */
   private readonly dirs = new Set<string>(['']);
-  private readonly dirTimes: [string, number][] = [];
+  private readonly dirTimes: [string, TarHeader][] = [];
+  /** The file whose body is being written. */
+  private file: { fd: number; path: string; h: TarHeader } | undefined;
 
-  constructor(private readonly root: string) {}
+  constructor(
+    private readonly root: string,
+    private readonly unprivileged: boolean,
+  ) {}
 
-  async entry(e: TarEntry): Promise<void> {
-    const comps = clean(e.name, e.name);
+  entry(h: TarHeader): void {
+    const comps = clean(h.name, h.name);
     const base = comps.at(-1);
     const parent = comps.slice(0, -1);
     if (base !== undefined && base.startsWith(WHITEOUT_PREFIX)) {
-      await this.parents(parent, e.name);
+      this.parents(parent, h.name);
       if (base === OPAQUE_MARKER) {
         // overlayfs: an opaque directory hides everything below it in lower layers.
-        setXattr(this.abs(parent), OVERLAY_OPAQUE_XATTR, 'y');
+        setXattr(this.abs(parent), this.unprivileged ? USER_OVERLAY_OPAQUE_XATTR : OVERLAY_OPAQUE_XATTR, 'y');
         return;
       }
       const victim = base.slice(WHITEOUT_PREFIX.length);
-      if (victim === '' || victim === '.' || victim === '..') throw new InvalidArgumentError(`layer entry "${e.name}": whiteout of "${victim}" is not allowed`);
-      const p = this.abs([...parent, victim]);
-      await this.removeExisting(p);
+      if (victim === '' || victim === '.' || victim === '..') throw new InvalidArgumentError(`layer entry "${h.name}": whiteout of "${victim}" is not allowed`);
       // overlayfs: a character device 0/0 is a whiteout.
-      mknod(p, S_IFCHR, 0, 0);
+      const p = this.abs([...parent, victim]);
+      this.create(p, () => mknod(p, S_IFCHR, 0, 0));
       return;
     }
     if (comps.length === 0) {
-      if (e.type !== 'dir') throw new InvalidArgumentError(`layer entry "${e.name}": the root can only be a directory`);
-      await this.metadata(this.root, e, true);
+      if (h.type !== 'dir') throw new InvalidArgumentError(`layer entry "${h.name}": the root can only be a directory`);
+      this.metadata(this.root, h);
       return;
     }
-    await this.parents(parent, e.name);
+    if (this.unprivileged && (h.type === 'char' || h.type === 'block')) {
+      throw new InvalidArgumentError(`layer entry "${h.name}": cannot create a ${h.type === 'char' ? 'character' : 'block'} device in an unprivileged apply`);
+    }
+    this.parents(parent, h.name);
     const p = this.abs(comps);
-    const rel = comps.join('/');
-    switch (e.type) {
+    switch (h.type) {
       case 'dir': {
-        const st = await lstat(p).catch(() => undefined);
-        if (st === undefined || !st.isDirectory()) {
-          await this.removeExisting(p);
-          await mkdir(p, 0o700);
+        try {
+          mkdirSync(p, 0o700);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          // An existing directory is merged into; anything else in the way is replaced.
+          if (!lstatSync(p).isDirectory()) {
+            this.removeExisting(p);
+            mkdirSync(p, 0o700);
+          }
         }
-        this.dirs.add(rel);
-        await this.metadata(p, e, true);
+        this.dirs.add(comps.join('/'));
+        this.metadata(p, h);
         return;
       }
       case 'file': {
-        await this.removeExisting(p);
-        const fh = await open(p, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-        try {
-          for await (const chunk of e.body) await fh.write(chunk);
-        } finally {
-          await fh.close();
-        }
-        await this.metadata(p, e, false);
+        const fd = this.create(p, () => openSync(p, O_CREATE_NEW, 0o600));
+        this.file = { fd, path: p, h };
         return;
       }
       case 'link': {
-        const target = clean(e.linkname, e.name);
+        const target = clean(h.linkname, h.name);
         const tp = this.abs(target);
-        await this.parents(target.slice(0, -1), e.name, false);
-        const st = target.length === 0 ? undefined : await lstat(tp).catch(() => undefined);
-        if (st === undefined) throw new InvalidArgumentError(`layer entry "${e.name}": hardlink target "${e.linkname}" does not exist in the layer`);
-        if (st.isDirectory()) throw new InvalidArgumentError(`layer entry "${e.name}": hardlink target "${e.linkname}" is a directory`);
+        this.parents(target.slice(0, -1), h.name, false);
+        const st = target.length === 0 ? undefined : lstatSync(tp, { throwIfNoEntry: false });
+        if (st === undefined) throw new InvalidArgumentError(`layer entry "${h.name}": hardlink target "${h.linkname}" does not exist in the layer`);
+        if (st.isDirectory()) throw new InvalidArgumentError(`layer entry "${h.name}": hardlink target "${h.linkname}" is a directory`);
         if (tp === p) return;
-        await this.removeExisting(p);
-        await link(tp, p);
+        // link(2) does not follow a symlink at the target: the link names the symlink itself.
+        this.create(p, () => linkSync(tp, p));
         return;
       }
       case 'symlink':
-        await this.removeExisting(p);
-        await symlink(e.linkname, p);
-        await this.metadata(p, e, false);
+        this.create(p, () => symlinkSync(h.linkname, p));
+        this.metadata(p, h);
         return;
       case 'char':
       case 'block':
       case 'fifo': {
-        await this.removeExisting(p);
-        const type = e.type === 'char' ? S_IFCHR : e.type === 'block' ? S_IFBLK : S_IFIFO;
-        mknod(p, type | (e.mode & 0o777), e.devmajor, e.devminor);
-        await this.metadata(p, e, false);
+        const type = h.type === 'char' ? S_IFCHR : h.type === 'block' ? S_IFBLK : S_IFIFO;
+        this.create(p, () => mknod(p, type | (h.mode & 0o777), h.devmajor, h.devminor));
+        this.metadata(p, h);
         return;
       }
     }
   }
 
-  async finish(): Promise<void> {
+  data(chunk: Buffer): void {
+    const fd = this.file!.fd;
+    for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+  }
+
+  end(): void {
+    const f = this.file;
+    if (f === undefined) return;
+    this.file = undefined;
+    try {
+      // chown first: it clears setuid/setgid bits and security.capability (fs/attr.c, commoncap).
+      if (!this.unprivileged) fchownSync(f.fd, f.h.uid, f.h.gid);
+      fchmodSync(f.fd, f.h.mode & 0o7777);
+    } finally {
+      closeSync(f.fd);
+    }
+    this.xattrs(f.path, f.h);
+    lutimens(f.path, mtimeOf(f.h), f.h.atime ?? mtimeOf(f.h));
+  }
+
+  finish(): void {
     // Deepest last-written first: a directory's own entries are done by now, and setting a
     // child's times does not touch its parent's mtime.
     for (let i = this.dirTimes.length - 1; i >= 0; i--) {
-      const [p, t] = this.dirTimes[i]!;
-      await lutimes(p, t, t);
+      const [p, h] = this.dirTimes[i]!;
+      lutimens(p, mtimeOf(h), h.atime ?? mtimeOf(h));
     }
+  }
+
+  /** Closes a file left open by a failed apply. */
+  close(): void {
+    if (this.file !== undefined) closeSync(this.file.fd);
+    this.file = undefined;
   }
 
   private abs(comps: string[]): string {
     return comps.length === 0 ? this.root : join(this.root, ...comps);
   }
 
+  /** Runs make(); when something is in the way (EEXIST), removes it and runs make() again. */
+  private create<T>(p: string, make: () => T): T {
+    try {
+      return make();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    this.removeExisting(p);
+    return make();
+  }
+
   /** Makes sure every component of `comps` is a real directory, creating missing ones (unless told not to). */
-  private async parents(comps: string[], entry: string, create = true): Promise<void> {
-    for (let i = 1; i <= comps.length; i++) {
-      const rel = comps.slice(0, i).join('/');
+  private parents(comps: string[], entry: string, create = true): void {
+    let rel = '';
+    for (const c of comps) {
+      rel = rel === '' ? c : `${rel}/${c}`;
       if (this.dirs.has(rel)) continue;
       const p = join(this.root, rel);
-      const st = await lstat(p).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return undefined;
-        throw err;
-      });
+      const st = lstatSync(p, { throwIfNoEntry: false });
       if (st === undefined) {
         if (!create) throw new InvalidArgumentError(`layer entry "${entry}": "${rel}" does not exist`);
-        await mkdir(p, 0o755);
+        mkdirSync(p, 0o755);
       } else if (st.isSymbolicLink()) {
         throw new InvalidArgumentError(`layer entry "${entry}": parent "${rel}" is a symlink; refusing to write through it`);
       } else if (!st.isDirectory()) {
@@ -161,29 +231,45 @@ class TreeWriter {
     }
   }
 
-  private async removeExisting(p: string): Promise<void> {
-    const st = await lstat(p).catch(() => undefined);
+  private removeExisting(p: string): void {
+    const st = lstatSync(p, { throwIfNoEntry: false });
     if (st === undefined) return;
     if (st.isDirectory()) {
-      await rm(p, { recursive: true, force: true });
+      rmSync(p, { recursive: true, force: true });
       this.dirs.clear(); // the cache may name directories that were inside
       this.dirs.add('');
     } else {
-      await unlink(p);
+      unlinkSync(p);
     }
   }
 
-  private async metadata(p: string, e: TarEntry, isDir: boolean): Promise<void> {
+  /** Owner, mode and xattrs of a non-file entry; times too, or later for a directory. */
+  private metadata(p: string, h: TarHeader): void {
     // chown first: it clears setuid/setgid bits and security.capability (fs/attr.c, commoncap).
-    lchown(p, e.uid, e.gid);
-    if (e.type !== 'symlink') await chmod(p, e.mode & 0o7777);
-    for (const [name, value] of e.xattrs) {
-      if (isHostOnlyXattr(name)) continue; // a layer must not forge overlayfs state
-      setXattr(p, name, value);
-    }
-    if (isDir) this.dirTimes.push([p, e.mtime]);
-    else await lutimes(p, e.mtime, e.mtime);
+    if (!this.unprivileged) lchown(p, h.uid, h.gid);
+    if (h.type !== 'symlink') chmodSync(p, h.mode & 0o7777);
+    this.xattrs(p, h);
+    if (h.type === 'dir') this.dirTimes.push([p, h]);
+    else lutimens(p, mtimeOf(h), h.atime ?? mtimeOf(h));
   }
+
+  private xattrs(p: string, h: TarHeader): void {
+    for (const [name, value] of h.xattrs) {
+      if (isHostOnlyXattr(name)) continue; // a layer must not forge overlayfs state
+      try {
+        setXattr(p, name, value);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        // Unprivileged: trusted.* and security.* are the kernel's to refuse (see ApplyOptions).
+        if (this.unprivileged && (code === 'EPERM' || code === 'EACCES' || code === 'ENOTSUP')) continue;
+        throw e;
+      }
+    }
+  }
+}
+
+function mtimeOf(h: TarHeader): Timespec {
+  return { sec: h.mtime, nsec: h.mtimeNsec ?? 0 };
 }
 
 /** Path components of a tar name or link target, relative to the target directory. */

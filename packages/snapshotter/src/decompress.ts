@@ -4,6 +4,8 @@ import { Decompress } from 'fzstd';
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+/** zlib's default output chunk is 16 KiB; bigger chunks mean fewer stream hops per layer. */
+const GUNZIP_CHUNK = 256 * 1024;
 
 /**
  * The uncompressed bytes of a layer, whatever its compression: gzip and zstd are recognised by
@@ -30,7 +32,7 @@ export async function* decompressed(layer: Readable): AsyncGenerator<Buffer> {
     { objectMode: false },
   );
   let out: Readable;
-  if (head.subarray(0, 2).equals(GZIP_MAGIC)) out = pipeline(raw, createGunzip(), () => undefined);
+  if (head.subarray(0, 2).equals(GZIP_MAGIC)) out = pipeline(raw, createGunzip({ chunkSize: GUNZIP_CHUNK }), () => undefined);
   else if (head.subarray(0, 4).equals(ZSTD_MAGIC)) out = pipeline(raw, zstdDecompressor(), () => undefined);
   else out = raw;
   yield* out as AsyncIterable<Buffer>;

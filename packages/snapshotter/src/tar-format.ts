@@ -18,13 +18,23 @@ export interface TarHeader {
   uid: number;
   gid: number;
   size: number;
-  /** Seconds since the epoch; may be fractional when a pax `mtime` record carried more. */
+  /** Whole seconds since the epoch (the ustar field, or the integer part of a pax `mtime`). */
   mtime: number;
+  /** Nanoseconds past `mtime`, when a pax `mtime` record carried a fraction (read only; never written). */
+  mtimeNsec?: number;
+  /** Access time from a pax `atime` record (GNU tar --format=posix writes it; read only). */
+  atime?: TarTime;
   linkname: string;
   devmajor: number;
   devminor: number;
   /** xattr name → raw value (pax `SCHILY.xattr.<name>`). */
   xattrs: Map<string, Buffer>;
+}
+
+/** A time as the kernel keeps it: whole seconds (may be negative) and 0..999 999 999 ns. */
+export interface TarTime {
+  sec: number;
+  nsec: number;
 }
 
 export const BLOCK = 512;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { chainIds, DataLossError, isTsbuildError, type Digest } from '@tsbuild/oci';
-import { apply } from './apply.js';
+import { apply, type ApplyOptions } from './apply.js';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 
 /**
@@ -11,11 +11,15 @@ import type { OverlaySnapshotter } from './overlay-snapshotter.js';
  *
  * Each layer goes into a fresh active snapshot under a unique key and is committed only after
  * its diffID checked out; when another process committed the same chainID meanwhile, ours is
- * dropped and theirs used: both hold the same bytes by construction.
+ * dropped and theirs used: both hold the same bytes by construction. Whatever makes a layer
+ * fail (it cannot be opened or read, an entry is hostile, the diffID does not match), its active
+ * snapshot is removed before the error is rethrown, so a failed unpack leaves only the committed
+ * layers below the failing one. `opts` go to `apply` for every layer.
  */
 export async function unpack(
   s: OverlaySnapshotter,
   layers: { diffID: Digest; open: () => Promise<Readable> }[],
+  opts: ApplyOptions = {},
 ): Promise<string | undefined> {
   const chain = chainIds(layers.map((l) => l.diffID));
   let parent: string | undefined;
@@ -28,7 +32,7 @@ export async function unpack(
     const key = `unpack-${name}-${randomBytes(6).toString('hex')}`;
     await s.prepare(key, parent, { labels: { 'tsbuild.unpack.diffID': layer.diffID } });
     try {
-      const { diffID } = await apply(await layer.open(), await s.fsDir(key));
+      const { diffID } = await apply(await layer.open(), await s.fsDir(key), opts);
       if (diffID !== layer.diffID) {
         throw new DataLossError(`layer ${i} of the image has diffID ${diffID}, expected ${layer.diffID}`);
       }

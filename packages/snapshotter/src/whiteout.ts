@@ -13,6 +13,8 @@ import { major, minor } from '@tsbuild/linux';
 export const WHITEOUT_PREFIX = '.wh.';
 export const OPAQUE_MARKER = '.wh..wh..opq';
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
+/** The same marker for overlay mounts made with `userxattr` (unprivileged, in a user namespace). */
+export const USER_OVERLAY_OPAQUE_XATTR = 'user.overlay.opaque';
 
 export function isOverlayWhiteout(st: BigIntStats): boolean {
   return st.isCharacterDevice() && major(st.rdev) === 0 && minor(st.rdev) === 0;
@@ -20,5 +22,5 @@ export function isOverlayWhiteout(st: BigIntStats): boolean {
 
 /** xattrs that describe overlayfs or host state, not the file: never copied into or out of layers. */
 export function isHostOnlyXattr(name: string): boolean {
-  return name.startsWith('trusted.overlay.') || name === 'security.selinux';
+  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name === 'security.selinux';
 }

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { chmod, chown, link, lstat, mkdir, mkdtemp, readFile, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -232,19 +232,33 @@ describe('tarDirectory and apply', () => {
     }
   });
 
-  it('honours sub-second pax mtimes written by GNU tar --format=posix', async () => {
+  it('restores pax mtimes and atimes to the nanosecond on files, directories and symlinks (GNU tar --format=posix)', async () => {
     const src = join(tmp, 'src');
-    await mkdir(src);
-    await writeFile(join(src, 'f'), 'f');
-    await utimes(join(src, 'f'), 1_600_000_000, 1_600_000_000.123456);
+    await mkdir(join(src, 'd'), { recursive: true });
+    await writeFile(join(src, 'd/f'), 'f');
+    await symlink('f', join(src, 'd/l'));
+    const stamp = (t: string, p: string, flags: string[] = []) => {
+      execFileSync('touch', [...flags, '-m', '-d', `@${t}`, p]);
+    };
+    const atime = (t: string, p: string, flags: string[] = []) => execFileSync('touch', [...flags, '-a', '-d', `@${t}`, p]);
+    stamp('1600000000.123456789', join(src, 'd/f'));
+    atime('1500000000.000000001', join(src, 'd/f'));
+    stamp('1600000001.987654321', join(src, 'd/l'), ['-h']);
+    atime('1500000001.5', join(src, 'd/l'), ['-h']);
+    stamp('1600000002.000000007', join(src, 'd'));
+    atime('1500000002.25', join(src, 'd'));
     const tarFile = join(tmp, 'posix.tar');
-    execFileSync('tar', ['--format=posix', '-cf', tarFile, '-C', src, 'f']);
+    execFileSync('tar', ['--format=posix', '-cf', tarFile, '-C', src, 'd']);
     const out = join(tmp, 'out');
     await mkdir(out);
     await apply(createReadStream(tarFile), out);
-    const st = await lstat(join(out, 'f'), { bigint: true });
-    // node's utimes takes a double: microseconds survive, the last nanosecond digits may not
-    expect(Number(st.mtimeNs / 1000n)).toBeCloseTo(1_600_000_000_123_456, -1);
+    const ns = async (p: string) => {
+      const st = await lstat(join(out, p), { bigint: true });
+      return [st.mtimeNs, st.atimeNs];
+    };
+    expect(await ns('d/f')).toEqual([1_600_000_000_123_456_789n, 1_500_000_000_000_000_001n]);
+    expect(await ns('d/l')).toEqual([1_600_000_001_987_654_321n, 1_500_000_001_500_000_000n]);
+    expect(await ns('d')).toEqual([1_600_000_002_000_000_007n, 1_500_000_002_250_000_000n]);
   });
 
   it('reads a layer written by GNU tar and by the layer writer identically', async () => {
@@ -351,6 +365,29 @@ describe('unpack', () => {
     const keys: string[] = [];
     await s.walk((i) => void keys.push(`${i.kind}`));
     expect(keys.filter((k) => k === 'active')).toEqual([]);
+  });
+
+  it('removes its active snapshot when a layer fails to apply, and names the entry', async () => {
+    const s = await OverlaySnapshotter.open(join(tmp, 'snapshots'));
+    const outside = join(tmp, 'x');
+    const baseTar = tarOf([{ name: 'etc/', type: 'dir', mode: 0o755 }, { name: 'etc/os', body: 'base' }]);
+    const hostile = tarOf([{ name: 'fine', body: 'ok' }, { name: '../x', body: 'escaped' }]);
+    const layers = [baseTar, hostile].map((t) => ({ diffID: sha(t), open: async () => Readable.from([t]) }));
+    const err = await unpack(s, layers).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect((err as Error).message).toMatch(/layer entry "\.\.\/x"/);
+    expect(existsSync(outside)).toBe(false);
+    const left: string[] = [];
+    await s.walk((i) => void left.push(`${i.kind}:${i.name}`));
+    expect(left).toEqual([`committed:${sha(baseTar)}`]); // the base layer stays, nothing active
+    // no data directory is left behind either: only the base's
+    expect((await readdir(join(tmp, 'snapshots'))).filter((n) => /^\d+$/.test(n))).toHaveLength(1);
+    // the same happens when the layer cannot even be read
+    const unreadable = { diffID: sha(Buffer.from('y')), open: async () => Readable.from([Buffer.from('not a tar at all, just some bytes'.repeat(20))]) };
+    await expect(unpack(s, [layers[0]!, unreadable])).rejects.toThrow(/not a valid tar/);
+    left.length = 0;
+    await s.walk((i) => void left.push(i.kind));
+    expect(left).toEqual(['committed']);
   });
 
   it('a commit race lost to another unpacker reuses the winner', async () => {

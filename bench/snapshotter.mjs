@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+// Snapshotter benchmarks, side by side on one Debian minbase rootfs (~200 MB, ~6800 entries):
+//   - commit+compress: diff() of an active snapshot holding the tree → ingestLayer (gzip) into a
+//     Store, against `tar -cf - . | pigz -p2 -1` and against `buildah commit` of the same change;
+//   - apply: apply(layer.tar.gz) into a new directory, against `tar -xzf`;
+//   - prepare+mount of a snapshot on a 100-layer chain (no reference);
+//   - peak RSS of commit and apply (each runs in a child process that reports its maxRSS).
+// `node bench/snapshotter.mjs` runs it alone; bench/run.mjs may import benchSnapshotter().
+// Needs root, buildah, pigz and GNU tar; debootstrap once if /tmp/debroot is missing.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+
+const self = fileURLToPath(import.meta.url);
+const CACHE_TREE = '/var/cache/tsbuild-bench/debian-minbase';
+
+function sh(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+function time(fn) {
+  const t0 = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** The Debian minbase tree: /tmp/debroot if someone made it, else a cached debootstrap. */
+export function debianTree(log = console.log) {
+  if (existsSync('/tmp/debroot/usr/bin')) return '/tmp/debroot';
+  if (!existsSync(path.join(CACHE_TREE, 'usr/bin'))) {
+    log(`creating ${CACHE_TREE} with debootstrap (once)`);
+    rmSync(CACHE_TREE, { recursive: true, force: true });
+    mkdirSync(path.dirname(CACHE_TREE), { recursive: true });
+    sh('debootstrap', ['--variant=minbase', 'bookworm', CACHE_TREE, 'http://deb.debian.org/debian'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+  return CACHE_TREE;
+}
+
+/** Runs one measured operation in a fresh node process; returns { ms, rssMB, ... } it printed. */
+function child(...args) {
+  const out = sh(process.execPath, [self, '--child', ...args]);
+  return JSON.parse(out.trim().split('\n').at(-1));
+}
+
+/** Mounts an overlay whose options may exceed one page: relative paths from their common parent. */
+async function mountOverlay(mounts, target) {
+  const { mount } = await import('@tsbuild/linux');
+  const [m] = mounts;
+  const data = m.options.join(',');
+  if (data.length <= 4095) return mount(m.source, target, m.type === 'bind' ? null : 'overlay', m.type === 'bind' ? 0x1000 : 0, m.type === 'bind' ? null : data);
+  const paths = m.options.flatMap((o) => {
+    const [k, v = ''] = o.split(/=(.*)/s);
+    return k === 'lowerdir' ? v.split(':') : k === 'upperdir' || k === 'workdir' ? [v] : [];
+  });
+  let common = paths[0].split('/').slice(0, -1);
+  for (const p of paths) {
+    const parts = p.split('/');
+    let i = 0;
+    while (i < common.length && i < parts.length - 1 && common[i] === parts[i]) i++;
+    common = common.slice(0, i);
+  }
+  const cwd = common.join('/');
+  const rel = (p) => p.slice(cwd.length + 1);
+  const short = m.options.map((o) => {
+    const [k, v = ''] = o.split(/=(.*)/s);
+    if (k === 'lowerdir') return `lowerdir=${v.split(':').map(rel).join(':')}`;
+    if (k === 'upperdir' || k === 'workdir') return `${k}=${rel(v)}`;
+    return o;
+  });
+  const back = process.cwd();
+  process.chdir(cwd);
+  try {
+    mount('overlay', target, 'overlay', 0, short.join(','));
+  } finally {
+    process.chdir(back);
+  }
+}
+
+function tinyLayer(i) {
+  // one file per layer, written with GNU tar so the bench does not depend on internals
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-layer-'));
+  try {
+    execFileSync('sh', ['-c', `mkdir -p ${dir}/t/files && echo ${i} > ${dir}/t/files/f${i}`]);
+    return execFileSync('tar', ['--format=posix', '--mtime=@0', '--owner=0', '--group=0', '-C', `${dir}/t`, '-cf', '-', '.']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Returns rows { benchmark, tsbuild_ms, reference, reference_ms, ratio } (ratio = tsbuild /
+ * reference; below 1 means tsbuild is faster). Peak RSS rows carry MB in tsbuild_ms, unit 'MB'.
+ */
+export async function benchSnapshotter({ runs = 3, log = console.log } = {}) {
+  const { OverlaySnapshotter, unpack } = await import('@tsbuild/snapshotter');
+  const { umount } = await import('@tsbuild/linux');
+  const tree = debianTree(log);
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-snap-'));
+  const rows = [];
+  const row = (benchmark, ours, reference, theirs, extra = {}) => {
+    const r = { benchmark, tsbuild_ms: Math.round(ours), reference, reference_ms: theirs === undefined ? '-' : Math.round(theirs), ...extra };
+    r.ratio = theirs === undefined ? '-' : +(r.tsbuild_ms / r.reference_ms).toFixed(2);
+    rows.push(r);
+    log(`${benchmark.padEnd(44)} tsbuild ${String(r.tsbuild_ms).padStart(6)} ${extra.unit ?? 'ms'}   ${reference.padEnd(16)} ${String(r.reference_ms).padStart(6)} ${extra.unit ?? 'ms'}   ratio ${r.ratio}`);
+  };
+  const bRoot = path.join(tmp, 'buildah-root');
+  const bRunroot = path.join(tmp, 'buildah-runroot');
+  const buildah = (...args) => sh('buildah', ['--root', bRoot, '--runroot', bRunroot, '--storage-driver', 'overlay', ...args]).trim();
+  try {
+    const size = Number(sh('du', ['-sb', tree]).split('\t')[0]);
+    log(`tree ${tree}: ${(size / 1e6).toFixed(0)} MB; median of ${runs} runs, ${os.cpus().length} cores`);
+
+    // ---- commit + compress ----
+    const snapRoot = path.join(tmp, 'snapshots');
+    const s = await OverlaySnapshotter.open(snapRoot);
+    await s.prepare('commit-k');
+    sh('cp', ['-a', `${tree}/.`, await s.fsDir('commit-k')]);
+    const ctr = buildah('from', '--pull=never', 'scratch');
+    buildah('copy', ctr, tree, '/');
+    const ours = [];
+    const pigz = [];
+    const bah = [];
+    let rssCommit = 0;
+    let layerDigest;
+    const keepStore = path.join(tmp, 'store-keep');
+    for (let i = 0; i < runs; i++) {
+      const storeDir = i === 0 ? keepStore : path.join(tmp, `store-${i}`);
+      sh('sync', []);
+      const r = child('commit', snapRoot, 'commit-k', storeDir);
+      ours.push(r.ms);
+      rssCommit = Math.max(rssCommit, r.rssMB);
+      layerDigest = r.digest;
+      if (i > 0) rmSync(storeDir, { recursive: true, force: true });
+      sh('sync', []);
+      pigz.push(time(() => sh('sh', ['-c', `tar -C '${tree}' -cf - . | pigz -p2 -1 > '${tmp}/ref.tar.gz'`])));
+      sh('sync', []);
+      bah.push(time(() => buildah('commit', '-q', ctr, `bench-${i}`)));
+    }
+    row('commit+compress debian rootfs (gzip -1)', median(ours), 'tar | pigz -p2 -1', median(pigz));
+    row('commit+compress debian rootfs', median(ours), 'buildah commit', median(bah));
+
+    // ---- apply ----
+    const layerFile = path.join(tmp, 'layer.tar.gz');
+    const { Store } = await import('@tsbuild/store');
+    const store = await Store.open(keepStore);
+    await pipeline(await store.content.read(layerDigest), createWriteStream(layerFile));
+    const applied = [];
+    const untar = [];
+    let rssApply = 0;
+    for (let i = 0; i < runs; i++) {
+      const a = path.join(tmp, `apply-${i}`);
+      const b = path.join(tmp, `untar-${i}`);
+      mkdirSync(a);
+      mkdirSync(b);
+      sh('sync', []);
+      const r = child('apply', layerFile, a);
+      applied.push(r.ms);
+      rssApply = Math.max(rssApply, r.rssMB);
+      sh('sync', []);
+      untar.push(time(() => sh('tar', ['-xzf', layerFile, '-C', b])));
+      rmSync(a, { recursive: true, force: true });
+      rmSync(b, { recursive: true, force: true });
+    }
+    row('apply debian rootfs layer (.tar.gz)', median(applied), 'tar -xzf', median(untar));
+
+    // ---- prepare + mount on a 100-layer chain ----
+    const chainRoot = path.join(tmp, 'chain');
+    const cs = await OverlaySnapshotter.open(chainRoot);
+    const layers = Array.from({ length: 100 }, (_, i) => tinyLayer(i)).map((t) => ({
+      diffID: `sha256:${createHash('sha256').update(t).digest('hex')}`,
+      open: async () => Readable.from([t]),
+    }));
+    const top = await unpack(cs, layers);
+    const pm = [];
+    for (let i = 0; i < Math.max(5, runs); i++) {
+      const target = path.join(tmp, `m${i}`);
+      mkdirSync(target);
+      const t0 = performance.now();
+      await mountOverlay(await cs.prepare(`k${i}`, top), target);
+      pm.push(performance.now() - t0);
+      if (!existsSync(path.join(target, 'files/f99'))) throw new Error('100-layer mount does not show the top layer');
+      umount(target);
+    }
+    row('prepare+mount on a 100-layer chain', median(pm), '-', undefined);
+
+    row('peak RSS commit+compress', rssCommit, '-', undefined, { unit: 'MB' });
+    row('peak RSS apply', rssApply, '-', undefined, { unit: 'MB' });
+    return rows;
+  } finally {
+    spawnSync('buildah', ['--root', bRoot, '--runroot', bRunroot, '--storage-driver', 'overlay', 'rm', '--all'], { stdio: 'ignore' });
+    spawnSync('sh', ['-c', `umount -R '${bRoot}/overlay' 2>/dev/null; grep -o '${tmp}/m[0-9]*' /proc/mounts | xargs -r -n1 umount 2>/dev/null; true`]);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The measured side of one operation, in its own process so maxRSS is its own. */
+async function runChild([op, ...args]) {
+  const t0 = performance.now();
+  const result = {};
+  if (op === 'commit') {
+    const [snapRoot, key, storeDir] = args;
+    const { OverlaySnapshotter, diff } = await import('@tsbuild/snapshotter');
+    const { Store, ingestLayer } = await import('@tsbuild/store');
+    const s = await OverlaySnapshotter.open(snapRoot);
+    const store = await Store.open(storeDir);
+    const t1 = performance.now();
+    const l = await ingestLayer(store.content, diff(s, key), { compression: 'gzip' });
+    result.ms = performance.now() - t1;
+    result.digest = l.digest;
+  } else if (op === 'apply') {
+    const [layerFile, dir] = args;
+    const { apply } = await import('@tsbuild/snapshotter');
+    const t1 = performance.now();
+    await apply(createReadStream(layerFile), dir);
+    result.ms = performance.now() - t1;
+  } else {
+    throw new Error(`unknown child op ${op}`);
+  }
+  result.totalMs = performance.now() - t0;
+  result.rssMB = Math.round(process.resourceUsage().maxRSS / 1024);
+  console.log(JSON.stringify(result));
+}
+
+if (process.argv[1] === self) {
+  if (process.argv[2] === '--child') {
+    await runChild(process.argv.slice(3));
+  } else {
+    const results = await benchSnapshotter({ runs: Number(process.env.BENCH_RUNS ?? 3) });
+    console.log(JSON.stringify({ results }));
+  }
+}
