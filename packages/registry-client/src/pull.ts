@@ -1,0 +1,109 @@
+import { pipeline } from 'node:stream/promises';
+import {
+  DataLossError,
+  NotFoundError,
+  InvalidArgumentError,
+  formatPlatform,
+  formatReference,
+  hostPlatform,
+  isIndexMediaType,
+  isManifestMediaType,
+  type Descriptor,
+  type ImageIndex,
+  type ImageManifest,
+  type Platform,
+  type Reference,
+} from '@tsbuild/oci';
+import type { Store } from '@tsbuild/store';
+import { mapLimit } from './bounded-concurrency.js';
+import { selectPlatform } from './platform-select.js';
+import type { ProgressEvent, RegistryClient } from './registry-client.js';
+
+export interface PullOptions {
+  /** Default: this machine's platform. */
+  platform?: Platform;
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+/**
+ * Pulls an image into the store. The order makes an interruption harmless and resumable:
+ *   1. the manifest (and, for an index, the platform's manifest) is fetched and verified in memory;
+ *   2. the config and layers go into the content store, `client.concurrency` at a time, each
+ *      verified while streaming and committed only when its digest and size match; blobs the
+ *      store has already are not fetched again;
+ *   3. the manifests are stored after the blobs they reference;
+ *   4. the name is set last.
+ * A pull stopped anywhere leaves at most verified, unnamed blobs, which the next pull reuses and
+ * `prune` removes. The name points at the platform's manifest (with its platform), so the store
+ * reads the image that was pulled whatever the host is.
+ */
+export async function pull(client: RegistryClient, store: Store, ref: Reference, opts: PullOptions = {}): Promise<{ descriptor: Descriptor; name: string }> {
+  const progress = (e: ProgressEvent) => opts.onProgress?.(e);
+  return store.withLock('shared', async () => {
+    const top = await client.getManifest(ref);
+    let manifest = top;
+    const extra: { descriptor: Descriptor; body: Buffer }[] = [];
+    let platform: Platform | undefined;
+    if (isIndexMediaType(top.descriptor.mediaType)) {
+      const index = parseJSON<ImageIndex>(top.body, ref);
+      if (!Array.isArray(index.manifests)) throw new DataLossError(`index ${formatReference(ref)} has no manifests list`);
+      const want = opts.platform ?? hostPlatform();
+      const child = selectPlatform(index.manifests, want);
+      if (child === undefined) {
+        const offered = index.manifests.filter((m) => m.platform !== undefined).map((m) => formatPlatform(m.platform!));
+        throw new NotFoundError(`${formatReference(ref)}: no image for platform ${formatPlatform(want)} (the index has ${offered.join(', ') || 'no platforms'})`);
+      }
+      manifest = await client.getManifest(ref, child);
+      platform = child.platform;
+      extra.push(top);
+    }
+    if (!isManifestMediaType(manifest.descriptor.mediaType)) {
+      throw new InvalidArgumentError(`${formatReference(ref)}: expected an image manifest, got ${manifest.descriptor.mediaType}`);
+    }
+    const m = parseJSON<ImageManifest>(manifest.body, ref);
+    if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
+      throw new DataLossError(`manifest ${manifest.descriptor.digest} of ${formatReference(ref)} has no config or layers`);
+    }
+    const seen = new Set<string>();
+    const blobs = [m.config, ...m.layers].filter((b) => !seen.has(b.digest) && seen.add(b.digest));
+    for (const b of blobs) progress({ digest: b.digest, phase: 'waiting', current: 0, total: b.size });
+    await mapLimit(blobs, client.concurrency, async (b) => {
+      const have = await store.content.info(b.digest);
+      if (have !== undefined && have.size === b.size) {
+        progress({ digest: b.digest, phase: 'exists', current: b.size, total: b.size });
+        progress({ digest: b.digest, phase: 'done', current: b.size, total: b.size });
+        return;
+      }
+      // The blob writer verifies digest and size before the blob becomes visible, so the digest
+      // is hashed once, there.
+      const src = await client.getBlob(ref, b, { onProgress: progress, verifyDigest: false });
+      const w = await store.content.write({ expected: b.digest, size: b.size });
+      try {
+        await pipeline(src, w);
+      } catch (e) {
+        await w.abort();
+        throw e;
+      }
+      await w.commit();
+      progress({ digest: b.digest, phase: 'done', current: b.size, total: b.size });
+    });
+    await store.content.writeBuffer(manifest.body, manifest.descriptor.digest);
+    for (const x of extra) await store.content.writeBuffer(x.body, x.descriptor.digest);
+    const descriptor: Descriptor = { ...manifest.descriptor, ...(platform !== undefined ? { platform } : {}) };
+    if (ref.tag !== undefined) {
+      const name = formatReference({ domain: ref.domain, path: ref.path, tag: ref.tag });
+      await store.setName(name, descriptor);
+      return { descriptor, name };
+    }
+    await store.addImage(descriptor);
+    return { descriptor, name: formatReference(ref) };
+  });
+}
+
+function parseJSON<T>(body: Buffer, ref: Reference): T {
+  try {
+    return JSON.parse(body.toString('utf8')) as T;
+  } catch {
+    throw new DataLossError(`manifest of ${formatReference(ref)} is not valid JSON`);
+  }
+}

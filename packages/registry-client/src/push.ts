@@ -1,0 +1,168 @@
+import { createReadStream } from 'node:fs';
+import { text } from 'node:stream/consumers';
+import {
+  DataLossError,
+  InvalidArgumentError,
+  MediaType,
+  NotFoundError,
+  isIndexMediaType,
+  isManifestMediaType,
+  parseReference,
+  type Descriptor,
+  type ImageIndex,
+  type ImageManifest,
+  type Reference,
+} from '@tsbuild/oci';
+import type { Store } from '@tsbuild/store';
+import { mapLimit } from './bounded-concurrency.js';
+import { MAX_MANIFEST_SIZE, type ProgressEvent, type RegistryClient } from './registry-client.js';
+
+export interface PushOptions {
+  /**
+   * Default: the manifests as stored, byte for byte, so their digests are kept. 'docker'
+   * rewrites OCI manifests and indexes as Docker schema 2 and manifest lists; 'oci' the other
+   * way. A rewritten manifest has, by necessity, a new digest; the blobs are never recompressed.
+   */
+  format?: 'oci' | 'docker';
+  /** Repositories of the destination registry that may hold the blobs (tried for cross-repository mounts). */
+  mountFrom?: Reference[];
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+/**
+ * Pushes an image of the store (a name, an ID, or a descriptor) to `dest`: blobs first
+ * (`client.concurrency` at a time, each HEAD-checked, mounted from another repository of the
+ * registry when the image was pulled from one, else uploaded), then each platform's manifest by
+ * digest, then the top manifest or index under dest's tag. Returns the pushed top descriptor.
+ */
+export async function push(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions = {}): Promise<Descriptor> {
+  let top: Descriptor;
+  let names: string[] = [];
+  if (typeof image === 'string') ({ descriptor: top, names } = await store.resolve(image));
+  else top = image;
+  // Where the image came from: a pulled image is named by its source, and a registry can
+  // mount a blob from another of its repositories instead of receiving it again.
+  const sources = [...(opts.mountFrom ?? []), ...names.map((n) => parseReference(n))].filter(
+    (r) => r.domain === dest.domain && r.path !== dest.path,
+  );
+  const repo: Reference = { domain: dest.domain, path: dest.path };
+  const progress = (e: ProgressEvent) => opts.onProgress?.(e);
+
+  const pushBlobs = async (blobs: Descriptor[]): Promise<void> => {
+    const seen = new Set<string>();
+    const unique = blobs.filter((b) => !seen.has(b.digest) && seen.add(b.digest));
+    for (const b of unique) progress({ digest: b.digest, phase: 'waiting', current: 0, total: b.size });
+    await mapLimit(unique, client.concurrency, async (b) => {
+      const have = await store.content.info(b.digest);
+      if (have === undefined) {
+        if (b.urls !== undefined && b.urls.length > 0) return; // a foreign layer: the registry does not hold it
+        throw new NotFoundError(`cannot push ${b.digest} (${b.mediaType}): the blob is not in the store`);
+      }
+      const path = store.content.path(b.digest);
+      await client.putBlob(repo, b, () => createReadStream(path, { highWaterMark: 1 << 20 }), {
+        bodyAt: (start) => createReadStream(path, { start, highWaterMark: 1 << 20 }),
+        ...(sources[0] !== undefined ? { mountFrom: sources[0] } : {}),
+        onProgress: progress,
+      });
+      progress({ digest: b.digest, phase: 'done', current: b.size, total: b.size });
+    });
+  };
+
+  const pushImage = async (d: Descriptor, target: Reference): Promise<Descriptor> => {
+    const body = await readManifest(store, d);
+    const m = JSON.parse(body.toString('utf8')) as ImageManifest;
+    if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
+      throw new DataLossError(`manifest ${d.digest} in the store has no config or layers`);
+    }
+    await pushBlobs([m.config, ...m.layers]);
+    const [out, mediaType] = convertManifest(m, body, d, opts.format);
+    const pushed = await client.putManifest(target, out, mediaType);
+    return { ...pushed, ...(d.platform !== undefined ? { platform: d.platform } : {}) };
+  };
+
+  if (isIndexMediaType(top.mediaType)) {
+    const body = await readManifest(store, top);
+    const index = JSON.parse(body.toString('utf8')) as ImageIndex;
+    const children: Descriptor[] = [];
+    for (const child of index.manifests) {
+      if ((await store.content.info(child.digest)) === undefined) {
+        throw new NotFoundError(`cannot push index ${top.digest}: its manifest ${child.digest} (${child.platform ? `${child.platform.os}/${child.platform.architecture}` : 'no platform'}) is not in the store`);
+      }
+      if (!isManifestMediaType(child.mediaType)) throw new InvalidArgumentError(`cannot push index ${top.digest}: nested ${child.mediaType} is not supported`);
+      const pushed = await pushImage(child, repo);
+      children.push({ ...child, mediaType: pushed.mediaType, digest: pushed.digest, size: pushed.size });
+    }
+    const [out, mediaType] = convertIndex(index, body, top, children, opts.format);
+    return client.putManifest(dest, out, mediaType);
+  }
+  if (!isManifestMediaType(top.mediaType)) throw new InvalidArgumentError(`cannot push ${top.digest}: media type ${top.mediaType} is not an image`);
+  return pushImage(top, dest);
+}
+
+async function readManifest(store: Store, d: Descriptor): Promise<Buffer> {
+  const info = await store.content.info(d.digest);
+  if (info === undefined) throw new NotFoundError(`manifest ${d.digest} is not in the store`);
+  if (info.size > MAX_MANIFEST_SIZE) throw new InvalidArgumentError(`manifest ${d.digest} is ${info.size} bytes, over the 4 MiB limit`);
+  return Buffer.from(await text(await store.content.read(d.digest)), 'utf8');
+}
+
+const TO_DOCKER_LAYER: Record<string, string> = {
+  [MediaType.OciLayerGzip]: MediaType.DockerLayerGzip,
+  [MediaType.DockerLayerGzip]: MediaType.DockerLayerGzip,
+  [MediaType.OciLayer]: 'application/vnd.docker.image.rootfs.diff.tar',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip': MediaType.DockerForeignLayerGzip,
+  [MediaType.DockerForeignLayerGzip]: MediaType.DockerForeignLayerGzip,
+};
+const TO_OCI_LAYER: Record<string, string> = {
+  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
+  'application/vnd.docker.image.rootfs.diff.tar': MediaType.OciLayer,
+  [MediaType.DockerForeignLayerGzip]: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+};
+
+/**
+ * The bytes to push for a manifest: as stored unless the format changes. Docker schema 2 has
+ * the same shape as an OCI manifest with its own media types and no annotations; it carries
+ * gzip (or plain tar) layers only, so a zstd layer cannot be expressed and is refused.
+ */
+function convertManifest(m: ImageManifest, body: Buffer, d: Descriptor, format: 'oci' | 'docker' | undefined): [Buffer, string] {
+  const current = m.mediaType ?? d.mediaType;
+  if (format === undefined || (format === 'docker') === (current === MediaType.DockerManifest)) return [body, current];
+  if (format === 'docker') {
+    const layers = m.layers.map((l) => {
+      const mt = TO_DOCKER_LAYER[l.mediaType];
+      if (mt === undefined) throw new InvalidArgumentError(`cannot push ${d.digest} as Docker schema 2: layer ${l.digest} is ${l.mediaType}`);
+      return { mediaType: mt, size: l.size, digest: l.digest, ...(l.urls !== undefined ? { urls: l.urls } : {}) };
+    });
+    const out = {
+      schemaVersion: 2,
+      mediaType: MediaType.DockerManifest,
+      config: { mediaType: MediaType.DockerConfig, size: m.config.size, digest: m.config.digest },
+      layers,
+    };
+    return [Buffer.from(JSON.stringify(out)), MediaType.DockerManifest];
+  }
+  const out: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.OciManifest,
+    config: { mediaType: MediaType.OciConfig, digest: m.config.digest, size: m.config.size },
+    layers: m.layers.map((l) => ({ ...l, mediaType: TO_OCI_LAYER[l.mediaType] ?? l.mediaType })),
+  };
+  return [Buffer.from(JSON.stringify(out)), MediaType.OciManifest];
+}
+
+function convertIndex(index: ImageIndex, body: Buffer, d: Descriptor, children: Descriptor[], format: 'oci' | 'docker' | undefined): [Buffer, string] {
+  const current = index.mediaType ?? d.mediaType;
+  const unchanged = children.every((c, i) => c.digest === index.manifests[i]?.digest);
+  if (unchanged && (format === undefined || (format === 'docker') === (current === MediaType.DockerManifestList))) return [body, current];
+  const docker = format === 'docker' || (format === undefined && current === MediaType.DockerManifestList);
+  const mediaType = docker ? MediaType.DockerManifestList : MediaType.OciIndex;
+  const manifests = children.map((c) => ({
+    mediaType: c.mediaType,
+    digest: c.digest,
+    size: c.size,
+    ...(c.platform !== undefined ? { platform: c.platform } : {}),
+    ...(!docker && c.annotations !== undefined ? { annotations: c.annotations } : {}),
+  }));
+  const out = { schemaVersion: 2, mediaType, manifests, ...(!docker && index.annotations !== undefined ? { annotations: index.annotations } : {}) };
+  return [Buffer.from(JSON.stringify(out)), mediaType];
+}
