@@ -142,7 +142,9 @@ async function* treeTar(root: string, overlay: boolean, opts: TarOptions | undef
     }
     if (st.isDirectory()) {
       put(encodeHeader({ ...base, name: `${name}/`, type: 'dir' }));
-      if (opaque) put(encodeHeader({ ...base, name: `${name}/${OPAQUE_MARKER}`, type: 'file', mode: 0, xattrs: new Map() }));
+      // The marker carries the directory's permission bits and owner and mtime 0, as buildah
+      // (containers/storage) writes it, so a RUN that replaces a directory gives the same layer.
+      if (opaque) put(encodeHeader({ ...base, name: `${name}/${OPAQUE_MARKER}`, type: 'file', mode: base.mode & 0o777, mtime: 0, xattrs: new Map() }));
       return true;
     }
     if (st.nlink > 1n) {
