@@ -4,7 +4,7 @@
 # umoci, runc) plus Debian's registry server. Then the npm dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-apt_pkgs=(busybox-static util-linux docker-registry buildah skopeo umoci runc pigz tar)
+apt_pkgs=(busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

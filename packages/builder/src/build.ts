@@ -560,9 +560,9 @@ class Builder {
         { stdin: 'ignore', stdout: tail.wrap(this.opts.stdout), stderr: tail.wrap(this.opts.stderr) },
         this.opts.signal,
       );
-      const oom = (res as { oomKilled?: boolean }).oomKilled;
+      const oom = res.oomKilled;
       if (oom) {
-        const limit = (this.opts.runtime as { resources?: { memory?: number } } | undefined)?.resources?.memory;
+        const limit = this.opts.runtime?.resources?.memory;
         this.fail(ins, `RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB)` : ''}`);
       }
       if (res.exitCode !== 0 || res.signal) {

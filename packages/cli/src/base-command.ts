@@ -24,7 +24,21 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   private storeP?: Promise<Store>;
   private snapshotterP?: Promise<OverlaySnapshotter>;
 
+  /**
+   * For `run IMAGE CMD…`: everything after the first argument is the container's command, never
+   * tsbuild's flags (docker's rule), and is kept in `passThrough`.
+   */
+  static passThroughAfterFirstArg = false;
+  protected passThrough: string[] = [];
+
   override async init(): Promise<void> {
+    if ((this.ctor as typeof BaseCommand).passThroughAfterFirstArg) {
+      const at = firstArgumentIndex(this.argv, { ...this.ctor.flags, ...(this.ctor as typeof BaseCommand).baseFlags });
+      if (at >= 0) {
+        this.passThrough = this.argv.slice(at + 1);
+        this.argv = this.argv.slice(0, at + 1);
+      }
+    }
     await super.init();
     const { flags } = await this.parse({ flags: this.ctor.flags, baseFlags: (this.ctor as typeof BaseCommand).baseFlags, args: this.ctor.args, strict: this.ctor.strict });
     this.flags = flags as BaseFlags<T>;
@@ -56,6 +70,33 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     if (err.oclif && 'parse' in err) err.oclif.exit = 2;
     return super.catch(err);
   }
+}
+
+/** Index of the first positional argument in argv, skipping flags and the values they take. */
+export function firstArgumentIndex(argv: string[], flags: Record<string, { type: string; char?: string }>): number {
+  const byName = new Map(Object.entries(flags));
+  const byChar = new Map(Object.values(flags).filter((f) => f.char).map((f) => [f.char!, f]));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') return i + 1 < argv.length ? i + 1 : -1;
+    if (a.startsWith('--')) {
+      if (!a.includes('=') && byName.get(a.slice(2))?.type === 'option') i++;
+      continue;
+    }
+    if (a.startsWith('-') && a.length > 1) {
+      // -it, -m 64m, -m64m
+      const chars = a.slice(1);
+      for (let k = 0; k < chars.length; k++) {
+        if (byChar.get(chars[k]!)?.type === 'option') {
+          if (k === chars.length - 1) i++;
+          break;
+        }
+      }
+      continue;
+    }
+    return i;
+  }
+  return -1;
 }
 
 /** Sizes as docker prints them: 1000-based units, three significant digits. */

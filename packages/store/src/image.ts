@@ -13,6 +13,7 @@ import {
   type ImageManifest,
 } from '@tsbuild/oci';
 import type { ContentStore } from './content-store.js';
+import { createZstdDecompress } from './zstd-stream.js';
 
 /**
  * An image in the store, read lazily (after go-containerregistry's v1.Image): nothing is read
@@ -37,7 +38,7 @@ export interface Layer {
   size: number;
   mediaType: string;
   compressed(): Promise<Readable>;
-  /** The layer tar: gunzipped for gzip layers, the blob itself for plain tar layers. */
+  /** The layer tar: decompressed for gzip and zstd layers, the blob itself for plain tar layers. */
   uncompressed(): Promise<Readable>;
 }
 
@@ -82,8 +83,9 @@ export function storedLayer(content: ContentStore, l: Descriptor, diffID: Digest
         // read error surfaces on the returned stream and an early destroy stops the read.
         return pipeline(src, createGunzip(), () => undefined);
       }
+      if (compression === 'zstd') return pipeline(src, createZstdDecompress(), () => undefined);
       src.destroy();
-      throw new FailedPreconditionError(`layer ${l.digest}: media type ${l.mediaType} is not supported here (need gzip or plain tar)`);
+      throw new FailedPreconditionError(`layer ${l.digest}: media type ${l.mediaType} is not supported here (need gzip, zstd or plain tar)`);
     },
   };
 }

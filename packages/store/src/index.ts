@@ -2,7 +2,20 @@ export { Store, DEFAULT_ROOT, type FsckReport, type FsckProblem } from './store.
 export { type ContentStore, type BlobWriter, type BlobInfo } from './content-store.js';
 export { type ImageRecord, normaliseName } from './image-names.js';
 export { type Image, type Layer, pickPlatform } from './image.js';
-export { ingestLayer, DEFAULT_GZIP_LEVEL } from './layer-ingest.js';
+export {
+  ingestLayer,
+  DEFAULT_GZIP_LEVEL,
+  type IngestLayerOptions,
+  type IngestedLayer,
+  type LayerCompression,
+} from './layer-ingest.js';
+export {
+  createParallelGzip,
+  DEFAULT_GZIP_CHUNK_SIZE,
+  DEFAULT_GZIP_CONCURRENCY,
+  type ParallelGzipOptions,
+} from './parallel-gzip.js';
+export { createZstdCompress, createZstdDecompress, DEFAULT_ZSTD_LEVEL, type ZstdOptions } from './zstd-stream.js';
 export { saveArchive, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from './archive-save.js';
 export { loadArchive, type LoadedImage } from './archive-load.js';
 export { type LockMode } from './file-lock.js';

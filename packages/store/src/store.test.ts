@@ -224,7 +224,7 @@ describe('image', () => {
 
   it('ingestLayer with compression none stores the tar itself', async () => {
     const r = await ingestLayer(store.content, Readable.from([Buffer.from('plain tar')]), { compression: 'none' });
-    expect(r).toEqual({ digest: sha256Of('plain tar'), size: 9, diffID: sha256Of('plain tar') });
+    expect(r).toEqual({ digest: sha256Of('plain tar'), size: 9, diffID: sha256Of('plain tar'), mediaType: MediaType.OciLayer });
   });
 });
 

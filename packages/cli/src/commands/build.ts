@@ -1,10 +1,13 @@
-import { writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { text } from 'node:stream/consumers';
 import { Args, Flags } from '@oclif/core';
-import { InvalidArgumentError, digestHex, shortId } from '@tsbuild/oci';
+import { InvalidArgumentError, digestHex, formatPlatform, hostPlatform, parsePlatform, shortId } from '@tsbuild/oci';
+import { apply } from '@tsbuild/snapshotter';
 import { build } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
+import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 
 export default class Build extends BaseCommand<typeof Build> {
   static override summary = 'Build an image from a Dockerfile';
@@ -13,35 +16,58 @@ export default class Build extends BaseCommand<typeof Build> {
     'RUN steps run in their own mount, PID, UTS and IPC namespaces on an overlay of the image built so far; each RUN, COPY ' +
     'and directory-creating WORKDIR adds one layer.';
   static override examples = ['<%= config.bin %> build -t hello fixtures/hello', '<%= config.bin %> build -f ci/Dockerfile -t app:1 --build-arg VERSION=1 .'];
-  static override args = { context: Args.string({ description: 'build context directory', default: '.' }) };
+  static override args = { context: Args.string({ description: 'build context directory, or - for a tar (plain or compressed) on stdin', default: '.' }) };
   static override flags = {
-    file: Flags.string({ char: 'f', description: 'Dockerfile path (default: CONTEXT/Dockerfile)' }),
+    file: Flags.string({ char: 'f', description: 'Dockerfile path (default: CONTEXT/Dockerfile); - reads it from stdin' }),
     tag: Flags.string({ char: 't', description: 'name for the image (repeatable)', multiple: true, multipleNonGreedy: true }),
-    'build-arg': Flags.string({ description: 'ARG value, KEY=VALUE (repeatable)', multiple: true, multipleNonGreedy: true }),
+    'build-arg': Flags.string({ description: 'ARG value, KEY=VALUE or KEY to take it from the environment (repeatable)', multiple: true, multipleNonGreedy: true }),
+    'build-arg-file': Flags.string({ description: 'file of KEY=VALUE lines (# comments) to read build args from (repeatable)', multiple: true, multipleNonGreedy: true }),
     target: Flags.string({ description: 'build this stage and the stages it needs' }),
+    'no-cache': Flags.boolean({ description: 'run every step even when the cache has it' }),
+    layers: Flags.boolean({ description: 'one layer per instruction, with the build cache (--no-layers: one layer per stage)', default: true, allowNo: true }),
+    squash: Flags.boolean({ description: 'squash the final stage\'s new layers into one' }),
+    format: Flags.string({ description: 'manifest format', options: ['oci', 'docker'], default: 'oci' }),
+    label: Flags.string({ description: 'image label KEY=VALUE (repeatable)', multiple: true, multipleNonGreedy: true }),
+    annotation: Flags.string({ description: 'manifest annotation KEY=VALUE (repeatable)', multiple: true, multipleNonGreedy: true }),
+    'compression-format': Flags.string({ description: 'layer compression', options: ['gzip', 'zstd'], default: 'gzip' }),
+    'compression-level': Flags.integer({ description: 'compression level (gzip 1-9, zstd 1-19)' }),
+    platform: Flags.string({ description: 'target platform os/arch[/variant] (this machine\'s only)' }),
     timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes (reproducible builds); default $SOURCE_DATE_EPOCH' }),
     iidfile: Flags.string({ description: 'write the image ID to this file' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
+    progress: Flags.string({ description: 'output style', options: ['plain', 'tty', 'auto'], default: 'auto' }),
+    ...runtimeFlags,
   };
 
   async run(): Promise<void> {
     const { args } = await this.parse(Build);
     const f = this.flags;
     const buildArgs: Record<string, string> = {};
-    for (const a of f['build-arg'] ?? []) {
-      const eq = a.indexOf('=');
-      if (eq <= 0) {
-        // docker: a bare KEY takes its value from the environment
-        const v = process.env[a];
-        if (eq === 0 || v === undefined) throw new InvalidArgumentError(`--build-arg ${a}: want KEY=VALUE`);
-        buildArgs[a] = v;
-      } else buildArgs[a.slice(0, eq)] = a.slice(eq + 1);
+    for (const file of f['build-arg-file'] ?? []) {
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch {
+        throw new InvalidArgumentError(`--build-arg-file ${file}: cannot read it`);
+      }
+      for (const line of text.split(/\r?\n/)) {
+        const l = line.trim();
+        if (l === '' || l.startsWith('#')) continue;
+        setArg(buildArgs, l, `--build-arg-file ${file}`);
+      }
     }
+    for (const a of f['build-arg'] ?? []) setArg(buildArgs, a, '--build-arg');
     let epoch = f.timestamp;
     if (epoch === undefined && process.env.SOURCE_DATE_EPOCH) {
       epoch = Number(process.env.SOURCE_DATE_EPOCH);
       if (!Number.isInteger(epoch)) throw new InvalidArgumentError(`SOURCE_DATE_EPOCH=${process.env.SOURCE_DATE_EPOCH}: want whole seconds`);
     }
+    if (f.platform !== undefined && formatPlatform(parsePlatform(f.platform)) !== formatPlatform(hostPlatform())) {
+      throw new InvalidArgumentError(`--platform ${f.platform}: this machine builds ${formatPlatform(hostPlatform())} only`);
+    }
+    if (f.file === '-' && args.context === '-') throw new InvalidArgumentError('the Dockerfile and the context cannot both come from stdin');
+    const store = await this.store();
+    const scratch = await mkdtemp(path.join(store.root, 'tmp', 'stdin-'));
     const controller = new AbortController();
     const onSignal = () => controller.abort();
     process.once('SIGINT', onSignal);
@@ -49,34 +75,79 @@ export default class Build extends BaseCommand<typeof Build> {
     const quiet = f.quiet;
     const started = Date.now();
     try {
+      let context = path.resolve(args.context);
+      let dockerfile: { dockerfile: string } | { dockerfileText: string } | Record<string, never> = {};
+      if (args.context === '-') {
+        context = path.join(scratch, 'context');
+        await mkdir(context);
+        await apply(process.stdin, context);
+        dockerfile = { dockerfile: path.join(context, f.file ?? 'Dockerfile') };
+      } else if (f.file === '-') {
+        dockerfile = { dockerfileText: await text(process.stdin) };
+      } else if (f.file !== undefined) {
+        dockerfile = { dockerfile: path.resolve(f.file) };
+      }
+      const out = quiet ? devNull() : process.stdout;
       const result = await build({
-        store: await this.store(),
+        store,
         snapshotter: await this.snapshotter(),
-        context: path.resolve(args.context),
-        ...(f.file !== undefined ? { dockerfile: path.resolve(f.file) } : {}),
+        context,
+        ...dockerfile,
         tags: f.tag ?? [],
         buildArgs,
         ...(f.target !== undefined ? { target: f.target } : {}),
         ...(epoch !== undefined ? { sourceDateEpoch: epoch } : {}),
-        ...(quiet ? { stdout: devNull(), stderr: process.stderr } : { stdout: process.stdout, stderr: process.stderr }),
+        noCache: f['no-cache'],
+        layers: f.layers,
+        squash: f.squash,
+        format: f.format as 'oci' | 'docker',
+        ...(f.label ? { labels: keyValues(f.label, '--label') } : {}),
+        ...(f.annotation ? { annotations: keyValues(f.annotation, '--annotation') } : {}),
+        compression: { format: f['compression-format'] as 'gzip' | 'zstd', ...(f['compression-level'] !== undefined ? { level: f['compression-level'] } : {}) },
+        runtime: runtimeOptions(f),
+        stdout: out,
+        stderr: process.stderr,
         signal: controller.signal,
         onEvent: (e) => {
           if (quiet) return;
-          if (e.type === 'step') process.stdout.write(`STEP ${e.step}/${e.total}: ${e.text}\n`);
+          if (e.type === 'step') out.write(`STEP ${e.step}/${e.total}: ${e.text}${e.cached ? '\n--> Using cache' : ''}\n`);
         },
       });
       if (!quiet) {
-        if (result.names.length > 0) process.stdout.write(`COMMIT ${result.names.join(', ')}\n`);
-        process.stdout.write(`--> ${shortId(result.imageId)} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
-        for (const n of result.names) process.stdout.write(`Successfully tagged ${n}\n`);
+        if (result.names.length > 0) out.write(`COMMIT ${result.names.join(', ')}\n`);
+        out.write(`--> ${shortId(result.imageId)} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
+        for (const n of result.names) out.write(`Successfully tagged ${n}\n`);
       }
       process.stdout.write(`${digestHex(result.imageId)}\n`);
       if (f.iidfile) await writeFile(f.iidfile, result.imageId);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      await rm(scratch, { recursive: true, force: true });
     }
   }
+}
+
+function setArg(out: Record<string, string>, a: string, where: string): void {
+  const eq = a.indexOf('=');
+  if (eq === 0) throw new InvalidArgumentError(`${where} ${a}: want KEY=VALUE`);
+  if (eq < 0) {
+    // docker: a bare KEY takes its value from the environment, and is skipped when unset
+    const v = process.env[a];
+    if (v !== undefined) out[a] = v;
+    return;
+  }
+  out[a.slice(0, eq)] = a.slice(eq + 1);
+}
+
+function keyValues(list: string[], flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new InvalidArgumentError(`${flag} ${kv}: want KEY=VALUE`);
+    out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
 }
 
 function devNull(): Writable {

@@ -7,10 +7,14 @@ export default class Prune extends BaseCommand<typeof Prune> {
   static override description =
     'Removes untagged (<none>) images first, as `docker image prune` does, unless --keep-untagged. ' +
     'Takes the store\'s exclusive lock, so it waits for running builds to finish.';
-  static override flags = { 'keep-untagged': Flags.boolean({ description: 'keep images that have no name' }) };
+  static override flags = {
+    'keep-untagged': Flags.boolean({ description: 'keep images that have no name' }),
+    'build-cache': Flags.boolean({ description: 'also drop the build cache' }),
+  };
 
   async run(): Promise<void> {
-    const r = await prune(await this.store(), await this.snapshotter(), { keepUntagged: this.flags['keep-untagged'] });
+    const r = await prune(await this.store(), await this.snapshotter(), { keepUntagged: this.flags['keep-untagged'], buildCache: this.flags['build-cache'] });
+    if (r.cacheEntries > 0) process.stdout.write(`dropped ${r.cacheEntries} build cache entries\n`);
     for (const i of r.images) process.stdout.write(`deleted image ${i}\n`);
     for (const b of r.blobs) process.stdout.write(`deleted blob ${b.digest} (${humanSize(b.size)})\n`);
     for (const s of r.snapshots) process.stdout.write(`deleted snapshot ${s}\n`);

@@ -1,0 +1,65 @@
+import { Args, Flags } from '@oclif/core';
+import { InvalidArgumentError } from '@tsbuild/oci';
+import { runImage } from '@tsbuild/builder';
+import { BaseCommand } from '../base-command.js';
+import { runtimeFlags, runtimeOptions } from '../run-flags.js';
+
+export default class Run extends BaseCommand<typeof Run> {
+  static override summary = 'Run a command in a container made from an image';
+  static override description =
+    'Uses the same runtime as RUN steps: its own mount, PID, UTS, IPC and cgroup namespaces, docker\'s default capabilities ' +
+    'and seccomp profile, the image\'s USER, Env and WorkingDir. The exit status is the command\'s.';
+  static override passThroughAfterFirstArg = true;
+  static override examples = ['<%= config.bin %> run --rm hello', '<%= config.bin %> run --rm -it busybox sh', '<%= config.bin %> run --rm --memory 64m busybox free'];
+  static override args = {
+    image: Args.string({ description: 'image name or ID', required: true }),
+    command: Args.string({ description: 'command and arguments, passed as they are (default: the image\'s Entrypoint and Cmd)' }),
+  };
+  static override flags = {
+    rm: Flags.boolean({ description: 'remove the container\'s snapshot when it exits' }),
+    tty: Flags.boolean({ char: 't', description: 'give the container the terminal (stdin must be one)' }),
+    interactive: Flags.boolean({ char: 'i', description: 'keep stdin attached' }),
+    env: Flags.string({ char: 'e', description: 'set an environment variable, KEY=VALUE or KEY (repeatable)', multiple: true, multipleNonGreedy: true }),
+    workdir: Flags.string({ char: 'w', description: 'working directory inside the container' }),
+    user: Flags.string({ char: 'u', description: 'user[:group] to run as' }),
+    entrypoint: Flags.string({ description: 'override the image\'s Entrypoint' }),
+    hostname: Flags.string({ description: 'container host name' }),
+    init: Flags.boolean({ description: 'run an init as PID 1 that reaps zombies and forwards signals' }),
+    ...runtimeFlags,
+  };
+
+  async run(): Promise<void> {
+    const { args } = await this.parse(Run, this.argv);
+    const f = this.flags;
+    if (f.tty && !process.stdin.isTTY) throw new InvalidArgumentError('the input device is not a TTY (-t needs a terminal on stdin)');
+    const command = this.passThrough;
+    const controller = new AbortController();
+    const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}) };
+    const onSignal = () => controller.abort();
+    process.once('SIGTERM', onSignal);
+    if (!f.tty) process.once('SIGINT', onSignal);
+    try {
+      const r = await runImage({
+        store: await this.store(),
+        snapshotter: await this.snapshotter(),
+        image: args.image,
+        command,
+        ...(f.entrypoint !== undefined ? { entrypoint: f.entrypoint } : {}),
+        ...(f.env ? { env: f.env } : {}),
+        ...(f.workdir ? { workdir: f.workdir } : {}),
+        ...(f.user ? { user: f.user } : {}),
+        rm: f.rm,
+        stdin: f.interactive || f.tty ? 'inherit' : 'ignore',
+        stdout: f.tty ? 'inherit' : process.stdout,
+        stderr: f.tty ? 'inherit' : process.stderr,
+        runtime,
+        signal: controller.signal,
+      });
+      if (r.oomKilled) process.stderr.write(`Error: the container was killed: out of memory${runtime.resources?.memory ? ` (limit ${Math.round(runtime.resources.memory / 1048576)} MiB)` : ''}\n`);
+      process.exitCode = r.exitCode;
+    } finally {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
+  }
+}

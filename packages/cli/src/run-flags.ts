@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+import { Flags } from '@oclif/core';
+import { InvalidArgumentError } from '@tsbuild/oci';
+import type { RunDefaults } from '@tsbuild/builder';
+
+/**
+ * The container flags `build` and `run` share, spelled as docker and buildah spell them.
+ */
+export const runtimeFlags = {
+  memory: Flags.string({ char: 'm', description: 'memory limit (e.g. 64m, 1g)', helpGroup: 'CONTAINER' }),
+  'memory-swap': Flags.string({ description: 'memory plus swap limit (-1 for unlimited swap)', helpGroup: 'CONTAINER' }),
+  cpus: Flags.string({ description: 'number of CPUs (e.g. 0.5)', helpGroup: 'CONTAINER' }),
+  'cpu-shares': Flags.integer({ description: 'relative CPU weight (default 1024)', helpGroup: 'CONTAINER' }),
+  'cpuset-cpus': Flags.string({ description: 'CPUs to run on (e.g. 0-1, 0,2)', helpGroup: 'CONTAINER' }),
+  'pids-limit': Flags.integer({ description: 'maximum number of processes (-1 unlimited)', helpGroup: 'CONTAINER' }),
+  network: Flags.string({ description: 'network mode', options: ['host', 'none', 'private'], helpGroup: 'CONTAINER' }),
+  'cap-add': Flags.string({ description: 'add a capability (repeatable; ALL)', multiple: true, multipleNonGreedy: true, helpGroup: 'CONTAINER' }),
+  'cap-drop': Flags.string({ description: 'drop a capability (repeatable; ALL)', multiple: true, multipleNonGreedy: true, helpGroup: 'CONTAINER' }),
+  'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, no-new-privileges (repeatable)', multiple: true, multipleNonGreedy: true, helpGroup: 'CONTAINER' }),
+  runtime: Flags.string({ description: 'OCI runtime to use instead of the built-in one: runc, crun or a path', helpGroup: 'CONTAINER' }),
+};
+
+export interface RuntimeFlagValues {
+  memory?: string;
+  'memory-swap'?: string;
+  cpus?: string;
+  'cpu-shares'?: number;
+  'cpuset-cpus'?: string;
+  'pids-limit'?: number;
+  network?: string;
+  'cap-add'?: string[];
+  'cap-drop'?: string[];
+  'security-opt'?: string[];
+  runtime?: string;
+}
+
+/** Docker's byte sizes: a number with an optional b, k, m, g (binary units, case-insensitive). */
+export function parseBytes(flag: string, v: string): number {
+  if (v === '-1') return -1;
+  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`--${flag}=${v}: want a size such as 64m or 1g`);
+  const mult = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase()]!;
+  return Math.floor(Number(m[1]) * mult);
+}
+
+export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
+  const resources: NonNullable<RunDefaults['resources']> = {};
+  if (f.memory !== undefined) resources.memory = parseBytes('memory', f.memory);
+  if (f['memory-swap'] !== undefined) resources.memorySwap = parseBytes('memory-swap', f['memory-swap']);
+  if (f.cpus !== undefined) {
+    const n = Number(f.cpus);
+    if (!(n > 0)) throw new InvalidArgumentError(`--cpus=${f.cpus}: want a positive number`);
+    resources.cpus = n;
+  }
+  if (f['cpu-shares'] !== undefined) resources.cpuShares = f['cpu-shares'];
+  if (f['cpuset-cpus'] !== undefined) resources.cpusetCpus = f['cpuset-cpus'];
+  if (f['pids-limit'] !== undefined) resources.pidsLimit = f['pids-limit'];
+  const out: RunDefaults = {};
+  if (Object.keys(resources).length > 0) out.resources = resources;
+  if (f.network !== undefined) out.network = f.network as NonNullable<RunDefaults['network']>;
+  if (f['cap-add'] || f['cap-drop']) out.capabilities = { add: f['cap-add'] ?? [], drop: f['cap-drop'] ?? [] };
+  for (const opt of f['security-opt'] ?? []) {
+    if (opt === 'no-new-privileges' || opt === 'no-new-privileges=true' || opt === 'no-new-privileges:true') out.noNewPrivileges = true;
+    else if (opt.startsWith('seccomp=') || opt.startsWith('seccomp:')) {
+      const v = opt.slice('seccomp='.length);
+      if (v === 'unconfined') out.seccomp = 'unconfined';
+      else {
+        let text: string;
+        try {
+          text = readFileSync(v, 'utf8');
+        } catch {
+          throw new InvalidArgumentError(`--security-opt ${opt}: cannot read seccomp profile ${v}`);
+        }
+        try {
+          out.seccomp = JSON.parse(text) as NonNullable<RunDefaults['seccomp']>;
+        } catch (e) {
+          throw new InvalidArgumentError(`--security-opt ${opt}: ${v} is not JSON: ${(e as Error).message}`);
+        }
+      }
+    } else throw new InvalidArgumentError(`--security-opt ${opt}: want seccomp=unconfined|PROFILE.json or no-new-privileges`);
+  }
+  if (f.runtime !== undefined) out.runtime = f.runtime;
+  return out;
+}
