@@ -21,12 +21,14 @@ import {
   layerMediaType,
   parsePlatform,
   parseReference,
+  type Reference,
 } from '@tsbuild/oci';
 import { type Store, ingestLayer } from '@tsbuild/store';
 import { type OverlaySnapshotter, diff, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, copyInto, run } from '@tsbuild/runtime';
 import { BuildContext } from './context.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
+import { RegistryClient, authFileProvider, pull } from '@tsbuild/registry-client';
 import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile, type Stage, parseDockerfile, parseJsonForm } from './dockerfile.js';
 import { expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
@@ -78,6 +80,10 @@ export interface BuildOptions {
   /** Added to the manifest's annotations. */
   annotations?: Record<string, string>;
   compression?: { format?: 'gzip' | 'zstd'; level?: number };
+  /** When FROM and COPY --from pull from a registry: only images the store lacks (default), always, or never. */
+  pull?: 'missing' | 'always' | 'never';
+  /** The client pulls go through (default: one with podman's and docker's stored credentials). */
+  registry?: RegistryClient;
 }
 
 export interface BuildResult {
@@ -168,6 +174,7 @@ class Builder {
   private readonly stageResults = new Map<number, { state: ImageState; key: Digest }>();
   private readonly id = randomBytes(6).toString('hex');
   private readonly cache: BuildCache;
+  private registryClient?: RegistryClient;
 
   constructor(
     private readonly opts: BuildOptions,
@@ -209,6 +216,7 @@ class Builder {
   }
 
   async cleanup(): Promise<void> {
+    if (this.registryClient && this.registryClient !== this.opts.registry) await this.registryClient.close();
     for (const key of this.active) await this.opts.snapshotter.remove(key).catch(() => undefined);
     this.active.clear();
   }
@@ -299,13 +307,7 @@ class Builder {
       return { state: ImageState.from(r.state.config, r.state.layers), key: r.key };
     }
     if (fromName === 'scratch') return { state: ImageState.scratch(), key: cacheKey({ from: 'scratch' }) };
-    let desc: Descriptor;
-    try {
-      desc = (await store.resolve(fromName)).descriptor;
-    } catch (e) {
-      if (e instanceof NotFoundError) this.fail(stage.from, `FROM ${fromName}: image not known in the local store (pull or import it first)`);
-      throw e;
-    }
+    const desc = await this.image(stage.from, `FROM ${fromName}`, fromName);
     const img = store.image(desc);
     const [config, layers] = await Promise.all([img.config(), img.layers()]);
     const state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
@@ -354,6 +356,35 @@ class Builder {
     }
     if (sr.pending) await this.commitPending(sr);
     return { state: sr.state, key: sr.key };
+  }
+
+  /**
+   * An image by name: from the store, or pulled from its registry as --pull says (missing: only
+   * when the store lacks it; always: every time; never: the store only).
+   */
+  private async image(ins: Instruction, what: string, name: string): Promise<Descriptor> {
+    const mode = this.opts.pull ?? 'missing';
+    if (mode !== 'always') {
+      try {
+        return (await this.opts.store.resolve(name)).descriptor;
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        if (mode === 'never') this.fail(ins, `${what}: image not known in the local store (and --pull=never)`);
+      }
+    }
+    let ref: Reference;
+    try {
+      ref = parseReference(name);
+    } catch {
+      this.fail(ins, `${what}: image not known in the local store, and "${name}" is not a reference to pull`);
+    }
+    this.registryClient ??= this.opts.registry ?? new RegistryClient({ auth: authFileProvider() });
+    try {
+      return (await pull(this.registryClient, this.opts.store, ref)).descriptor;
+    } catch (e) {
+      if (e instanceof CancelledError) throw e;
+      this.fail(ins, `${what}: not in the local store, and pulling it failed: ${(e as Error).message}`);
+    }
   }
 
   /** An ONBUILD trigger as an instruction reported at the FROM line that inherited it. */
@@ -654,13 +685,7 @@ class Builder {
       state = r.state;
     } else {
       if (/^\d+$/.test(from)) this.fail(ins, `COPY --from=${from}: no stage ${from} before this one`);
-      let desc: Descriptor;
-      try {
-        desc = (await this.opts.store.resolve(from)).descriptor;
-      } catch (e) {
-        if (e instanceof NotFoundError) this.fail(ins, `COPY --from=${from}: no stage of that name, and no such image in the local store`);
-        throw e;
-      }
+      const desc = await this.image(ins, `COPY --from=${from}`, from);
       const img = this.opts.store.image(desc);
       const [config, layers] = await Promise.all([img.config(), img.layers()]);
       state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));

@@ -39,6 +39,15 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
         this.argv = this.argv.slice(0, at + 1);
       }
     }
+    // podman and buildah spell booleans as --tls-verify=false / --layers=true: accept that form.
+    const flagDefs: Record<string, { type: string; allowNo?: boolean }> = { ...this.ctor.flags, ...(this.ctor as typeof BaseCommand).baseFlags };
+    this.argv = this.argv.map((a) => {
+      const m = /^--([a-z][a-z0-9-]*)=(true|false)$/.exec(a);
+      const def = m ? flagDefs[m[1]!] : undefined;
+      if (!m || def?.type !== 'boolean') return a;
+      return m[2] === 'true' ? `--${m[1]}` : def.allowNo ? `--no-${m[1]}` : a;
+    });
+
     await super.init();
     const { flags } = await this.parse({ flags: this.ctor.flags, baseFlags: (this.ctor as typeof BaseCommand).baseFlags, args: this.ctor.args, strict: this.ctor.strict });
     this.flags = flags as BaseFlags<T>;

@@ -57,9 +57,13 @@ describe('build errors give one clear line, a non-zero exit, and leave the store
 
   it('a FROM of an unknown image says so', async () => {
     const ctx = await t.context({ Dockerfile: 'FROM nosuchimage:1\n' });
-    const r = await t.run(['build', ctx]);
+    const r = await t.run(['build', '--pull=never', ctx]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('Error: Dockerfile:1: FROM nosuchimage:1: image not known in the local store (pull or import it first)\n');
+    expect(r.stderr).toBe('Error: Dockerfile:1: FROM nosuchimage:1: image not known in the local store (and --pull=never)\n');
+    // with the default --pull=missing it tries the registry (here none answers) and says so on one line
+    const pulled = await t.run(['build', '--tls-verify=false', await t.context({ Dockerfile: 'FROM 127.0.0.1:9/nosuchimage:1\n' })]);
+    expect(pulled.code).toBe(1);
+    expect(pulled.stderr).toMatch(/^Error: Dockerfile:1: FROM 127\.0\.0\.1:9\/nosuchimage:1: not in the local store, and pulling it failed: .+\n$/);
     await expectStoreUnchanged(t, before);
   });
 

@@ -8,6 +8,7 @@ import { apply } from '@tsbuild/snapshotter';
 import { build } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
+import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
 
 export default class Build extends BaseCommand<typeof Build> {
   static override summary = 'Build an image from a Dockerfile';
@@ -16,7 +17,7 @@ export default class Build extends BaseCommand<typeof Build> {
     'RUN steps run in their own mount, PID, UTS and IPC namespaces on an overlay of the image built so far; each RUN, COPY ' +
     'and directory-creating WORKDIR adds one layer.';
   static override examples = ['<%= config.bin %> build -t hello fixtures/hello', '<%= config.bin %> build -f ci/Dockerfile -t app:1 --build-arg VERSION=1 .'];
-  static override args = { context: Args.string({ description: 'build context directory, or - for a tar (plain or compressed) on stdin', default: '.' }) };
+  static override args = { context: Args.string({ ignoreStdin: true, description: 'build context directory, or - for a tar (plain or compressed) on stdin', default: '.' }) };
   static override flags = {
     file: Flags.string({ char: 'f', description: 'Dockerfile path (default: CONTEXT/Dockerfile); - reads it from stdin' }),
     tag: Flags.string({ char: 't', description: 'name for the image (repeatable)', multiple: true, multipleNonGreedy: true }),
@@ -36,7 +37,9 @@ export default class Build extends BaseCommand<typeof Build> {
     iidfile: Flags.string({ description: 'write the image ID to this file' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
     progress: Flags.string({ description: 'output style', options: ['plain', 'tty', 'auto'], default: 'auto' }),
+    pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
     ...runtimeFlags,
+    ...registryFlags,
   };
 
   async run(): Promise<void> {
@@ -74,6 +77,7 @@ export default class Build extends BaseCommand<typeof Build> {
     process.once('SIGTERM', onSignal);
     const quiet = f.quiet;
     const started = Date.now();
+    const registry = registryClient(f, ProgressPrinter.forStream(quiet).onProgress);
     try {
       let context = path.resolve(args.context);
       let dockerfile: { dockerfile: string } | { dockerfileText: string } | Record<string, never> = {};
@@ -105,6 +109,8 @@ export default class Build extends BaseCommand<typeof Build> {
         ...(f.annotation ? { annotations: keyValues(f.annotation, '--annotation') } : {}),
         compression: { format: f['compression-format'] as 'gzip' | 'zstd', ...(f['compression-level'] !== undefined ? { level: f['compression-level'] } : {}) },
         runtime: runtimeOptions(f),
+        pull: f.pull as 'missing' | 'always' | 'never',
+        registry,
         stdout: out,
         stderr: process.stderr,
         signal: controller.signal,
@@ -124,6 +130,7 @@ export default class Build extends BaseCommand<typeof Build> {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       await rm(scratch, { recursive: true, force: true });
+      await registry.close();
     }
   }
 }

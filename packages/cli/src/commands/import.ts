@@ -8,8 +8,8 @@ export default class Import extends BaseCommand<typeof Import> {
   static override summary = 'Create a one-layer image from a root filesystem (a directory or a tar, plain or gzip)';
   static override examples = ['<%= config.bin %> import ./rootfs busybox', '<%= config.bin %> import rootfs.tar.gz base:1'];
   static override args = {
-    source: Args.string({ description: 'directory or tar file', required: true }),
-    name: Args.string({ description: 'image name', required: true }),
+    source: Args.string({ ignoreStdin: true, description: 'directory or tar file', required: true }),
+    name: Args.string({ ignoreStdin: true, description: 'image name', required: true }),
   };
   static override flags = {
     env: Flags.string({ description: 'Env entry KEY=VALUE for the image config (repeatable)', multiple: true, multipleNonGreedy: true }),

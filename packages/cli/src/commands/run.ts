@@ -1,3 +1,4 @@
+import { isatty } from 'node:tty';
 import { Args, Flags } from '@oclif/core';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { runImage } from '@tsbuild/builder';
@@ -12,8 +13,8 @@ export default class Run extends BaseCommand<typeof Run> {
   static override passThroughAfterFirstArg = true;
   static override examples = ['<%= config.bin %> run --rm hello', '<%= config.bin %> run --rm -it busybox sh', '<%= config.bin %> run --rm --memory 64m busybox free'];
   static override args = {
-    image: Args.string({ description: 'image name or ID', required: true }),
-    command: Args.string({ description: 'command and arguments, passed as they are (default: the image\'s Entrypoint and Cmd)' }),
+    image: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }),
+    command: Args.string({ ignoreStdin: true, description: 'command and arguments, passed as they are (default: the image\'s Entrypoint and Cmd)' }),
   };
   static override flags = {
     rm: Flags.boolean({ description: 'remove the container\'s snapshot when it exits' }),
@@ -31,7 +32,9 @@ export default class Run extends BaseCommand<typeof Run> {
   async run(): Promise<void> {
     const { args } = await this.parse(Run, this.argv);
     const f = this.flags;
-    if (f.tty && !process.stdin.isTTY) throw new InvalidArgumentError('the input device is not a TTY (-t needs a terminal on stdin)');
+    // isatty(0), not process.stdin.isTTY: creating process.stdin would make fd 0 non-blocking,
+    // which the container's process shares.
+    if (f.tty && !isatty(0)) throw new InvalidArgumentError('the input device is not a TTY (-t needs a terminal on stdin)');
     const command = this.passThrough;
     const controller = new AbortController();
     const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}) };

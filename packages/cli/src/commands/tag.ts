@@ -5,8 +5,8 @@ export default class Tag extends BaseCommand<typeof Tag> {
   static override summary = 'Add names to an image';
   static override strict = false;
   static override args = {
-    source: Args.string({ description: 'image name or ID', required: true }),
-    target: Args.string({ description: 'new name (more may follow)', required: true }),
+    source: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }),
+    target: Args.string({ ignoreStdin: true, description: 'new name (more may follow)', required: true }),
   };
 
   async run(): Promise<void> {

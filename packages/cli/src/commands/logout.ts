@@ -1,0 +1,15 @@
+import { Args, Flags } from '@oclif/core';
+import { logout } from '@tsbuild/registry-client';
+import { BaseCommand } from '../base-command.js';
+
+export default class Logout extends BaseCommand<typeof Logout> {
+  static override summary = 'Remove the stored credentials of a registry';
+  static override args = { registry: Args.string({ ignoreStdin: true, description: 'registry host[:port]', required: true }) };
+  static override flags = { authfile: Flags.string({ description: 'auth file to change', env: 'REGISTRY_AUTH_FILE' }) };
+
+  async run(): Promise<void> {
+    const { args } = await this.parse(Logout);
+    await logout(args.registry, { ...(this.flags.authfile ? { authFile: this.flags.authfile } : {}) });
+    process.stdout.write(`Removed login credentials for ${args.registry}\n`);
+  }
+}

@@ -1,0 +1,34 @@
+import { Args, Flags } from '@oclif/core';
+import { digestHex, parsePlatform, parseReference } from '@tsbuild/oci';
+import { pull } from '@tsbuild/registry-client';
+import { BaseCommand } from '../base-command.js';
+import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
+
+export default class Pull extends BaseCommand<typeof Pull> {
+  static override summary = 'Pull an image from a registry into the store';
+  static override examples = ['<%= config.bin %> pull 127.0.0.1:5000/team/app:1 --tls-verify=false', '<%= config.bin %> pull --platform linux/arm64 registry.example/app'];
+  static override args = { image: Args.string({ ignoreStdin: true, description: 'reference: [host[:port]/]repo[:tag][@digest]', required: true }) };
+  static override flags = {
+    platform: Flags.string({ description: 'os/arch[/variant] to pick from a multi-platform image (default: this machine\'s)' }),
+    quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
+    ...registryFlags,
+  };
+
+  async run(): Promise<void> {
+    const { args } = await this.parse(Pull);
+    const f = this.flags;
+    const progress = ProgressPrinter.forStream(f.quiet);
+    const client = registryClient(f, progress.onProgress);
+    try {
+      const store = await this.store();
+      const r = await pull(client, store, parseReference(args.image), { onProgress: progress.onProgress, ...(f.platform ? { platform: parsePlatform(f.platform) } : {}) });
+      progress.stop();
+      const id = (await store.image(r.descriptor).configDescriptor()).digest;
+      if (!f.quiet) process.stderr.write(`Pulled ${r.name} (${r.descriptor.digest})\n`);
+      process.stdout.write(`${digestHex(id)}\n`);
+    } finally {
+      progress.stop();
+      await client.close();
+    }
+  }
+}

@@ -1,0 +1,40 @@
+import { writeFile } from 'node:fs/promises';
+import { Args, Flags } from '@oclif/core';
+import { parseReference } from '@tsbuild/oci';
+import { push } from '@tsbuild/registry-client';
+import { BaseCommand } from '../base-command.js';
+import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
+
+export default class Push extends BaseCommand<typeof Push> {
+  static override summary = 'Push an image from the store to a registry';
+  static override description = 'Blobs go as they are stored, so an image pulled and pushed elsewhere keeps its manifest digest. DEST defaults to the image\'s name.';
+  static override examples = ['<%= config.bin %> push hello 127.0.0.1:5000/demo/hello:1 --tls-verify=false', '<%= config.bin %> push --format docker registry.example/app:1'];
+  static override args = {
+    image: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }),
+    destination: Args.string({ ignoreStdin: true, description: 'where to push: [host[:port]/]repo[:tag]' }),
+  };
+  static override flags = {
+    format: Flags.string({ description: 'manifest format to push', options: ['oci', 'docker'], default: 'oci' }),
+    'digestfile': Flags.string({ description: 'write the pushed manifest digest to this file' }),
+    quiet: Flags.boolean({ char: 'q', description: 'no progress output' }),
+    ...registryFlags,
+  };
+
+  async run(): Promise<void> {
+    const { args } = await this.parse(Push);
+    const f = this.flags;
+    const progress = ProgressPrinter.forStream(f.quiet);
+    const client = registryClient(f, progress.onProgress);
+    try {
+      const dest = parseReference(args.destination ?? args.image);
+      const d = await push(client, await this.store(), args.image, dest, { format: f.format as 'oci' | 'docker', onProgress: progress.onProgress });
+      progress.stop();
+      if (f.digestfile) await writeFile(f.digestfile, d.digest);
+      if (!f.quiet) process.stderr.write(`Pushed ${args.destination ?? args.image} (${d.digest})\n`);
+      process.stdout.write(`${d.digest}\n`);
+    } finally {
+      progress.stop();
+      await client.close();
+    }
+  }
+}

@@ -1,0 +1,82 @@
+import { Flags } from '@oclif/core';
+import { type ProgressEvent, RegistryClient, authFileProvider } from '@tsbuild/registry-client';
+import { shortId } from '@tsbuild/oci';
+import cliProgress from 'cli-progress';
+import { humanSize } from './base-command.js';
+
+/** The registry flags of podman and buildah: TLS, certificates, credentials. */
+export const registryFlags = {
+  'tls-verify': Flags.boolean({ description: 'require HTTPS and verify certificates (--tls-verify=false for http or self-signed registries)', allowNo: true, helpGroup: 'REGISTRY' }),
+  'cert-dir': Flags.string({ description: 'directory with ca.crt and client certificates (per host:port subdirectories)', helpGroup: 'REGISTRY' }),
+  creds: Flags.string({ description: 'credentials USER[:PASSWORD] for the registry', helpGroup: 'REGISTRY' }),
+  authfile: Flags.string({ description: 'auth file (default ${XDG_RUNTIME_DIR}/containers/auth.json, then ~/.docker/config.json)', env: 'REGISTRY_AUTH_FILE', helpGroup: 'REGISTRY' }),
+};
+
+export interface RegistryFlagValues {
+  'tls-verify'?: boolean;
+  'cert-dir'?: string;
+  creds?: string;
+  authfile?: string;
+}
+
+export function registryClient(f: RegistryFlagValues, onProgress?: (e: ProgressEvent) => void): RegistryClient {
+  return new RegistryClient({
+    auth: authFileProvider({ ...(f.authfile ? { authFile: f.authfile } : {}), ...(f.creds ? { creds: f.creds } : {}) }),
+    ...(f['tls-verify'] !== undefined ? { tlsVerify: f['tls-verify'] } : {}),
+    ...(f['cert-dir'] ? { certDir: f['cert-dir'] } : {}),
+    ...(onProgress ? { onProgress } : {}),
+  });
+}
+
+/**
+ * Per-blob progress: bars on a terminal (bytes, rate, "exists", "mounted", "done"), one plain line
+ * per blob and phase otherwise, nothing with --quiet. Written to stderr, as podman does.
+ */
+export class ProgressPrinter {
+  private readonly bars?: cliProgress.MultiBar;
+  private readonly byDigest = new Map<string, cliProgress.SingleBar>();
+  private readonly lastPhase = new Map<string, string>();
+
+  constructor(private readonly mode: 'tty' | 'plain' | 'quiet') {
+    if (mode === 'tty') {
+      this.bars = new cliProgress.MultiBar(
+        {
+          format: '{id} [{bar}] {value_h}/{total_h} {phase}',
+          hideCursor: true,
+          clearOnComplete: false,
+          stream: process.stderr,
+          formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? humanSize(v) : String(v)),
+        },
+        cliProgress.Presets.shades_classic,
+      );
+    }
+  }
+
+  static forStream(quiet: boolean): ProgressPrinter {
+    return new ProgressPrinter(quiet ? 'quiet' : process.stderr.isTTY ? 'tty' : 'plain');
+  }
+
+  readonly onProgress = (e: ProgressEvent): void => {
+    if (this.mode === 'quiet') return;
+    const id = shortId(e.digest);
+    if (this.bars) {
+      let bar = this.byDigest.get(e.digest);
+      if (!bar) {
+        bar = this.bars.create(Math.max(e.total, 1), 0, { id, phase: e.phase, value_h: '0B', total_h: humanSize(e.total) });
+        this.byDigest.set(e.digest, bar);
+      }
+      const value = e.phase === 'exists' || e.phase === 'mounted' || e.phase === 'done' ? Math.max(e.total, 1) : e.current;
+      bar.update(value, { phase: e.phase, value_h: humanSize(e.current), total_h: humanSize(e.total) });
+      return;
+    }
+    // Plain output: a line when a blob changes phase, never per chunk.
+    if (this.lastPhase.get(e.digest) === e.phase) return;
+    this.lastPhase.set(e.digest, e.phase);
+    if (e.phase === 'downloading' || e.phase === 'uploading' || e.phase === 'waiting') return;
+    process.stderr.write(`${e.phase === 'done' ? 'Copied' : e.phase === 'exists' ? 'Exists' : 'Mounted'} blob ${id} (${humanSize(e.total)})\n`);
+  };
+
+  stop(): void {
+    this.bars?.stop();
+  }
+}

@@ -1,0 +1,90 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, TestStore, mountsUnder } from './harness.js';
+
+describe('tsbuild run', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  it('runs the command as PID 1 with docker\'s defaults and propagates its exit status', async () => {
+    const r = await t.run(['run', '--rm', 'busybox', 'sh', '-c', 'echo $$; hostname; grep -E "^(CapEff|Seccomp):" /proc/self/status; exit 4']);
+    expect(r.code).toBe(4);
+    const [pid, host, capEff, seccomp] = r.stdout.trim().split('\n');
+    expect(pid).toBe('1');
+    expect(host).toMatch(/^[0-9a-f]{12}$/);
+    expect(capEff).toBe('CapEff:\t00000000a80425fb');
+    expect(seccomp).toBe('Seccomp:\t2');
+  });
+
+  it('passes everything after the image to the container, flags included', async () => {
+    const r = await t.run(['run', '--rm', 'busybox', 'echo', '-n', '--rm', '-e', 'x']);
+    expect(r.stdout).toBe('--rm -e x');
+  });
+
+  it('-e, -w, -u, --entrypoint and -i with stdin', async () => {
+    const r = await t.run(['run', '--rm', '-i', '-e', 'A=1', '-w', '/tmp', '-u', 'app', '--entrypoint', '/bin/sh', 'busybox', '-c', 'echo $A $(pwd) $(id -un); cat'], { input: 'from stdin\n' });
+    expect(r.stdout).toBe('1 /tmp app\nfrom stdin\n');
+  });
+
+  it('without --rm the container\'s changes stay in a snapshot; with --rm they go', async () => {
+    const before = JSON.parse((await t.run(['snapshots', '--format', 'json'])).stdout).length;
+    await t.run(['run', 'busybox', 'touch', '/kept']);
+    await t.run(['run', '--rm', 'busybox', 'touch', '/gone']);
+    const after = JSON.parse((await t.run(['snapshots', '--format', 'json'])).stdout) as { name: string; kind: string }[];
+    expect(after.length).toBe(before + 1);
+    expect(after.filter((s) => s.name.startsWith('run-') && s.kind === 'active')).toHaveLength(1);
+  });
+
+  it('--memory: an out-of-memory kill is reported as such', async () => {
+    const r = await t.run(['run', '--rm', '-m', '32m', 'busybox', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=100M', 'count=1']);
+    expect(r.code).toBe(137);
+    expect(r.stderr).toContain('Error: the container was killed: out of memory (limit 32 MiB)');
+  });
+
+  it('--network none, --cap-drop, --security-opt no-new-privileges, --init', async () => {
+    const net = await t.run(['run', '--rm', '--network', 'none', 'busybox', 'sh', '-c', 'ls /sys/class/net']);
+    expect(net.stdout.trim()).toBe('lo');
+    const caps = await t.run(['run', '--rm', '--cap-drop', 'CHOWN', '--security-opt', 'no-new-privileges', 'busybox', 'grep', '-E', '^(CapEff|NoNewPrivs):', '/proc/self/status']);
+    expect(caps.stdout).toBe('CapEff:\t00000000a80425fa\nNoNewPrivs:\t1\n');
+    const init = await t.run(['run', '--rm', '--init', 'busybox', 'sh', '-c', 'cat /proc/1/comm; echo $$']);
+    expect(init.stdout.split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^tini/), '2']);
+  });
+
+  it('-t needs a terminal, and gets one through a pty', async () => {
+    const noTty = await t.run(['run', '--rm', '-t', 'busybox', 'true']);
+    expect(noTty.code).toBe(1);
+    expect(noTty.stderr).toBe('Error: the input device is not a TTY (-t needs a terminal on stdin)\n');
+    // script(1) gives tsbuild a pseudo-terminal; the container sees it as its stdin
+    const out = execFileSync('script', ['-qec', `${process.execPath} ${BIN} run --rm -t busybox sh -c "[ -t 0 ] && echo is-a-tty"`, '/dev/null'], {
+      env: { ...process.env, TSBUILD_ROOT: t.root },
+      encoding: 'utf8',
+    });
+    expect(out).toContain('is-a-tty');
+  });
+
+  it('leaves no mount behind', () => {
+    expect(mountsUnder(t.tmp)).toEqual([]);
+  });
+});
+
+describe('container flags on build', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  it('a RUN over --memory fails saying it ran out of memory', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=100M count=1\n' });
+    const r = await t.run(['build', '--memory', '32m', ctx]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: Dockerfile:2: RUN was killed: out of memory (limit 32 MiB)\n');
+  });
+
+  it('--network none and --pids-limit reach RUN', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN ls /sys/class/net > /nets && cat /sys/fs/cgroup/pids/pids.max > /pids 2>/dev/null || true\n' });
+    const r = await t.run(['build', '-q', '--network', 'none', '--pids-limit', '50', '-t', 'flags', ctx]);
+    expect(r.code).toBe(0);
+    const out = await t.run(['run', '--rm', 'flags', 'cat', '/nets']);
+    expect(out.stdout).toBe('lo\n');
+  });
+});
