@@ -20,6 +20,16 @@ export const runtimeFlags = {
   runtime: Flags.string({ description: 'OCI runtime to use instead of the built-in one: runc, crun or a path', helpGroup: 'CONTAINER' }),
 };
 
+/**
+ * User namespace flags: `run` only. A build would need the layer's ids mapped back from the host
+ * range to the container's (root inside is 100000 outside), which the snapshotter does not do.
+ */
+export const usernsFlags = {
+  userns: Flags.string({ description: 'user namespace: host (none, the default) or auto (root inside is uid 100000 outside, 65536 ids)', options: ['host', 'auto'], helpGroup: 'CONTAINER' }),
+  uidmap: Flags.string({ description: 'user namespace uid mapping CONTAINER_ID:HOST_ID:SIZE (one range from 0)', helpGroup: 'CONTAINER' }),
+  gidmap: Flags.string({ description: 'user namespace gid mapping CONTAINER_ID:HOST_ID:SIZE (default: as --uidmap)', helpGroup: 'CONTAINER' }),
+};
+
 export interface RuntimeFlagValues {
   memory?: string;
   'memory-swap'?: string;
@@ -32,6 +42,9 @@ export interface RuntimeFlagValues {
   'cap-drop'?: string[];
   'security-opt'?: string[];
   runtime?: string;
+  userns?: string;
+  uidmap?: string;
+  gidmap?: string;
 }
 
 /** Docker's byte sizes: a number with an optional b, k, m, g (binary units, case-insensitive). */
@@ -80,5 +93,15 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
     } else throw new InvalidArgumentError(`--security-opt ${opt}: want seccomp=unconfined|PROFILE.json or no-new-privileges`);
   }
   if (f.runtime !== undefined) out.runtime = f.runtime;
+  const uid = f.uidmap !== undefined ? parseIdMap('uidmap', f.uidmap) : f.userns === 'auto' ? { containerID: 0, hostID: 100000, size: 65536 } : undefined;
+  const gid = f.gidmap !== undefined ? parseIdMap('gidmap', f.gidmap) : uid;
+  if (f.gidmap !== undefined && uid === undefined) throw new InvalidArgumentError('--gidmap needs --uidmap (or --userns=auto) too');
+  if (uid && gid) out.userns = { uidMappings: [uid], gidMappings: [gid] };
   return out;
+}
+
+function parseIdMap(flag: string, v: string): { containerID: number; hostID: number; size: number } {
+  const m = /^(\d+):(\d+):(\d+)$/.exec(v);
+  if (!m) throw new InvalidArgumentError(`--${flag}=${v}: want CONTAINER_ID:HOST_ID:SIZE, e.g. 0:100000:65536`);
+  return { containerID: Number(m[1]), hostID: Number(m[2]), size: Number(m[3]) };
 }

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { chmodSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, TestStore, mountsUnder } from './harness.js';
 
@@ -49,6 +50,20 @@ describe('tsbuild run', () => {
     expect(caps.stdout).toBe('CapEff:\t00000000a80425fa\nNoNewPrivs:\t1\n');
     const init = await t.run(['run', '--rm', '--init', 'busybox', 'sh', '-c', 'cat /proc/1/comm; echo $$']);
     expect(init.stdout.split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^tini/), '2']);
+  });
+
+  it('--userns=auto maps root inside to uid 100000 outside', async () => {
+    // the mapped root must be able to pass through the store's parent directories (mkdtemp makes 0700)
+    chmodSync(t.tmp, 0o755);
+    const r = await t.run(['run', '--rm', '--userns=auto', 'busybox', 'sh', '-c', 'id -u; cat /proc/self/uid_map; touch /inside && stat -c %u /inside']);
+    expect(r.stderr).toBe('');
+    const [uid, map, owner] = r.stdout.trim().split('\n');
+    expect(uid).toBe('0');
+    expect(map!.trim().split(/\s+/)).toEqual(['0', '100000', '65536']);
+    expect(owner).toBe('0');
+    const bad = await t.run(['run', '--rm', '--uidmap', '1:100000:10', 'busybox', 'true']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/container id 0/);
   });
 
   it('-t needs a terminal, and gets one through a pty', async () => {

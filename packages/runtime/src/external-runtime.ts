@@ -5,13 +5,17 @@ import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { posix } from 'node:path';
-import { constants } from 'node:os';
+import { constants, release } from 'node:os';
 import { promisify } from 'node:util';
 import { CancelledError, FailedPreconditionError } from '@tsbuild/oci';
+import { lastCapability } from '@tsbuild/linux';
+import { resolveCapabilities } from './capabilities.js';
+import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
+import { resolveProfile } from './seccomp/profile.js';
 import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/run-cgroup.js';
 import { mountCall, shortenOverlayData, type Mount } from './mount-spec.js';
 import { createNamedNetns, attachPrivateNetwork, type PrivateNetwork } from './network/private-network.js';
-import { ociSpec } from './oci-bundle.js';
+import { type BundleOptions, ociSpec } from './oci-bundle.js';
 import type { RunIO, RunResult, RunSpec } from './run.js';
 
 /**
@@ -66,6 +70,7 @@ export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal
       network: network === 'host' ? 'host' : network === 'none' ? 'none' : { path: (netns as { path: string }).path },
       cgroupsPath: `/tsbuild/${id}/ctr`,
       etcFiles: etc,
+      ...bundleSecurity(spec),
     });
     await writeFile(posix.join(bundle, 'config.json'), JSON.stringify(config));
     newEtc = upperDirs(spec.rootfs).filter((u) => !existsSync(posix.join(u, 'etc')));
@@ -216,4 +221,17 @@ function killTree(pid: number | undefined): void {
 function cancelled(signal: AbortSignal): CancelledError {
   const reason: unknown = signal.reason;
   return new CancelledError(`cancelled${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason });
+}
+
+/** The run's capabilities, no_new_privs and seccomp profile for the bundle, as the built-in runtime applies them. */
+function bundleSecurity(spec: RunSpec): Pick<BundleOptions, 'capabilities' | 'noNewPrivileges' | 'seccomp'> {
+  const capabilities = resolveCapabilities(spec.capabilities, lastCapability());
+  const seccomp = spec.seccomp ?? 'default';
+  return {
+    capabilities,
+    noNewPrivileges: spec.noNewPrivileges ?? false,
+    ...(seccomp === 'unconfined'
+      ? {}
+      : { seccomp: resolveProfile(seccomp === 'default' ? DEFAULT_SECCOMP_PROFILE : seccomp, { capabilities: new Set(capabilities), arch: process.arch, kernel: release() }) }),
+  };
 }

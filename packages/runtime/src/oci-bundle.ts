@@ -1,3 +1,4 @@
+import type { ResolvedProfile } from './seccomp/profile.js';
 /**
  * config.json of an OCI runtime bundle (opencontainers/runtime-spec 1.0, config.md and
  * config-linux.md), for the subset a RUN needs. The defaults mirror docker's and runc's: docker's
@@ -22,6 +23,7 @@ export interface OciSpec {
     namespaces: { type: string; path?: string }[];
     cgroupsPath?: string;
     resources: { devices: { allow: boolean; access: string }[] };
+    seccomp?: OciSeccomp;
     maskedPaths: string[];
     readonlyPaths: string[];
   };
@@ -75,13 +77,18 @@ export interface BundleOptions {
   cgroupsPath?: string;
   /** Files bound read-only over /etc/<name> (hosts, hostname, resolv.conf). */
   etcFiles?: Record<string, string>;
+  /** The container's capabilities (default: docker's set). */
+  capabilities?: string[];
+  noNewPrivileges?: boolean;
+  /** A resolved seccomp profile, in the runtime spec's own shape (config-linux.md, "Seccomp"). */
+  seccomp?: ResolvedProfile;
 }
 
 export function ociSpec(o: BundleOptions): OciSpec {
   const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'cgroup' }];
   if (o.network === 'none') namespaces.push({ type: 'network' });
   else if (o.network !== 'host') namespaces.push({ type: 'network', path: o.network.path });
-  const caps = [...DEFAULT_CAPABILITIES];
+  const caps = o.capabilities ?? [...DEFAULT_CAPABILITIES];
   const mounts: OciSpec['mounts'] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
@@ -103,7 +110,7 @@ export function ociSpec(o: BundleOptions): OciSpec {
       env: o.env,
       cwd: o.cwd,
       capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
-      noNewPrivileges: false,
+      noNewPrivileges: o.noNewPrivileges ?? false,
     },
     root: { path: o.rootfs, readonly: false },
     hostname: o.hostname,
@@ -116,6 +123,31 @@ export function ociSpec(o: BundleOptions): OciSpec {
       resources: { devices: [{ allow: false, access: 'rwm' }] },
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
+      ...(o.seccomp ? { seccomp: ociSeccomp(o.seccomp) } : {}),
     },
   };
+}
+
+/** A resolved profile in the runtime spec's seccomp shape (docker's JSON, which runc reads). */
+function ociSeccomp(p: ResolvedProfile): OciSeccomp {
+  return {
+    defaultAction: p.defaultAction,
+    ...(p.defaultErrnoRet !== undefined ? { defaultErrnoRet: p.defaultErrnoRet } : {}),
+    architectures: p.architectures,
+    syscalls: p.rules.map((r) => ({
+      names: r.names,
+      action: r.action,
+      ...(r.errnoRet !== undefined ? { errnoRet: r.errnoRet } : {}),
+      ...(r.args.length > 0
+        ? { args: r.args.map((a) => ({ index: a.index, value: Number(a.value), ...(a.valueTwo !== undefined ? { valueTwo: Number(a.valueTwo) } : {}), op: a.op })) }
+        : {}),
+    })),
+  };
+}
+
+export interface OciSeccomp {
+  defaultAction: string;
+  defaultErrnoRet?: number;
+  architectures: string[];
+  syscalls: { names: string[]; action: string; errnoRet?: number; args?: { index: number; value: number; valueTwo?: number; op: string }[] }[];
 }

@@ -100,7 +100,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
       {
         kind: 'run',
         target,
-        rootfs: spec.rootfs,
+        rootfs: spec.userns ? spec.rootfs.map(forUserNamespace) : spec.rootfs,
         args: spec.args,
         env: spec.env,
         cwd: spec.cwd,
@@ -189,4 +189,12 @@ function validate(spec: RunSpec): void {
   if (spec.network !== undefined && !['host', 'none', 'private'].includes(spec.network)) throw new InvalidArgumentError(`run: network must be host, none or private: ${String(spec.network)}`);
   if (spec.resources !== undefined) validateResources(spec.resources);
   if (spec.runtime === '') throw new InvalidArgumentError('run: runtime is empty (want runc, crun or a path)');
+}
+
+/**
+ * Overlay in a user namespace refuses `redirect_dir=off` with EPERM (measured on 6.18): an
+ * unprivileged mount never follows redirects anyway, so the option is dropped there.
+ */
+function forUserNamespace(m: Mount): Mount {
+  return m.type === 'overlay' ? { ...m, options: m.options.filter((o) => !o.startsWith('redirect_dir=')) } : m;
 }

@@ -68,7 +68,7 @@ const compiledDefault = new Map<string, string>();
  * its seccomp filter. With a user namespace, `scratchDir` is given to the namespace's root: the
  * helper, root inside but an unprivileged uid outside, writes the /etc files there.
  */
-export function securityRequest(spec: SecurityOptions & { scratchDir: string }): SecurityRequest {
+export function securityRequest(spec: SecurityOptions & { scratchDir: string; rootfs: { options: string[] }[] }): SecurityRequest {
   const capabilities = resolveCapabilities(spec.capabilities, lastCapability());
   const req: SecurityRequest = {
     capabilities,
@@ -94,7 +94,17 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string }):
     validateMappings(spec.userns.uidMappings, 'uid');
     validateMappings(spec.userns.gidMappings, 'gid');
     req.userns = spec.userns;
-    chownSync(spec.scratchDir, spec.userns.uidMappings[0].hostID, spec.userns.gidMappings[0].hostID);
+    const uid = spec.userns.uidMappings[0]!.hostID;
+    const gid = spec.userns.gidMappings[0]!.hostID;
+    chownSync(spec.scratchDir, uid, gid);
+    // Root inside is `uid` outside: the overlay's upper and work directories must be its own, or
+    // nothing the command writes could land in the layer.
+    for (const m of spec.rootfs) {
+      for (const o of m.options) {
+        const dir = /^(?:upperdir|workdir)=(.+)$/.exec(o)?.[1];
+        if (dir !== undefined) chownSync(dir, uid, gid);
+      }
+    }
   }
   return req;
 }

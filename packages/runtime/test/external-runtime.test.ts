@@ -49,6 +49,19 @@ describe('external runtime (runc)', () => {
     expect(r.out).toMatch(/null/);
   });
 
+  it('hands the run\'s seccomp profile, capability changes and no-new-privileges to runc', async () => {
+    const r = await sh('grep -E "^(CapEff|NoNewPrivs|Seccomp):" /proc/self/status; mkdir /blocked 2>&1 || true', {
+      capabilities: { drop: ['CHOWN'] },
+      noNewPrivileges: true,
+      seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO' }] },
+    });
+    expect(r.out).toMatch(/^CapEff:\t00000000a80425fa\nNoNewPrivs:\t1\nSeccomp:\t2\n/);
+    expect(r.out).toMatch(/Operation not permitted/);
+    const d = await sh('grep -E "^Seccomp:" /proc/self/status; busybox unshare -m true 2>&1 || echo denied');
+    expect(d.out).toMatch(/^Seccomp:\t2\n/);
+    expect(d.out).toContain('denied');
+  });
+
   it('pipes stdin and separates stdout from stderr', async () => {
     const { mounts } = fx.overlay();
     const out = new Collector();

@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
 import { MetadataStore, type Metadata, type SnapshotRecord } from './metadata-store.js';
@@ -33,7 +33,10 @@ export class OverlaySnapshotter implements Snapshotter {
 
   static async open(root: string): Promise<OverlaySnapshotter> {
     const abs = resolve(root);
-    await mkdir(abs, { recursive: true, mode: 0o700 });
+    // 0711: others may pass through but not list. A container in a user namespace (root inside
+    // is an unprivileged uid outside) must reach its lower and upper directories to mount them.
+    await mkdir(abs, { recursive: true, mode: 0o711 });
+    await chmod(abs, 0o711);
     const s = new OverlaySnapshotter(abs);
     await s.meta.read(); // fail early on corrupt metadata
     return s;

@@ -3,7 +3,7 @@ import { Args, Flags } from '@oclif/core';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { runImage } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
-import { runtimeFlags, runtimeOptions } from '../run-flags.js';
+import { runtimeFlags, runtimeOptions, usernsFlags } from '../run-flags.js';
 
 export default class Run extends BaseCommand<typeof Run> {
   static override summary = 'Run a command in a container made from an image';
@@ -27,6 +27,7 @@ export default class Run extends BaseCommand<typeof Run> {
     hostname: Flags.string({ description: 'container host name' }),
     init: Flags.boolean({ description: 'run an init as PID 1 that reaps zombies and forwards signals' }),
     ...runtimeFlags,
+    ...usernsFlags,
   };
 
   async run(): Promise<void> {
