@@ -6,3 +6,4 @@ export { importRootfs, type ImportOptions } from './import-rootfs.js';
 export { prune, type PruneResult } from './prune.js';
 export { resolveUser } from './user.js';
 export { runImage, type RunImageOptions, type RunDefaults } from './run-image.js';
+export * from './inspect/index.js';

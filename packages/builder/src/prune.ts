@@ -4,6 +4,7 @@ import { chainIds } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
 import { BuildCache } from './cache.js';
+import { MOUNT_LABEL } from './inspect/index.js';
 
 export interface PruneOptions {
   /** Keep images that have no name. */
@@ -55,7 +56,8 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     let bytes = 0;
     const removed: string[] = [];
     // Remove leaves first: a snapshot with children cannot go before them.
-    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)));
+    // A `tsbuild mount` view is the user's until `tsbuild umount`: kept, with its parents.
+    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined);
     for (let progress = true; progress && pending.length > 0; ) {
       progress = false;
       const parents = new Set(infos.filter((i) => !removed.includes(i.name)).map((i) => i.parent).filter((p): p is string => p !== undefined));

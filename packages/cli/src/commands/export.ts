@@ -1,0 +1,43 @@
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Args, Flags } from '@oclif/core';
+import { exportRootfs, openImageArg } from '@tsbuild/builder';
+import { BaseCommand } from '../base-command.js';
+import { registryClient, registryFlags } from '../registry-flags.js';
+
+export default class Export extends BaseCommand<typeof Export> {
+  static override summary = 'Write an image\'s flattened filesystem as a tar (no whiteouts)';
+  static override examples = ['<%= config.bin %> export app:1 -o rootfs.tar', '<%= config.bin %> export app:1 | tar -t'];
+  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID, or docker://REF to read from a registry', required: true }) };
+  static override flags = {
+    output: Flags.string({ char: 'o', description: 'tar file to write (default: stdout)' }),
+    platform: Flags.string({ description: 'os/arch[/variant] of a multi-platform remote image' }),
+    ...registryFlags,
+  };
+
+  async run(): Promise<void> {
+    const { args } = await this.parse(Export);
+    const f = this.flags;
+    if (f.output === undefined && process.stdout.isTTY) this.error('refusing to write a tar to a terminal: use -o FILE or redirect stdout', { exit: 2 });
+    const client = registryClient(f);
+    try {
+      const { image } = await openImageArg(args.image, { store: () => this.store(), client: () => client, ...(f.platform ? { platform: f.platform } : {}) });
+      if (f.output === undefined) {
+        await exportRootfs(image, process.stdout);
+        return;
+      }
+      // Written beside the target and renamed at the end, so a failed export leaves no partial tar.
+      const tmp = path.join(path.dirname(path.resolve(f.output)), `.${path.basename(f.output)}.${process.pid}.tmp`);
+      try {
+        await exportRootfs(image, createWriteStream(tmp));
+        await rename(tmp, f.output);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
+    } finally {
+      await client.close();
+    }
+  }
+}
