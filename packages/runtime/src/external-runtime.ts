@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { posix } from 'node:path';
 import { constants, release } from 'node:os';
 import { promisify } from 'node:util';
-import { CancelledError, FailedPreconditionError } from '@tsbuild/oci';
+import { FailedPreconditionError } from '@tsbuild/oci';
 import { lastCapability } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
@@ -16,6 +16,7 @@ import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/r
 import { mountCall, shortenOverlayData, type Mount } from './mount-spec.js';
 import { createNamedNetns, attachPrivateNetwork, type PrivateNetwork } from './network/private-network.js';
 import { type BundleOptions, ociSpec } from './oci-bundle.js';
+import { cancelled } from './helper-chain.js';
 import type { RunIO, RunResult, RunSpec } from './run.js';
 
 /**
@@ -218,10 +219,6 @@ function killTree(pid: number | undefined): void {
   }
 }
 
-function cancelled(signal: AbortSignal): CancelledError {
-  const reason: unknown = signal.reason;
-  return new CancelledError(`cancelled${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason });
-}
 
 /** The run's capabilities, no_new_privs and seccomp profile for the bundle, as the built-in runtime applies them. */
 function bundleSecurity(spec: RunSpec): Pick<BundleOptions, 'capabilities' | 'noNewPrivileges' | 'seccomp'> {

@@ -228,7 +228,7 @@ function tryKill(pid: number): void {
   }
 }
 
-function cancelled(signal: AbortSignal): CancelledError {
+export function cancelled(signal: AbortSignal): CancelledError {
   const reason: unknown = signal.reason;
   return new CancelledError(`cancelled${reason instanceof Error ? `: ${reason.message}` : ''}`, { cause: reason });
 }

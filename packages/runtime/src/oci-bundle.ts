@@ -1,3 +1,5 @@
+import { DEFAULT_CAPABILITIES } from './capabilities.js';
+import { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS } from './security-paths.js';
 import type { ResolvedProfile } from './seccomp/profile.js';
 /**
  * config.json of an OCI runtime bundle (opencontainers/runtime-spec 1.0, config.md and
@@ -29,40 +31,10 @@ export interface OciSpec {
   };
 }
 
-/** docker's default capabilities (moby oci/caps/defaults.go). */
-export const DEFAULT_CAPABILITIES = [
-  'CAP_CHOWN',
-  'CAP_DAC_OVERRIDE',
-  'CAP_FSETID',
-  'CAP_FOWNER',
-  'CAP_MKNOD',
-  'CAP_NET_RAW',
-  'CAP_SETGID',
-  'CAP_SETUID',
-  'CAP_SETFCAP',
-  'CAP_SETPCAP',
-  'CAP_NET_BIND_SERVICE',
-  'CAP_SYS_CHROOT',
-  'CAP_KILL',
-  'CAP_AUDIT_WRITE',
-];
 
-/** Hidden from the container: bind of /dev/null on files, an empty read-only tmpfs on directories. */
-export const MASKED_PATHS = [
-  '/proc/acpi',
-  '/proc/asound',
-  '/proc/kcore',
-  '/proc/keys',
-  '/proc/latency_stats',
-  '/proc/timer_list',
-  '/proc/timer_stats',
-  '/proc/sched_debug',
-  '/proc/scsi',
-  '/sys/firmware',
-  '/sys/devices/virtual/powercap',
-];
-
-export const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+/** runc's masked and read-only paths, the same lists the built-in runtime applies. */
+export const MASKED_PATHS = [...DEFAULT_MASKED_PATHS];
+export const READONLY_PATHS = [...DEFAULT_READONLY_PATHS];
 
 export interface BundleOptions {
   rootfs: string;
