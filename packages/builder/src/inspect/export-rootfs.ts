@@ -5,6 +5,8 @@ import type { Image } from '@tsbuild/store';
 import { flattenImage } from './layer-diff.js';
 import { openLayerTar, scanLayerTar } from './layer-entries.js';
 
+const TYPE_BITS: Record<string, number> = { file: 0o100000, hardlink: 0o100000, dir: 0o040000, symlink: 0o120000, char: 0o020000, block: 0o060000, fifo: 0o010000 };
+
 /**
  * Writes the image's flattened filesystem to `out` as one tar, without whiteouts: what a
  * container started from the image sees. Streams in two passes over the layers, no mount and
@@ -30,7 +32,9 @@ export async function exportRootfs(image: Image, out: Writable, opts: { onProgre
         const h: tar.Header = {
           name: entry.meta.type === 'dir' ? `${entry.meta.path}/` : entry.meta.path,
           type: header.type ?? 'file',
-          mode: entry.meta.mode,
+          // With the file-type bits set, tar-stream keeps a mode of 0 (it replaces a falsy mode with
+          // 0644/0755) and still writes only the permission bits (it masks with 07777).
+          mode: entry.meta.mode | (TYPE_BITS[entry.meta.type] ?? 0o100000),
           uid: entry.meta.uid,
           gid: entry.meta.gid,
           size: entry.meta.size,

@@ -188,6 +188,17 @@ describe('mount and export', () => {
   });
 });
 
+describe('export keeps modes exactly', () => {
+  it('a mode-000 file and a setuid file come out with those modes', async () => {
+    const img = await buildImage('modes', 'FROM scratch\nCOPY --chmod=000 locked /locked\nCOPY --chmod=4755 suid /suid\n', { locked: 'l', suid: 's' });
+    const out = path.join(tmp, 'modes.tar');
+    await exportRootfs(img, createWriteStream(out));
+    const listing = execFileSync('tar', ['-tvf', out], { encoding: 'utf8' });
+    expect(listing).toMatch(/^---------- 0\/0 .* locked$/m);
+    expect(listing).toMatch(/^-rwsr-xr-x 0\/0 .* suid$/m);
+  });
+});
+
 describe('remote images', () => {
   it('diffs and lists the history of an image in a registry without writing to the store', async () => {
     registry = await startRegistry();
