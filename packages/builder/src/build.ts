@@ -25,12 +25,16 @@ import {
 } from '@tsbuild/oci';
 import { type Store, ingestLayer } from '@tsbuild/store';
 import { type OverlaySnapshotter, diff, unpack } from '@tsbuild/snapshotter';
-import { type CopyOp, copyInto, run } from '@tsbuild/runtime';
-import { BuildContext } from './context.js';
+import { type CopyOp, type ExtraMount, copyInto, run } from '@tsbuild/runtime';
+import { createRequire } from 'node:module';
+import type { Ignore } from '@balena/dockerignore';
+import { BuildContext, resolveInside } from './context.js';
+import { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';
+import { makeParents, stageTree } from './staged-tree.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { RegistryClient, authFileProvider, pull } from '@tsbuild/registry-client';
 import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile, type Stage, parseDockerfile, parseJsonForm } from './dockerfile.js';
-import { expandWord, expandWords, splitRaw } from './expand.js';
+import { UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
 import { MergedView } from './merged-view.js';
 import { download, extractArchive, isArchive } from './add-sources.js';
@@ -84,7 +88,15 @@ export interface BuildOptions {
   pull?: 'missing' | 'always' | 'never';
   /** The client pulls go through (default: one with podman's and docker's stored credentials). */
   registry?: RegistryClient;
+  /**
+   * Secrets for `RUN --mount=type=secret,id=ID`: read from a file or an environment variable of
+   * this process. They are mounted for that RUN only: never in a layer, the history or the cache key.
+   */
+  secrets?: Record<string, { src: string } | { env: string }>;
 }
+
+// The package is CommonJS (module.exports = factory) while its typings declare a default export.
+const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;
 
 export interface BuildResult {
   /** The image ID: the digest of the config, as docker and buildah define it. */
@@ -164,6 +176,8 @@ interface StageRun {
   /** With layers off: the one active snapshot every change of the stage goes into. */
   pending?: { key: string; mounts: Mounts; historyIndex: number };
   args: Map<string, string>;
+  /** Whether this stage set CMD itself (an ENTRYPOINT then keeps it). */
+  cmdSet?: boolean;
 }
 
 class Builder {
@@ -246,9 +260,12 @@ class Builder {
     const base = this.stageByName(this.fromImage(s), s.index);
     if (base) deps.push(base);
     for (const ins of s.instructions) {
-      const from = ins.keyword === 'COPY' ? ins.flags.get('from')?.at(-1) : undefined;
-      const dep = from !== undefined ? this.stageByName(expandWord(from, this.globalArgs(), this.df.escape), s.index) : undefined;
-      if (dep && !deps.includes(dep)) deps.push(dep);
+      const froms = ins.keyword === 'COPY' ? (ins.flags.get('from') ?? []).slice(-1) : [];
+      if (ins.keyword === 'RUN') for (const m of ins.flags.get('mount') ?? []) froms.push(...[.../(?:^|,)from=([^,]+)/.exec(m) ?? []].slice(1));
+      for (const from of froms) {
+        const dep = this.stageByName(expandWord(from, this.globalArgs(), this.df.escape), s.index);
+        if (dep && !deps.includes(dep)) deps.push(dep);
+      }
     }
     return deps;
   }
@@ -279,6 +296,11 @@ class Builder {
 
   private fail(ins: Instruction, message: string): never {
     throw new DockerfileError(this.df.file, ins.line, message);
+  }
+
+  /** Fails at the place `needle` (a flag, a word) appears in the instruction: `FILE:LINE:COLUMN:`. */
+  private failAt(ins: Instruction, needle: string, message: string): never {
+    throw DockerfileError.at(this.df.file, ins, needle, message);
   }
 
   private emitStep(stage: Stage, text: string, cached: boolean): number {
@@ -319,6 +341,9 @@ class Builder {
     const from = await this.fromState(stage);
     this.opts.onEvent?.({ type: 'step-done', step: this.emitStep(stage, stage.from.text, false), ms: Date.now() - started });
     const layered = this.opts.layers !== false && !(this.opts.squash && final);
+    // Every image gets a PATH, as docker and buildah give one: a base without it (scratch, an
+    // imported rootfs) gets the default, first in Env.
+    if (!from.state.env().has('PATH')) from.state.setEnv('PATH', DEFAULT_PATH);
     const sr: StageRun = { stage, state: from.state, key: from.key, layered, args: new Map() };
     const globals = this.globalArgs();
     // ONBUILD triggers of the base image run first, as if written right after FROM; the new
@@ -349,6 +374,7 @@ class Builder {
         if (layered) await this.cache.put(key, (await writeImage(this.opts.store, sr.state, { format: 'oci' })).descriptor);
         this.opts.onEvent?.({ type: 'step-done', step, ms: Date.now() - t0 });
       } catch (e) {
+        if (e instanceof UnsetVariableError) throw DockerfileError.at(this.df.file, ins, e.fragment, `${e.message} (in ${e.fragment})`);
         if (e instanceof DockerfileError || !(e instanceof TsbuildError)) throw e;
         // Name the Dockerfile line in every error an instruction raises.
         throw new DockerfileError(this.df.file, ins.line, e.message);
@@ -395,7 +421,7 @@ class Builder {
     } catch (e) {
       this.fail(stage.from, `ONBUILD trigger "${text}": ${(e as Error).message.replace(/^[^:]*:\d+: /, '')}`);
     }
-    return { ...ins, line: stage.from.line };
+    return { ...ins, line: stage.from.line, column: stage.from.column, source: stage.from.source };
   }
 
   /** A cached state, if every blob it names is still in the store. */
@@ -468,12 +494,14 @@ class Builder {
       }
       case 'CMD':
         c.Cmd = ins.json ?? [...(c.Shell ?? ['/bin/sh', '-c']), ins.args];
+        sr.cmdSet = true;
         state.addHistory(nop(`CMD ${JSON.stringify(c.Cmd)}`));
         return;
       case 'ENTRYPOINT':
         c.Entrypoint = ins.json ?? [...(c.Shell ?? ['/bin/sh', '-c']), ins.args];
-        // An ENTRYPOINT set in a stage clears a CMD inherited from the base image.
-        c.Cmd = null;
+        // An ENTRYPOINT set in a stage clears a CMD inherited from the base image, but not one
+        // this stage set itself (BuildKit and buildah both track whether CMD was set here).
+        if (!sr.cmdSet) c.Cmd = null;
         state.addHistory(nop(`ENTRYPOINT ${JSON.stringify(c.Entrypoint)}`));
         return;
       case 'SHELL':
@@ -562,8 +590,21 @@ class Builder {
   }
 
   private async runStep(sr: StageRun, ins: Instruction, vars: Map<string, string>, step: number): Promise<void> {
-    if (ins.flags.size > 0) this.fail(ins, `RUN --${[...ins.flags.keys()][0]} is not supported by this version of tsbuild yet`);
     const c = sr.state.container;
+    const network = this.runNetwork(ins, vars);
+    if (ins.flags.has('security')) {
+      const v = ins.flags.get('security')!.at(-1)!;
+      if (v !== 'sandbox') this.failAt(ins, '--security', `RUN --security=${v}: only sandbox is supported (insecure needs entitlements tsbuild does not grant)`);
+    }
+    const runMounts: RunMount[] = [];
+    for (const m of ins.flags.get('mount') ?? []) {
+      try {
+        runMounts.push(parseRunMount(expandWord(m, vars, this.df.escape), c.WorkingDir || '/'));
+      } catch (e) {
+        if (e instanceof UnsetVariableError || !(e instanceof TsbuildError)) throw e;
+        this.failAt(ins, `--mount=${m}`, `RUN ${e.message}`);
+      }
+    }
     const argv = ins.json ?? [...(c.Shell ?? ['/bin/sh', '-c']), shellScript(ins)];
     if (argv.length === 0) this.fail(ins, 'RUN requires at least one argument');
     const env = new Map(sr.state.env());
@@ -578,9 +619,16 @@ class Builder {
     const createdBy = ins.json ? ins.json.join(' ') : `/bin/sh -c ${ins.args}`;
     const tail = new OutputTail();
     await this.layerStep(sr, step, createdBy, async (mounts, runScratch) => {
-      const res = await run(
+      const mountScratch = `${runScratch}-mounts`;
+      const extra = await this.prepareRunMounts(ins, sr, runMounts, mountScratch);
+      const missing = await this.missingPaths(sr.state, runMounts.map((m) => m.target));
+      let res;
+      try {
+        res = await run(
         {
           ...this.opts.runtime,
+          ...(network !== undefined ? { network } : {}),
+          ...(extra.mounts.length > 0 ? { mounts: extra.mounts } : {}),
           args: argv,
           env: [...env].map(([k, v]) => `${k}=${v}`),
           cwd: c.WorkingDir || '/',
@@ -591,6 +639,11 @@ class Builder {
         { stdin: 'ignore', stdout: tail.wrap(this.opts.stdout), stderr: tail.wrap(this.opts.stderr) },
         this.opts.signal,
       );
+      } finally {
+        extra.release();
+        await fsp.rm(mountScratch, { recursive: true, force: true });
+        await removeMountpoints(mounts, missing);
+      }
       const oom = res.oomKilled;
       if (oom) {
         const limit = this.opts.runtime?.resources?.memory;
@@ -604,6 +657,138 @@ class Builder {
     });
   }
 
+  /** RUN --network: none, host, or default (the build's own setting). */
+  private runNetwork(ins: Instruction, vars: Map<string, string>): 'none' | 'host' | 'private' | undefined {
+    const v = ins.flags.get('network')?.at(-1);
+    if (v === undefined) return undefined;
+    const n = expandWord(v, vars, this.df.escape);
+    if (n === 'default') return this.opts.runtime?.network;
+    if (n === 'none' || n === 'host') return n;
+    this.failAt(ins, '--network', `RUN --network=${n}: want none, host or default`);
+  }
+
+  /**
+   * The host side of RUN --mount: a cache directory under <store>/cache-mounts, a bind source
+   * (context, stage or image; a throw-away copy when rw), a secret written to a private file.
+   * `release` ends a cache mount's locked use.
+   */
+  private async prepareRunMounts(ins: Instruction, sr: StageRun, mounts: RunMount[], scratch: string): Promise<{ mounts: ExtraMount[]; release: () => void }> {
+    const out: ExtraMount[] = [];
+    const releases: (() => void)[] = [];
+    const release = () => releases.forEach((r) => r());
+    try {
+      for (const [i, m] of mounts.entries()) {
+        const dir = path.join(scratch, String(i));
+        switch (m.type) {
+          case 'tmpfs':
+            out.push({ destination: m.target, type: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', ...(m.size !== undefined ? [`size=${m.size}`] : [])] });
+            break;
+          case 'cache': {
+            let host = path.join(this.opts.store.root, 'cache-mounts', cacheMountDirName(m.id));
+            if (m.sharing !== 'shared') {
+              const busy = CACHE_MOUNTS_IN_USE.get(host);
+              if (busy && m.sharing === 'locked') {
+                await busy.promise;
+              } else if (busy) {
+                host = dir; // private: a fresh directory while another RUN holds the shared one
+              }
+              if (host !== dir) {
+                let done!: () => void;
+                const promise = new Promise<void>((r) => (done = r));
+                CACHE_MOUNTS_IN_USE.set(host, { promise });
+                const h = host;
+                releases.push(() => {
+                  CACHE_MOUNTS_IN_USE.delete(h);
+                  done();
+                });
+              }
+            }
+            if (!(await fsp.lstat(host).catch(() => undefined))) {
+              await fsp.mkdir(host, { recursive: true });
+              await fsp.chmod(host, m.mode);
+              await fsp.chown(host, m.uid, m.gid);
+            }
+            out.push({ destination: m.target, type: 'bind', source: host, options: m.readonly ? ['ro'] : [] });
+            break;
+          }
+          case 'bind': {
+            let host: string;
+            if (m.from === undefined) {
+              const ctx = await this.context();
+              const p = await resolveInside(ctx.dir, m.source);
+              if (p === undefined || !(await fsp.lstat(p).catch(() => undefined))) this.failAt(ins, m.source, `RUN --mount source ${m.source}: no such file or directory in the build context`);
+              host = p;
+            } else {
+              const state = await this.stateOf(ins, sr, m.from, `RUN --mount from=${m.from}`, `from=${m.from}`);
+              await this.ensureSnapshot(state);
+              const view = await MergedView.open(this.opts.snapshotter, state.snapshot);
+              if (!(await view.stat(m.source))) this.failAt(ins, m.source, `RUN --mount from=${m.from} source ${m.source}: no such file or directory in ${m.from}`);
+              host = path.join(dir, 'view');
+              await fsp.mkdir(dir, { recursive: true });
+              await view.materialize(m.source, host);
+            }
+            if (m.readwrite) {
+              // rw: writes go to a copy that is thrown away after the RUN (never the context, never a layer).
+              const copy = path.join(dir, 'rw');
+              await fsp.mkdir(dir, { recursive: true });
+              await fsp.cp(host, copy, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+              host = copy;
+            }
+            out.push({ destination: m.target, type: 'bind', source: host, options: m.readwrite ? [] : ['ro'] });
+            break;
+          }
+          case 'secret': {
+            const value = await this.secret(ins, m.id);
+            if (value === undefined) {
+              if (m.required) this.failAt(ins, `id=${m.id}`, `RUN --mount=type=secret,id=${m.id}: the secret is required but was not given (--secret id=${m.id},src=PATH)`);
+              break;
+            }
+            await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+            const file = path.join(dir, 'secret');
+            await fsp.writeFile(file, value, { mode: 0o600 });
+            await fsp.chown(file, m.uid, m.gid);
+            await fsp.chmod(file, m.mode);
+            out.push({ destination: m.target, type: 'bind', source: file, options: ['ro', 'nosuid', 'nodev', 'noexec'] });
+            break;
+          }
+        }
+      }
+    } catch (e) {
+      release();
+      throw e;
+    }
+    return { mounts: out, release };
+  }
+
+  private async secret(ins: Instruction, id: string): Promise<Buffer | undefined> {
+    const s = this.opts.secrets?.[id];
+    if (s === undefined) return undefined;
+    if ('env' in s) {
+      const v = process.env[s.env];
+      return v === undefined ? undefined : Buffer.from(v);
+    }
+    try {
+      return await fsp.readFile(s.src);
+    } catch (e) {
+      this.failAt(ins, `id=${id}`, `secret ${id}: cannot read ${s.src}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+  }
+
+  /** Of `paths` and their ancestors, those the image lacks: mountpoints the runtime will create, deepest first. */
+  private async missingPaths(state: ImageState, paths: string[]): Promise<string[]> {
+    if (paths.length === 0) return [];
+    await this.ensureSnapshot(state);
+    const view = await MergedView.open(this.opts.snapshotter, state.snapshot);
+    const out = new Set<string>();
+    for (const p of paths) {
+      for (let d = path.posix.normalize(p); d !== '/'; d = path.posix.dirname(d)) {
+        if (await view.stat(d)) break;
+        out.add(d);
+      }
+    }
+    return [...out].sort((a, b) => b.split('/').length - a.split('/').length);
+  }
+
   /**
    * The files a COPY or ADD puts into the image, staged as host paths: context files (after
    * .dockerignore), here-documents written to files, another stage's or image's files read out of
@@ -611,8 +796,7 @@ class Builder {
    */
   private async copyOp(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<CopyFiles> {
     const isAdd = ins.keyword === 'ADD';
-    const allowed = isAdd ? ['chown', 'chmod', 'checksum', 'link', 'keep-git-dir'] : ['chown', 'chmod', 'from', 'link'];
-    for (const f of ins.flags.keys()) if (!allowed.includes(f)) this.fail(ins, `${ins.keyword} --${f} is not supported${f === 'from' ? ' for ADD (use COPY --from)' : ''}`);
+    // --link (BuildKit: a layer independent of its parent) gives the same filesystem; accepted as such.
     const staging = path.join(this.scratch, `sources-${ins.line}-${randomBytes(3).toString('hex')}`);
     // Here-documents: `COPY <<EOF /dst`; each marker word is replaced by a file named after it.
     const heredocFiles = new Map<string, string>();
@@ -634,6 +818,8 @@ class Builder {
     dest = path.posix.resolve(wd, dest) + (trailing && dest !== '/' ? '/' : '');
     const from = ins.flags.get('from')?.at(-1);
     const hostPaths: string[] = [];
+    /** For --parents: each host path's path inside its source tree (context or --from image). */
+    const relOf = new Map<string, { rel: string; like?: string }>();
     const contextSources: string[] = [];
     for (const src of srcs) {
       const heredoc = /^__tsbuild_heredoc_(.+)$/.exec(src);
@@ -641,10 +827,22 @@ class Builder {
       else if (isAdd && /^https?:\/\//.test(src)) {
         hostPaths.push(await download(src, path.join(staging, `url-${hostPaths.length}`), ins.flags.get('checksum')?.at(-1), this.opts.signal));
       } else if (from === undefined) contextSources.push(src);
-      else hostPaths.push(...(await this.fromSources(ins, sr, expandWord(from, vars, this.df.escape), src, path.join(staging, `from-${hostPaths.length}`))));
+      else {
+        for (const m of await this.fromSources(ins, sr, expandWord(from, vars, this.df.escape), src, path.join(staging, `from-${hostPaths.length}`))) {
+          hostPaths.push(m.host);
+          relOf.set(m.host, { rel: pivot(src, m.path) });
+        }
+      }
     }
     if (contextSources.length > 0) {
-      for (const p of await (await this.context()).resolve(contextSources)) {
+      const ctx = await this.context();
+      const resolved = await ctx.resolve(contextSources);
+      for (const p of resolved) {
+        const rel = path.relative(ctx.dir, p);
+        const src = contextSources.find((c) => c.includes('/./')) ?? '';
+        relOf.set(p, { rel: pivot(src, rel), like: ctx.dir });
+      }
+      for (const p of resolved) {
         if (isAdd && (await isArchive(p))) {
           // ADD unpacks a local archive into the destination directory.
           const dir = path.join(staging, `archive-${hostPaths.length}`);
@@ -653,6 +851,37 @@ class Builder {
           if (!dest.endsWith('/')) dest += '/';
         } else hostPaths.push(p);
       }
+    }
+    const excludes = ins.flags.get('exclude')?.map((x) => expandWord(x, vars, this.df.escape)) ?? [];
+    const parents = ins.flags.has('parents') && ins.flags.get('parents')!.at(-1) !== 'false';
+    if (excludes.length > 0 || parents) {
+      // Staged as a filtered tree of hard links: --exclude drops entries by docker's ignore rules
+      // (matched against the path inside each source, and against the source's own name), and
+      // --parents keeps each source's directories from the context (or --from) root.
+      const ig = dockerignore({ ignorecase: false }).add(excludes);
+      const staged: string[] = [];
+      const root = path.join(staging, 'parents');
+      for (const [i, p] of hostPaths.entries()) {
+        const base = path.basename(p);
+        const top = relOf.get(p)?.rel ?? base;
+        if (excludes.length > 0 && top !== '' && (ig.ignores(top) || ig.ignores(base))) continue;
+        const skip = (r: string) => ig.ignores(r) || (top !== '' && ig.ignores(`${top}/${r}`));
+        if (parents && relOf.has(p)) {
+          const info = relOf.get(p)!;
+          await fsp.mkdir(root, { recursive: true });
+          await makeParents(root, info.rel, info.like);
+          await stageTree(p, path.join(root, info.rel), skip);
+          if (!staged.includes(root)) staged.push(root);
+        } else {
+          const out = path.join(staging, `excluded-${i}`, base);
+          await fsp.mkdir(path.dirname(out), { recursive: true });
+          await stageTree(p, out, skip);
+          staged.push(out);
+        }
+      }
+      if (staged.length === 0) this.fail(ins, `${ins.keyword}: every source is excluded by --exclude`);
+      hostPaths.splice(0, hostPaths.length, ...staged);
+      if (parents && !dest.endsWith('/')) dest += '/';
     }
     if (hostPaths.length > 1 && !dest.endsWith('/')) {
       this.fail(ins, `When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
@@ -676,32 +905,41 @@ class Builder {
   }
 
   /** COPY --from: sources out of an earlier stage (name or index) or an image, read through a MergedView. */
-  private async fromSources(ins: Instruction, sr: StageRun, from: string, src: string, staging: string): Promise<string[]> {
-    let state: ImageState;
-    const stage = this.stageByName(from, sr.stage.index);
-    if (stage) {
-      const r = this.stageResults.get(stage.index);
-      if (!r) this.fail(ins, `COPY --from=${from}: stage ${from} has not been built`);
-      state = r.state;
-    } else {
-      if (/^\d+$/.test(from)) this.fail(ins, `COPY --from=${from}: no stage ${from} before this one`);
-      const desc = await this.image(ins, `COPY --from=${from}`, from);
-      const img = this.opts.store.image(desc);
-      const [config, layers] = await Promise.all([img.config(), img.layers()]);
-      state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
-    }
+  private async fromSources(ins: Instruction, sr: StageRun, from: string, src: string, staging: string): Promise<{ host: string; path: string }[]> {
+    const state = await this.stateOf(ins, sr, from, `${ins.keyword} --from=${from}`);
     await this.ensureSnapshot(state);
     const view = await MergedView.open(this.opts.snapshotter, state.snapshot);
     const matches = /[*?[]/.test(src) ? await view.glob(src) : (await view.stat(src)) ? [src] : [];
     if (matches.length === 0) this.fail(ins, `COPY --from=${from} ${src}: no such file or directory in ${from}`);
-    const out: string[] = [];
+    const out: { host: string; path: string }[] = [];
     for (const [i, m] of matches.entries()) {
       const target = path.join(staging, String(i), path.posix.basename(m) || 'root');
       await fsp.mkdir(path.dirname(target), { recursive: true });
       await view.materialize(m, target);
-      out.push(target);
+      out.push({ host: target, path: path.posix.normalize(`/${m}`).slice(1) });
     }
     return out;
+  }
+
+  /** The image state `--from` names: an earlier stage (by name or index), or an image. */
+  private async stateOf(ins: Instruction, sr: StageRun, from: string, what: string, needle = '--from'): Promise<ImageState> {
+    const stage = this.stageByName(from, sr.stage.index);
+    if (stage) {
+      const r = this.stageResults.get(stage.index);
+      if (!r) this.failAt(ins, needle, `${what}: stage ${from} has not been built`);
+      return r.state;
+    }
+    if (/^\d+$/.test(from)) this.failAt(ins, needle, `${what}: no stage ${from} before this one`);
+    let desc: Descriptor;
+    try {
+      desc = await this.image(ins, what, from);
+    } catch (e) {
+      if (e instanceof CancelledError || !(e instanceof TsbuildError)) throw e;
+      this.failAt(ins, needle, `${what}: no stage of that name, and no such image in the local store (${e.message.replace(/^[^:]*:\d+(:\d+)?: [^:]*: /, '')})`);
+    }
+    const img = this.opts.store.image(desc);
+    const [config, layers] = await Promise.all([img.config(), img.layers()]);
+    return ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
   }
 
   private context(): Promise<BuildContext> {
@@ -886,6 +1124,36 @@ function parseKeyValues(ins: Instruction, vars: Map<string, string>, esc: string
     out.push([expandWord(w.slice(0, eq), vars, esc), expandWord(w.slice(eq + 1), vars, esc)]);
   }
   return out;
+}
+
+/**
+ * For COPY --parents: the path a source keeps under the destination. A `/./` in the source marks
+ * where the kept part starts (BuildKit's pivot); otherwise the whole path from the root is kept.
+ */
+function pivot(src: string, rel: string): string {
+  const i = src.indexOf('/./');
+  if (i < 0) return rel;
+  const prefix = path.posix.normalize(`/${src.slice(0, i)}`).slice(1);
+  return prefix !== '' && rel.startsWith(`${prefix}/`) ? rel.slice(prefix.length + 1) : rel;
+}
+
+/** Cache mounts held by a RUN with sharing=locked or private, in this process. */
+const CACHE_MOUNTS_IN_USE = new Map<string, { promise: Promise<void> }>();
+
+/**
+ * Removes from a RUN's upperdir the mountpoints the runtime created for RUN --mount (empty
+ * directories and empty files only: anything the command put there on its own stays), so that
+ * no trace of a mount reaches the layer.
+ */
+async function removeMountpoints(rootfs: Mounts, paths: string[]): Promise<void> {
+  const upper = rootfs.flatMap((m) => m.options).find((o) => o.startsWith('upperdir='))?.slice('upperdir='.length);
+  if (upper === undefined) return;
+  for (const p of paths) {
+    const abs = path.join(upper, p);
+    const st = await fsp.lstat(abs).catch(() => undefined);
+    if (st?.isDirectory()) await fsp.rmdir(abs).catch(() => undefined);
+    else if (st?.isFile() && st.size === 0) await fsp.unlink(abs).catch(() => undefined);
+  }
 }
 
 function truncate(s: string, n = 60): string {

@@ -40,7 +40,7 @@ describe('parseDockerfile', () => {
   });
 
   it('names file:line for an unknown instruction', () => {
-    expect(() => parseDockerfile('FROM scratch\nRUN true\nBOGUS x\n', 'Dockerfile')).toThrow('Dockerfile:3: unknown instruction: BOGUS');
+    expect(() => parseDockerfile('FROM scratch\nRUN true\nBOGUS x\n', 'Dockerfile')).toThrow('Dockerfile:3:1: unknown instruction: BOGUS');
   });
 
   it('rejects instructions before FROM and an empty file', () => {
@@ -68,6 +68,6 @@ describe('heredocs', () => {
   });
 
   it('an unterminated heredoc names its line', () => {
-    expect(() => parseDockerfile('FROM scratch\nRUN <<EOF\necho hi\n')).toThrow('Dockerfile:2: unterminated heredoc EOF');
+    expect(() => parseDockerfile('FROM scratch\nRUN <<EOF\necho hi\n')).toThrow('Dockerfile:2:5: unterminated heredoc <<EOF');
   });
 });

@@ -13,6 +13,10 @@ export interface Instruction {
   keyword: string;
   /** 1-based line of the instruction's first line, for `Dockerfile:LINE` in errors. */
   line: number;
+  /** 1-based column of the keyword on that line. */
+  column: number;
+  /** The instruction's physical lines as written (continuations, heredoc bodies), to locate text in errors. */
+  source: string[];
   /** Arguments after flags, continuations joined. */
   args: string;
   /** Leading `--name=value` / `--name` flags; repeated flags keep every value. */
@@ -44,6 +48,8 @@ export interface Stage {
 export interface ParsedDockerfile {
   file: string;
   escape: string;
+  /** The `# check=` directive (BuildKit's lint settings): accepted and kept, as tsbuild has no linter to configure. */
+  check?: string;
   /** ARG instructions before the first FROM. */
   globalArgs: Instruction[];
   stages: Stage[];
@@ -54,32 +60,71 @@ export const KEYWORDS = new Set([
   'MAINTAINER', 'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR',
 ]);
 
-/** Instructions that take leading `--flags`. */
-const FLAGGED = new Set(['FROM', 'RUN', 'COPY', 'ADD', 'HEALTHCHECK']);
+/** The leading `--flags` each instruction takes (the Dockerfile reference's, for this builder). */
+export const FLAGS: Record<string, readonly string[]> = {
+  FROM: ['platform'],
+  RUN: ['mount', 'network', 'security'],
+  COPY: ['from', 'chown', 'chmod', 'link', 'parents', 'exclude'],
+  ADD: ['chown', 'chmod', 'checksum', 'link', 'keep-git-dir', 'exclude'],
+  HEALTHCHECK: ['interval', 'timeout', 'start-period', 'start-interval', 'retries'],
+};
 
+/**
+ * An error in a Dockerfile: `FILE:LINE: message`, or `FILE:LINE:COLUMN: message` when the
+ * offending text could be located on its line.
+ */
 export class DockerfileError extends InvalidArgumentError {
-  constructor(file: string, line: number, message: string) {
-    super(`${file}:${line}: ${message}`);
+  constructor(file: string, line: number, message: string, column?: number) {
+    super(`${file}:${line}${column !== undefined ? `:${column}` : ''}: ${message}`);
   }
+
+  /** An error at the first place `needle` appears in the instruction (else at its keyword). */
+  static at(file: string, ins: Pick<Instruction, 'line' | 'column' | 'source'>, needle: string | undefined, message: string): DockerfileError {
+    const pos = locate(ins, needle);
+    return new DockerfileError(file, pos.line, message, pos.column);
+  }
+}
+
+/** Line and 1-based column of `needle` in an instruction's text; its keyword when absent. */
+export function locate(ins: Pick<Instruction, 'line' | 'column' | 'source'>, needle: string | undefined): { line: number; column: number } {
+  if (needle !== undefined && needle !== '') {
+    for (const [k, l] of ins.source.entries()) {
+      const i = l.indexOf(needle);
+      if (i >= 0) return { line: ins.line + k, column: i + 1 };
+    }
+  }
+  return { line: ins.line, column: ins.column };
 }
 
 export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDockerfile {
   const df = DockerfileParser.parse(content);
   const escape = df.getEscapeCharacter();
+  // `# syntax=` names a BuildKit frontend image; this builder is its own frontend and ignores it.
+  const check = df.getDirectives().find((d) => d.getName().toLowerCase() === 'check')?.getValue();
+  if (check !== undefined && check !== '' && !/^(skip=[^;]*|error=(true|false))(;(skip=[^;]*|error=(true|false)))*$/i.test(check.trim())) {
+    throw new DockerfileError(file, 1, `# check=${check}: want skip=RULE,…;error=true|false`, 1);
+  }
   const lines = content.split(/\r?\n/);
   const globalArgs: Instruction[] = [];
   const stages: Stage[] = [];
   for (const ins of df.getInstructions()) {
     const range = ins.getRange();
     const line = range.start.line + 1;
+    const column = range.start.character + 1;
     const keyword = ins.getKeyword().toUpperCase();
-    if (!KEYWORDS.has(keyword)) throw new DockerfileError(file, line, `unknown instruction: ${ins.getInstruction()}`);
     const physical = lines.slice(range.start.line, range.end.line + 1);
+    if (!KEYWORDS.has(keyword)) throw new DockerfileError(file, line, `unknown instruction: ${physical[0]!.trim().split(/\s+/)[0]}`, column);
     const { logical, used } = joinContinuations(physical, escape);
-    const heredocs = HEREDOC_KEYWORDS.has(keyword) ? readHeredocs(logical, physical.slice(used), line, file) : [];
+    const where = { line, column, source: physical };
+    const heredocs = HEREDOC_KEYWORDS.has(keyword) ? readHeredocs(logical, physical.slice(used), where, file) : [];
     const rest = logical.replace(/^\s*\S+/, '').trim();
-    const { flags, args } = FLAGGED.has(keyword) ? takeFlags(rest, escape) : { flags: new Map<string, string[]>(), args: rest };
-    const parsed: Instruction = { keyword, line, args, flags, text: `${keyword} ${rest}`.trim() };
+    const { flags, args } = FLAGS[keyword] ? takeFlags(rest, escape) : { flags: new Map<string, string[]>(), args: rest };
+    for (const f of flags.keys()) {
+      if (FLAGS[keyword]!.includes(f)) continue;
+      const hint = f === 'from' && keyword === 'ADD' ? ' (use COPY --from)' : '';
+      throw DockerfileError.at(file, where, `--${f}`, `unknown flag: ${keyword} --${f}${hint} (${keyword} takes ${FLAGS[keyword]!.map((x) => `--${x}`).join(', ')})`);
+    }
+    const parsed: Instruction = { keyword, line, column, source: physical, args, flags, text: `${keyword} ${rest}`.trim() };
     if (heredocs.length > 0) parsed.heredocs = heredocs;
     const json = parseJsonForm(args);
     if (json) parsed.json = json;
@@ -102,7 +147,7 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
     current.instructions.push(parsed);
   }
   if (stages.length === 0) throw new DockerfileError(file, 1, 'file with no instructions: a Dockerfile needs a FROM');
-  return { file, escape, globalArgs, stages };
+  return { file, escape, globalArgs, stages, ...(check !== undefined ? { check } : {}) };
 }
 
 /**
@@ -136,7 +181,7 @@ const HEREDOC_MARKER = /<<(-?)(["']?)([A-Za-z_][A-Za-z0-9_]*)\2/g;
  * Here-document bodies after an instruction line (Dockerfile 1.4 syntax): one per `<<NAME`
  * marker, in order, each ending at a line that is exactly NAME (after leading tabs with `<<-`).
  */
-function readHeredocs(logical: string, rest: string[], firstLine: number, file: string): Heredoc[] {
+function readHeredocs(logical: string, rest: string[], where: Pick<Instruction, 'line' | 'column' | 'source'>, file: string): Heredoc[] {
   const out: Heredoc[] = [];
   let k = 0;
   for (const m of logical.matchAll(HEREDOC_MARKER)) {
@@ -153,7 +198,7 @@ function readHeredocs(logical: string, rest: string[], firstLine: number, file: 
       }
       body.push(l);
     }
-    if (!closed) throw new DockerfileError(file, firstLine, `unterminated heredoc ${name}: no line "${name}" ends it`);
+    if (!closed) throw DockerfileError.at(file, where, m[0], `unterminated heredoc ${m[0]}: no line "${name}" ends it`);
     out.push({ name, content: body.map((l) => `${l}\n`).join(''), expand: m[2] === '' });
   }
   return out;

@@ -9,6 +9,17 @@ import { InvalidArgumentError } from '@tsbuild/oci';
  */
 export type Vars = ReadonlyMap<string, string>;
 
+/** `${VAR:?message}` with VAR unset (or empty): carries the offending text so errors can point at it. */
+export class UnsetVariableError extends InvalidArgumentError {
+  constructor(
+    message: string,
+    /** The substitution as written, e.g. `${X:?need X}`. */
+    readonly fragment: string,
+  ) {
+    super(message);
+  }
+}
+
 interface Piece {
   text: string;
   /** false when the text came from an unquoted expansion and may be split on whitespace. */
@@ -104,6 +115,7 @@ class Lexer {
 
   /** At a `$`: returns the expansion, or undefined when the `$` is literal (it is consumed either way). */
   private dollar(): string | undefined {
+    const start = this.i;
     this.i++; // '$'
     const c = this.s[this.i];
     if (c === '{') {
@@ -135,7 +147,7 @@ class Lexer {
         case '+':
           return set ? word : '';
         default:
-          if (!set) throw new InvalidArgumentError(`${name}: ${word || 'is not allowed to be unset'}`);
+          if (!set) throw new UnsetVariableError(`${name}: ${word || 'is not allowed to be unset'}`, this.s.slice(start, this.i));
           return value!;
       }
     }
@@ -146,7 +158,8 @@ class Lexer {
   }
 
   private name(): string {
-    const m = /^[A-Za-z_][A-Za-z0-9_]*/.exec(this.s.slice(this.i));
+    // A name, or digits: docker's lexer reads `$1` as the (never set) positional variable 1.
+    const m = /^(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)/.exec(this.s.slice(this.i));
     if (!m) return '';
     this.i += m[0].length;
     return m[0];

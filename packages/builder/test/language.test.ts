@@ -103,7 +103,7 @@ describe('COPY --from', () => {
     const r = await buildIt({ Dockerfile: 'FROM scratch\nCOPY --from=busybox /bin/busybox /bb\n' });
     expect((await fsp.stat(path.join(r.root, 'bb'))).size).toBeGreaterThan(100_000);
     await expect(buildIt({ Dockerfile: 'FROM busybox AS a\nFROM scratch\nCOPY --from=a /nope /x\n' })).rejects.toThrow('Dockerfile:3: COPY --from=a /nope: no such file or directory in a');
-    await expect(buildIt({ Dockerfile: 'FROM scratch\nCOPY --from=nosuch /x /x\n' })).rejects.toThrow('Dockerfile:2: COPY --from=nosuch: no stage of that name, and no such image in the local store');
+    await expect(buildIt({ Dockerfile: 'FROM scratch\nCOPY --from=nosuch /x /x\n' })).rejects.toThrow('Dockerfile:2:6: COPY --from=nosuch: no stage of that name, and no such image in the local store');
   });
 });
 

@@ -34,7 +34,7 @@ describe('build errors give one clear line, a non-zero exit, and leave the store
     const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN true\nFROBNICATE now\n' });
     const r = await t.run(['build', '-t', 'x', ctx]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('Error: Dockerfile:3: unknown instruction: FROBNICATE\n');
+    expect(r.stderr).toBe('Error: Dockerfile:3:1: unknown instruction: FROBNICATE\n');
     expect(r.stdout).toBe(''); // rejected before any step ran
     await expectStoreUnchanged(t, before);
   });

@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { CLONE, MNT_DETACH, MS, mount, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces } from '@tsbuild/linux';
 import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
-import type { RunRequest } from './helper-protocol.js';
+import type { ExtraMount, RunRequest } from './helper-protocol.js';
 import { mountAll } from './mount-spec.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 import { maskPaths } from './security-paths.js';
@@ -63,6 +63,8 @@ export function enterContainer(req: RunRequest): void {
     mount('sysfs', sys, 'sysfs', MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
   }
 
+  for (const m of req.mounts ?? []) mountExtra(root, m);
+
   if (sec !== undefined) bindEtcFiles(root, scratch, etcFileContents(sec.etcFiles, req.hostname, req.network));
 
   // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the
@@ -76,13 +78,30 @@ export function enterContainer(req: RunRequest): void {
 }
 
 /**
+ * A RUN --mount: a bind of a host file or directory, or a tmpfs. A file is bound onto an empty
+ * file (a bind needs a mountpoint of the same kind as its source, mount(2) ENOTDIR).
+ */
+function mountExtra(root: string, m: ExtraMount): void {
+  const file = m.type === 'bind' && !statSync(m.source!).isDirectory();
+  const p = mountpoint(root, m.destination, file);
+  try {
+    mountAll([{ type: m.type, source: m.type === 'bind' ? m.source! : 'tmpfs', options: m.type === 'bind' ? ['rbind', ...m.options] : m.options }], p);
+  } catch (e) {
+    throw new HelperFailure('FAILED_PRECONDITION', `cannot mount ${m.type === 'bind' ? m.source! : 'tmpfs'} at ${m.destination}: ${(e as Error).message}`);
+  }
+}
+
+/**
  * The host path of a mountpoint inside the rootfs, created if missing. An image's symlink in its
  * place is resolved inside the rootfs, so a crafted image cannot make us mount over a host path.
  */
-function mountpoint(root: string, path: string): string {
+function mountpoint(root: string, path: string, file = false): string {
   const p = hostPath(root, resolveInRoot(root, path));
   try {
-    mkdirSync(p, { recursive: true, mode: 0o755 });
+    if (file) {
+      mkdirSync(posix.dirname(p), { recursive: true, mode: 0o755 });
+      if (!existsSync(p)) writeFileSync(p, '', { mode: 0o644 });
+    } else mkdirSync(p, { recursive: true, mode: 0o755 });
   } catch (e) {
     throw new HelperFailure('FAILED_PRECONDITION', `cannot create mountpoint ${path} in the rootfs (read-only?): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }

@@ -23,8 +23,22 @@ export interface RunRequest {
   hostname: string;
   network: 'host' | 'none' | 'private';
   /** cgroup.procs files the helper writes "0" to before mounting anything (the run's cgroups). */
-  cgroupProcs?: string[];  /** Capabilities, seccomp, masked paths, /etc files, user namespace; absent: none applied. */
+  cgroupProcs?: string[];
+  /** Mounts inside the rootfs besides /proc, /dev and /sys (RUN --mount), in order. */
+  mounts?: ExtraMount[];
+  /** Capabilities, seccomp, masked paths, /etc files, user namespace; absent: none applied. */
   security?: SecurityRequest;
+}
+
+/** A mount inside the container: a host file or directory bound in, or a fresh tmpfs. */
+export interface ExtraMount {
+  /** Absolute path inside the container; symlinks on the way resolve inside the rootfs. */
+  destination: string;
+  type: 'bind' | 'tmpfs';
+  /** The host path (bind only). */
+  source?: string;
+  /** mount(8)-style options: 'ro', 'rbind', 'nosuid'…; for tmpfs also 'size=64m', 'mode=1777'. */
+  options: string[];
 }
 
 export type CopyOp =

@@ -1,7 +1,7 @@
 export type { Mount } from './mount-spec.js';
 export { run, type RunSpec, type RunIO, type RunResult } from './run.js';
 export { copyInto } from './copy-into.js';
-export type { CopyOp } from './helper-protocol.js';
+export type { CopyOp, ExtraMount } from './helper-protocol.js';
 export type { Resources } from './cgroups/cgroup-resources.js';
 export { removeStaleCgroups } from './cgroups/run-cgroup.js';
 export { BRIDGE, GATEWAY, SUBNET, PREFIX } from './network/private-network.js';

@@ -9,6 +9,7 @@ import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/r
 import { runExternal } from './external-runtime.js';
 import { runChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
+import type { ExtraMount } from './helper-protocol.js';
 import type { Mount } from './mount-spec.js';
 import { securityRequest, type SecurityOptions } from './security-spec.js';
 import { type PrivateNetwork, attachPrivateNetwork } from './network/private-network.js';
@@ -30,6 +31,13 @@ export interface RunSpec extends SecurityOptions {
   hostname?: string;
   /** Mounted in order at one fresh directory (the first is the root), then pivot_root into it. */
   rootfs: Mount[];
+  /**
+   * More mounts inside the rootfs (RUN --mount): each host `source` (a file or directory; for
+   * tmpfs its options say size and mode) mounted at `destination` after the rootfs and before
+   * pivot_root. A missing mountpoint is created in the rootfs (a directory, or an empty file for a
+   * file source); the caller removes it afterwards if it should not stay in a layer.
+   */
+  mounts?: ExtraMount[];
   /** A host directory this run may use (the mountpoint lives here); run() removes it. */
   scratchDir: string;
   /**
@@ -101,6 +109,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         kind: 'run',
         target,
         rootfs: spec.userns ? spec.rootfs.map(forUserNamespace) : spec.rootfs,
+        ...(spec.mounts !== undefined && spec.mounts.length > 0 ? { mounts: spec.mounts } : {}),
         args: spec.args,
         env: spec.env,
         cwd: spec.cwd,
@@ -188,6 +197,12 @@ function validate(spec: RunSpec): void {
   for (const e of spec.env) if (!e.includes('=')) throw new InvalidArgumentError(`run: environment entry is not KEY=VALUE: ${e}`);
   if (spec.network !== undefined && !['host', 'none', 'private'].includes(spec.network)) throw new InvalidArgumentError(`run: network must be host, none or private: ${String(spec.network)}`);
   if (spec.resources !== undefined) validateResources(spec.resources);
+  for (const m of spec.mounts ?? []) {
+    if (!posix.isAbsolute(m.destination)) throw new InvalidArgumentError(`run: mount destination must be absolute: ${m.destination}`);
+    if (m.type === 'bind' && (m.source === undefined || !posix.isAbsolute(m.source))) throw new InvalidArgumentError(`run: bind mount at ${m.destination} needs an absolute source`);
+    if (m.type !== 'bind' && m.type !== 'tmpfs') throw new InvalidArgumentError(`run: mount at ${m.destination}: type must be bind or tmpfs: ${String(m.type)}`);
+  }
+  if (spec.mounts !== undefined && spec.mounts.length > 0 && spec.runtime !== undefined) throw new InvalidArgumentError('run: extra mounts are not supported with an external OCI runtime');
   if (spec.runtime === '') throw new InvalidArgumentError('run: runtime is empty (want runc, crun or a path)');
 }
 

@@ -37,6 +37,7 @@ export default class Build extends BaseCommand<typeof Build> {
     iidfile: Flags.string({ description: 'write the image ID to this file' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
     progress: Flags.string({ description: 'output style', options: ['plain', 'tty', 'auto'], default: 'auto' }),
+    secret: Flags.string({ description: 'secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)', multiple: true, multipleNonGreedy: true }),
     pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
     ...runtimeFlags,
     ...registryFlags,
@@ -110,6 +111,7 @@ export default class Build extends BaseCommand<typeof Build> {
         compression: { format: f['compression-format'] as 'gzip' | 'zstd', ...(f['compression-level'] !== undefined ? { level: f['compression-level'] } : {}) },
         runtime: runtimeOptions(f),
         pull: f.pull as 'missing' | 'always' | 'never',
+        secrets: secrets(f.secret ?? []),
         registry,
         stdout: out,
         stderr: process.stderr,
@@ -145,6 +147,28 @@ function setArg(out: Record<string, string>, a: string, where: string): void {
     return;
   }
   out[a.slice(0, eq)] = a.slice(eq + 1);
+}
+
+/** `--secret id=ID,src=PATH` (or `env=VAR`; `type=file|env` accepted), as buildah and docker take it. */
+function secrets(list: string[]): Record<string, { src: string } | { env: string }> {
+  const out: Record<string, { src: string } | { env: string }> = {};
+  for (const spec of list) {
+    const kv = new Map<string, string>();
+    for (const part of spec.split(',')) {
+      const eq = part.indexOf('=');
+      if (eq <= 0) throw new InvalidArgumentError(`--secret ${spec}: want id=ID,src=PATH or id=ID,env=VAR`);
+      kv.set(part.slice(0, eq), part.slice(eq + 1));
+    }
+    const id = kv.get('id');
+    if (!id) throw new InvalidArgumentError(`--secret ${spec}: id= is required`);
+    for (const k of kv.keys()) if (!['id', 'src', 'source', 'env', 'type'].includes(k)) throw new InvalidArgumentError(`--secret ${spec}: unknown key ${k}`);
+    const src = kv.get('src') ?? kv.get('source');
+    const type = kv.get('type') ?? (src !== undefined ? 'file' : kv.has('env') ? 'env' : 'file');
+    if (type === 'env') out[id] = { env: kv.get('env') ?? src ?? id };
+    else if (type === 'file') out[id] = { src: path.resolve(src ?? id) };
+    else throw new InvalidArgumentError(`--secret ${spec}: type=${type}: want file or env`);
+  }
+  return out;
 }
 
 function keyValues(list: string[], flag: string): Record<string, string> {
