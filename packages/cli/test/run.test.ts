@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, TestStore, mountsUnder } from './harness.js';
 
@@ -101,5 +101,25 @@ describe('container flags on build', () => {
     expect(r.code).toBe(0);
     const out = await t.run(['run', '--rm', 'flags', 'cat', '/nets']);
     expect(out.stdout).toBe('lo\n');
+  });
+});
+
+describe('build --secret', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  it('mounts the secret for the RUN that asks for it and keeps it out of the layers', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /secret-size && ! ls /run/secrets/other 2>/dev/null\n', tok: '' });
+    const secretFile = `${t.tmp}/token.txt`;
+    writeFileSync(secretFile, 's3cr3t-value');
+    const r = await t.run(['build', '-q', '-t', 'sec', '--secret', `id=tok,src=${secretFile}`, ctx]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect((await t.run(['run', '--rm', 'sec', 'cat', '/secret-size'])).stdout.trim()).toBe('12');
+    const exported = `${t.tmp}/sec.tar`;
+    expect((await t.run(['export', 'sec', '-o', exported])).code).toBe(0);
+    expect(readFileSync(exported).includes('s3cr3t-value')).toBe(false);
+    expect((await t.run(['history', '--no-trunc', 'sec'])).stdout).not.toContain('s3cr3t-value');
   });
 });
