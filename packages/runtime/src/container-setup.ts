@@ -47,6 +47,9 @@ export function enterContainer(req: RunRequest): void {
   symlinkSync('pts/ptmx', `${dev}/ptmx`);
   mkdirSync(`${dev}/shm`);
   mount('shm', `${dev}/shm`, 'tmpfs', MS.NOSUID | MS.NODEV | MS.NOEXEC, 'mode=1777,size=65536k');
+  // POSIX message queues of the run's own IPC namespace, as runc mounts them.
+  mkdirSync(`${dev}/mqueue`);
+  mount('mqueue', `${dev}/mqueue`, 'mqueue', MS.NOSUID | MS.NODEV | MS.NOEXEC);
   symlinkSync('/proc/self/fd', `${dev}/fd`);
   symlinkSync('/proc/self/fd/0', `${dev}/stdin`);
   symlinkSync('/proc/self/fd/1', `${dev}/stdout`);

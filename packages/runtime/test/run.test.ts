@@ -44,9 +44,9 @@ describe('run', () => {
   });
 
   it('has the rootfs as / and its own /proc, /dev and a read-only /sys', async () => {
-    const r = await sh('cat /marker; readlink /proc/self | grep -qx "[0-9]*" && echo proc-ok; echo -n x > /dev/null && head -c 4 /dev/zero | wc -c; ls /dev/pts >/dev/null && test -L /dev/ptmx && echo pts-ok; touch /sys/x 2>/dev/null || echo sys-ro; touch /dev/shm/x && echo shm-ok');
+    const r = await sh('cat /marker; readlink /proc/self | grep -qx "[0-9]*" && echo proc-ok; echo -n x > /dev/null && head -c 4 /dev/zero | wc -c; ls /dev/pts >/dev/null && test -L /dev/ptmx && echo pts-ok; touch /sys/x 2>/dev/null || echo sys-ro; touch /dev/shm/x && echo shm-ok; grep -q \" /dev/mqueue mqueue \" /proc/mounts && echo mqueue-ok; ls /dev | tr \"\\n\" \" \"');
     expect(r.err).toBe('');
-    expect(r.out.split('\n')).toEqual(['this is the rootfs', 'proc-ok', '4', 'pts-ok', 'sys-ro', 'shm-ok', '']);
+    expect(r.out.split('\n')).toEqual(['this is the rootfs', 'proc-ok', '4', 'pts-ok', 'sys-ro', 'shm-ok', 'mqueue-ok', 'fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero ']);
   });
 
   it('sets the hostname, in its own UTS namespace', async () => {
