@@ -32,7 +32,7 @@ import { BuildContext, resolveInside } from './context.js';
 import { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';
 import { makeParents, stageTree } from './staged-tree.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
-import { RegistryClient, authFileProvider, pull } from '@tsbuild/registry-client';
+import type { RegistryClient } from '@tsbuild/registry-client';
 import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile, type Stage, parseDockerfile, parseJsonForm } from './dockerfile.js';
 import { UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
@@ -86,8 +86,12 @@ export interface BuildOptions {
   compression?: { format?: 'gzip' | 'zstd'; level?: number };
   /** When FROM and COPY --from pull from a registry: only images the store lacks (default), always, or never. */
   pull?: 'missing' | 'always' | 'never';
-  /** The client pulls go through (default: one with podman's and docker's stored credentials). */
-  registry?: RegistryClient;
+  /**
+   * The client pulls go through, or a function making it when the first pull happens (default:
+   * one with podman's and docker's stored credentials). The registry client (and its HTTP
+   * stack) is loaded only when a build pulls.
+   */
+  registry?: RegistryClient | (() => Promise<RegistryClient>);
   /**
    * Secrets for `RUN --mount=type=secret,id=ID`: read from a file or an environment variable of
    * this process. They are mounted for that RUN only: never in a layer, the history or the cache key.
@@ -230,7 +234,7 @@ class Builder {
   }
 
   async cleanup(): Promise<void> {
-    if (this.registryClient && this.registryClient !== this.opts.registry) await this.registryClient.close();
+    if (this.registryClient && typeof this.opts.registry !== 'object') await this.registryClient.close();
     for (const key of this.active) await this.opts.snapshotter.remove(key).catch(() => undefined);
     this.active.clear();
   }
@@ -404,9 +408,11 @@ class Builder {
     } catch {
       this.fail(ins, `${what}: image not known in the local store, and "${name}" is not a reference to pull`);
     }
-    this.registryClient ??= this.opts.registry ?? new RegistryClient({ auth: authFileProvider() });
+    const rc = await import('@tsbuild/registry-client');
+    const given = this.opts.registry;
+    this.registryClient ??= typeof given === 'function' ? await given() : (given ?? new rc.RegistryClient({ auth: rc.authFileProvider() }));
     try {
-      return (await pull(this.registryClient, this.opts.store, ref)).descriptor;
+      return (await rc.pull(this.registryClient, this.opts.store, ref)).descriptor;
     } catch (e) {
       if (e instanceof CancelledError) throw e;
       this.fail(ins, `${what}: not in the local store, and pulling it failed: ${(e as Error).message}`);

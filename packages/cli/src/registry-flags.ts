@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { type ProgressEvent, RegistryClient, authFileProvider } from '@tsbuild/registry-client';
+import type { ProgressEvent, RegistryClient } from '@tsbuild/registry-client';
 import { shortId } from '@tsbuild/oci';
 import cliProgress from 'cli-progress';
 import { humanSize } from './base-command.js';
@@ -19,7 +19,9 @@ export interface RegistryFlagValues {
   authfile?: string;
 }
 
-export function registryClient(f: RegistryFlagValues, onProgress?: (e: ProgressEvent) => void): RegistryClient {
+/** The client for these flags; the registry client and its HTTP stack load only when one is needed. */
+export async function registryClient(f: RegistryFlagValues, onProgress?: (e: ProgressEvent) => void): Promise<RegistryClient> {
+  const { RegistryClient, authFileProvider } = await import('@tsbuild/registry-client');
   return new RegistryClient({
     auth: authFileProvider({ ...(f.authfile ? { authFile: f.authfile } : {}), ...(f.creds ? { creds: f.creds } : {}) }),
     ...(f['tls-verify'] !== undefined ? { tlsVerify: f['tls-verify'] } : {}),

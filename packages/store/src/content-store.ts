@@ -108,6 +108,14 @@ export class FileContentStore implements ContentStore {
   }
 
   async writeBuffer(buf: Uint8Array, expected?: Digest): Promise<BlobInfo> {
+    // Small blobs (configs, manifests) are often written again as they are: a cached rebuild
+    // writes the same config and manifest. A blob already committed is not written (and fsynced) twice.
+    const alg = expected !== undefined ? digestAlgorithm(expected) : 'sha256';
+    const digest = `${alg}:${createHash(alg).update(buf).digest('hex')}` as Digest;
+    if (expected === undefined || expected === digest) {
+      const have = await this.info(digest);
+      if (have?.size === buf.byteLength) return have;
+    }
     const w = await this.write({ ...(expected !== undefined ? { expected } : {}), size: buf.byteLength });
     w.end(buf);
     return w.commit();

@@ -114,6 +114,8 @@ export class Store {
     await this.namesLock.with('exclusive', async () => {
       const images = await readImagesFile(this.imagesPath);
       const old = images.get(normal);
+      // Already so (a cached rebuild under the same tag): nothing to rewrite and fsync.
+      if (old?.digest === stored.digest && !images.has(untaggedKey(stored.digest))) return;
       images.set(normal, stored);
       images.delete(untaggedKey(stored.digest));
       if (old !== undefined && old.digest !== stored.digest && ![...images.values()].some((d) => d.digest === old.digest)) {

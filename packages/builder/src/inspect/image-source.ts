@@ -16,11 +16,11 @@ export function isRemoteImage(arg: string): boolean {
  */
 export async function openImageArg(
   arg: string,
-  opts: { store: () => Promise<Store>; client: () => RegistryClient; platform?: string },
+  opts: { store: () => Promise<Store>; client: () => Promise<RegistryClient>; platform?: string },
 ): Promise<{ image: Image; name: string }> {
   if (isRemoteImage(arg)) {
     const ref = parseReference(arg.slice(REMOTE_PREFIX.length));
-    const image = await remoteImage(opts.client(), ref, opts.platform !== undefined ? { platform: parsePlatform(opts.platform) } : {});
+    const image = await remoteImage(await opts.client(), ref, opts.platform !== undefined ? { platform: parsePlatform(opts.platform) } : {});
     return { image, name: arg };
   }
   const store = await opts.store();

@@ -15,7 +15,7 @@ import {
   type Platform,
   type Reference,
 } from '@tsbuild/oci';
-import { selectPlatform, type RegistryClient } from '@tsbuild/registry-client';
+import type { RegistryClient } from '@tsbuild/registry-client';
 import { decompressed } from '@tsbuild/snapshotter';
 import type { Image, Layer } from '@tsbuild/store';
 
@@ -29,6 +29,8 @@ export async function remoteImage(client: RegistryClient, ref: Reference, opts: 
   if (isIndexMediaType(top.descriptor.mediaType)) {
     const index = parse<ImageIndex>(top.body, `index ${formatReference(ref)}`);
     const want = opts.platform ?? hostPlatform();
+    // Loaded here, not at import: the registry client's HTTP stack costs start-up time of every command.
+    const { selectPlatform } = await import('@tsbuild/registry-client');
     const child = selectPlatform(index.manifests ?? [], want);
     if (child === undefined) throw new NotFoundError(`${formatReference(ref)}: no image for platform ${formatPlatform(want)}`);
     top = await client.getManifest(ref, child);

@@ -8,6 +8,7 @@ import { apply } from '@tsbuild/snapshotter';
 import { build } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
+import type { RegistryClient } from '@tsbuild/registry-client';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
 
 export default class Build extends BaseCommand<typeof Build> {
@@ -78,7 +79,7 @@ export default class Build extends BaseCommand<typeof Build> {
     process.once('SIGTERM', onSignal);
     const quiet = f.quiet;
     const started = Date.now();
-    const registry = registryClient(f, ProgressPrinter.forStream(quiet).onProgress);
+    let registry: RegistryClient | undefined;
     try {
       let context = path.resolve(args.context);
       let dockerfile: { dockerfile: string } | { dockerfileText: string } | Record<string, never> = {};
@@ -112,7 +113,7 @@ export default class Build extends BaseCommand<typeof Build> {
         runtime: runtimeOptions(f),
         pull: f.pull as 'missing' | 'always' | 'never',
         secrets: secrets(f.secret ?? []),
-        registry,
+        registry: async () => (registry = await registryClient(f, ProgressPrinter.forStream(quiet).onProgress)),
         stdout: out,
         stderr: process.stderr,
         signal: controller.signal,
@@ -132,7 +133,7 @@ export default class Build extends BaseCommand<typeof Build> {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       await rm(scratch, { recursive: true, force: true });
-      await registry.close();
+      await registry?.close();
     }
   }
 }

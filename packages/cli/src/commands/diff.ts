@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { compareImages, diffImage, openImageArg, type Change, type FileMeta, type ImageComparison, type ImageDiffReport } from '@tsbuild/builder';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanSize, table } from '../base-command.js';
+import type { RegistryClient } from '@tsbuild/registry-client';
 import { registryClient, registryFlags } from '../registry-flags.js';
 
 export default class Diff extends BaseCommand<typeof Diff> {
@@ -41,8 +42,9 @@ export default class Diff extends BaseCommand<typeof Diff> {
     if (maxWasted === null) this.error(`--max-wasted: "${f['max-wasted']}" is not a byte count (examples: 5000000, 20MB, 1GiB)`, { exit: 2 });
     const minEfficiency = f['min-efficiency'] !== undefined ? Number(f['min-efficiency']) : undefined;
     if (minEfficiency !== undefined && !(minEfficiency >= 0 && minEfficiency <= 1)) this.error(`--min-efficiency: "${f['min-efficiency']}" is not a number from 0 to 1`, { exit: 2 });
-    const client = registryClient(f);
-    const open = (arg: string) => openImageArg(arg, { store: () => this.store(), client: () => client, ...(f.platform ? { platform: f.platform } : {}) });
+    let client: RegistryClient | undefined;
+    const getClient = async () => (client ??= await registryClient(f));
+    const open = (arg: string) => openImageArg(arg, { store: () => this.store(), client: getClient, ...(f.platform ? { platform: f.platform } : {}) });
     const paint = painter(process.stdout.isTTY === true);
     try {
       if (args.other !== undefined) {
@@ -68,7 +70,7 @@ export default class Diff extends BaseCommand<typeof Diff> {
         this.exit(1);
       }
     } finally {
-      await client.close();
+      await client?.close();
     }
   }
 }

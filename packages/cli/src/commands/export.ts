@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { exportRootfs, openImageArg } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
+import type { RegistryClient } from '@tsbuild/registry-client';
 import { registryClient, registryFlags } from '../registry-flags.js';
 
 export default class Export extends BaseCommand<typeof Export> {
@@ -20,9 +21,10 @@ export default class Export extends BaseCommand<typeof Export> {
     const { args } = await this.parse(Export);
     const f = this.flags;
     if (f.output === undefined && process.stdout.isTTY) this.error('refusing to write a tar to a terminal: use -o FILE or redirect stdout', { exit: 2 });
-    const client = registryClient(f);
+    let client: RegistryClient | undefined;
+    const getClient = async () => (client ??= await registryClient(f));
     try {
-      const { image } = await openImageArg(args.image, { store: () => this.store(), client: () => client, ...(f.platform ? { platform: f.platform } : {}) });
+      const { image } = await openImageArg(args.image, { store: () => this.store(), client: getClient, ...(f.platform ? { platform: f.platform } : {}) });
       if (f.output === undefined) {
         await exportRootfs(image, process.stdout);
         return;
@@ -37,7 +39,7 @@ export default class Export extends BaseCommand<typeof Export> {
         throw e;
       }
     } finally {
-      await client.close();
+      await client?.close();
     }
   }
 }

@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { imageHistory, openImageArg } from '@tsbuild/builder';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
+import type { RegistryClient } from '@tsbuild/registry-client';
 import { registryClient, registryFlags } from '../registry-flags.js';
 
 export default class History extends BaseCommand<typeof History> {
@@ -18,9 +19,10 @@ export default class History extends BaseCommand<typeof History> {
   async run(): Promise<void> {
     const { args } = await this.parse(History);
     const f = this.flags;
-    const client = registryClient(f);
+    let client: RegistryClient | undefined;
+    const getClient = async () => (client ??= await registryClient(f));
     try {
-      const { image } = await openImageArg(args.image, { store: () => this.store(), client: () => client, ...(f.platform ? { platform: f.platform } : {}) });
+      const { image } = await openImageArg(args.image, { store: () => this.store(), client: getClient, ...(f.platform ? { platform: f.platform } : {}) });
       const rows = await imageHistory(image);
       if (f.format === 'json') {
         process.stdout.write(`${JSON.stringify(rows.map((r) => ({ created: r.created ?? null, createdBy: r.createdBy, size: r.size, emptyLayer: r.emptyLayer, comment: r.comment ?? null, layer: r.layer ?? null })), null, 2)}\n`);
@@ -40,7 +42,7 @@ export default class History extends BaseCommand<typeof History> {
       }
       process.stdout.write(table(out));
     } finally {
-      await client.close();
+      await client?.close();
     }
   }
 }

@@ -18,7 +18,7 @@ export default class Pull extends BaseCommand<typeof Pull> {
     const { args } = await this.parse(Pull);
     const f = this.flags;
     const progress = ProgressPrinter.forStream(f.quiet);
-    const client = registryClient(f, progress.onProgress);
+    const client = await registryClient(f, progress.onProgress);
     try {
       const store = await this.store();
       const r = await pull(client, store, parseReference(args.image), { onProgress: progress.onProgress, ...(f.platform ? { platform: parsePlatform(f.platform) } : {}) });

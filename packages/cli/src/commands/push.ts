@@ -24,7 +24,7 @@ export default class Push extends BaseCommand<typeof Push> {
     const { args } = await this.parse(Push);
     const f = this.flags;
     const progress = ProgressPrinter.forStream(f.quiet);
-    const client = registryClient(f, progress.onProgress);
+    const client = await registryClient(f, progress.onProgress);
     try {
       const dest = parseReference(args.destination ?? args.image);
       const d = await push(client, await this.store(), args.image, dest, { format: f.format as 'oci' | 'docker', onProgress: progress.onProgress });
