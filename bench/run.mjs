@@ -2,7 +2,7 @@
 // Side-by-side benchmarks: the same inputs through tsbuild and the reference tool (buildah with
 // runc, skopeo, tar|pigz), in one run, with the ratio printed (tsbuild / reference; below 1.0
 // means tsbuild is faster). Needs root and what scripts/install-deps.sh installs.
-// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,snapshotter,registry picks sections.
+// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,snapshotter,registry,inspect picks sections.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -13,7 +13,7 @@ import { makeBusyboxRootfs } from '../fixtures/busybox-rootfs.mjs';
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(repo, 'packages/cli/bin/run.js');
 const runs = Number(process.env.BENCH_RUNS ?? 5);
-const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,snapshotter,registry').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,snapshotter,registry,inspect').split(','));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-'));
 const store = path.join(tmp, 'store');
 const bRoot = path.join(tmp, 'buildah-root');
@@ -125,6 +125,18 @@ try {
     console.log('\n# registry (issue 5)');
     const r = spawnSync(process.execPath, [path.join(repo, 'packages/registry-client/bench/registry-bench.mjs'), String(Math.min(runs, 5))], { stdio: 'inherit' });
     if (r.status !== 0) console.log('registry benchmark failed');
+  }
+
+  if (only.has('inspect')) {
+    console.log('\n# inspect (issue 7)');
+    const { debianTree } = await import('./snapshotter.mjs');
+    tsbuild('import', debianTree(), 'debian');
+    const ms = median(Array.from({ length: runs }, () => time(() => tsbuild('diff', '--format', 'json', 'debian'))));
+    const peak = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, bin, 'diff', '--format', 'json', 'debian'], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8', maxBuffer: 1 << 28 });
+    const row = { benchmark: 'diff + wasted-space report, Debian image', tsbuild_ms: Math.round(ms), reference: 'target 2000 ms', reference_ms: 2000 };
+    row.ratio = +(row.tsbuild_ms / 2000).toFixed(2);
+    results.push(row);
+    console.log(`${row.benchmark.padEnd(44)} tsbuild ${String(row.tsbuild_ms).padStart(6)} ms   (target 2000 ms; peak RSS ${Math.round(Number(peak.stderr.trim().split('\n').at(-1)) / 1024)} MB)`);
   }
 
   console.log(`\n${JSON.stringify({ results })}`);
