@@ -13,6 +13,7 @@ import {
   MediaType,
   NotFoundError,
   TsbuildError,
+  UnavailableError,
   chainId,
   formatPlatform,
   formatReference,
@@ -21,6 +22,7 @@ import {
   layerMediaType,
   parsePlatform,
   parseReference,
+  shortId,
   type Reference,
 } from '@tsbuild/oci';
 import { type Store, ingestLayer } from '@tsbuild/store';
@@ -32,6 +34,7 @@ import { BuildContext, resolveInside } from './context.js';
 import { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';
 import { makeParents, stageTree } from './staged-tree.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
+import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile, type Stage, parseDockerfile, parseJsonForm } from './dockerfile.js';
 import { UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
@@ -48,7 +51,11 @@ export type BuildEvent =
   | { type: 'step-done'; step: number; ms: number }
   | { type: 'layer'; step: number; digest: Digest; size: number }
   | { type: 'stage-done'; stage: number; name?: string }
-  | { type: 'done'; imageId: Digest; manifest: Descriptor; names: string[] };
+  | { type: 'done'; imageId: Digest; manifest: Descriptor; names: string[] }
+  /** Something the build worked around (a --cache-from registry that failed): the CLI prints it. */
+  | { type: 'warning'; message: string }
+  /** After the build, with --cache-to: how many step states went to the cache repository. */
+  | { type: 'cache-exported'; repository: string; entries: number };
 
 export interface BuildOptions {
   store: Store;
@@ -97,6 +104,17 @@ export interface BuildOptions {
    * this process. They are mounted for that RUN only: never in a layer, the history or the cache key.
    */
   secrets?: Record<string, { src: string } | { env: string }>;
+  /**
+   * A repository (no tag) to push the build cache to after a successful build: the state after
+   * every cached step this build produced or used, tagged with its cache key's hex.
+   */
+  cacheTo?: string;
+  /**
+   * Repositories (as `cacheTo` writes them) to try, in order, when the local cache misses a step.
+   * A missing tag is a miss; any other registry failure is one `warning` event, after which that
+   * repository is not asked again during this build.
+   */
+  cacheFrom?: string[];
 }
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
@@ -133,10 +151,12 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   if (opts.format === 'docker' && opts.compression?.format === 'zstd') {
     throw new InvalidArgumentError('--format docker needs gzip layers: Docker schema 2 has no zstd layer type');
   }
+  const cacheTo = opts.cacheTo !== undefined ? cacheRepository(opts.cacheTo, '--cache-to') : undefined;
+  const cacheFrom = (opts.cacheFrom ?? []).map((r) => cacheRepository(r, '--cache-from'));
   return store.withLock('shared', async () => {
     const scratch = path.join(store.root, 'tmp', `build-${randomBytes(6).toString('hex')}`);
     await fsp.mkdir(scratch, { recursive: true });
-    const b = new Builder(opts, parsed, scratch);
+    const b = new Builder(opts, parsed, scratch, cacheFrom);
     try {
       const final = await b.run();
       if (opts.labels) Object.assign((final.container.Labels ??= {}), opts.labels);
@@ -144,6 +164,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
       for (const t of tags) await store.setName(t, manifest.descriptor);
       if (tags.length === 0) await store.addImage(manifest.descriptor);
       const result = { imageId: manifest.configDigest, manifest: manifest.descriptor, names: tags };
+      if (cacheTo) await b.exportCache(cacheTo, shortId(manifest.configDigest));
       opts.onEvent?.({ type: 'done', ...result });
       return result;
     } finally {
@@ -193,13 +214,51 @@ class Builder {
   private readonly id = randomBytes(6).toString('hex');
   private readonly cache: BuildCache;
   private registryClient?: RegistryClient;
+  /** Every cached step state this build produced or used, by cache key, in build order: what --cache-to pushes. */
+  private readonly stepStates = new Map<Digest, Descriptor>();
+  /** Cache entries that came from a --cache-from repository, by key: not pushed back there. */
+  private readonly importedFrom = new Map<Digest, string>();
 
   constructor(
     private readonly opts: BuildOptions,
     private readonly df: ParsedDockerfile,
     private readonly scratch: string,
+    /** --cache-from repositories still worth asking (one that failed is dropped). */
+    private readonly cacheFrom: Reference[] = [],
   ) {
     this.cache = new BuildCache(path.join(opts.store.root, 'cache'));
+  }
+
+  /** The registry client, made (and the registry-client package loaded) on first use. */
+  private async client(): Promise<RegistryClient> {
+    if (!this.registryClient) {
+      const given = this.opts.registry;
+      if (typeof given === 'object') this.registryClient = given;
+      else if (typeof given === 'function') this.registryClient = await given();
+      else {
+        const rc = await import('@tsbuild/registry-client');
+        this.registryClient = new rc.RegistryClient({ auth: rc.authFileProvider() });
+      }
+    }
+    return this.registryClient;
+  }
+
+  /**
+   * --cache-to: pushes every step state of this build to `repo`. The image is already stored
+   * and named when this runs, so a failure says so: the build's result is kept.
+   */
+  async exportCache(repo: Reference, imageId: string): Promise<void> {
+    const name = formatReference(repo);
+    const entries = [...this.stepStates].filter(([key]) => this.importedFrom.get(key) !== name);
+    try {
+      const n = await exportCacheEntries(await this.client(), this.opts.store, repo, entries);
+      this.opts.onEvent?.({ type: 'cache-exported', repository: name, entries: n });
+    } catch (e) {
+      if (e instanceof CancelledError) throw e;
+      // Same kind as the cause; an untyped one (a refused connection) is the registry being unavailable.
+      const Kind = (e instanceof TsbuildError ? e.constructor : UnavailableError) as new (message: string, options?: { cause?: unknown }) => TsbuildError;
+      throw new Kind(`image ${imageId} was built, but pushing its cache to ${name} failed: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   /**
@@ -375,7 +434,12 @@ class Builder {
         const step = this.emitStep(stage, ins.text, false);
         await this.execute(sr, ins, vars, step, prepared);
         sr.key = key;
-        if (layered) await this.cache.put(key, (await writeImage(this.opts.store, sr.state, { format: 'oci' })).descriptor);
+        if (layered) {
+          const { descriptor } = await writeImage(this.opts.store, sr.state, { format: 'oci' });
+          await this.cache.put(key, descriptor);
+          this.stepStates.delete(key); // keep build order when a key repeats
+          this.stepStates.set(key, descriptor);
+        }
         this.opts.onEvent?.({ type: 'step-done', step, ms: Date.now() - t0 });
       } catch (e) {
         if (e instanceof UnsetVariableError) throw DockerfileError.at(this.df.file, ins, e.fragment, `${e.message} (in ${e.fragment})`);
@@ -408,11 +472,10 @@ class Builder {
     } catch {
       this.fail(ins, `${what}: image not known in the local store, and "${name}" is not a reference to pull`);
     }
+    const client = await this.client();
     const rc = await import('@tsbuild/registry-client');
-    const given = this.opts.registry;
-    this.registryClient ??= typeof given === 'function' ? await given() : (given ?? new rc.RegistryClient({ auth: rc.authFileProvider() }));
     try {
-      return (await rc.pull(this.registryClient, this.opts.store, ref)).descriptor;
+      return (await rc.pull(client, this.opts.store, ref)).descriptor;
     } catch (e) {
       if (e instanceof CancelledError) throw e;
       this.fail(ins, `${what}: not in the local store, and pulling it failed: ${(e as Error).message}`);
@@ -430,10 +493,52 @@ class Builder {
     return { ...ins, line: stage.from.line, column: stage.from.column, source: stage.from.source };
   }
 
-  /** A cached state, if every blob it names is still in the store. */
+  /**
+   * A cached state: from the local cache if every blob it names is still in the store, else
+   * from the first --cache-from repository that has the key (then recorded in the local cache).
+   */
   private async loadCached(key: Digest): Promise<ImageState | undefined> {
-    const d = await this.cache.get(key);
-    if (!d) return undefined;
+    let d = await this.cache.get(key);
+    let state = d && (await this.readCached(d));
+    if (!state) {
+      d = await this.fetchCached(key);
+      state = d && (await this.readCached(d));
+      if (state) await this.cache.put(key, d!);
+    }
+    if (state) {
+      this.stepStates.delete(key);
+      this.stepStates.set(key, d!);
+    }
+    return state;
+  }
+
+  /** The manifest of `key` from the first --cache-from repository that has it. */
+  private async fetchCached(key: Digest): Promise<Descriptor | undefined> {
+    for (const repo of [...this.cacheFrom]) {
+      this.checkAbort();
+      const name = formatReference(repo);
+      try {
+        const d = await importCacheEntry(await this.client(), this.opts.store, repo, key);
+        if (d) {
+          this.importedFrom.set(key, name);
+          return d;
+        }
+      } catch (e) {
+        // Any failure, typed or not (a refused connection surfaces as a plain Error with a
+        // code), costs this step its cache, not the build. One warning, then the build goes on
+        // without this repository rather than paying for the same failure (a timeout, a refused
+        // login) at every step.
+        if (e instanceof CancelledError || this.opts.signal?.aborted) throw e;
+        const i = this.cacheFrom.indexOf(repo);
+        if (i < 0) continue; // a parallel stage dropped it already
+        this.cacheFrom.splice(i, 1);
+        this.opts.onEvent?.({ type: 'warning', message: `--cache-from ${name}: ${(e as Error).message}; not using it for the rest of this build` });
+      }
+    }
+    return undefined;
+  }
+
+  private async readCached(d: Descriptor): Promise<ImageState | undefined> {
     try {
       const img = this.opts.store.image(d);
       const [manifest, config] = await Promise.all([img.manifest(), img.config()]);

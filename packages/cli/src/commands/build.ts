@@ -39,6 +39,8 @@ export default class Build extends BaseCommand<typeof Build> {
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
     progress: Flags.string({ description: 'output style', options: ['plain', 'tty', 'auto'], default: 'auto' }),
     secret: Flags.string({ description: 'secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)', multiple: true, multipleNonGreedy: true }),
+    'cache-to': Flags.string({ description: 'after the build, push every cached step to this registry repository (tags are cache keys)', helpGroup: 'REGISTRY' }),
+    'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, multipleNonGreedy: true, helpGroup: 'REGISTRY' }),
     pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
     ...runtimeFlags,
     ...registryFlags,
@@ -113,12 +115,17 @@ export default class Build extends BaseCommand<typeof Build> {
         runtime: runtimeOptions(f),
         pull: f.pull as 'missing' | 'always' | 'never',
         secrets: secrets(f.secret ?? []),
+        ...(f['cache-to'] !== undefined ? { cacheTo: f['cache-to'] } : {}),
+        ...(f['cache-from'] !== undefined ? { cacheFrom: f['cache-from'] } : {}),
         registry: async () => (registry = await registryClient(f, ProgressPrinter.forStream(quiet).onProgress)),
         stdout: out,
         stderr: process.stderr,
         signal: controller.signal,
         onEvent: (e) => {
+          // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
+          if (e.type === 'warning') process.stderr.write(`WARNING: ${e.message}\n`);
           if (quiet) return;
+          if (e.type === 'cache-exported') out.write(`Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
           if (e.type === 'step') out.write(`STEP ${e.step}/${e.total}: ${e.text}${e.cached ? '\n--> Using cache' : ''}\n`);
         },
       });

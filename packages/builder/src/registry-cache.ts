@@ -1,0 +1,111 @@
+import { pipeline } from 'node:stream/promises';
+import {
+  type Descriptor,
+  type Digest,
+  type ImageManifest,
+  DataLossError,
+  InvalidArgumentError,
+  NotFoundError,
+  digestHex,
+  formatReference,
+  isManifestMediaType,
+  parseReference,
+  type Reference,
+} from '@tsbuild/oci';
+import type { Store } from '@tsbuild/store';
+import type { RegistryClient } from '@tsbuild/registry-client';
+
+/**
+ * The registry build cache (`--cache-to` / `--cache-from`): a repository whose tags are cache
+ * keys. The state after an instruction is already an ordinary image manifest in the store (see
+ * BuildCache), so it travels as one: `REPO:<hex of the cache key>` names the manifest of the
+ * state that key produced. The full 64 hex digits fit, as the distribution spec allows tags of
+ * up to 128 characters. A key is a hash of everything that decides the step's result, so any
+ * machine computing the same key may use the manifest instead of running the step.
+ */
+
+/** `REPO` of `--cache-to REPO` / `--cache-from REPO`: a repository, without tag or digest. */
+export function cacheRepository(input: string, flag: string): Reference {
+  let ref: Reference;
+  try {
+    ref = parseReference(input, { defaultTag: false });
+  } catch (e) {
+    throw new InvalidArgumentError(`${flag} ${input}: ${(e as Error).message}`);
+  }
+  if (ref.tag !== undefined || ref.digest !== undefined) {
+    throw new InvalidArgumentError(`${flag} ${input}: want a repository without tag or digest (each cache key becomes a tag)`);
+  }
+  return { domain: ref.domain, path: ref.path };
+}
+
+/** The reference of one cache entry. */
+export function cacheEntryRef(repo: Reference, key: Digest): Reference {
+  return { domain: repo.domain, path: repo.path, tag: digestHex(key) };
+}
+
+/**
+ * Fetches the cache entry for `key` into the store: the manifest, then its config and layers,
+ * each verified (the manifest against the digest the registry announced, each blob against its
+ * descriptor while streaming and again by the store's writer before it becomes visible). Blobs
+ * the store has are not fetched. Unlike `pull`, nothing is named: the build cache records the
+ * manifest, and keeps it alive for GC. Returns undefined when the registry has no such tag (or no
+ * such repository): a miss, not an error.
+ */
+export async function importCacheEntry(client: RegistryClient, store: Store, repo: Reference, key: Digest): Promise<Descriptor | undefined> {
+  const ref = cacheEntryRef(repo, key);
+  let got: { descriptor: Descriptor; body: Buffer };
+  try {
+    got = await client.getManifest(ref);
+  } catch (e) {
+    if (e instanceof NotFoundError) return undefined;
+    throw e;
+  }
+  if (!isManifestMediaType(got.descriptor.mediaType)) {
+    throw new InvalidArgumentError(`cache entry ${formatReference(ref)}: expected an image manifest, got ${got.descriptor.mediaType}`);
+  }
+  let m: ImageManifest;
+  try {
+    m = JSON.parse(got.body.toString('utf8')) as ImageManifest;
+  } catch {
+    throw new DataLossError(`cache entry ${formatReference(ref)}: the manifest is not valid JSON`);
+  }
+  if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
+    throw new DataLossError(`cache entry ${formatReference(ref)}: the manifest has no config or layers`);
+  }
+  const seen = new Set<string>();
+  const blobs = [m.config, ...m.layers].filter((b) => !seen.has(b.digest) && seen.add(b.digest));
+  const queue = [...blobs];
+  const worker = async (): Promise<void> => {
+    for (let b = queue.shift(); b !== undefined; b = queue.shift()) {
+      const have = await store.content.info(b.digest);
+      if (have !== undefined && have.size === b.size) continue;
+      const src = await client.getBlob(repo, b, { verifyDigest: false });
+      const w = await store.content.write({ expected: b.digest, size: b.size });
+      try {
+        await pipeline(src, w);
+      } catch (e) {
+        await w.abort();
+        throw e;
+      }
+      await w.commit();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(client.concurrency, blobs.length) }, worker));
+  // The manifest last, after everything it references, as pull does.
+  await store.content.writeBuffer(got.body, got.descriptor.digest);
+  return got.descriptor;
+}
+
+/**
+ * Pushes cache entries: each manifest (with its blobs; blobs the registry has are skipped by
+ * HEAD) under `REPO:<key hex>`. In build order, so the base layers go up once, with the first.
+ */
+export async function exportCacheEntries(client: RegistryClient, store: Store, repo: Reference, entries: Iterable<[Digest, Descriptor]>): Promise<number> {
+  const { push } = await import('@tsbuild/registry-client');
+  let n = 0;
+  for (const [key, manifest] of entries) {
+    await push(client, store, manifest, cacheEntryRef(repo, key));
+    n++;
+  }
+  return n;
+}
