@@ -37,7 +37,7 @@ export default class Build extends BaseCommand<typeof Build> {
     timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes (reproducible builds); default $SOURCE_DATE_EPOCH' }),
     iidfile: Flags.string({ description: 'write the image ID to this file' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
-    progress: Flags.string({ description: 'output style', options: ['plain', 'tty', 'auto'], default: 'auto' }),
+    progress: Flags.string({ description: 'output style: plain lines, or tty (bold steps, dim timings); auto picks tty on a terminal', options: ['plain', 'tty', 'auto'], default: 'auto' }),
     secret: Flags.string({ description: 'secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)', multiple: true, multipleNonGreedy: true }),
     'cache-to': Flags.string({ description: 'after the build, push every cached step to this registry repository (tags are cache keys)', helpGroup: 'REGISTRY' }),
     'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, multipleNonGreedy: true, helpGroup: 'REGISTRY' }),
@@ -80,6 +80,12 @@ export default class Build extends BaseCommand<typeof Build> {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const quiet = f.quiet;
+    // --progress=tty: the same lines, with step headers bold and timings dim (auto: when stdout is a terminal).
+    const tty = f.progress === 'tty' || (f.progress === 'auto' && process.stdout.isTTY === true);
+    const style = {
+      step: (t: string) => (tty ? `\u001b[1m${t}\u001b[22m` : t),
+      dim: (t: string) => (tty ? `\u001b[2m${t}\u001b[22m` : t),
+    };
     const started = Date.now();
     let registry: RegistryClient | undefined;
     try {
@@ -126,7 +132,9 @@ export default class Build extends BaseCommand<typeof Build> {
           if (e.type === 'warning') process.stderr.write(`WARNING: ${e.message}\n`);
           if (quiet) return;
           if (e.type === 'cache-exported') out.write(`Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
-          if (e.type === 'step') out.write(`STEP ${e.step}/${e.total}: ${e.text}${e.cached ? '\n--> Using cache' : ''}\n`);
+          if (e.type === 'step') out.write(`${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${style.dim('--> Using cache')}` : ''}\n`);
+          // Durations of the steps that ran (FROM and instant config steps under 0.1 s stay quiet).
+          if (e.type === 'step-done' && e.ms >= 100) out.write(`${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s`)}\n`);
         },
       });
       if (!quiet) {
