@@ -70,6 +70,13 @@ describe('tsbuild build of the bundled example', () => {
     expect(json.every((i) => i.size > 0)).toBe(true);
   });
 
+  it('--progress=tty styles step lines; plain output (not a terminal) has no escape codes', async () => {
+    const tty = await t.run(['build', '--progress=tty', '-t', 'hello', HELLO]);
+    expect(tty.stdout).toContain('\u001b[1mSTEP 1/8:\u001b[22m FROM busybox');
+    expect(tty.stdout).toContain('\u001b[2m--> Using cache\u001b[22m');
+    expect(out.stdout).not.toContain('\u001b[');
+  });
+
   it('passes fsck', async () => {
     const r = await t.run(['fsck']);
     expect(r.code).toBe(0);
