@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Command, Flags, type Interfaces } from '@oclif/core';
-import { isTsbuildError } from '@tsbuild/oci';
+import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
 import { DEFAULT_ROOT, Store } from '@tsbuild/store';
 import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 
@@ -78,6 +78,15 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     // carry the parser output in `parse`: those are usage errors.
     if (err.oclif && 'parse' in err) err.oclif.exit = 2;
     return super.catch(err);
+  }
+}
+
+/** An image argument as the store names it, or undefined when it is not a name (an image ID). */
+export function normalisedName(image: string): string | undefined {
+  try {
+    return formatReference(parseReference(image));
+  } catch {
+    return undefined;
   }
 }
 

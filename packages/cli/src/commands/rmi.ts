@@ -1,6 +1,5 @@
 import { Args } from '@oclif/core';
-import { formatReference, parseReference } from '@tsbuild/oci';
-import { BaseCommand } from '../base-command.js';
+import { BaseCommand, normalisedName } from '../base-command.js';
 
 export default class Rmi extends BaseCommand<typeof Rmi> {
   static override summary = 'Remove image names (the data goes with the next prune)';
@@ -14,7 +13,7 @@ export default class Rmi extends BaseCommand<typeof Rmi> {
     const store = await this.store();
     for (const image of argv as string[]) {
       const { descriptor, names } = await store.resolve(image);
-      const asName = normalised(image);
+      const asName = normalisedName(image);
       if (asName !== undefined && names.includes(asName) && names.length > 1) {
         // One of several names: only that name goes, the image stays.
         await store.removeName(asName);
@@ -25,13 +24,5 @@ export default class Rmi extends BaseCommand<typeof Rmi> {
       for (const n of removed) process.stdout.write(`Untagged: ${n}\n`);
       process.stdout.write(`Deleted: ${descriptor.digest}\n`);
     }
-  }
-}
-
-function normalised(image: string): string | undefined {
-  try {
-    return formatReference(parseReference(image));
-  } catch {
-    return undefined; // an ID, not a name
   }
 }

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { saveArchive } from '@tsbuild/store';
-import { BaseCommand } from '../base-command.js';
+import { BaseCommand, normalisedName } from '../base-command.js';
 
 export default class Save extends BaseCommand<typeof Save> {
   static override summary = 'Write images to an oci-archive or docker-archive file';
@@ -18,7 +18,8 @@ export default class Save extends BaseCommand<typeof Save> {
     const images = [];
     for (const image of argv as string[]) {
       const { descriptor, names } = await store.resolve(image);
-      const exact = names.find((n) => n.endsWith(image) || n === image) ?? names[0];
+      // The name the user gave, when it is one; for an image ID, the image's first name.
+      const exact = names.find((n) => n === normalisedName(image)) ?? names[0];
       images.push({ ...(exact !== undefined ? { name: exact } : {}), descriptor });
     }
     await saveArchive(store, images, path.resolve(this.flags.output), this.flags.format as 'oci-archive' | 'docker-archive');
