@@ -5,7 +5,7 @@ import { importRootfs } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 
 export default class Import extends BaseCommand<typeof Import> {
-  static override summary = 'Create a one-layer image from a root filesystem (a directory or a tar, plain or gzip)';
+  static override summary = 'Create a one-layer image from a root filesystem (a directory, or a tar: plain, gzip or zstd)';
   static override examples = ['<%= config.bin %> import ./rootfs busybox', '<%= config.bin %> import rootfs.tar.gz base:1'];
   static override args = {
     source: Args.string({ ignoreStdin: true, description: 'directory or tar file', required: true }),

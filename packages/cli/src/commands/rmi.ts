@@ -2,7 +2,7 @@ import { Args } from '@oclif/core';
 import { BaseCommand, normalisedName } from '../base-command.js';
 
 export default class Rmi extends BaseCommand<typeof Rmi> {
-  static override summary = 'Remove image names (the data goes with the next prune)';
+  static override summary = 'Remove images, or one of their names (the data goes with the next prune)';
   static override description =
     'A name removes that name; an image ID removes every name of that image. Blobs and snapshots that no image references any more are freed by `tsbuild prune`.';
   static override strict = false;
