@@ -1,17 +1,4 @@
-import { pipeline } from 'node:stream/promises';
-import {
-  type Descriptor,
-  type Digest,
-  type ImageManifest,
-  DataLossError,
-  InvalidArgumentError,
-  NotFoundError,
-  digestHex,
-  formatReference,
-  isManifestMediaType,
-  parseReference,
-  type Reference,
-} from '@tsbuild/oci';
+import { type Descriptor, type Digest, InvalidArgumentError, NotFoundError, digestHex, parseReference, type Reference } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { RegistryClient } from '@tsbuild/registry-client';
 
@@ -47,53 +34,19 @@ export function cacheEntryRef(repo: Reference, key: Digest): Reference {
  * Fetches the cache entry for `key` into the store: the manifest, then its config and layers,
  * each verified (the manifest against the digest the registry announced, each blob against its
  * descriptor while streaming and again by the store's writer before it becomes visible). Blobs
- * the store has are not fetched. Unlike `pull`, nothing is named: the build cache records the
- * manifest, and keeps it alive for GC. Returns undefined when the registry has no such tag (or no
+ * the store has are not fetched. Nothing is named (`pull` with `name: false`): the build cache
+ * records the manifest, and keeps it alive for GC. Returns undefined when the registry has no such tag (or no
  * such repository): a miss, not an error.
  */
 export async function importCacheEntry(client: RegistryClient, store: Store, repo: Reference, key: Digest): Promise<Descriptor | undefined> {
   const ref = cacheEntryRef(repo, key);
-  let got: { descriptor: Descriptor; body: Buffer };
+  const { pull } = await import('@tsbuild/registry-client');
   try {
-    got = await client.getManifest(ref);
+    return (await pull(client, store, ref, { name: false })).descriptor;
   } catch (e) {
     if (e instanceof NotFoundError) return undefined;
     throw e;
   }
-  if (!isManifestMediaType(got.descriptor.mediaType)) {
-    throw new InvalidArgumentError(`cache entry ${formatReference(ref)}: expected an image manifest, got ${got.descriptor.mediaType}`);
-  }
-  let m: ImageManifest;
-  try {
-    m = JSON.parse(got.body.toString('utf8')) as ImageManifest;
-  } catch {
-    throw new DataLossError(`cache entry ${formatReference(ref)}: the manifest is not valid JSON`);
-  }
-  if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
-    throw new DataLossError(`cache entry ${formatReference(ref)}: the manifest has no config or layers`);
-  }
-  const seen = new Set<string>();
-  const blobs = [m.config, ...m.layers].filter((b) => !seen.has(b.digest) && seen.add(b.digest));
-  const queue = [...blobs];
-  const worker = async (): Promise<void> => {
-    for (let b = queue.shift(); b !== undefined; b = queue.shift()) {
-      const have = await store.content.info(b.digest);
-      if (have !== undefined && have.size === b.size) continue;
-      const src = await client.getBlob(repo, b, { verifyDigest: false });
-      const w = await store.content.write({ expected: b.digest, size: b.size });
-      try {
-        await pipeline(src, w);
-      } catch (e) {
-        await w.abort();
-        throw e;
-      }
-      await w.commit();
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(client.concurrency, blobs.length) }, worker));
-  // The manifest last, after everything it references, as pull does.
-  await store.content.writeBuffer(got.body, got.descriptor.digest);
-  return got.descriptor;
 }
 
 /**

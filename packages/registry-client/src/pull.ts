@@ -22,6 +22,11 @@ import type { ProgressEvent, RegistryClient } from './registry-client.js';
 export interface PullOptions {
   /** Default: this machine's platform. */
   platform?: Platform;
+  /**
+   * false: store the image without naming it or recording it as untagged; the caller keeps it
+   * alive (the build cache does). Default true.
+   */
+  name?: boolean;
   onProgress?: (e: ProgressEvent) => void;
 }
 
@@ -90,6 +95,7 @@ export async function pull(client: RegistryClient, store: Store, ref: Reference,
     await store.content.writeBuffer(manifest.body, manifest.descriptor.digest);
     for (const x of extra) await store.content.writeBuffer(x.body, x.descriptor.digest);
     const descriptor: Descriptor = { ...manifest.descriptor, ...(platform !== undefined ? { platform } : {}) };
+    if (opts.name === false) return { descriptor, name: formatReference(ref) };
     if (ref.tag !== undefined) {
       const name = formatReference({ domain: ref.domain, path: ref.path, tag: ref.tag });
       await store.setName(name, descriptor);
