@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileS
 import { posix } from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { type Resources, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
+import { alive } from '../pid-alive.js';
 
 /**
  * The cgroup(s) of one run, named `tsbuild-<creator pid>-<random>` under a `tsbuild` parent:
@@ -329,14 +330,6 @@ function readWords(file: string): string[] {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

@@ -2,6 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync
 import { posix } from 'node:path';
 import { LOCK_EX, LOCK_UN, flock } from '@tsbuild/linux';
 import { UnavailableError } from '@tsbuild/oci';
+import { alive } from '../pid-alive.js';
 
 /**
  * IPv4 addresses of the private network handed out to runs, recorded in `<stateDir>/addresses.json`
@@ -72,11 +73,3 @@ export function formatIPv4(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
