@@ -40,6 +40,7 @@ import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile, typ
 import { UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
 import { MergedView } from './merged-view.js';
+import { copyDirect, emptyDir } from './direct-copy.js';
 import { download, extractArchive, isArchive } from './add-sources.js';
 import { resolveUser } from './user.js';
 import type { RunDefaults } from './run-image.js';
@@ -185,7 +186,19 @@ async function readDockerfile(p: string): Promise<string> {
 }
 
 type Mounts = Awaited<ReturnType<OverlaySnapshotter['prepare']>>;
+/** A just-prepared active snapshot: its (empty) upperdir and the committed snapshot it is on. */
+interface FreshSnapshot {
+  upper: string;
+  parent: string | undefined;
+}
 type CopyFiles = Extract<CopyOp, { op: 'copy' }>;
+
+/**
+ * COPY/ADD of more entries than this goes through the runtime helper: its per-file work (in a
+ * process of its own, on the mounted overlay) beat the direct write's when measured on 10,000
+ * small files (1.9 s vs 3.4 s), while for a few files the direct write saves the helper's ~60 ms.
+ */
+const DIRECT_COPY_MAX_ENTRIES = 1000;
 
 /** Build args that docker passes to RUN without an ARG declaration, and keeps out of the cache key. */
 const PROXY_ARGS = new Set(['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy']);
@@ -560,13 +573,14 @@ class Builder {
   }
 
   /** Work an instruction needs before its cache key is known: resolving and hashing COPY sources. */
-  private async prepare(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<{ key: Record<string, unknown>; copy?: CopyFiles }> {
+  private async prepare(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<{ key: Record<string, unknown>; copy?: CopyFiles; entries?: number }> {
     if (ins.keyword !== 'COPY' && ins.keyword !== 'ADD') return { key: {} };
     const op = await this.copyOp(ins, sr, vars);
-    return { key: { sources: await hashSources(op.sources), dest: op.dest, uid: op.uid, gid: op.gid, mode: op.mode ?? null }, copy: op };
+    const sources = await hashSources(op.sources);
+    return { key: { sources: sources.digest, dest: op.dest, uid: op.uid, gid: op.gid, mode: op.mode ?? null }, copy: op, entries: sources.entries };
   }
 
-  private async execute(sr: StageRun, ins: Instruction, vars: Map<string, string>, step: number, prepared: { copy?: CopyFiles }): Promise<void> {
+  private async execute(sr: StageRun, ins: Instruction, vars: Map<string, string>, step: number, prepared: { copy?: CopyFiles; entries?: number }): Promise<void> {
     const esc = this.df.escape;
     const state = sr.state;
     const c = state.container;
@@ -598,8 +612,8 @@ class Builder {
         const resolved = path.posix.resolve(c.WorkingDir || '/', dir);
         c.WorkingDir = resolved;
         const user = await this.user(state, vars);
-        await this.layerStep(sr, step, `/bin/sh -c #(nop) WORKDIR ${resolved}`, async (mounts, dirScratch) => {
-          await copyInto(mounts, dirScratch, [{ op: 'mkdir', path: resolved, uid: user.uid, gid: user.gid, mode: 0o755 }], this.opts.signal);
+        await this.layerStep(sr, step, `/bin/sh -c #(nop) WORKDIR ${resolved}`, async (mounts, dirScratch, fresh) => {
+          await this.copyOps(mounts, dirScratch, [{ op: 'mkdir', path: resolved, uid: user.uid, gid: user.gid, mode: 0o755 }], fresh);
         }, true);
         return;
       }
@@ -680,8 +694,8 @@ class Builder {
         return this.runStep(sr, ins, vars, step);
       case 'COPY':
       case 'ADD':
-        await this.layerStep(sr, step, `/bin/sh -c #(nop) ${ins.keyword} ${ins.args}`, async (mounts, copyScratch) => {
-          await copyInto(mounts, copyScratch, [prepared.copy!], this.opts.signal);
+        await this.layerStep(sr, step, `/bin/sh -c #(nop) ${ins.keyword} ${ins.args}`, async (mounts, copyScratch, fresh) => {
+          await this.copyOps(mounts, copyScratch, [prepared.copy!], (prepared.entries ?? 0) <= DIRECT_COPY_MAX_ENTRIES ? fresh : undefined);
         });
         return;
       default:
@@ -1071,12 +1085,30 @@ class Builder {
   }
 
   /**
+   * COPY/ADD/WORKDIR ops: written straight into a fresh snapshot's upperdir (no helper, no mount)
+   * when there is one; otherwise, or if the direct write fails (its upperdir is emptied again, so
+   * the error and the result are the helper's own), through the runtime helper on the mounted rootfs.
+   */
+  private async copyOps(mounts: Mounts, scratch: string, ops: CopyOp[], fresh: FreshSnapshot | undefined): Promise<void> {
+    if (fresh) {
+      try {
+        await copyDirect(this.opts.snapshotter, fresh.parent, fresh.upper, ops);
+        return;
+      } catch {
+        this.checkAbort();
+        await emptyDir(fresh.upper);
+      }
+    }
+    await copyInto(mounts, scratch, ops, this.opts.signal);
+  }
+
+  /**
    * Runs `change` against a fresh active snapshot on top of the image, then turns the snapshot's
    * changes into a layer: diff → compressed blob (+ diffID) → commit the snapshot under the new
    * chainID. With `dropIfEmpty`, a change that touched nothing adds no layer, only a history
    * entry. With layers off, every change of the stage goes into one pending snapshot instead.
    */
-  private async layerStep(sr: StageRun, step: number, createdBy: string, change: (mounts: Mounts, scratch: string) => Promise<void>, dropIfEmpty = false): Promise<void> {
+  private async layerStep(sr: StageRun, step: number, createdBy: string, change: (mounts: Mounts, scratch: string, fresh?: FreshSnapshot) => Promise<void>, dropIfEmpty = false): Promise<void> {
     this.checkAbort();
     const s = this.opts.snapshotter;
     const state = sr.state;
@@ -1098,7 +1130,7 @@ class Builder {
     const key = `build-${this.id}-${step}`;
     const mounts = await s.prepare(key, state.snapshot);
     this.active.add(key);
-    await change(mounts, stepScratch);
+    await change(mounts, stepScratch, { upper: await s.fsDir(key), parent: state.snapshot });
     if (dropIfEmpty && (await fsp.readdir(await s.fsDir(key))).length === 0) {
       await s.remove(key);
       this.active.delete(key);

@@ -14,9 +14,12 @@ import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 export class MergedView {
   private constructor(private readonly layers: string[]) {}
 
-  /** `name` is a committed snapshot (a chainID), or undefined for an empty filesystem. */
-  static async open(s: OverlaySnapshotter, name: string | undefined): Promise<MergedView> {
-    const layers: string[] = [];
+  /**
+   * `name` is a committed snapshot (a chainID), or undefined for an empty filesystem. With `upper`,
+   * that directory (an active snapshot's upperdir) is the topmost layer, read live as it changes.
+   */
+  static async open(s: OverlaySnapshotter, name: string | undefined, upper?: string): Promise<MergedView> {
+    const layers: string[] = upper !== undefined ? [upper] : [];
     for (let n = name; n !== undefined; n = (await s.stat(n)).parent) layers.push(await s.fsDir(n));
     return new MergedView(layers);
   }
@@ -73,6 +76,16 @@ export class MergedView {
       done.push(name);
     }
     return done;
+  }
+
+  /** The entry at already resolved components (from `resolve`): its lstat and the layer path it is read from. */
+  async entry(rel: string[]): Promise<{ stat: Stats; abs: string } | undefined> {
+    return this.lookup(rel);
+  }
+
+  /** lstat of the entry at already resolved components, or undefined. */
+  async lstatResolved(rel: string[]): Promise<Stats | undefined> {
+    return (await this.lookup(rel))?.stat;
   }
 
   async stat(p: string): Promise<Stats | undefined> {
