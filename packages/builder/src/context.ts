@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
 import { glob } from 'tinyglobby';
 import { NotFoundError } from '@tsbuild/oci';
+import { resolveInRoot } from './root-walk.js';
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
 const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;
@@ -62,27 +63,11 @@ export class BuildContext {
  * copied as a symlink.
  */
 export async function resolveInside(root: string, rel: string): Promise<string | undefined> {
-  let pending = rel.split('/').filter((c) => c !== '' && c !== '.');
-  const done: string[] = [];
-  for (let hops = 0; pending.length > 0; ) {
-    const name = pending.shift()!;
-    if (name === '..') {
-      done.pop();
-      continue;
-    }
-    const abs = path.join(root, ...done, name);
-    const st = await fsp.lstat(abs).catch(() => undefined);
-    if (st === undefined) return pending.length === 0 ? abs : undefined;
-    if (st.isSymbolicLink() && pending.length > 0) {
-      if (++hops > 40) return undefined;
-      const target = await fsp.readlink(abs);
-      if (target.startsWith('/')) done.length = 0;
-      pending = [...target.split('/').filter((c) => c !== '' && c !== '.'), ...pending];
-      continue;
-    }
-    done.push(name);
-  }
-  return path.join(root, ...done);
+  const parts = await resolveInRoot(rel, async (at) => {
+    const abs = path.join(root, ...at);
+    return (await fsp.lstat(abs).catch(() => undefined))?.isSymbolicLink() ? fsp.readlink(abs) : undefined;
+  });
+  return parts === undefined ? undefined : path.join(root, ...parts);
 }
 
 async function readIgnore(contextDir: string, dockerfilePath: string | undefined): Promise<string[] | undefined> {

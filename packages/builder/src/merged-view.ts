@@ -3,6 +3,7 @@ import path from 'node:path';
 import { NotFoundError } from '@tsbuild/oci';
 import { getXattr } from '@tsbuild/linux';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { pathParts, resolveInRoot } from './root-walk.js';
 
 /**
  * The filesystem of a committed snapshot chain, read without mounting it: what overlayfs would
@@ -56,27 +57,18 @@ export class MergedView {
 
   /** Resolves symlinks inside the view: absolute targets start again at the view's root. */
   async resolve(p: string, followFinal = false): Promise<string[]> {
-    let pending = split(p);
-    const done: string[] = [];
-    for (let hops = 0; pending.length > 0; ) {
-      const name = pending.shift()!;
-      if (name === '..') {
-        done.pop();
-        continue;
-      }
-      const next = [...done, name];
-      const e = await this.lookup(next);
-      if (e?.stat.isSymbolicLink() && (pending.length > 0 || followFinal)) {
-        if (++hops > 40) throw new NotFoundError(`${p}: too many levels of symbolic links`);
-        const target = await fsp.readlink(e.abs);
-        if (target.startsWith('/')) done.length = 0;
-        pending = [...split(target), ...pending];
-        continue;
-      }
-      done.push(name);
-    }
-    return done;
+    const parts = await resolveInRoot(
+      p,
+      async (at) => {
+        const e = await this.lookup(at);
+        return e?.stat.isSymbolicLink() ? fsp.readlink(e.abs) : undefined;
+      },
+      followFinal,
+    );
+    if (parts === undefined) throw new NotFoundError(`${p}: too many levels of symbolic links`);
+    return parts;
   }
+
 
   /** The entry at already resolved components (from `resolve`): its lstat and the layer path it is read from. */
   async entry(rel: string[]): Promise<{ stat: Stats; abs: string } | undefined> {
@@ -139,7 +131,7 @@ export class MergedView {
   /** Paths in the view matching a pattern with Go filepath.Match wildcards per segment. */
   async glob(pattern: string): Promise<string[]> {
     let matches = [''];
-    for (const seg of split(pattern)) {
+    for (const seg of pathParts(pattern)) {
       const next: string[] = [];
       for (const m of matches) {
         if (!/[*?[]/.test(seg)) {
@@ -155,9 +147,6 @@ export class MergedView {
   }
 }
 
-function split(p: string): string[] {
-  return p.split('/').filter((c) => c !== '' && c !== '.');
-}
 
 /** Go's filepath.Match for one path segment: `*`, `?`, `[...]` (with `^`/`!` negation). */
 export function segmentRegExp(seg: string): RegExp {
