@@ -1,11 +1,9 @@
 #!/usr/bin/env node
-import { flush, handle, run } from '@oclif/core';
+import { main } from '../dist/main.js';
 
-try {
-  await run(process.argv.slice(2), import.meta.url);
-  await flush();
-} catch (err) {
-  // An unknown command is a usage error (exit 2), like a bad flag or argument.
-  if (err?.oclif && /^command .* not found$/.test(err.message)) err.oclif.exit = 2;
-  await handle(err);
+const status = await main(process.argv.slice(2));
+if (status !== 0) {
+  // Leave at once on failure: nothing the failed command started may keep the process alive.
+  process.exitCode = status;
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(status)));
 }

@@ -1,14 +1,14 @@
 import path from 'node:path';
-import { Command, Flags, type Interfaces } from '@oclif/core';
 import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
-import { DEFAULT_ROOT, Store } from '@tsbuild/store';
-import { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { DEFAULT_ROOT, type Store } from '@tsbuild/store';
+import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { CliError, Command, Flags, type InferredFlags, parseArgv } from './cli-kit.js';
 
-export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
+export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
 
 /**
  * Every command takes `--root` (or TSBUILD_ROOT) and maps tsbuild's typed errors to one line on
- * stderr and exit status 1; oclif's own usage errors keep exit status 2.
+ * stderr and exit status 1; usage errors exit with status 2.
  */
 export abstract class BaseCommand<T extends typeof Command> extends Command {
   static override baseFlags = {
@@ -32,52 +32,41 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected passThrough: string[] = [];
 
   override async init(): Promise<void> {
-    if ((this.ctor as typeof BaseCommand).passThroughAfterFirstArg) {
-      const at = firstArgumentIndex(this.argv, { ...this.ctor.flags, ...(this.ctor as typeof BaseCommand).baseFlags });
+    const c = this.ctor as typeof BaseCommand;
+    const flags = { ...c.baseFlags, ...c.flags };
+    if (c.passThroughAfterFirstArg) {
+      const at = firstArgumentIndex(this.argv, flags);
       if (at >= 0) {
         this.passThrough = this.argv.slice(at + 1);
         this.argv = this.argv.slice(0, at + 1);
       }
     }
-    // podman and buildah spell booleans as --tls-verify=false / --layers=true: accept that form.
-    const flagDefs: Record<string, { type: string; allowNo?: boolean }> = { ...this.ctor.flags, ...(this.ctor as typeof BaseCommand).baseFlags };
-    this.argv = this.argv.map((a) => {
-      const m = /^--([a-z][a-z0-9-]*)=(true|false)$/.exec(a);
-      const def = m ? flagDefs[m[1]!] : undefined;
-      if (!m || def?.type !== 'boolean') return a;
-      return m[2] === 'true' ? `--${m[1]}` : def.allowNo ? `--no-${m[1]}` : a;
-    });
-
-    await super.init();
-    const { flags } = await this.parse({ flags: this.ctor.flags, baseFlags: (this.ctor as typeof BaseCommand).baseFlags, args: this.ctor.args, strict: this.ctor.strict });
-    this.flags = flags as BaseFlags<T>;
+    this.parsed = parseArgv(this.argv, { flags, args: c.args, strict: c.strict });
+    this.flags = this.parsed.flags as BaseFlags<T>;
   }
 
-  protected store(): Promise<Store> {
-    this.storeP ??= Store.open(path.resolve(this.flags.root));
+  private get root(): string {
+    return (this.flags as { root: string }).root;
+  }
+
+  protected async store(): Promise<Store> {
+    const { Store } = await import('@tsbuild/store');
+    this.storeP ??= Store.open(path.resolve(this.root));
     return this.storeP;
   }
 
-  protected snapshotter(): Promise<OverlaySnapshotter> {
-    this.snapshotterP ??= OverlaySnapshotter.open(path.join(path.resolve(this.flags.root), 'snapshots'));
+  protected async snapshotter(): Promise<OverlaySnapshotter> {
+    const { OverlaySnapshotter } = await import('@tsbuild/snapshotter');
+    this.snapshotterP ??= OverlaySnapshotter.open(path.join(path.resolve(this.root), 'snapshots'));
     return this.snapshotterP;
   }
 
-  protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
-    if (isTsbuildError(err)) {
-      process.stderr.write(`Error: ${err.message}\n`);
-      this.exit(1);
-    }
+  protected override async catch(err: Error): Promise<unknown> {
+    if (isTsbuildError(err)) throw new CliError(err.message, 1);
     const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && !err.oclif) {
-      // A system error that escaped a library: still one line, never a stack trace.
-      process.stderr.write(`Error: ${err.message}\n`);
-      this.exit(1);
-    }
-    // oclif's parse errors (unknown flag, missing or unexpected argument, bad option value)
-    // carry the parser output in `parse`: those are usage errors.
-    if (err.oclif && 'parse' in err) err.oclif.exit = 2;
-    return super.catch(err);
+    // A system error that escaped a library: still one line, never a stack trace.
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new CliError(err.message, 1);
+    throw err;
   }
 }
 

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from './cli-kit.js';
 import type { ProgressEvent, RegistryClient } from '@tsbuild/registry-client';
 import { shortId } from '@tsbuild/oci';
 import cliProgress from 'cli-progress';

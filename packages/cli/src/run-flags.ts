@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Flags } from '@oclif/core';
+import { Flags } from './cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import type { RunDefaults } from '@tsbuild/builder';
 
@@ -14,9 +14,9 @@ export const runtimeFlags = {
   'cpuset-cpus': Flags.string({ description: 'CPUs to run on (e.g. 0-1, 0,2)', helpGroup: 'CONTAINER' }),
   'pids-limit': Flags.integer({ description: 'maximum number of processes (-1 unlimited)', helpGroup: 'CONTAINER' }),
   network: Flags.string({ description: 'network mode', options: ['host', 'none', 'private'], helpGroup: 'CONTAINER' }),
-  'cap-add': Flags.string({ description: 'add a capability (repeatable; ALL)', multiple: true, multipleNonGreedy: true, helpGroup: 'CONTAINER' }),
-  'cap-drop': Flags.string({ description: 'drop a capability (repeatable; ALL)', multiple: true, multipleNonGreedy: true, helpGroup: 'CONTAINER' }),
-  'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, no-new-privileges (repeatable)', multiple: true, multipleNonGreedy: true, helpGroup: 'CONTAINER' }),
+  'cap-add': Flags.string({ description: 'add a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
+  'cap-drop': Flags.string({ description: 'drop a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
+  'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, no-new-privileges (repeatable)', multiple: true, helpGroup: 'CONTAINER' }),
   runtime: Flags.string({ description: 'OCI runtime to use instead of the built-in one: runc, crun or a path', helpGroup: 'CONTAINER' }),
 };
 

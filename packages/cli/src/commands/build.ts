@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, digestHex, formatPlatform, hostPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
 import { build } from '@tsbuild/builder';
@@ -18,19 +18,19 @@ export default class Build extends BaseCommand<typeof Build> {
     'RUN steps run in their own mount, PID, UTS and IPC namespaces on an overlay of the image built so far; each RUN, COPY ' +
     'and directory-creating WORKDIR adds one layer.';
   static override examples = ['<%= config.bin %> build -t hello fixtures/hello', '<%= config.bin %> build -f ci/Dockerfile -t app:1 --build-arg VERSION=1 .'];
-  static override args = { context: Args.string({ ignoreStdin: true, description: 'build context directory, or - for a tar (plain or compressed) on stdin', default: '.' }) };
+  static override args = { context: Args.string({ description: 'build context directory, or - for a tar (plain or compressed) on stdin', default: '.' }) };
   static override flags = {
     file: Flags.string({ char: 'f', description: 'Dockerfile path (default: CONTEXT/Dockerfile); - reads it from stdin' }),
-    tag: Flags.string({ char: 't', description: 'name for the image (repeatable)', multiple: true, multipleNonGreedy: true }),
-    'build-arg': Flags.string({ description: 'ARG value, KEY=VALUE or KEY to take it from the environment (repeatable)', multiple: true, multipleNonGreedy: true }),
-    'build-arg-file': Flags.string({ description: 'file of KEY=VALUE lines (# comments) to read build args from (repeatable)', multiple: true, multipleNonGreedy: true }),
+    tag: Flags.string({ char: 't', description: 'name for the image (repeatable)', multiple: true }),
+    'build-arg': Flags.string({ description: 'ARG value, KEY=VALUE or KEY to take it from the environment (repeatable)', multiple: true }),
+    'build-arg-file': Flags.string({ description: 'file of KEY=VALUE lines (# comments) to read build args from (repeatable)', multiple: true }),
     target: Flags.string({ description: 'build this stage and the stages it needs' }),
     'no-cache': Flags.boolean({ description: 'run every step even when the cache has it' }),
     layers: Flags.boolean({ description: 'one layer per instruction, with the build cache (--no-layers: one layer per stage)', default: true, allowNo: true }),
     squash: Flags.boolean({ description: 'squash the final stage\'s new layers into one' }),
     format: Flags.string({ description: 'manifest format', options: ['oci', 'docker'], default: 'oci' }),
-    label: Flags.string({ description: 'image label KEY=VALUE (repeatable)', multiple: true, multipleNonGreedy: true }),
-    annotation: Flags.string({ description: 'manifest annotation KEY=VALUE (repeatable)', multiple: true, multipleNonGreedy: true }),
+    label: Flags.string({ description: 'image label KEY=VALUE (repeatable)', multiple: true }),
+    annotation: Flags.string({ description: 'manifest annotation KEY=VALUE (repeatable)', multiple: true }),
     'compression-format': Flags.string({ description: 'layer compression', options: ['gzip', 'zstd'], default: 'gzip' }),
     'compression-level': Flags.integer({ description: 'compression level (gzip 1-9, zstd 1-19)' }),
     platform: Flags.string({ description: 'target platform os/arch[/variant] (this machine\'s only)' }),
@@ -38,9 +38,9 @@ export default class Build extends BaseCommand<typeof Build> {
     iidfile: Flags.string({ description: 'write the image ID to this file' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
     progress: Flags.string({ description: 'output style: plain lines, or tty (bold steps, dim timings); auto picks tty on a terminal', options: ['plain', 'tty', 'auto'], default: 'auto' }),
-    secret: Flags.string({ description: 'secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)', multiple: true, multipleNonGreedy: true }),
+    secret: Flags.string({ description: 'secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)', multiple: true }),
     'cache-to': Flags.string({ description: 'after the build, push every cached step to this registry repository (tags are cache keys)', helpGroup: 'REGISTRY' }),
-    'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, multipleNonGreedy: true, helpGroup: 'REGISTRY' }),
+    'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, helpGroup: 'REGISTRY' }),
     pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
     ...runtimeFlags,
     ...registryFlags,

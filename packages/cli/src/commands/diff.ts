@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { compareImages, diffImage, openImageArg, type Change, type FileMeta, type ImageComparison, type ImageDiffReport } from '@tsbuild/builder';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanSize, table } from '../base-command.js';
@@ -20,8 +20,8 @@ export default class Diff extends BaseCommand<typeof Diff> {
     '<%= config.bin %> diff docker://127.0.0.1:5000/app:1 --tls-verify=false',
   ];
   static override args = {
-    image: Args.string({ ignoreStdin: true, description: 'image name or ID, or docker://REF', required: true }),
-    other: Args.string({ ignoreStdin: true, description: 'a second image to compare the first with' }),
+    image: Args.string({ description: 'image name or ID, or docker://REF', required: true }),
+    other: Args.string({ description: 'a second image to compare the first with' }),
   };
   static override flags = {
     format: Flags.string({ description: 'output format', options: ['table', 'json'], default: 'table' }),

@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { exportRootfs, openImageArg } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -10,7 +10,7 @@ import { registryClient, registryFlags } from '../registry-flags.js';
 export default class Export extends BaseCommand<typeof Export> {
   static override summary = 'Write an image\'s flattened filesystem as a tar (no whiteouts)';
   static override examples = ['<%= config.bin %> export app:1 -o rootfs.tar', '<%= config.bin %> export app:1 | tar -t'];
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID, or docker://REF to read from a registry', required: true }) };
+  static override args = { image: Args.string({ description: 'image name or ID, or docker://REF to read from a registry', required: true }) };
   static override flags = {
     output: Flags.string({ char: 'o', description: 'tar file to write (default: stdout)' }),
     platform: Flags.string({ description: 'os/arch[/variant] of a multi-platform remote image' }),

@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { imageHistory, openImageArg } from '@tsbuild/builder';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
@@ -8,7 +8,7 @@ import { registryClient, registryFlags } from '../registry-flags.js';
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show the history of an image, newest step first';
   static override examples = ['<%= config.bin %> history app:1', '<%= config.bin %> history --no-trunc --format json docker://127.0.0.1:5000/app:1 --tls-verify=false'];
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID, or docker://REF to read from a registry', required: true }) };
+  static override args = { image: Args.string({ description: 'image name or ID, or docker://REF to read from a registry', required: true }) };
   static override flags = {
     format: Flags.string({ description: 'output format', options: ['table', 'json'], default: 'table' }),
     'no-trunc': Flags.boolean({ description: 'do not truncate the CREATED BY column or layer digests' }),

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { digestHex } from '@tsbuild/oci';
 import { importRootfs } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
@@ -8,11 +8,11 @@ export default class Import extends BaseCommand<typeof Import> {
   static override summary = 'Create a one-layer image from a root filesystem (a directory, or a tar: plain, gzip or zstd)';
   static override examples = ['<%= config.bin %> import ./rootfs busybox', '<%= config.bin %> import rootfs.tar.gz base:1'];
   static override args = {
-    source: Args.string({ ignoreStdin: true, description: 'directory or tar file', required: true }),
-    name: Args.string({ ignoreStdin: true, description: 'image name', required: true }),
+    source: Args.string({ description: 'directory or tar file', required: true }),
+    name: Args.string({ description: 'image name', required: true }),
   };
   static override flags = {
-    env: Flags.string({ description: 'Env entry KEY=VALUE for the image config (repeatable)', multiple: true, multipleNonGreedy: true }),
+    env: Flags.string({ description: 'Env entry KEY=VALUE for the image config (repeatable)', multiple: true }),
     cmd: Flags.string({ description: 'default command, as a JSON array or a shell string' }),
     timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes' }),
   };

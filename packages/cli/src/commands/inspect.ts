@@ -1,9 +1,9 @@
-import { Args } from '@oclif/core';
+import { Args } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 
 export default class Inspect extends BaseCommand<typeof Inspect> {
   static override summary = 'Show an image\'s manifest and config as JSON';
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }) };
+  static override args = { image: Args.string({ description: 'image name or ID', required: true }) };
 
   async run(): Promise<void> {
     const { args } = await this.parse(Inspect);

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { Flags } from '@oclif/core';
+import { Flags } from '../cli-kit.js';
 import { loadArchive } from '@tsbuild/store';
 import { BaseCommand } from '../base-command.js';
 

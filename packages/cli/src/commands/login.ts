@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { text } from 'node:stream/consumers';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { login } from '@tsbuild/registry-client';
@@ -7,7 +7,7 @@ import { BaseCommand } from '../base-command.js';
 export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in to a registry (credentials go to ${XDG_RUNTIME_DIR}/containers/auth.json, as podman keeps them)';
   static override examples = ['echo "$TOKEN" | <%= config.bin %> login -u ci --password-stdin registry.example'];
-  static override args = { registry: Args.string({ ignoreStdin: true, description: 'registry host[:port]', required: true }) };
+  static override args = { registry: Args.string({ description: 'registry host[:port]', required: true }) };
   static override flags = {
     username: Flags.string({ char: 'u', description: 'user name' }),
     password: Flags.string({ char: 'p', description: 'password (prefer --password-stdin: arguments show in ps)' }),

@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { listMounts, mountImage } from '@tsbuild/builder';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, table } from '../base-command.js';
@@ -7,7 +7,7 @@ export default class Mount extends BaseCommand<typeof Mount> {
   static override summary = 'Mount an image\'s flattened filesystem read-only and print the mount point';
   static override description = 'The mount stays until `tsbuild umount IMAGE`, like `buildah mount`. Without IMAGE, lists the mounts.';
   static override examples = ['<%= config.bin %> mount app:1', 'ls $(<%= config.bin %> mount app:1)/etc'];
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID' }) };
+  static override args = { image: Args.string({ description: 'image name or ID' }) };
   static override flags = {
     format: Flags.string({ description: 'output format of the listing', options: ['table', 'json'], default: 'table' }),
   };

@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../cli-kit.js';
 import { prune } from '@tsbuild/builder';
 import { BaseCommand, humanSize } from '../base-command.js';
 

@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { digestHex, parsePlatform, parseReference } from '@tsbuild/oci';
 import { pull } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
@@ -7,7 +7,7 @@ import { ProgressPrinter, registryClient, registryFlags } from '../registry-flag
 export default class Pull extends BaseCommand<typeof Pull> {
   static override summary = 'Pull an image from a registry into the store';
   static override examples = ['<%= config.bin %> pull 127.0.0.1:5000/team/app:1 --tls-verify=false', '<%= config.bin %> pull --platform linux/arm64 registry.example/app'];
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'reference: [host[:port]/]repo[:tag][@digest]', required: true }) };
+  static override args = { image: Args.string({ description: 'reference: [host[:port]/]repo[:tag][@digest]', required: true }) };
   static override flags = {
     platform: Flags.string({ description: 'os/arch[/variant] to pick from a multi-platform image (default: this machine\'s)' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),

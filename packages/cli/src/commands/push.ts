@@ -1,5 +1,5 @@
 import { writeFile } from 'node:fs/promises';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { parseReference } from '@tsbuild/oci';
 import { push } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
@@ -10,8 +10,8 @@ export default class Push extends BaseCommand<typeof Push> {
   static override description = 'Blobs go as they are stored, so an image pulled and pushed elsewhere keeps its manifest digest. DEST defaults to the image\'s name.';
   static override examples = ['<%= config.bin %> push hello 127.0.0.1:5000/demo/hello:1 --tls-verify=false', '<%= config.bin %> push --format docker registry.example/app:1'];
   static override args = {
-    image: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }),
-    destination: Args.string({ ignoreStdin: true, description: 'where to push: [host[:port]/]repo[:tag]' }),
+    image: Args.string({ description: 'image name or ID', required: true }),
+    destination: Args.string({ description: 'where to push: [host[:port]/]repo[:tag]' }),
   };
   static override flags = {
     format: Flags.string({ description: 'manifest format to push', options: ['oci', 'docker'], default: 'oci' }),

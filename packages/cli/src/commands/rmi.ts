@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core';
+import { Args } from '../cli-kit.js';
 import { BaseCommand, normalisedName } from '../base-command.js';
 
 export default class Rmi extends BaseCommand<typeof Rmi> {
@@ -6,7 +6,7 @@ export default class Rmi extends BaseCommand<typeof Rmi> {
   static override description =
     'A name removes that name; an image ID removes every name of that image. Blobs and snapshots that no image references any more are freed by `tsbuild prune`.';
   static override strict = false;
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID (more may follow)', required: true }) };
+  static override args = { image: Args.string({ description: 'image name or ID (more may follow)', required: true }) };
 
   async run(): Promise<void> {
     const { argv } = await this.parse(Rmi);

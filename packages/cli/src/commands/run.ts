@@ -1,5 +1,5 @@
 import { isatty } from 'node:tty';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { runImage } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
@@ -13,14 +13,14 @@ export default class Run extends BaseCommand<typeof Run> {
   static override passThroughAfterFirstArg = true;
   static override examples = ['<%= config.bin %> run --rm hello', '<%= config.bin %> run --rm -it busybox sh', '<%= config.bin %> run --rm --memory 64m busybox free'];
   static override args = {
-    image: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }),
-    command: Args.string({ ignoreStdin: true, description: 'command and arguments, passed as they are (default: the image\'s Entrypoint and Cmd)' }),
+    image: Args.string({ description: 'image name or ID', required: true }),
+    command: Args.string({ description: 'command and arguments, passed as they are (default: the image\'s Entrypoint and Cmd)' }),
   };
   static override flags = {
     rm: Flags.boolean({ description: 'remove the container\'s snapshot when it exits' }),
     tty: Flags.boolean({ char: 't', description: 'give the container the terminal (stdin must be one)' }),
     interactive: Flags.boolean({ char: 'i', description: 'keep stdin attached' }),
-    env: Flags.string({ char: 'e', description: 'set an environment variable, KEY=VALUE or KEY (repeatable)', multiple: true, multipleNonGreedy: true }),
+    env: Flags.string({ char: 'e', description: 'set an environment variable, KEY=VALUE or KEY (repeatable)', multiple: true }),
     workdir: Flags.string({ char: 'w', description: 'working directory inside the container' }),
     user: Flags.string({ char: 'u', description: 'user[:group] to run as' }),
     entrypoint: Flags.string({ description: 'override the image\'s Entrypoint' }),

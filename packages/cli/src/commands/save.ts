@@ -1,12 +1,12 @@
 import path from 'node:path';
-import { Args, Flags } from '@oclif/core';
+import { Args, Flags } from '../cli-kit.js';
 import { saveArchive } from '@tsbuild/store';
 import { BaseCommand, normalisedName } from '../base-command.js';
 
 export default class Save extends BaseCommand<typeof Save> {
   static override summary = 'Write images to an oci-archive or docker-archive file';
   static override strict = false;
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID (more may follow)', required: true }) };
+  static override args = { image: Args.string({ description: 'image name or ID (more may follow)', required: true }) };
   static override flags = {
     output: Flags.string({ char: 'o', description: 'archive file to write', required: true }),
     format: Flags.string({ description: 'archive format', options: ['oci-archive', 'docker-archive'], default: 'oci-archive' }),

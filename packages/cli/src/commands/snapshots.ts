@@ -1,4 +1,4 @@
-import { Flags } from '@oclif/core';
+import { Flags } from '../cli-kit.js';
 import type { SnapshotInfo } from '@tsbuild/snapshotter';
 import { BaseCommand, humanSize, table } from '../base-command.js';
 

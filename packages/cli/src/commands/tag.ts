@@ -1,12 +1,12 @@
-import { Args } from '@oclif/core';
+import { Args } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 
 export default class Tag extends BaseCommand<typeof Tag> {
   static override summary = 'Add names to an image';
   static override strict = false;
   static override args = {
-    source: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }),
-    target: Args.string({ ignoreStdin: true, description: 'new name (more may follow)', required: true }),
+    source: Args.string({ description: 'image name or ID', required: true }),
+    target: Args.string({ description: 'new name (more may follow)', required: true }),
   };
 
   async run(): Promise<void> {

@@ -1,11 +1,11 @@
-import { Args } from '@oclif/core';
+import { Args } from '../cli-kit.js';
 import { unmountImage } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 
 export default class Umount extends BaseCommand<typeof Umount> {
   static override summary = 'Unmount an image mounted with `tsbuild mount` and remove its view snapshot';
   static override examples = ['<%= config.bin %> umount app:1'];
-  static override args = { image: Args.string({ ignoreStdin: true, description: 'image name or ID', required: true }) };
+  static override args = { image: Args.string({ description: 'image name or ID', required: true }) };
 
   async run(): Promise<void> {
     const { args } = await this.parse(Umount);

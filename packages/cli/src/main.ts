@@ -1,0 +1,67 @@
+import { readFileSync } from 'node:fs';
+import { BIN, CliError, type Command, commandHelp, report, rootHelp } from './cli-kit.js';
+
+/** Every command, loaded only when it runs: a command imports just the packages it needs. */
+const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
+  build: () => import('./commands/build.js'),
+  diff: () => import('./commands/diff.js'),
+  export: () => import('./commands/export.js'),
+  fsck: () => import('./commands/fsck.js'),
+  history: () => import('./commands/history.js'),
+  images: () => import('./commands/images.js'),
+  import: () => import('./commands/import.js'),
+  inspect: () => import('./commands/inspect.js'),
+  load: () => import('./commands/load.js'),
+  login: () => import('./commands/login.js'),
+  logout: () => import('./commands/logout.js'),
+  mount: () => import('./commands/mount.js'),
+  prune: () => import('./commands/prune.js'),
+  pull: () => import('./commands/pull.js'),
+  push: () => import('./commands/push.js'),
+  rmi: () => import('./commands/rmi.js'),
+  run: () => import('./commands/run.js'),
+  save: () => import('./commands/save.js'),
+  snapshots: () => import('./commands/snapshots.js'),
+  tag: () => import('./commands/tag.js'),
+  umount: () => import('./commands/umount.js'),
+};
+
+export const commandIds = Object.keys(COMMANDS);
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function load(id: string): Promise<typeof Command> {
+  const c = (await COMMANDS[id]!()).default;
+  c.id = id;
+  return c;
+}
+
+/** Runs `tsbuild ARGV…`; resolves to the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined || first === '--help' || first === '-h' || (first === 'help' && rest.length === 0)) {
+    const all = await Promise.all(commandIds.map(async (id) => [id, await load(id)] as [string, typeof Command]));
+    process.stdout.write(rootHelp(all, version()));
+    return 0;
+  }
+  if (first === '--version' || first === '-v' || first === 'version') {
+    process.stdout.write(`${BIN} ${version()} ${process.platform}-${process.arch} node-${process.version}\n`);
+    return 0;
+  }
+  const id = first === 'help' ? rest[0]! : first;
+  if (!Object.hasOwn(COMMANDS, id)) return report(new CliError(`command ${id} not found (see: ${BIN} --help)`, 2), '');
+  const c = await load(id);
+  if (first === 'help') {
+    process.stdout.write(commandHelp(c));
+    return 0;
+  }
+  const status = await c.run(rest);
+  if (status === -1) {
+    process.stdout.write(commandHelp(c));
+    return 0;
+  }
+  return status;
+}
