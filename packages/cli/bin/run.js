@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { main } from '../dist/main.js';
+// The bundle (scripts/bundle.mjs) of dist/main.js: one file per command instead of ~400 modules.
+import { main } from '../bundle/main.js';
 
 const status = await main(process.argv.slice(2));
 if (status !== 0) {

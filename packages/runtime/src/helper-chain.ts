@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { constants } from 'node:os';
 import {
   AlreadyExistsError,
@@ -13,10 +12,9 @@ import {
   TsbuildError,
 } from '@tsbuild/oci';
 import { EXEC_LINE, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
-import { ID_MAP_TOOLS, userNamespaceArgs } from './security-spec.js';
+import { HELPER, ID_MAP_TOOLS } from './package-files.js';
+import { userNamespaceArgs } from './security-spec.js';
 
-/** The compiled helper; `../dist/helper.js` resolves from both src/ (tests) and dist/. */
-const HELPER = fileURLToPath(new URL('../dist/helper.js', import.meta.url));
 
 export interface ChainOptions {
   /** 'none' and 'private' get a new network namespace ('private' is wired by `beforeRequest`). */

@@ -1,6 +1,5 @@
 import { chownSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { lastCapability } from '@tsbuild/linux';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { resolveCapabilities, type CapabilityChanges } from './capabilities.js';
@@ -116,8 +115,6 @@ function validateMappings(m: IdMapping[], what: string): void {
   if (r.size < 1 || r.containerID !== 0) throw new InvalidArgumentError(`run: the ${what} mapping must start at container id 0 (root inside): ${JSON.stringify(r)}`);
 }
 
-/** Directory of our newuidmap/newgidmap stand-ins (bin/ beside src/ and dist/). */
-export const ID_MAP_TOOLS = fileURLToPath(new URL('../bin', import.meta.url));
 
 /**
  * unshare(1) options for a user namespace: it creates the namespace together with the others (so

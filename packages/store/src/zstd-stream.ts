@@ -1,7 +1,17 @@
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import type { Transform } from 'node:stream';
-import { CompressStream, DecompressStream } from 'zstd-napi';
 import { InvalidArgumentError } from '@tsbuild/oci';
+
+/**
+ * zstd-napi, loaded on first use: its native module costs ~15 ms to load, which every command
+ * paid before (a cached build never touches zstd).
+ */
+let zstd: typeof import('zstd-napi') | undefined;
+function zstdNapi(): typeof import('zstd-napi') {
+  zstd ??= createRequire(import.meta.url)('zstd-napi') as typeof import('zstd-napi');
+  return zstd;
+}
 
 /**
  * zstd for `application/vnd.oci.image.layer.v1.tar+zstd` layers, through zstd-napi (libzstd
@@ -40,7 +50,7 @@ export function createZstdCompress(opts: ZstdOptions = {}): Transform {
   }
   // checksumFlag: a 4-byte XXH64 at the frame's end lets `zstd -t` and any reader detect
   // corruption on their own, as gzip's CRC does; its cost is negligible next to compression.
-  return new CompressStream({
+  return new (zstdNapi().CompressStream)({
     compressionLevel: level,
     nbWorkers: workers,
     checksumFlag: true,
@@ -50,5 +60,5 @@ export function createZstdCompress(opts: ZstdOptions = {}): Transform {
 
 /** Decompresses a stream of zstd frames; a stream cut inside a frame is an error at its end. */
 export function createZstdDecompress(): Transform {
-  return new DecompressStream();
+  return new (zstdNapi().DecompressStream)();
 }
