@@ -1,8 +1,10 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { pipeline, Readable, Transform } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request, type Dispatcher } from 'undici';
+import { rootCertificates } from 'node:tls';
 import { DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY, UnavailableError } from '@tsbuild/oci';
 import { redactUrl } from './registry-error.js';
 
@@ -34,19 +36,25 @@ const MAX_REDIRECTS = 5;
 const MAX_BACKOFF_MS = 10_000;
 const MAX_RETRY_AFTER_MS = 60_000;
 const DEFAULT_CERT_DIRS = ['/etc/containers/certs.d', '/etc/docker/certs.d'];
+/** Connections kept per registry host; above the blob concurrency, so token and manifest requests never queue behind transfers. */
+const MAX_SOCKETS = 16;
+/** An idle keep-alive connection is closed after this long. */
+const IDLE_SOCKET_MS = 30_000;
+/** `dump()` reads at most this much of a body to keep its connection; a bigger rest costs less as a new connection. */
+const DUMP_LIMIT = 128 << 10;
+const BODY_HEADERS = new Set(['content-length', 'content-type', 'content-range', 'content-encoding']);
 
-/** Errors from a connection (not from the server's answer) that a new attempt may not meet. */
+/**
+ * Errors from a connection (not from the server's answer) that a new attempt may not meet, as
+ * node:http reports them: a reset or a "socket hang up" (both ECONNRESET), a body cut short
+ * ("aborted" is ECONNRESET too), a refused or timed-out connect, a write to a closed socket.
+ */
 const RETRYABLE_CODES = new Set([
   'ECONNRESET',
   'ECONNREFUSED',
   'EPIPE',
   'ETIMEDOUT',
   'EAI_AGAIN',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_CONNECT_TIMEOUT',
   'ERR_STREAM_PREMATURE_CLOSE',
   'STALLED',
 ]);
@@ -69,14 +77,27 @@ export function registryHost(registry: string): string {
   return registry === DEFAULT_DOMAIN ? DOCKER_HUB_REGISTRY : registry;
 }
 
+interface TlsOptions {
+  ca?: string[];
+  cert?: string;
+  key?: string;
+  rejectUnauthorized?: boolean;
+}
+
 /**
- * HTTP for the distribution API over undici: one keep-alive Agent per registry host carrying
- * that host's TLS settings, redirects followed by hand (so the Authorization header goes to the
- * registry only, never to the storage host a blob redirect points at), and retries with
- * exponential backoff on 5xx, 429 (Retry-After honoured) and connection failures.
+ * HTTP for the distribution API over node:http and node:https (in node's start-up snapshot, so
+ * loading them costs a few ms where undici cost ~70): one keep-alive Agent per scheme and
+ * registry host, the https one carrying that host's TLS settings; redirects followed by hand (so
+ * the Authorization header goes to the registry only, never to the storage host a blob redirect
+ * points at); retries with exponential backoff on 5xx, 429 (Retry-After honoured) and connection
+ * failures. Bodies stream both ways. A request fails with code STALLED when nothing moves for
+ * `timeoutMs`: while connecting, sending or waiting for the answer (the socket's idle timeout),
+ * and while its response body is read (a watchdog that does not count time the consumer spends
+ * not reading).
  */
 export class HttpTransport {
-  private readonly agents = new Map<string, Promise<Agent>>();
+  private readonly agents = new Map<string, Promise<HttpAgent>>();
+  private readonly tls = new Map<string, Promise<TlsOptions>>();
   private readonly bases = new Map<string, Promise<URL>>();
   /** WWW-Authenticate seen by the scheme probe of /v2/, so the first real request can authenticate up front. */
   readonly probeChallenges = new Map<string, string>();
@@ -139,11 +160,15 @@ export class HttpTransport {
     if (r.status === 401 && h !== undefined) this.probeChallenges.set(host, Array.isArray(h) ? h.join(', ') : h);
   }
 
-  private agent(host: string): Promise<Agent> {
-    let a = this.agents.get(host);
+  /** The keep-alive pool for a URL's scheme and host[:port]. */
+  private agent(url: URL): Promise<HttpAgent> {
+    const key = `${url.protocol}//${url.host}`;
+    let a = this.agents.get(key);
     if (a === undefined) {
-      a = this.makeAgent(host);
-      this.agents.set(host, a);
+      const common = { keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' as const };
+      a = url.protocol === 'https:' ? this.tlsOptions(url.host).then((tls) => new HttpsAgent({ ...common, ...tls })) : Promise.resolve(new HttpAgent(common));
+      this.agents.set(key, a);
+      a.catch(() => this.agents.delete(key));
     }
     return a;
   }
@@ -152,8 +177,18 @@ export class HttpTransport {
    * TLS material as containers/image reads it from `<certDir>/<host[:port]>/`: every `*.crt` is
    * a CA, a `name.cert` with its `name.key` is a client certificate.
    */
-  private async makeAgent(host: string): Promise<Agent> {
-    const connect: { ca?: string[]; cert?: string; key?: string; rejectUnauthorized?: boolean } = {};
+  private tlsOptions(host: string): Promise<TlsOptions> {
+    let p = this.tls.get(host);
+    if (p === undefined) {
+      p = this.readTlsOptions(host);
+      this.tls.set(host, p);
+      p.catch(() => this.tls.delete(host));
+    }
+    return p;
+  }
+
+  private async readTlsOptions(host: string): Promise<TlsOptions> {
+    const tls: TlsOptions = {};
     const dirs = this.opts.certDir !== undefined ? [this.opts.certDir] : DEFAULT_CERT_DIRS;
     for (const base of dirs) {
       const dir = join(base, host);
@@ -167,22 +202,16 @@ export class HttpTransport {
       for (const n of names) {
         if (n.endsWith('.crt')) cas.push(await readFile(join(dir, n), 'utf8'));
         if (n.endsWith('.cert') && names.includes(`${n.slice(0, -'.cert'.length)}.key`)) {
-          connect.cert = await readFile(join(dir, n), 'utf8');
-          connect.key = await readFile(join(dir, `${n.slice(0, -'.cert'.length)}.key`), 'utf8');
+          tls.cert = await readFile(join(dir, n), 'utf8');
+          tls.key = await readFile(join(dir, `${n.slice(0, -'.cert'.length)}.key`), 'utf8');
         }
       }
       // Added to, not replacing, the system roots: a registry with a public certificate keeps working.
-      if (cas.length > 0) connect.ca = [...(await systemRoots()), ...cas];
+      if (cas.length > 0) tls.ca = [...rootCertificates, ...cas];
       break;
     }
-    if (this.tlsVerify(host) === false) connect.rejectUnauthorized = false;
-    return new Agent({
-      connect,
-      keepAliveTimeout: 30_000,
-      headersTimeout: this.timeoutMs,
-      bodyTimeout: this.timeoutMs,
-      connections: 16,
-    });
+    if (this.tlsVerify(host) === false) tls.rejectUnauthorized = false;
+    return tls;
   }
 
   /** One exchange, following redirects; `auth` goes only to `authHost`. No retries. */
@@ -190,38 +219,78 @@ export class HttpTransport {
     let current = url;
     let m = method;
     let b = body;
+    let hs = headers;
     for (let i = 0; ; i++) {
-      const h: Headers = { 'user-agent': this.userAgent, ...headers };
+      const h: Headers = { 'user-agent': this.userAgent, ...hs };
       // RFC 9110 §15.4: a redirect to another origin must not carry our credentials; registries
       // redirect blob GETs to object storage with a pre-signed URL that an extra header breaks.
       if (authHost !== undefined && current.host !== authHost) delete h.authorization;
-      const dispatcher: Dispatcher = await this.agent(current.host);
-      let payload: Buffer | Readable | undefined;
-      if (b instanceof Buffer) payload = b;
-      else if (typeof b === 'function') {
-        // The callback form destroys the source too when the watchdog fires or the request fails.
-        payload = pipeline(b(), stallWatchdog(this.timeoutMs, `${m} ${redactUrl(current)}`), () => undefined);
-      }
-      const r = await request(current, {
-        method: m,
-        headers: h,
-        ...(payload !== undefined ? { body: payload } : {}),
-        dispatcher,
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-      const loc = r.headers.location;
-      if ([301, 302, 303, 307, 308].includes(r.statusCode) && typeof loc === 'string' && i < MAX_REDIRECTS) {
-        await r.body.dump();
+      const res = await this.exchange(m, current, h, b);
+      const status = res.statusCode ?? 0;
+      const loc = res.headers.location;
+      if ([301, 302, 303, 307, 308].includes(status) && typeof loc === 'string' && i < MAX_REDIRECTS) {
+        await dump(res);
         current = new URL(loc, current);
-        if (r.statusCode === 303 || ((r.statusCode === 301 || r.statusCode === 302) && m !== 'HEAD')) {
+        if (status === 303 || ((status === 301 || status === 302) && m !== 'HEAD')) {
           m = m === 'HEAD' ? 'HEAD' : 'GET';
           b = undefined;
+          // The body's own headers describe a body that no longer goes out.
+          hs = Object.fromEntries(Object.entries(hs).filter(([k]) => !BODY_HEADERS.has(k.toLowerCase())));
         }
         continue;
       }
-      return { status: r.statusCode, headers: r.headers, body: r.body as unknown as HttpResponse['body'], url: current };
+      const r = Object.assign(res, { text: () => text(res), dump: () => dump(res) });
+      return { status, headers: res.headers, body: r, url: current };
     }
+  }
+
+  /**
+   * One request and its response headers. The socket's idle timeout watches connecting, sending
+   * and waiting for the answer; once the answer is there, `watchBody` takes over.
+   */
+  private async exchange(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined): Promise<IncomingMessage> {
+    const agent = await this.agent(url);
+    const ms = this.timeoutMs;
+    const what = `${method} ${redactUrl(url)}`;
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
+      const req = send(url, { method, headers, agent, timeout: ms });
+      let answered = false;
+      req.on('timeout', () => req.destroy(stalled(what, ms)));
+      // After the answer, a failure of the request side (the server closed while we were still
+      // sending) is the response body's to report, if it is cut short.
+      req.on('error', (e) => {
+        if (!answered) reject(e);
+      });
+      req.on('response', (res: IncomingMessage) => {
+        answered = true;
+        req.setTimeout(0);
+        watchBody(res, ms, what);
+        resolve(res);
+      });
+      if (body === undefined) {
+        req.end();
+      } else if (typeof body === 'function') {
+        let src: Readable;
+        try {
+          src = body();
+        } catch (e) {
+          req.destroy(e as Error);
+          return;
+        }
+        // Not pipeline(…, req): pipeline would abort() the request, turning the source's own
+        // error (or the watchdog's STALLED) into a retryable "socket hang up". The request fails
+        // with the source's error instead, and a request that ends or fails closes the source.
+        const out = pipeline(src, stallWatchdog(ms, what), (err) => {
+          if (err) req.destroy(err);
+        });
+        out.pipe(req);
+        req.once('close', () => out.destroy());
+      } else {
+        req.setHeader('content-length', body.length);
+        req.end(body);
+      }
+    });
   }
 
   /**
@@ -259,11 +328,75 @@ export class HttpTransport {
     return Math.min(MAX_BACKOFF_MS, this.backoffMs * 2 ** attempt);
   }
 
+  /** Destroys every connection, idle or not, so nothing keeps the process alive. */
   async close(): Promise<void> {
-    const agents = await Promise.all(this.agents.values());
+    const agents = await Promise.allSettled(this.agents.values());
     this.agents.clear();
-    await Promise.all(agents.map((a) => a.close()));
+    for (const a of agents) if (a.status === 'fulfilled') a.value.destroy();
   }
+}
+
+function stalled(what: string, ms: number): Error {
+  return Object.assign(new Error(`${what}: no progress for ${ms} ms`), { code: 'STALLED' });
+}
+
+/**
+ * Fails a response body with STALLED when no byte arrives for `ms` while the consumer is waiting
+ * for one. Time the consumer spends not reading (bytes sit in the body's buffer, the socket is
+ * paused) is not a stall of the server. Polled a few times per period from the socket's byte
+ * count, so the body's data path carries no per-chunk work.
+ */
+function watchBody(res: IncomingMessage, ms: number, what: string): void {
+  const socket = res.socket;
+  if (socket === null || res.complete) return;
+  let seen = socket.bytesRead;
+  let idleSince = Date.now();
+  const step = Math.max(10, Math.floor(ms / 4));
+  const timer = setInterval(() => {
+    // The socket goes back to the pool (res.socket = null) once the body ended.
+    const s = res.socket;
+    if (s === null || res.complete || res.destroyed) {
+      clearInterval(timer);
+      return;
+    }
+    const now = Date.now();
+    if (s.bytesRead !== seen || res.readableLength > 0) {
+      seen = s.bytesRead;
+      idleSince = now;
+    } else if (now - idleSince >= ms) {
+      clearInterval(timer);
+      res.destroy(stalled(what, ms));
+    }
+  }, step);
+  timer.unref();
+  const stop = () => clearInterval(timer);
+  res.once('end', stop);
+  res.once('close', stop);
+}
+
+async function text(res: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * Reads a body we do not need so its connection can carry the next request; a body bigger than
+ * DUMP_LIMIT is cut (closing the connection) instead. Never fails: the body was not wanted.
+ */
+function dump(res: IncomingMessage): Promise<void> {
+  if (res.readableEnded || res.destroyed) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    let left = DUMP_LIMIT;
+    res.on('error', () => undefined);
+    res.once('end', () => resolve());
+    res.once('close', () => resolve());
+    res.on('data', (c: Buffer) => {
+      left -= c.length;
+      if (left < 0) res.destroy();
+    });
+    res.resume();
+  });
 }
 
 /** Retry-After: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). */
@@ -293,15 +426,10 @@ export function describeError(e: unknown): string {
   return typeof code === 'string' && !msg.includes(code) ? `${msg} (${code})` : msg;
 }
 
-let roots: Promise<string[]> | undefined;
-async function systemRoots(): Promise<string[]> {
-  const tls = await import('node:tls');
-  return (roots ??= Promise.resolve([...tls.rootCertificates]));
-}
-
 /**
- * Fails a stream that passes no data for `ms`: a stalled upload (a server that stopped reading)
- * would otherwise hang forever, since undici's timeouts watch only the response.
+ * Fails a stream that passes no data for `ms`: a stalled upload (a server that stopped reading,
+ * a source that produces nothing) would otherwise hang forever once the server answered early,
+ * since the socket's idle timeout watches the exchange only until the answer.
  */
 export function stallWatchdog(ms: number, what: string): Transform {
   let timer: NodeJS.Timeout | undefined;
@@ -320,8 +448,11 @@ export function stallWatchdog(ms: number, what: string): Transform {
     },
   });
   const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => t.destroy(Object.assign(new Error(`${what}: no progress for ${ms} ms`), { code: 'STALLED' })), ms);
+    if (timer !== undefined) {
+      timer.refresh();
+      return;
+    }
+    timer = setTimeout(() => t.destroy(stalled(what, ms)), ms);
     timer.unref();
   };
   arm();
