@@ -28,6 +28,17 @@ describe('blob writer', () => {
     expect(await readdir(join(root, 'ingest'))).toEqual([]);
   });
 
+  it('commits a blob large enough for background writeback (fdatasync every 8 MiB) intact', async () => {
+    const chunks = Array.from({ length: 40 }, (_, i) => Buffer.alloc(512 * 1024, i));
+    const all = Buffer.concat(chunks);
+    const w = await cs.write({ expected: sha256Of(all), size: all.length });
+    await pipeline(Readable.from(chunks), w);
+    expect(await w.commit()).toEqual({ digest: sha256Of(all), size: all.length });
+    const back: Buffer[] = [];
+    for await (const c of await cs.read(sha256Of(all))) back.push(c as Buffer);
+    expect(Buffer.concat(back).equals(all)).toBe(true);
+  });
+
   it('rejects a mismatched digest, and the blob is never visible', async () => {
     const claimed = sha256Of('something else');
     const w = await cs.write({ expected: claimed });

