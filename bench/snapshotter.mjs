@@ -1,18 +1,27 @@
 #!/usr/bin/env node
 // Snapshotter benchmarks, side by side on one Debian minbase rootfs (~200 MB, ~6800 entries):
-//   - commit+compress: diff() of an active snapshot holding the tree → ingestLayer (gzip) into a
-//     Store, against `tar -cf - . | pigz -p2 -1` and against `buildah commit` of the same change;
-//   - apply: apply(layer.tar.gz) into a new directory, against `tar -xzf`;
+//   - commit (what a build does by default, as buildah does: a plain tar, no compression): diff()
+//     of an active snapshot holding the tree → ingestLayer('none') into a Store, against
+//     `buildah commit` of the same change; and where its time goes: diff+sha256 to /dev/null,
+//     the same into a file without fsync, and the fsync the content store does before its rename;
+//   - commit+compress (`--disable-compression=false`): the same with gzip -1, against
+//     `tar -cf - . | pigz -p2 -1`;
+//   - compress at push: compressLayer (gzip -1) of the stored plain layer, the cost a first push
+//     pays, against `pigz -p2 -1 < layer.tar`;
+//   - apply: apply(layer.tar.gz) and apply(layer.tar) into a new directory, against `tar -xzf` / `tar -xf`;
 //   - prepare+mount of a snapshot on a 100-layer chain (no reference);
-//   - peak RSS of commit and apply (each runs in a child process that reports its maxRSS).
-// `node bench/snapshotter.mjs` runs it alone; bench/run.mjs may import benchSnapshotter().
+//   - peak RSS of commit, commit+compress, compress and apply (each runs in a child process that
+//     reports its maxRSS).
+// `node bench/snapshotter.mjs` runs it alone (BENCH_RUNS=N runs per measurement, median; default 3);
+// bench/run.mjs may import benchSnapshotter().
 // Needs root, buildah, pigz and GNU tar; debootstrap once if /tmp/debroot is missing.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { open } from 'node:fs/promises';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 
@@ -120,34 +129,72 @@ export async function benchSnapshotter({ runs = 3, log = console.log } = {}) {
     const size = Number(sh('du', ['-sb', tree]).split('\t')[0]);
     log(`tree ${tree}: ${(size / 1e6).toFixed(0)} MB; median of ${runs} runs, ${os.cpus().length} cores`);
 
-    // ---- commit + compress ----
+    // ---- commit (plain tar, the default) and commit + compress ----
     const snapRoot = path.join(tmp, 'snapshots');
     const s = await OverlaySnapshotter.open(snapRoot);
     await s.prepare('commit-k');
     sh('cp', ['-a', `${tree}/.`, await s.fsDir('commit-k')]);
     const ctr = buildah('from', '--pull=never', 'scratch');
     buildah('copy', ctr, tree, '/');
-    const ours = [];
+    const plain = [];
+    const gz = [];
     const pigz = [];
     const bah = [];
-    let rssCommit = 0;
+    const hashOnly = [];
+    const noFsync = [];
+    const fsync = [];
+    const compress = [];
+    const pigzFile = [];
+    const rss = { plain: 0, gz: 0, compress: 0 };
     let layerDigest;
+    let plainDigest;
+    let plainSize = 0;
     const keepStore = path.join(tmp, 'store-keep');
+    const plainTar = path.join(tmp, 'layer.tar');
     for (let i = 0; i < runs; i++) {
       const storeDir = i === 0 ? keepStore : path.join(tmp, `store-${i}`);
+      const plainStore = path.join(tmp, `store-plain-${i}`);
       sh('sync', []);
-      const r = child('commit', snapRoot, 'commit-k', storeDir);
-      ours.push(r.ms);
-      rssCommit = Math.max(rssCommit, r.rssMB);
+      const p = child('commit', snapRoot, 'commit-k', plainStore, 'none');
+      plain.push(p.ms);
+      rss.plain = Math.max(rss.plain, p.rssMB);
+      plainDigest = p.digest;
+      plainSize = p.size;
+      sh('sync', []);
+      bah.push(time(() => buildah('commit', '-q', ctr, `bench-${i}`)));
+      sh('sync', []);
+      const parts = child('commit-parts', snapRoot, 'commit-k', path.join(tmp, 'parts.tar'));
+      hashOnly.push(parts.hashMs);
+      noFsync.push(parts.writeMs);
+      fsync.push(parts.fsyncMs);
+      rmSync(path.join(tmp, 'parts.tar'), { force: true });
+      sh('sync', []);
+      const r = child('commit', snapRoot, 'commit-k', storeDir, 'gzip');
+      gz.push(r.ms);
+      rss.gz = Math.max(rss.gz, r.rssMB);
       layerDigest = r.digest;
       if (i > 0) rmSync(storeDir, { recursive: true, force: true });
       sh('sync', []);
       pigz.push(time(() => sh('sh', ['-c', `tar -C '${tree}' -cf - . | pigz -p2 -1 > '${tmp}/ref.tar.gz'`])));
+      // The push-time cost: compressing the stored plain layer (a fresh store each run, so no
+      // remembered compression), against pigz over the same tar file.
       sh('sync', []);
-      bah.push(time(() => buildah('commit', '-q', ctr, `bench-${i}`)));
+      const c = child('compress', plainStore, plainDigest, String(plainSize));
+      compress.push(c.ms);
+      rss.compress = Math.max(rss.compress, c.rssMB);
+      if (i === 0) sh('cp', [path.join(plainStore, 'blobs/sha256', plainDigest.slice(7)), plainTar]);
+      sh('sync', []);
+      pigzFile.push(time(() => sh('sh', ['-c', `pigz -p2 -1 < '${plainTar}' > '${tmp}/ref2.tar.gz'`])));
+      rmSync(plainStore, { recursive: true, force: true });
     }
-    row('commit+compress debian rootfs (gzip -1)', median(ours), 'tar | pigz -p2 -1', median(pigz));
-    row('commit+compress debian rootfs', median(ours), 'buildah commit', median(bah));
+    log(`plain layer ${(plainSize / 1e6).toFixed(1)} MB; gzip -1 layer from the last commit+compress run`);
+    row('commit debian rootfs (plain tar, default)', median(plain), 'buildah commit', median(bah));
+    row('  of which diff+sha256 → /dev/null', median(hashOnly), '-', undefined);
+    row('  diff+sha256 → file, no fsync', median(noFsync), '-', undefined);
+    row('  fsync of the 200 MB blob', median(fsync), '-', undefined);
+    row('commit+compress debian rootfs (gzip -1)', median(gz), 'tar | pigz -p2 -1', median(pigz));
+    row('commit+compress debian rootfs (gzip -1)', median(gz), 'buildah commit', median(bah));
+    row('compress at push: stored plain → gzip -1', median(compress), 'pigz -p2 -1 < tar', median(pigzFile));
 
     // ---- apply ----
     const layerFile = path.join(tmp, 'layer.tar.gz');
@@ -172,6 +219,23 @@ export async function benchSnapshotter({ runs = 3, log = console.log } = {}) {
       rmSync(b, { recursive: true, force: true });
     }
     row('apply debian rootfs layer (.tar.gz)', median(applied), 'tar -xzf', median(untar));
+    const appliedPlain = [];
+    const untarPlain = [];
+    for (let i = 0; i < runs; i++) {
+      const a = path.join(tmp, `apply-plain-${i}`);
+      const b = path.join(tmp, `untar-plain-${i}`);
+      mkdirSync(a);
+      mkdirSync(b);
+      sh('sync', []);
+      const r = child('apply', plainTar, a);
+      appliedPlain.push(r.ms);
+      rssApply = Math.max(rssApply, r.rssMB);
+      sh('sync', []);
+      untarPlain.push(time(() => sh('tar', ['-xf', plainTar, '-C', b])));
+      rmSync(a, { recursive: true, force: true });
+      rmSync(b, { recursive: true, force: true });
+    }
+    row('apply debian rootfs layer (.tar)', median(appliedPlain), 'tar -xf', median(untarPlain));
 
     // ---- prepare + mount on a 100-layer chain ----
     const chainRoot = path.join(tmp, 'chain');
@@ -193,7 +257,9 @@ export async function benchSnapshotter({ runs = 3, log = console.log } = {}) {
     }
     row('prepare+mount on a 100-layer chain', median(pm), '-', undefined);
 
-    row('peak RSS commit+compress', rssCommit, '-', undefined, { unit: 'MB' });
+    row('peak RSS commit (plain tar)', rss.plain, '-', undefined, { unit: 'MB' });
+    row('peak RSS commit+compress', rss.gz, '-', undefined, { unit: 'MB' });
+    row('peak RSS compress at push', rss.compress, '-', undefined, { unit: 'MB' });
     row('peak RSS apply', rssApply, '-', undefined, { unit: 'MB' });
     return rows;
   } finally {
@@ -208,15 +274,55 @@ async function runChild([op, ...args]) {
   const t0 = performance.now();
   const result = {};
   if (op === 'commit') {
-    const [snapRoot, key, storeDir] = args;
+    const [snapRoot, key, storeDir, compression] = args;
     const { OverlaySnapshotter, diff } = await import('@tsbuild/snapshotter');
     const { Store, ingestLayer } = await import('@tsbuild/store');
     const s = await OverlaySnapshotter.open(snapRoot);
     const store = await Store.open(storeDir);
     const t1 = performance.now();
-    const l = await ingestLayer(store.content, diff(s, key), { compression: 'gzip' });
+    const l = await ingestLayer(store.content, diff(s, key), { compression });
     result.ms = performance.now() - t1;
     result.digest = l.digest;
+    result.size = l.size;
+  } else if (op === 'commit-parts') {
+    // Where a plain commit's time goes, without the content store: the tar hashed and dropped;
+    // the tar hashed into a file (what the blob writer does before commit); that file's fsync.
+    const [snapRoot, key, file] = args;
+    const { OverlaySnapshotter, diff } = await import('@tsbuild/snapshotter');
+    const s = await OverlaySnapshotter.open(snapRoot);
+    const hashing = () => {
+      const h = createHash('sha256');
+      return new Transform({ transform: (c, _e, cb) => (h.update(c), cb(null, c)) });
+    };
+    let t = performance.now();
+    await pipeline(diff(s, key), hashing(), new Writable({ write: (_c, _e, cb) => cb() }));
+    result.hashMs = performance.now() - t;
+    // Written as the content store's blob writer writes: FileHandle writes from a 1 MiB-buffered Writable.
+    t = performance.now();
+    const fh = await open(file, 'w');
+    const toFile = new Writable({
+      highWaterMark: 1 << 20,
+      write: (c, _e, cb) => {
+        const all = async () => {
+          for (let off = 0; off < c.length; ) off += (await fh.write(c, off, c.length - off)).bytesWritten;
+        };
+        all().then(() => cb(), cb);
+      },
+    });
+    await pipeline(diff(s, key), hashing(), toFile);
+    result.writeMs = performance.now() - t;
+    t = performance.now();
+    await fh.sync();
+    result.fsyncMs = performance.now() - t;
+    await fh.close();
+  } else if (op === 'compress') {
+    const [storeDir, digest, size] = args;
+    const { Store, compressLayer } = await import('@tsbuild/store');
+    const store = await Store.open(storeDir);
+    const t1 = performance.now();
+    const c = await compressLayer(store, { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest, size: Number(size) }, { format: 'gzip' });
+    result.ms = performance.now() - t1;
+    result.digest = c.digest;
   } else if (op === 'apply') {
     const [layerFile, dir] = args;
     const { apply } = await import('@tsbuild/snapshotter');

@@ -25,7 +25,7 @@ import {
   shortId,
   type Reference,
 } from '@tsbuild/oci';
-import { type Store, ingestLayer } from '@tsbuild/store';
+import { type CompressImageOptions, type Store, compressImage, ingestLayer } from '@tsbuild/store';
 import { type OverlaySnapshotter, diff, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, type ExtraMount, copyInto, run } from '@tsbuild/runtime';
 import { createRequire } from 'node:module';
@@ -91,6 +91,18 @@ export interface BuildOptions {
   labels?: Record<string, string>;
   /** Added to the manifest's annotations. */
   annotations?: Record<string, string>;
+  /**
+   * Store committed layers as plain tars (default true), as buildah does by default: a commit
+   * then writes and hashes the tar only, and compression is paid when the image leaves the
+   * machine (push and --cache-to compress, see compressImage in @tsbuild/store). false
+   * compresses each layer at commit as `compression` says. The image ID (config digest) is the
+   * same either way: the config lists diffIDs, the digests of the uncompressed tars.
+   */
+  disableCompression?: boolean;
+  /**
+   * Layer compression (default gzip at its default level): at commit when `disableCompression`
+   * is false, and for the layers --cache-to pushes.
+   */
   compression?: { format?: 'gzip' | 'zstd'; level?: number };
   /** When FROM and COPY --from pull from a registry: only images the store lacks (default), always, or never. */
   pull?: 'missing' | 'always' | 'never';
@@ -149,7 +161,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!));
   const parsed = parseDockerfile(text, dockerfilePath ? path.basename(dockerfilePath) : 'Dockerfile');
   const tags = (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
-  if (opts.format === 'docker' && opts.compression?.format === 'zstd') {
+  if (opts.format === 'docker' && opts.disableCompression === false && opts.compression?.format === 'zstd') {
     throw new InvalidArgumentError('--format docker needs gzip layers: Docker schema 2 has no zstd layer type');
   }
   const cacheTo = opts.cacheTo !== undefined ? cacheRepository(opts.cacheTo, '--cache-to') : undefined;
@@ -162,6 +174,9 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
       const final = await b.run();
       if (opts.labels) Object.assign((final.container.Labels ??= {}), opts.labels);
       const manifest = await writeImage(store, final, { format: opts.format ?? 'oci', ...(opts.annotations ? { annotations: opts.annotations } : {}) });
+      // Compressing at commit: layers that came plain from the cache (or a plain base image) are
+      // compressed too, so the whole image is stored compressed. The config, and so the ID, stays.
+      if (opts.disableCompression === false) manifest.descriptor = await compressImage(store, manifest.descriptor, layerCompressionOptions(opts));
       for (const t of tags) await store.setName(t, manifest.descriptor);
       if (tags.length === 0) await store.addImage(manifest.descriptor);
       const result = { imageId: manifest.configDigest, manifest: manifest.descriptor, names: tags };
@@ -264,7 +279,7 @@ class Builder {
     const name = formatReference(repo);
     const entries = [...this.stepStates].filter(([key]) => this.importedFrom.get(key) !== name);
     try {
-      const n = await exportCacheEntries(await this.client(), this.opts.store, repo, entries);
+      const n = await exportCacheEntries(await this.client(), this.opts.store, repo, entries, layerCompressionOptions(this.opts));
       this.opts.onEvent?.({ type: 'cache-exported', repository: name, entries: n });
     } catch (e) {
       if (e instanceof CancelledError) throw e;
@@ -1104,9 +1119,10 @@ class Builder {
 
   /**
    * Runs `change` against a fresh active snapshot on top of the image, then turns the snapshot's
-   * changes into a layer: diff → compressed blob (+ diffID) → commit the snapshot under the new
-   * chainID. With `dropIfEmpty`, a change that touched nothing adds no layer, only a history
-   * entry. With layers off, every change of the stage goes into one pending snapshot instead.
+   * changes into a layer: diff → blob (+ diffID; a plain tar unless compressing at commit) →
+   * commit the snapshot under the new chainID. With `dropIfEmpty`, a change that touched nothing
+   * adds no layer, only a history entry. With layers off, every change of the stage goes into one
+   * pending snapshot instead.
    */
   private async layerStep(sr: StageRun, step: number, createdBy: string, change: (mounts: Mounts, scratch: string, fresh?: FreshSnapshot) => Promise<void>, dropIfEmpty = false): Promise<void> {
     this.checkAbort();
@@ -1152,10 +1168,11 @@ class Builder {
 
   private async commitLayer(state: ImageState, key: string, step: number, history: HistoryEntry, historyIndex?: number): Promise<void> {
     const s = this.opts.snapshotter;
-    const compression = this.opts.compression?.format ?? 'gzip';
+    // Plain tar by default (buildah's --disable-compression): compression waits for a push.
+    const compression = this.opts.disableCompression === false ? (this.opts.compression?.format ?? 'gzip') : 'none';
     const layer = await ingestLayer(this.opts.store.content, diff(s, key, this.epochOpt()), {
       compression,
-      ...(this.opts.compression?.level !== undefined ? { level: this.opts.compression.level } : {}),
+      ...(compression !== 'none' && this.opts.compression?.level !== undefined ? { level: this.opts.compression.level } : {}),
     });
     const desc: Descriptor = { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size };
     state.addLayer(desc, layer.diffID, history, historyIndex);
@@ -1304,6 +1321,11 @@ function truncate(s: string, n = 60): string {
   return one.length > n ? `${one.slice(0, n - 1)}…` : one;
 }
 
+/** The build's compression settings as compressImage takes them (gzip at its default level unless set). */
+function layerCompressionOptions(opts: BuildOptions): CompressImageOptions {
+  return { format: opts.compression?.format ?? 'gzip', ...(opts.compression?.level !== undefined ? { level: opts.compression.level } : {}) };
+}
+
 interface WrittenImage {
   descriptor: Descriptor;
   configDigest: Digest;
@@ -1321,8 +1343,9 @@ export async function writeImage(store: Store, state: ImageState, opts: { format
   const configDesc = await store.putJSON(config, docker ? MediaType.DockerConfig : MediaType.OciConfig);
   const layers = docker
     ? state.layers.map((l) => {
-        if (layerCompression(l.mediaType) !== 'gzip') throw new InvalidArgumentError(`--format docker needs gzip layers; ${l.digest} is ${l.mediaType}`);
-        return { ...l, mediaType: MediaType.DockerLayerGzip };
+        const c = layerCompression(l.mediaType);
+        if (c !== 'gzip' && c !== 'none') throw new InvalidArgumentError(`--format docker needs gzip or plain tar layers; ${l.digest} is ${l.mediaType}`);
+        return { ...l, mediaType: layerMediaType('docker', c) };
       })
     : state.layers;
   const manifest: ImageManifest = {

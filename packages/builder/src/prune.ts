@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Digest, ImageConfig } from '@tsbuild/oci';
 import { chainIds } from '@tsbuild/oci';
-import type { Store } from '@tsbuild/store';
+import { pruneCompressionRecords, type Store } from '@tsbuild/store';
 import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
 import { BuildCache } from './cache.js';
 import { MOUNT_LABEL } from './inspect/index.js';
@@ -76,6 +76,7 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     const cache = new BuildCache(path.join(store.root, 'cache'));
     const cacheEntries = opts.buildCache ? await cache.clear() : 0;
     const gc = await store.gc({ keep: opts.buildCache ? [] : await cache.roots() });
+    await pruneCompressionRecords(store);
     return { cacheEntries, images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
   });
 }

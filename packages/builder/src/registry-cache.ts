@@ -1,5 +1,5 @@
 import { type Descriptor, type Digest, InvalidArgumentError, NotFoundError, digestHex, parseReference, type Reference } from '@tsbuild/oci';
-import type { Store } from '@tsbuild/store';
+import type { CompressImageOptions, Store } from '@tsbuild/store';
 import type { RegistryClient } from '@tsbuild/registry-client';
 
 /**
@@ -52,12 +52,21 @@ export async function importCacheEntry(client: RegistryClient, store: Store, rep
 /**
  * Pushes cache entries: each manifest (with its blobs; blobs the registry has are skipped by
  * HEAD) under `REPO:<key hex>`. In build order, so the base layers go up once, with the first.
+ * Entries leave the machine as any push does: plain-tar layers compressed as `compression` says
+ * (the store remembers each compressed blob, so a layer shared by several entries, or already
+ * compressed by an earlier push, is compressed once), the config and so the image ID unchanged.
  */
-export async function exportCacheEntries(client: RegistryClient, store: Store, repo: Reference, entries: Iterable<[Digest, Descriptor]>): Promise<number> {
+export async function exportCacheEntries(
+  client: RegistryClient,
+  store: Store,
+  repo: Reference,
+  entries: Iterable<[Digest, Descriptor]>,
+  compression: CompressImageOptions = { format: 'gzip' },
+): Promise<number> {
   const { push } = await import('@tsbuild/registry-client');
   let n = 0;
   for (const [key, manifest] of entries) {
-    await push(client, store, manifest, cacheEntryRef(repo, key));
+    await push(client, store, manifest, cacheEntryRef(repo, key), { compression });
     n++;
   }
   return n;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { digestHex, isDigest, parseDigest, shortId } from './digest.js';
-import { layerCompression, MediaType } from './media-types.js';
+import { layerCompression, layerMediaType, MediaType } from './media-types.js';
 import { parsePlatform, formatPlatform } from './platform.js';
 
 describe('digests', () => {
@@ -24,7 +24,14 @@ describe('media types and platforms', () => {
     expect(layerCompression(MediaType.DockerLayerGzip)).toBe('gzip');
     expect(layerCompression(MediaType.OciLayer)).toBe('none');
     expect(layerCompression(MediaType.OciLayerZstd)).toBe('zstd');
+    expect(layerCompression(MediaType.DockerLayer)).toBe('none');
     expect(layerCompression(MediaType.OciConfig)).toBeUndefined();
+  });
+  it('names the layer type of each manifest format and compression; Docker schema 2 has no zstd', () => {
+    expect(layerMediaType('oci', 'none')).toBe('application/vnd.oci.image.layer.v1.tar');
+    expect(layerMediaType('docker', 'none')).toBe('application/vnd.docker.image.rootfs.diff.tar');
+    expect(layerMediaType('docker', 'gzip')).toBe(MediaType.DockerLayerGzip);
+    expect(() => layerMediaType('docker', 'zstd')).toThrow(/zstd needs an OCI manifest/);
   });
   it('parses os/arch[/variant]', () => {
     expect(parsePlatform('linux/arm64/v8')).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });

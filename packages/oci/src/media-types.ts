@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from './errors.js';
+
 /** Media types of the OCI image spec (v1.1) and Docker's image manifest v2 schema 2. */
 export const MediaType = {
   OciManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -10,6 +12,8 @@ export const MediaType = {
   DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
   DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
   DockerConfig: 'application/vnd.docker.container.image.v1+json',
+  /** An uncompressed layer in a Docker schema 2 manifest (the image spec's tar, under Docker's name). */
+  DockerLayer: 'application/vnd.docker.image.rootfs.diff.tar',
   DockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
   DockerForeignLayerGzip: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
 } as const;
@@ -28,6 +32,7 @@ export function isIndexMediaType(mt: string): boolean {
 export function layerCompression(mt: string): Compression | undefined {
   switch (mt) {
     case MediaType.OciLayer:
+    case MediaType.DockerLayer:
     case 'application/vnd.oci.image.layer.nondistributable.v1.tar':
       return 'none';
     case MediaType.OciLayerGzip:
@@ -43,11 +48,14 @@ export function layerCompression(mt: string): Compression | undefined {
   }
 }
 
-/** The layer media type for a manifest format and compression. */
+/**
+ * The layer media type for a manifest format and compression. Docker schema 2 has a gzip and a
+ * plain tar layer type, no zstd one.
+ */
 export function layerMediaType(format: 'oci' | 'docker', compression: Compression): string {
   if (format === 'docker') {
-    if (compression !== 'gzip') throw new Error(`docker schema 2 layers must be gzip, not ${compression}`);
-    return MediaType.DockerLayerGzip;
+    if (compression === 'zstd') throw new InvalidArgumentError('docker schema 2 layers are gzip or plain tar: zstd needs an OCI manifest');
+    return compression === 'gzip' ? MediaType.DockerLayerGzip : MediaType.DockerLayer;
   }
   return compression === 'gzip' ? MediaType.OciLayerGzip : compression === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer;
 }

@@ -13,33 +13,50 @@ import {
   type ImageManifest,
   type Reference,
 } from '@tsbuild/oci';
-import type { Store } from '@tsbuild/store';
+import { compressImage, type CompressImageOptions, type Store } from '@tsbuild/store';
 import { mapLimit } from './bounded-concurrency.js';
 import { MAX_MANIFEST_SIZE, type ProgressEvent, type RegistryClient } from './registry-client.js';
 
 export interface PushOptions {
   /**
-   * Default: the manifests as stored, byte for byte, so their digests are kept. 'docker'
+   * Default: the manifests in the format stored (byte for byte when nothing was compressed, so
+   * a pulled image keeps its digests). 'docker'
    * rewrites OCI manifests and indexes as Docker schema 2 and manifest lists; 'oci' the other
-   * way. A rewritten manifest has, by necessity, a new digest; the blobs are never recompressed.
+   * way. A rewritten manifest has, by necessity, a new digest; a compressed blob is never
+   * recompressed (only plain-tar layers are compressed, see `compression`).
    */
   format?: 'oci' | 'docker';
+  /**
+   * How layers stored as plain tars (what builds store, as buildah does) are compressed on the
+   * way out: compressImage of @tsbuild/store, which remembers each compressed blob so a second
+   * push compresses nothing. Layers already compressed go as they are. Default gzip at its
+   * default level, as buildah and skopeo push; false pushes every blob as stored.
+   */
+  compression?: CompressImageOptions | false;
   /** Repositories of the destination registry that may hold the blobs (tried for cross-repository mounts). */
   mountFrom?: Reference[];
   onProgress?: (e: ProgressEvent) => void;
 }
 
 /**
- * Pushes an image of the store (a name, an ID, or a descriptor) to `dest`: blobs first
- * (`client.concurrency` at a time, each HEAD-checked, mounted from another repository of the
- * registry when the image was pulled from one, else uploaded), then each platform's manifest by
- * digest, then the top manifest or index under dest's tag. Returns the pushed top descriptor.
+ * Pushes an image of the store (a name, an ID, or a descriptor) to `dest`: its plain-tar layers
+ * compressed first (`compression`), then blobs (`client.concurrency` at a time, each
+ * HEAD-checked, mounted from another repository of the registry when the image was pulled from
+ * one, else uploaded), then each platform's manifest by digest, then the top manifest or index
+ * under dest's tag. Returns the pushed top descriptor. Holds the store's shared lock throughout:
+ * the compressed form has no name, and a prune must not collect it mid-push.
  */
 export async function push(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions = {}): Promise<Descriptor> {
+  return store.withLock('shared', () => pushLocked(client, store, image, dest, opts));
+}
+
+async function pushLocked(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions): Promise<Descriptor> {
   let top: Descriptor;
   let names: string[] = [];
   if (typeof image === 'string') ({ descriptor: top, names } = await store.resolve(image));
   else top = image;
+  const compression = opts.compression ?? { format: 'gzip' };
+  if (compression !== false) top = await compressImage(store, top, compression);
   // Where the image came from: a pulled image is named by its source, and a registry can
   // mount a blob from another of its repositories instead of receiving it again.
   const sources = [...(opts.mountFrom ?? []), ...names.map((n) => parseReference(n))].filter(
@@ -109,13 +126,14 @@ async function readManifest(store: Store, d: Descriptor): Promise<Buffer> {
 const TO_DOCKER_LAYER: Record<string, string> = {
   [MediaType.OciLayerGzip]: MediaType.DockerLayerGzip,
   [MediaType.DockerLayerGzip]: MediaType.DockerLayerGzip,
-  [MediaType.OciLayer]: 'application/vnd.docker.image.rootfs.diff.tar',
+  [MediaType.OciLayer]: MediaType.DockerLayer,
+  [MediaType.DockerLayer]: MediaType.DockerLayer,
   'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip': MediaType.DockerForeignLayerGzip,
   [MediaType.DockerForeignLayerGzip]: MediaType.DockerForeignLayerGzip,
 };
 const TO_OCI_LAYER: Record<string, string> = {
   [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
-  'application/vnd.docker.image.rootfs.diff.tar': MediaType.OciLayer,
+  [MediaType.DockerLayer]: MediaType.OciLayer,
   [MediaType.DockerForeignLayerGzip]: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
 };
 

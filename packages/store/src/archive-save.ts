@@ -12,6 +12,7 @@ import {
   digestHex,
   familiarReference,
   isIndexMediaType,
+  layerCompression,
   parseReference,
   type Descriptor,
   type Digest,
@@ -37,7 +38,8 @@ const EPOCH = new Date(0);
  *   every blob as stored, so manifest digests are kept;
  * - 'docker-archive': the `docker save` format (manifest.json, repositories, `<configHex>.json`
  *   byte-identical to the stored config so the image ID is kept, and each layer as an
- *   uncompressed `<diffIDHex>.tar` whose sha256 equals its diffID).
+ *   uncompressed `<diffIDHex>.tar` whose sha256 equals its diffID: a plain-tar layer is copied
+ *   as stored, a compressed one decompressed).
  * The archive is written to a temp file beside `out` and renamed at the end: `out` is never torn.
  */
 export async function saveArchive(
@@ -125,7 +127,8 @@ async function packDockerArchive(store: Store, images: { name?: string; descript
   const manifest: DockerManifestEntry[] = [];
   const repositories: Record<string, Record<string, string>> = {};
   const seen = new Set<string>();
-  // Each layer is gunzipped once into the store's tmp/ so its size is known for the tar header.
+  // A compressed layer is decompressed once into the store's tmp/ so its size is known for the
+  // tar header; a plain-tar layer (what builds store) is its own size and goes straight in.
   const scratch = await mkdtemp(join(store.root, 'tmp', 'save-'));
   try {
     for (const img of images) {
@@ -142,6 +145,14 @@ async function packDockerArchive(store: Store, images: { name?: string; descript
         layerNames.push(name);
         if (seen.has(name)) continue;
         seen.add(name);
+        if (layerCompression(layer.mediaType) === 'none') {
+          // The store verified the blob against its digest when it was written: that digest is the diffID.
+          if (layer.digest !== layer.diffID) {
+            throw new DataLossError(`layer ${layer.digest} is a plain tar, but the config lists diffID ${layer.diffID}`);
+          }
+          await addStream(pack, name, layer.size, await layer.uncompressed());
+          continue;
+        }
         const file = join(scratch, name);
         const hash = createHash('sha256');
         await pipeline(

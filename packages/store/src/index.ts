@@ -16,6 +16,13 @@ export {
   type ParallelGzipOptions,
 } from './parallel-gzip.js';
 export { createZstdCompress, createZstdDecompress, DEFAULT_ZSTD_LEVEL, type ZstdOptions } from './zstd-stream.js';
+export {
+  compressImage,
+  compressLayer,
+  pruneCompressionRecords,
+  type CompressImageOptions,
+  type CompressedLayerEvent,
+} from './compress-image.js';
 export { saveArchive, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from './archive-save.js';
 export { loadArchive, type LoadedImage } from './archive-load.js';
 export { type LockMode } from './file-lock.js';
