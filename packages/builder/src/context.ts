@@ -2,7 +2,6 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
-import { glob } from 'tinyglobby';
 import { NotFoundError } from '@tsbuild/oci';
 import { resolveInRoot } from './root-walk.js';
 
@@ -43,6 +42,8 @@ export class BuildContext {
     for (const src of sources) {
       const rel = path.posix.normalize(`/${src}`).slice(1);
       if (/[*?[]/.test(rel)) {
+        // tinyglobby (with picomatch) loads for wildcard sources only.
+        const { glob } = await import('tinyglobby');
         const matches = await glob(rel, { cwd: this.dir, dot: true, onlyFiles: false, followSymbolicLinks: false, expandDirectories: false });
         if (matches.length === 0) throw new NotFoundError(`COPY source ${src}: no source files were specified (nothing in the context matches)`);
         for (const m of matches.sort()) out.push(path.join(this.dir, m.replace(/\/$/, '')));

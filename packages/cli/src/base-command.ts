@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
-import { DEFAULT_ROOT, type Store } from '@tsbuild/store';
-import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { DEFAULT_ROOT, Store } from '@tsbuild/store';
+import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { CliError, Command, Flags, type InferredFlags, parseArgv } from './cli-kit.js';
 
 export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
@@ -49,14 +49,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return (this.flags as { root: string }).root;
   }
 
-  protected async store(): Promise<Store> {
-    const { Store } = await import('@tsbuild/store');
+  protected store(): Promise<Store> {
     this.storeP ??= Store.open(path.resolve(this.root));
     return this.storeP;
   }
 
-  protected async snapshotter(): Promise<OverlaySnapshotter> {
-    const { OverlaySnapshotter } = await import('@tsbuild/snapshotter');
+  protected snapshotter(): Promise<OverlaySnapshotter> {
     this.snapshotterP ??= OverlaySnapshotter.open(path.join(path.resolve(this.root), 'snapshots'));
     return this.snapshotterP;
   }

@@ -1,7 +1,8 @@
 import { Flags } from './cli-kit.js';
 import type { ProgressEvent, RegistryClient } from '@tsbuild/registry-client';
 import { shortId } from '@tsbuild/oci';
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgress from 'cli-progress';
 import { humanSize } from './base-command.js';
 
 /** The registry flags of podman and buildah: TLS, certificates, credentials. */
@@ -41,7 +42,9 @@ export class ProgressPrinter {
 
   constructor(private readonly mode: 'tty' | 'plain' | 'quiet') {
     if (mode === 'tty') {
-      this.bars = new cliProgress.MultiBar(
+      // Loaded for a terminal only: piped and quiet runs never pay for it.
+      const bars = createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
+      this.bars = new bars.MultiBar(
         {
           format: '{id} [{bar}] {value_h}/{total_h} {phase}',
           hideCursor: true,
@@ -49,7 +52,7 @@ export class ProgressPrinter {
           stream: process.stderr,
           formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? humanSize(v) : String(v)),
         },
-        cliProgress.Presets.shades_classic,
+        bars.Presets.shades_classic,
       );
     }
   }

@@ -6,7 +6,6 @@ import type { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import tar from 'tar-stream';
 import {
   DataLossError,
   InvalidArgumentError,
@@ -72,6 +71,8 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
   const links = new Map<string, string>();
   const blobs = new Set<Digest>();
 
+  // tar-stream loads only when an archive is read: other commands share this module's chunk.
+  const { default: tar } = await import('tar-stream');
   const extract = tar.extract();
   const feeding = gzipped
     ? pipeline(createReadStream(path), createGunzip(), extract)

@@ -4,7 +4,7 @@ import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
+import type tarStream from 'tar-stream';
 import {
   DataLossError,
   InvalidArgumentError,
@@ -27,7 +27,7 @@ import { fsyncDir } from './fs-sync.js';
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
 export const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
 
-type Pack = ReturnType<typeof tar.pack>;
+type Pack = ReturnType<typeof tarStream.pack>;
 
 /** Fixed mtime so that saving the same images twice gives the same bytes. */
 const EPOCH = new Date(0);
@@ -50,6 +50,8 @@ export async function saveArchive(
 ): Promise<void> {
   if (images.length === 0) throw new InvalidArgumentError(`nothing to save to ${out}: no images given`);
   const tmp = join(dirname(out), `.${out.split('/').pop() ?? 'archive'}.${randomBytes(6).toString('hex')}.tmp`);
+  // tar-stream loads only when an archive is written: other commands share this module's chunk.
+  const { default: tar } = await import('tar-stream');
   const pack = tar.pack();
   const written = pipeline(pack, createWriteStream(tmp, { mode: 0o644 }));
   try {

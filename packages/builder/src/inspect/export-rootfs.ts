@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
+import type tarStream from 'tar-stream';
 import type { Image } from '@tsbuild/store';
 import { flattenImage } from './layer-diff.js';
 import { openLayerTar, scanLayerTar } from './layer-entries.js';
@@ -18,6 +18,7 @@ const TYPE_BITS: Record<string, number> = { file: 0o100000, hardlink: 0o100000, 
 export async function exportRootfs(image: Image, out: Writable, opts: { onProgress?: (e: { layer: number; layers: number }) => void } = {}): Promise<{ entries: number }> {
   const tree = await flattenImage(image);
   const layers = await image.layers();
+  const { default: tar } = await import('tar-stream'); // loaded when used: builds share this chunk
   const pack = tar.pack();
   const written = pipeline(pack, out);
   let entries = 0;
@@ -29,7 +30,7 @@ export async function exportRootfs(image: Image, out: Writable, opts: { onProgre
         if (node === undefined || node.layer !== i) return false;
         // A hard link to a path that a later layer replaced or deleted has nothing to point at any more.
         if (entry.meta.type === 'hardlink' && tree.get(entry.meta.linkname ?? '') === undefined) return false;
-        const h: tar.Header = {
+        const h: tarStream.Header = {
           name: entry.meta.type === 'dir' ? `${entry.meta.path}/` : entry.meta.path,
           type: header.type ?? 'file',
           // With the file-type bits set, tar-stream keeps a mode of 0 (it replaces a falsy mode with

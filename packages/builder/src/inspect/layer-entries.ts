@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
+import type tarStream from 'tar-stream';
 import { DataLossError, isTsbuildError, type Digest } from '@tsbuild/oci';
 import { decompressed } from '@tsbuild/snapshotter';
 import type { Layer } from '@tsbuild/store';
@@ -64,7 +64,7 @@ export async function openLayerTar(layer: Layer): Promise<Readable> {
 
 export interface TarVisit {
   entry: LayerEntry;
-  header: tar.Header;
+  header: tarStream.Header;
   /** The entry's body: consume it or leave it (it is drained after `onEntry` returns). */
   body: Readable;
 }
@@ -80,9 +80,10 @@ export async function scanLayerTar(
   onEntry?: (v: TarVisit) => Promise<boolean | void> | boolean | void,
 ): Promise<LayerEntry[]> {
   const entries: LayerEntry[] = [];
+  const { default: tar } = await import('tar-stream'); // loaded when used: builds share this chunk
   const extract = tar.extract();
   const consume = (async () => {
-    for await (const body of extract as AsyncIterable<Readable & { header: tar.Header }>) {
+    for await (const body of extract as AsyncIterable<Readable & { header: tarStream.Header }>) {
       const h = body.header;
       const path = normalisePath(h.name);
       const base = path.slice(path.lastIndexOf('/') + 1);

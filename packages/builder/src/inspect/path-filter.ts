@@ -1,4 +1,5 @@
-import picomatch from 'picomatch';
+import { createRequire } from 'node:module';
+import type picomatchT from 'picomatch';
 import { normalisePath } from './layer-entries.js';
 
 /**
@@ -7,6 +8,8 @@ import { normalisePath } from './layer-entries.js';
  */
 export function pathFilter(globs: string[] | undefined): (path: string) => boolean {
   if (globs === undefined || globs.length === 0) return () => true;
+  // Loaded when a filter is given: builds share this module's chunk and never need it.
+  const picomatch = createRequire(import.meta.url)('picomatch') as typeof picomatchT;
   const match = picomatch(globs.map((g) => normalisePath(g)), { dot: true });
   return (path) => {
     for (let p = path; p !== ''; p = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '') if (match(p)) return true;
