@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DataLossError, InvalidArgumentError, UnavailableError } from '@tsbuild/oci';
 import { apply, decompressed } from '@tsbuild/snapshotter';
@@ -37,17 +37,39 @@ function compressionOf(h: Buffer): Compression {
   return 'none';
 }
 
-/** The uncompressed bytes of a file; bzip2 and xz through Debian's own tools, which node lacks. */
+/**
+ * The uncompressed bytes of a file; bzip2 and xz through Debian's own tools, which node lacks.
+ *
+ * The decompressor's stdout is piped into the returned stream at once, not handed out raw:
+ * callers await (an lstat, a header read) before they start reading, and when a child exits
+ * node resumes every stdio stream nobody reads yet, dropping its buffered output
+ * (child_process flushStdio). A small archive decompresses within that window, so apply used
+ * to read an empty stream, which is a valid empty tar. The returned stream ends only after
+ * the child has exited with status 0: `'close'` comes after stdout's `'end'`, so a failure
+ * reported through the exit status (xz on trailing garbage, a truncated second bzip2 stream)
+ * would otherwise arrive after the reader had already finished.
+ */
 function uncompressedStream(file: string, c: Compression): Readable {
   if (c === 'bzip2' || c === 'xz') {
     const child = spawn(c === 'bzip2' ? 'bzip2' : 'xz', ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
-    child.stderr.on('data', (d) => (err += d));
-    child.on('close', (code) => {
-      if (code !== 0) child.stdout.destroy(new InvalidArgumentError(`ADD ${path.basename(file)}: ${c} could not decompress it: ${err.trim()}`));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const exited = new Promise<Error | undefined>((resolve) => {
+      child.once('error', (e) => resolve(new UnavailableError(`ADD ${path.basename(file)}: ${c} is not installed (${e.message})`)));
+      child.once('close', (code, signal) => {
+        const how = signal !== null ? `was killed by ${signal}` : `exited with status ${code}`;
+        resolve(code === 0 ? undefined : new InvalidArgumentError(`ADD ${path.basename(file)}: ${c} could not decompress it (${how}): ${err.trim()}`));
+      });
     });
-    child.on('error', (e) => child.stdout.destroy(new UnavailableError(`ADD ${path.basename(file)}: ${c} is not installed (${e.message})`)));
-    return child.stdout;
+    const out = new Transform({
+      transform: (chunk: Buffer, _enc, cb) => cb(null, chunk),
+      flush: (cb) => void exited.then((e) => cb(e ?? null)),
+    });
+    void exited.then((e) => e && out.destroy(e));
+    // A reader that stops early destroys `out`; pipeline then closes stdout and the child gets
+    // SIGPIPE. Errors reach the reader through `out`, so the pipeline's own promise is not needed.
+    pipeline(child.stdout, out).catch(() => undefined);
+    return out;
   }
   return Readable.from(decompressed(createReadStream(file)));
 }
