@@ -45,6 +45,47 @@ const MAX_OCTAL_11 = 0o77777777777;
 
 /** Bytes of the headers (a pax header first when needed) that precede the entry's body. */
 export function encodeHeader(h: TarHeader): Buffer {
+  const plan = planHeader(h);
+  const out = Buffer.allocUnsafe(plannedLength(plan));
+  writePlanned(plan, out, 0);
+  return out;
+}
+
+/**
+ * Writes the same bytes as encodeHeader(h) into `out` at `offset`, without allocating, and
+ * returns their length; returns 0 and writes nothing when they do not fit before the end of
+ * `out` (the layer writer then starts a new output chunk).
+ */
+export function writeHeader(h: TarHeader, out: Buffer, offset: number): number {
+  const plan = planHeader(h);
+  const length = plannedLength(plan);
+  if (offset + length > out.length) return 0;
+  writePlanned(plan, out, offset);
+  return length;
+}
+
+/** Zero bytes that round a body of `size` bytes up to a whole block. */
+export function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
+
+/** Two zero blocks end an archive (POSIX ustar). */
+export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
+
+interface UstarFields {
+  name: string; prefix: string; mode: number; uid: number; gid: number; size: number; mtime: number;
+  typeflag: string; linkname: string; devmajor: number; devminor: number;
+}
+
+/** An entry's headers decided but not yet written: the pax records (if any) and the ustar block. */
+interface HeaderPlan {
+  pax: [string, Buffer][];
+  /** Bytes of the pax records, before padding. */
+  paxLength: number;
+  ustar: UstarFields;
+}
+
+function planHeader(h: TarHeader): HeaderPlan {
   const pax: [string, Buffer][] = [];
   let name = h.name;
   let prefix = '';
@@ -80,50 +121,54 @@ export function encodeHeader(h: TarHeader): Buffer {
     pax.push(['mtime', Buffer.from(String(mtime))]);
     mtime = 0;
   }
-  for (const [k, v] of [...h.xattrs].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
-    pax.push([`SCHILY.xattr.${k}`, v]);
+  if (h.xattrs.size > 0) {
+    for (const [k, v] of [...h.xattrs].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
+      pax.push([`SCHILY.xattr.${k}`, v]);
+    }
   }
-
-  const main = ustarBlock({ name, prefix, mode: h.mode, uid, gid, size, mtime, typeflag: TYPEFLAG[h.type], linkname, devmajor: h.devmajor, devminor: h.devminor });
-  if (pax.length === 0) return main;
-  const body = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
-  const paxHeader = ustarBlock({ name: 'PaxHeader', prefix: '', mode: 0o644, uid: 0, gid: 0, size: body.length, mtime, typeflag: 'x', linkname: '', devmajor: 0, devminor: 0 });
-  return Buffer.concat([paxHeader, body, Buffer.alloc(padding(body.length)), main]);
+  let paxLength = 0;
+  for (const [k, v] of pax) paxLength += paxRecordLength(k, v);
+  const ustar = { name, prefix, mode: h.mode, uid, gid, size, mtime, typeflag: TYPEFLAG[h.type], linkname, devmajor: h.devmajor, devminor: h.devminor };
+  return { pax, paxLength, ustar };
 }
 
-/** Zero bytes that round a body of `size` bytes up to a whole block. */
-export function padding(size: number): number {
-  return (BLOCK - (size % BLOCK)) % BLOCK;
+function plannedLength(p: HeaderPlan): number {
+  return p.pax.length === 0 ? BLOCK : BLOCK + p.paxLength + padding(p.paxLength) + BLOCK;
 }
 
-/** Two zero blocks end an archive (POSIX ustar). */
-export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
-
-interface UstarFields {
-  name: string; prefix: string; mode: number; uid: number; gid: number; size: number; mtime: number;
-  typeflag: string; linkname: string; devmajor: number; devminor: number;
+function writePlanned(p: HeaderPlan, out: Buffer, offset: number): void {
+  let off = offset;
+  if (p.pax.length > 0) {
+    const paxHeader = { name: 'PaxHeader', prefix: '', mode: 0o644, uid: 0, gid: 0, size: p.paxLength, mtime: p.ustar.mtime, typeflag: 'x', linkname: '', devmajor: 0, devminor: 0 };
+    writeUstarBlock(paxHeader, out, off);
+    off += BLOCK;
+    for (const [k, v] of p.pax) off += writePaxRecord(k, v, out, off);
+    const pad = padding(p.paxLength);
+    out.fill(0, off, off + pad);
+    off += pad;
+  }
+  writeUstarBlock(p.ustar, out, off);
 }
 
-function ustarBlock(f: UstarFields): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  b.write(f.name, 0, 100, 'utf8');
-  writeOctal(b, 100, 8, f.mode & 0o7777);
-  writeOctal(b, 108, 8, f.uid);
-  writeOctal(b, 116, 8, f.gid);
-  writeOctal(b, 124, 12, f.size);
-  writeOctal(b, 136, 12, f.mtime);
-  b.write(f.typeflag, 156, 1, 'ascii');
-  b.write(f.linkname, 157, 100, 'utf8');
-  b.write('ustar\x0000', 257, 8, 'ascii');
-  writeOctal(b, 329, 8, f.devmajor);
-  writeOctal(b, 337, 8, f.devminor);
-  b.write(f.prefix, 345, 155, 'utf8');
+function writeUstarBlock(f: UstarFields, b: Buffer, at: number): void {
+  b.fill(0, at, at + BLOCK);
+  b.write(f.name, at, 100, 'utf8');
+  writeOctal(b, at + 100, 8, f.mode & 0o7777);
+  writeOctal(b, at + 108, 8, f.uid);
+  writeOctal(b, at + 116, 8, f.gid);
+  writeOctal(b, at + 124, 12, f.size);
+  writeOctal(b, at + 136, 12, f.mtime);
+  b.write(f.typeflag, at + 156, 1, 'ascii');
+  b.write(f.linkname, at + 157, 100, 'utf8');
+  b.write('ustar\x0000', at + 257, 8, 'ascii');
+  writeOctal(b, at + 329, 8, f.devmajor);
+  writeOctal(b, at + 337, 8, f.devminor);
+  b.write(f.prefix, at + 345, 155, 'utf8');
   // The checksum is computed with its own field read as eight spaces.
-  b.fill(0x20, 148, 156);
+  b.fill(0x20, at + 148, at + 156);
   let sum = 0;
-  for (const byte of b) sum += byte;
-  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
-  return b;
+  for (let i = at; i < at + BLOCK; i++) sum += b[i]!;
+  b.write(sum.toString(8).padStart(6, '0') + '\0 ', at + 148, 8, 'ascii');
 }
 
 function writeOctal(b: Buffer, off: number, len: number, n: number): void {
@@ -141,12 +186,20 @@ function writeOctal(b: Buffer, off: number, len: number, n: number): void {
   b.write(s.padStart(len - 1, '0') + '\0', off, len, 'ascii');
 }
 
-function paxRecord(key: string, value: Buffer): Buffer {
-  // "%d %s=%s\n" where %d counts the whole record, its own digits included.
+/** "%d %s=%s\n" where %d counts the whole record, its own digits included. */
+function paxRecordLength(key: string, value: Buffer): number {
   const rest = Buffer.byteLength(key) + value.length + 3;
   let len = rest + 1;
   while (len !== rest + String(len).length) len = rest + String(len).length;
-  return Buffer.concat([Buffer.from(`${len} ${key}=`), value, Buffer.from('\n')]);
+  return len;
+}
+
+function writePaxRecord(key: string, value: Buffer, out: Buffer, at: number): number {
+  const len = paxRecordLength(key, value);
+  let off = at + out.write(`${len} ${key}=`, at, 'utf8');
+  off += value.copy(out, off);
+  out[off] = 0x0a;
+  return len;
 }
 
 function isAscii(s: string): boolean {

@@ -23,7 +23,9 @@ import { InvalidArgumentError } from '@tsbuild/oci';
  *
  * Memory is bounded: at most `concurrency` chunks are compressing at once, each holding its input
  * and output buffers; the stream stops reading input until the oldest chunk is done, and stops
- * compressing when its reader does not read (backpressure through Duplex.from).
+ * compressing when its reader does not read (backpressure through Duplex.from). Input is copied
+ * into at most `concurrency` reused chunk buffers, and an input piece lent from a pool (a layer tar
+ * from @tsbuild/snapshotter's diff) is handed back to it once copied (RELEASE_CHUNK below).
  * Compression ratio is within a fraction of a percent of one deflate stream at the same level:
  * a chunk loses only the matching state (hash chains) the dictionary does not rebuild, plus
  * 5 bytes of stored-block marker per chunk.
@@ -153,6 +155,8 @@ async function* gzipChunks(
       chunk = spare.pop() ?? Buffer.allocUnsafe(chunkSize);
       fill = 0;
     }
+    // Every byte of the piece is copied into our own chunks: give it back to its producer.
+    if (typeof piece !== 'string') releaseChunk(piece);
   }
   dispatch(chunk.subarray(0, fill), true);
   while (jobs.length > 0) yield await finish();
@@ -203,6 +207,20 @@ function gzipTrailer(crc: number, isize: number): Buffer {
   b.writeUInt32LE(crc >>> 0, 0);
   b.writeUInt32LE(isize >>> 0, 4);
   return b;
+}
+
+/**
+ * The layer tar writer (@tsbuild/snapshotter diff) lends its output chunks from a pool and takes
+ * them back when their last holder calls the function registered under this symbol; see
+ * buffer-pool.ts there for the protocol. This stream copies each input chunk into its own 1 MiB
+ * buffers as it arrives, so once a chunk is copied it is the last holder: a stage before it
+ * (ingestLayer's sha256 Transform) has finished with the chunk synchronously. Whoever feeds a
+ * chunk both to this stream and to another consumer (a tee) must feed copies.
+ */
+const RELEASE_CHUNK = Symbol.for('tsbuild.releaseChunk');
+
+function releaseChunk(chunk: Buffer): void {
+  (chunk as Buffer & { [RELEASE_CHUNK]?: () => void })[RELEASE_CHUNK]?.();
 }
 
 function poolSize(): number {
