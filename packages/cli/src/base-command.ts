@@ -2,7 +2,7 @@ import path from 'node:path';
 import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
 import { DEFAULT_ROOT, Store } from '@tsbuild/store';
 import { OverlaySnapshotter } from '@tsbuild/snapshotter';
-import { CliError, Command, Flags, type InferredFlags, parseArgv } from './cli-kit.js';
+import { CliError, Command, Flags, type InferredFlags } from './cli-kit.js';
 
 export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
 
@@ -24,25 +24,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   private storeP?: Promise<Store>;
   private snapshotterP?: Promise<OverlaySnapshotter>;
 
-  /**
-   * For `run IMAGE CMD…`: everything after the first argument is the container's command, never
-   * tsbuild's flags (docker's rule), and is kept in `passThrough`.
-   */
-  static passThroughAfterFirstArg = false;
-  protected passThrough: string[] = [];
-
   override async init(): Promise<void> {
-    const c = this.ctor as typeof BaseCommand;
-    const flags = { ...c.baseFlags, ...c.flags };
-    if (c.passThroughAfterFirstArg) {
-      const at = firstArgumentIndex(this.argv, flags);
-      if (at >= 0) {
-        this.passThrough = this.argv.slice(at + 1);
-        this.argv = this.argv.slice(0, at + 1);
-      }
-    }
-    this.parsed = parseArgv(this.argv, { flags, args: c.args, strict: c.strict });
-    this.flags = this.parsed.flags as BaseFlags<T>;
+    await super.init();
+    this.flags = this.parsed!.flags as BaseFlags<T>;
   }
 
   private get root(): string {
@@ -75,33 +59,6 @@ export function normalisedName(image: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Index of the first positional argument in argv, skipping flags and the values they take. */
-export function firstArgumentIndex(argv: string[], flags: Record<string, { type: string; char?: string }>): number {
-  const byName = new Map(Object.entries(flags));
-  const byChar = new Map(Object.values(flags).filter((f) => f.char).map((f) => [f.char!, f]));
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--') return i + 1 < argv.length ? i + 1 : -1;
-    if (a.startsWith('--')) {
-      if (!a.includes('=') && byName.get(a.slice(2))?.type === 'option') i++;
-      continue;
-    }
-    if (a.startsWith('-') && a.length > 1) {
-      // -it, -m 64m, -m64m
-      const chars = a.slice(1);
-      for (let k = 0; k < chars.length; k++) {
-        if (byChar.get(chars[k]!)?.type === 'option') {
-          if (k === chars.length - 1) i++;
-          break;
-        }
-      }
-      continue;
-    }
-    return i;
-  }
-  return -1;
 }
 
 /** Sizes as docker prints them: 1000-based units, three significant digits. */

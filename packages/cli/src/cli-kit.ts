@@ -118,6 +118,11 @@ export interface ParseSpec {
   args: ArgDefs;
   /** false: positionals beyond `args` are allowed (they all land in `argv`). */
   strict: boolean;
+  /**
+   * false: flags end at the first positional argument; it and everything after it are
+   * positionals, flag-like or not (pflag's SetInterspersed(false): `run IMAGE CMD…`).
+   */
+  interspersed?: boolean;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -200,6 +205,10 @@ export function parseArgv(argv: readonly string[], spec: ParseSpec): Parsed {
       continue;
     }
     positionals.push(a);
+    if (spec.interspersed === false) {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
   }
 
   const env = spec.env ?? process.env;
@@ -253,8 +262,14 @@ export abstract class Command {
   static flags: FlagDefs = {};
   static baseFlags: FlagDefs = {};
   static strict = true;
+  /**
+   * For `run IMAGE CMD…`: everything after the first argument is the container's command, never
+   * tsbuild's flags (docker's rule), and is kept in `passThrough`.
+   */
+  static passThroughAfterFirstArg = false;
 
   protected parsed?: Parsed;
+  protected passThrough: string[] = [];
 
   constructor(public argv: string[]) {}
 
@@ -262,10 +277,12 @@ export abstract class Command {
     return this.constructor as typeof Command;
   }
 
-  /** Parses argv against the command's definitions; commands may adjust `argv` before calling super. */
+  /** Parses argv against the command's definitions. */
   async init(): Promise<void> {
     const c = this.ctor;
-    this.parsed = parseArgv(this.argv, { flags: { ...c.baseFlags, ...c.flags }, args: c.args, strict: c.strict });
+    const pass = c.passThroughAfterFirstArg;
+    this.parsed = parseArgv(this.argv, { flags: { ...c.baseFlags, ...c.flags }, args: c.args, strict: c.strict && !pass, interspersed: !pass });
+    if (pass) this.passThrough = this.parsed.argv.slice(1);
   }
 
   abstract run(): Promise<unknown>;
@@ -286,10 +303,6 @@ export abstract class Command {
   /** One line on stderr, then exit status `exit` (default 1). */
   error(message: string, opts: { exit?: number } = {}): never {
     throw new CliError(message, opts.exit ?? 1);
-  }
-
-  log(message = ''): void {
-    process.stdout.write(`${message}\n`);
   }
 
   /** Errors `run()` throws; the default rethrows them for the entry point to report. */

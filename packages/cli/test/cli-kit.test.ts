@@ -88,6 +88,15 @@ describe('parseArgv', () => {
     expect(usage(['img', '--jobs', '0'])).toBe('Expected an integer for --jobs of at least 1 but received: 0');
   });
 
+  it('with interspersed false, flags end at the first positional (run IMAGE CMD…)', () => {
+    const r = parseArgv(['-q', '--file', 'D', 'img', 'sh', '-c', 'echo --help', '--tag', 'x'], { ...spec, strict: false, interspersed: false });
+    expect(r.flags).toMatchObject({ quiet: true, file: 'D' });
+    expect(r.flags.tag).toBeUndefined();
+    expect(r.argv).toEqual(['img', 'sh', '-c', 'echo --help', '--tag', 'x']);
+    expect(parseArgv(['-q', '--', '-img', '-x'], { ...spec, strict: false, interspersed: false }).argv).toEqual(['-img', '-x']);
+    expect(() => parseArgv(['--help', 'img'], { ...spec, interspersed: false })).toThrow(HelpRequest);
+  });
+
   it('keeps extra positionals when not strict', () => {
     expect(parseArgv(['a', 'b', 'c'], { ...spec, strict: false }).argv).toEqual(['a', 'b', 'c']);
   });

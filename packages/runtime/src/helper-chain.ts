@@ -15,7 +15,6 @@ import { EXEC_LINE, type CopyRequest, type HelperReply, type RunRequest } from '
 import { HELPER, ID_MAP_TOOLS } from './package-files.js';
 import { userNamespaceArgs } from './security-spec.js';
 
-
 export interface ChainOptions {
   /** 'none' and 'private' get a new network namespace ('private' is wired by `beforeRequest`). */
   network: 'host' | 'none' | 'private';
