@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { digestHex, isDigest, parseDigest, shortId } from './digest.js';
-import { layerCompression, layerMediaType, MediaType } from './media-types.js';
+import { dockerLayerMediaType, layerCompression, layerMediaType, MediaType, ociLayerMediaType } from './media-types.js';
 import { parsePlatform, formatPlatform } from './platform.js';
 
 describe('digests', () => {
@@ -32,6 +32,18 @@ describe('media types and platforms', () => {
     expect(layerMediaType('docker', 'none')).toBe('application/vnd.docker.image.rootfs.diff.tar');
     expect(layerMediaType('docker', 'gzip')).toBe(MediaType.DockerLayerGzip);
     expect(() => layerMediaType('docker', 'zstd')).toThrow(/zstd needs an OCI manifest/);
+  });
+  it('renames layer types between Docker schema 2 and the image spec', () => {
+    expect(ociLayerMediaType(MediaType.DockerLayerGzip)).toBe(MediaType.OciLayerGzip);
+    expect(ociLayerMediaType(MediaType.DockerLayer)).toBe(MediaType.OciLayer);
+    expect(ociLayerMediaType(MediaType.DockerForeignLayerGzip)).toBe(MediaType.OciNondistributableLayerGzip);
+    expect(ociLayerMediaType(MediaType.OciLayerZstd)).toBe(MediaType.OciLayerZstd);
+    expect(dockerLayerMediaType(MediaType.OciLayerGzip)).toBe(MediaType.DockerLayerGzip);
+    expect(dockerLayerMediaType(MediaType.OciLayer)).toBe(MediaType.DockerLayer);
+    expect(dockerLayerMediaType(MediaType.OciNondistributableLayerGzip)).toBe(MediaType.DockerForeignLayerGzip);
+    expect(dockerLayerMediaType(MediaType.DockerLayerGzip)).toBe(MediaType.DockerLayerGzip);
+    expect(dockerLayerMediaType(MediaType.OciLayerZstd)).toBeUndefined();
+    expect(dockerLayerMediaType(MediaType.OciNondistributableLayer)).toBeUndefined();
   });
   it('parses os/arch[/variant]', () => {
     expect(parsePlatform('linux/arm64/v8')).toEqual({ os: 'linux', architecture: 'arm64', variant: 'v8' });

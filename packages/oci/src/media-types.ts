@@ -8,6 +8,9 @@ export const MediaType = {
   OciLayer: 'application/vnd.oci.image.layer.v1.tar',
   OciLayerGzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
   OciLayerZstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+  OciNondistributableLayer: 'application/vnd.oci.image.layer.nondistributable.v1.tar',
+  OciNondistributableLayerGzip: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+  OciNondistributableLayerZstd: 'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
   OciEmpty: 'application/vnd.oci.empty.v1+json',
   DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
   DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
@@ -33,15 +36,15 @@ export function layerCompression(mt: string): Compression | undefined {
   switch (mt) {
     case MediaType.OciLayer:
     case MediaType.DockerLayer:
-    case 'application/vnd.oci.image.layer.nondistributable.v1.tar':
+    case MediaType.OciNondistributableLayer:
       return 'none';
     case MediaType.OciLayerGzip:
     case MediaType.DockerLayerGzip:
     case MediaType.DockerForeignLayerGzip:
-    case 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip':
+    case MediaType.OciNondistributableLayerGzip:
       return 'gzip';
     case MediaType.OciLayerZstd:
-    case 'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd':
+    case MediaType.OciNondistributableLayerZstd:
       return 'zstd';
     default:
       return undefined;
@@ -58,4 +61,22 @@ export function layerMediaType(format: 'oci' | 'docker', compression: Compressio
     return compression === 'gzip' ? MediaType.DockerLayerGzip : MediaType.DockerLayer;
   }
   return compression === 'gzip' ? MediaType.OciLayerGzip : compression === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer;
+}
+
+/** Docker schema 2's layer types and the image spec's names for the same bytes. */
+const DOCKER_TO_OCI_LAYER: Readonly<Record<string, string>> = {
+  [MediaType.DockerLayer]: MediaType.OciLayer,
+  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
+  [MediaType.DockerForeignLayerGzip]: MediaType.OciNondistributableLayerGzip,
+};
+const OCI_TO_DOCKER_LAYER: Readonly<Record<string, string>> = Object.fromEntries(Object.entries(DOCKER_TO_OCI_LAYER).map(([d, o]) => [o, d]));
+
+/** The image spec's media type for a layer type: Docker's renamed, any other as it is. */
+export function ociLayerMediaType(mt: string): string {
+  return DOCKER_TO_OCI_LAYER[mt] ?? mt;
+}
+
+/** Docker schema 2's media type for a layer type, or undefined when it has none (zstd, plain nondistributable). */
+export function dockerLayerMediaType(mt: string): string | undefined {
+  return mt in DOCKER_TO_OCI_LAYER ? mt : OCI_TO_DOCKER_LAYER[mt];
 }

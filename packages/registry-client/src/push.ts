@@ -5,8 +5,10 @@ import {
   InvalidArgumentError,
   MediaType,
   NotFoundError,
+  dockerLayerMediaType,
   isIndexMediaType,
   isManifestMediaType,
+  ociLayerMediaType,
   parseReference,
   type Descriptor,
   type ImageIndex,
@@ -123,20 +125,6 @@ async function readManifest(store: Store, d: Descriptor): Promise<Buffer> {
   return Buffer.from(await text(await store.content.read(d.digest)), 'utf8');
 }
 
-const TO_DOCKER_LAYER: Record<string, string> = {
-  [MediaType.OciLayerGzip]: MediaType.DockerLayerGzip,
-  [MediaType.DockerLayerGzip]: MediaType.DockerLayerGzip,
-  [MediaType.OciLayer]: MediaType.DockerLayer,
-  [MediaType.DockerLayer]: MediaType.DockerLayer,
-  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip': MediaType.DockerForeignLayerGzip,
-  [MediaType.DockerForeignLayerGzip]: MediaType.DockerForeignLayerGzip,
-};
-const TO_OCI_LAYER: Record<string, string> = {
-  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
-  [MediaType.DockerLayer]: MediaType.OciLayer,
-  [MediaType.DockerForeignLayerGzip]: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
-};
-
 /**
  * The bytes to push for a manifest: as stored unless the format changes. Docker schema 2 has
  * the same shape as an OCI manifest with its own media types and no annotations; it carries
@@ -147,7 +135,7 @@ function convertManifest(m: ImageManifest, body: Buffer, d: Descriptor, format: 
   if (format === undefined || (format === 'docker') === (current === MediaType.DockerManifest)) return [body, current];
   if (format === 'docker') {
     const layers = m.layers.map((l) => {
-      const mt = TO_DOCKER_LAYER[l.mediaType];
+      const mt = dockerLayerMediaType(l.mediaType);
       if (mt === undefined) throw new InvalidArgumentError(`cannot push ${d.digest} as Docker schema 2: layer ${l.digest} is ${l.mediaType}`);
       return { mediaType: mt, size: l.size, digest: l.digest, ...(l.urls !== undefined ? { urls: l.urls } : {}) };
     });
@@ -163,7 +151,7 @@ function convertManifest(m: ImageManifest, body: Buffer, d: Descriptor, format: 
     schemaVersion: 2,
     mediaType: MediaType.OciManifest,
     config: { mediaType: MediaType.OciConfig, digest: m.config.digest, size: m.config.size },
-    layers: m.layers.map((l) => ({ ...l, mediaType: TO_OCI_LAYER[l.mediaType] ?? l.mediaType })),
+    layers: m.layers.map((l) => ({ ...l, mediaType: ociLayerMediaType(l.mediaType) })),
   };
   return [Buffer.from(JSON.stringify(out)), MediaType.OciManifest];
 }

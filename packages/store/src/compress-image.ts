@@ -10,6 +10,7 @@ import {
   isIndexMediaType,
   isManifestMediaType,
   layerCompression,
+  ociLayerMediaType,
   type Descriptor,
   type Digest,
   type ImageIndex,
@@ -89,14 +90,6 @@ export async function compressImage(store: Store, image: Descriptor, opts: Compr
   return compressManifest(store, image, opts.format, layer);
 }
 
-/**
- * One layer's compressed form: `layer` itself if it is compressed already (or not stored here:
- * a foreign layer), else the remembered or a new compressed blob under the matching media type.
- */
-export async function compressLayer(store: Store, layer: Descriptor, opts: CompressImageOptions): Promise<Descriptor> {
-  return compressLayerBlob(store, layer, opts.format, checkedLevel(opts), opts.onLayer);
-}
-
 type LayerFn = (l: Descriptor) => Promise<Descriptor>;
 
 async function compressIndex(store: Store, d: Descriptor, format: 'gzip' | 'zstd', layer: LayerFn): Promise<Descriptor> {
@@ -134,7 +127,7 @@ async function compressManifest(store: Store, d: Descriptor, format: 'gzip' | 'z
   const layers: Descriptor[] = [];
   for (const l of m.layers) {
     // Docker's layer types name the same bytes as the image spec's: convert, then compress.
-    const src = toOci ? { ...l, mediaType: DOCKER_TO_OCI_LAYER[l.mediaType] ?? l.mediaType } : l;
+    const src = toOci ? { ...l, mediaType: ociLayerMediaType(l.mediaType) } : l;
     layers.push(layerCompression(src.mediaType) === 'none' ? await layer(src) : src);
   }
   let out: ImageManifest;
@@ -147,12 +140,6 @@ async function compressManifest(store: Store, d: Descriptor, format: 'gzip' | 'z
   return withPlatform(await store.putJSON(out, out.mediaType ?? d.mediaType), d);
 }
 
-const DOCKER_TO_OCI_LAYER: Record<string, string> = {
-  [MediaType.DockerLayer]: MediaType.OciLayer,
-  [MediaType.DockerLayerGzip]: MediaType.OciLayerGzip,
-  [MediaType.DockerForeignLayerGzip]: 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
-};
-
 /** The media type of a plain-tar layer type once compressed. */
 function compressedMediaType(mt: string, format: 'gzip' | 'zstd'): string {
   switch (mt) {
@@ -161,8 +148,8 @@ function compressedMediaType(mt: string, format: 'gzip' | 'zstd'): string {
     case MediaType.DockerLayer:
       if (format === 'zstd') throw new InvalidArgumentError('Docker schema 2 has no zstd layer type');
       return MediaType.DockerLayerGzip;
-    case 'application/vnd.oci.image.layer.nondistributable.v1.tar':
-      return `${mt}+${format}`;
+    case MediaType.OciNondistributableLayer:
+      return format === 'gzip' ? MediaType.OciNondistributableLayerGzip : MediaType.OciNondistributableLayerZstd;
     default:
       throw new InvalidArgumentError(`layer media type ${mt} is not a plain tar`);
   }
