@@ -5,3 +5,4 @@ export * from './image-spec.js';
 export * from './reference.js';
 export * from './chain-id.js';
 export * from './platform.js';
+export * from './chunk-release.js';

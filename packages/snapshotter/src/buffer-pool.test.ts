@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { BufferPool, RELEASE_CHUNK, releaseChunk, type ReleasableChunk } from './buffer-pool.js';
+import { RELEASE_CHUNK, releaseChunk, type ReleasableChunk } from '@tsbuild/oci';
+import { BufferPool } from './buffer-pool.js';
 
 describe('BufferPool', () => {
   it('reuses a buffer only after the chunk lent from it is released', () => {

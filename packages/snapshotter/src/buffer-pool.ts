@@ -6,33 +6,9 @@
  * after tens of MB; so a producer that allocates as it goes peaks at 60–70 MB of dead buffers
  * (measured on the Debian rootfs). Reused buffers keep it at a few.
  *
- * The protocol, between a producer (the layer tar writer) and a consumer it does not know
- * (parallel gzip in @tsbuild/store, which must not import this package):
- *   - A chunk the producer emits may carry a function under the registered symbol
- *     `Symbol.for('tsbuild.releaseChunk')` (RELEASE_CHUNK). Pass-through stages (a hashing
- *     Transform, Duplex.from) hand the same Buffer object on, so the function travels with it;
- *     a slice or copy of the chunk does not carry it.
- *   - The consumer that holds the chunk LAST — it has copied or finished with the bytes, and no
- *     other stage still holds the chunk or a view of it — may call the function, once. The
- *     producer may then overwrite the memory. A stage that hands one chunk to several consumers
- *     (a tee) must hand on copies, or none of them may release.
- *   - A consumer that never releases loses nothing but the reuse: the producer allocates a fresh
- *     buffer whenever none has come back, and unreleased buffers are garbage-collected.
- * So a chunk is recycled only on an explicit promise from its last holder; no chunk is reused
- * on a guess about how long a consumer keeps it (a file writer holds a chunk until its write(2)
- * completes, an accumulating reader holds it forever).
+ * The lending protocol (who may release a chunk, and when) is RELEASE_CHUNK's, in @tsbuild/oci.
  */
-export const RELEASE_CHUNK: unique symbol = Symbol.for('tsbuild.releaseChunk');
-
-/** A chunk that may carry the release function (see RELEASE_CHUNK). */
-export interface ReleasableChunk extends Buffer {
-  [RELEASE_CHUNK]?: () => void;
-}
-
-/** Calls a chunk's release function if it has one: for the chunk's last holder only. */
-export function releaseChunk(chunk: Uint8Array): void {
-  (chunk as ReleasableChunk)[RELEASE_CHUNK]?.();
-}
+import { RELEASE_CHUNK } from '@tsbuild/oci';
 
 /**
  * Buffers of one size, lent out as chunks and taken back when their consumer releases them.

@@ -2,7 +2,8 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BufferPool, releaseChunk } from './buffer-pool.js';
+import { releaseChunk } from '@tsbuild/oci';
+import { BufferPool } from './buffer-pool.js';
 import { encodeHeader, END_OF_ARCHIVE, padding, writeHeader, type TarHeader } from './tar-format.js';
 import { TarOutput } from './tar-output.js';
 

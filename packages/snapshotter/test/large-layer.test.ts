@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tarDirectory } from '../src/index.js';
-import { RELEASE_CHUNK, releaseChunk, type ReleasableChunk } from '../src/buffer-pool.js';
+import { RELEASE_CHUNK, releaseChunk, type ReleasableChunk } from '@tsbuild/oci';
 import { readTar } from '../src/tar-reader.js';
 import { CHUNK, makeLargeTree } from './large-tree.js';
 

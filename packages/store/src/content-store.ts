@@ -12,6 +12,7 @@ import {
   digestAlgorithm,
   digestHex,
   isDigest,
+  releaseChunk,
   type Digest,
 } from '@tsbuild/oci';
 import { fsyncDir } from './fs-sync.js';
@@ -158,9 +159,6 @@ export class FileContentStore implements ContentStore {
  */
 const WRITEBACK_EVERY = 8 << 20;
 
-/** The snapshotter's pooled tar chunks carry their release under this symbol (see its buffer-pool). */
-const RELEASE_CHUNK = Symbol.for('tsbuild.releaseChunk');
-
 class FileBlobWriter extends Writable implements BlobWriter {
   private readonly hash: Hash;
   private written = 0;
@@ -190,7 +188,7 @@ class FileBlobWriter extends Writable implements BlobWriter {
     this.hash.update(chunk);
     writeAll(this.fh, chunk).then(() => {
       // The last holder of a pooled chunk hands it back (the snapshotter's diff reuses it).
-      (chunk as Buffer & { [RELEASE_CHUNK]?: () => void })[RELEASE_CHUNK]?.();
+      releaseChunk(chunk);
       this.unsynced += chunk.length;
       if (this.unsynced >= WRITEBACK_EVERY && this.writeback === undefined) {
         this.unsynced = 0;

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Duplex } from 'node:stream';
 import { constants as zc, crc32, deflateRaw, type ZlibOptions } from 'node:zlib';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { InvalidArgumentError, releaseChunk } from '@tsbuild/oci';
 
 /**
  * Parallel gzip with node:zlib, after pigz: ONE standard gzip member (RFC 1952) whose deflate
@@ -25,7 +25,7 @@ import { InvalidArgumentError } from '@tsbuild/oci';
  * and output buffers; the stream stops reading input until the oldest chunk is done, and stops
  * compressing when its reader does not read (backpressure through Duplex.from). Input is copied
  * into at most `concurrency` reused chunk buffers, and an input piece lent from a pool (a layer tar
- * from @tsbuild/snapshotter's diff) is handed back to it once copied (RELEASE_CHUNK below).
+ * from @tsbuild/snapshotter's diff) is handed back to it once copied (RELEASE_CHUNK, @tsbuild/oci).
  * Compression ratio is within a fraction of a percent of one deflate stream at the same level:
  * a chunk loses only the matching state (hash chains) the dictionary does not rebuild, plus
  * 5 bytes of stored-block marker per chunk.
@@ -155,7 +155,8 @@ async function* gzipChunks(
       chunk = spare.pop() ?? Buffer.allocUnsafe(chunkSize);
       fill = 0;
     }
-    // Every byte of the piece is copied into our own chunks: give it back to its producer.
+    // Every byte of the piece is copied into our own chunks, and a stage before us (ingestLayer's
+    // sha256 Transform) finished with it synchronously: we hold it last, so give it back.
     if (typeof piece !== 'string') releaseChunk(piece);
   }
   dispatch(chunk.subarray(0, fill), true);
@@ -207,20 +208,6 @@ function gzipTrailer(crc: number, isize: number): Buffer {
   b.writeUInt32LE(crc >>> 0, 0);
   b.writeUInt32LE(isize >>> 0, 4);
   return b;
-}
-
-/**
- * The layer tar writer (@tsbuild/snapshotter diff) lends its output chunks from a pool and takes
- * them back when their last holder calls the function registered under this symbol; see
- * buffer-pool.ts there for the protocol. This stream copies each input chunk into its own 1 MiB
- * buffers as it arrives, so once a chunk is copied it is the last holder: a stage before it
- * (ingestLayer's sha256 Transform) has finished with the chunk synchronously. Whoever feeds a
- * chunk both to this stream and to another consumer (a tee) must feed copies.
- */
-const RELEASE_CHUNK = Symbol.for('tsbuild.releaseChunk');
-
-function releaseChunk(chunk: Buffer): void {
-  (chunk as Buffer & { [RELEASE_CHUNK]?: () => void })[RELEASE_CHUNK]?.();
 }
 
 function poolSize(): number {
