@@ -67,6 +67,17 @@ export function isRetryableError(e: unknown): boolean {
   return false;
 }
 
+/** `make(key)`'s promise, made once per key; forgotten if it fails, so a later call tries again. */
+function memoized<T>(cache: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
+  let p = cache.get(key);
+  if (p === undefined) {
+    p = make();
+    cache.set(key, p);
+    p.catch(() => cache.delete(key));
+  }
+  return p;
+}
+
 function isLoopback(host: string): boolean {
   const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\./.test(h);
@@ -126,13 +137,7 @@ export class HttpTransport {
    */
   base(registry: string): Promise<URL> {
     const host = registryHost(registry);
-    let p = this.bases.get(host);
-    if (p === undefined) {
-      p = this.probe(host);
-      this.bases.set(host, p);
-      p.catch(() => this.bases.delete(host));
-    }
-    return p;
+    return memoized(this.bases, host, () => this.probe(host));
   }
 
   private async probe(host: string): Promise<URL> {
@@ -162,15 +167,10 @@ export class HttpTransport {
 
   /** The keep-alive pool for a URL's scheme and host[:port]. */
   private agent(url: URL): Promise<HttpAgent> {
-    const key = `${url.protocol}//${url.host}`;
-    let a = this.agents.get(key);
-    if (a === undefined) {
+    return memoized(this.agents, `${url.protocol}//${url.host}`, async () => {
       const common = { keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' as const };
-      a = url.protocol === 'https:' ? this.tlsOptions(url.host).then((tls) => new HttpsAgent({ ...common, ...tls })) : Promise.resolve(new HttpAgent(common));
-      this.agents.set(key, a);
-      a.catch(() => this.agents.delete(key));
-    }
-    return a;
+      return url.protocol === 'https:' ? new HttpsAgent({ ...common, ...(await this.tlsOptions(url.host)) }) : new HttpAgent(common);
+    });
   }
 
   /**
@@ -178,13 +178,7 @@ export class HttpTransport {
    * a CA, a `name.cert` with its `name.key` is a client certificate.
    */
   private tlsOptions(host: string): Promise<TlsOptions> {
-    let p = this.tls.get(host);
-    if (p === undefined) {
-      p = this.readTlsOptions(host);
-      this.tls.set(host, p);
-      p.catch(() => this.tls.delete(host));
-    }
-    return p;
+    return memoized(this.tls, host, () => this.readTlsOptions(host));
   }
 
   private async readTlsOptions(host: string): Promise<TlsOptions> {
