@@ -16,6 +16,7 @@ import {
   type ImageIndex,
   type ImageManifest,
 } from '@tsbuild/oci';
+import { checkLevel } from './compression-level.js';
 import { ingestLayer } from './layer-ingest.js';
 import { DEFAULT_GZIP_LEVEL } from './parallel-gzip.js';
 import type { Store } from './store.js';
@@ -191,12 +192,7 @@ async function compressLayerBlob(
 function checkedLevel(opts: CompressImageOptions): number {
   const { format } = opts;
   if (format !== 'gzip' && format !== 'zstd') throw new InvalidArgumentError(`unknown compression format "${String(format)}": want gzip or zstd`);
-  const level = opts.level ?? (format === 'gzip' ? DEFAULT_GZIP_LEVEL : DEFAULT_ZSTD_LEVEL);
-  const max = format === 'gzip' ? 9 : 22;
-  if (!Number.isInteger(level) || level < 1 || level > max) {
-    throw new InvalidArgumentError(`${format} level ${String(level)} is out of range: want an integer from 1 to ${max}`);
-  }
-  return level;
+  return checkLevel(format, opts.level ?? (format === 'gzip' ? DEFAULT_GZIP_LEVEL : DEFAULT_ZSTD_LEVEL));
 }
 
 function withPlatform(out: Descriptor, from: Descriptor): Descriptor {

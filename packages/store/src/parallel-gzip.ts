@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Duplex } from 'node:stream';
 import { constants as zc, crc32, deflateRaw, type ZlibOptions } from 'node:zlib';
 import { InvalidArgumentError, releaseChunk } from '@tsbuild/oci';
+import { checkLevel } from './compression-level.js';
 
 /**
  * Parallel gzip with node:zlib, after pigz: ONE standard gzip member (RFC 1952) whose deflate
@@ -79,12 +80,9 @@ const WINDOW = 32 * 1024; // deflate's maximum match distance (RFC 1951 §3.2.5)
 const MEM_LEVEL = 9;
 
 export function createParallelGzip(opts: ParallelGzipOptions = {}): Duplex {
-  const level = opts.level ?? DEFAULT_GZIP_LEVEL;
+  const level = checkLevel('gzip', opts.level ?? DEFAULT_GZIP_LEVEL);
   const chunkSize = opts.chunkSize ?? DEFAULT_GZIP_CHUNK_SIZE;
   const concurrency = opts.concurrency ?? DEFAULT_GZIP_CONCURRENCY;
-  if (!Number.isInteger(level) || level < 1 || level > 9) {
-    throw new InvalidArgumentError(`gzip level ${String(level)} is out of range: want an integer from 1 to 9`);
-  }
   if (!Number.isInteger(chunkSize) || chunkSize < WINDOW) {
     throw new InvalidArgumentError(`gzip chunk size ${String(chunkSize)} is too small: want an integer of at least ${WINDOW}`);
   }

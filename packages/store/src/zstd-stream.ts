@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import type { Transform } from 'node:stream';
 import { InvalidArgumentError } from '@tsbuild/oci';
+import { checkLevel } from './compression-level.js';
 
 /**
  * zstd-napi, loaded on first use: its native module costs ~15 ms to load, which every command
@@ -40,11 +41,8 @@ export const DEFAULT_ZSTD_LEVEL = 3;
 const ZSTD_JOB_SIZE = 2 * 1024 * 1024;
 
 export function createZstdCompress(opts: ZstdOptions = {}): Transform {
-  const level = opts.level ?? DEFAULT_ZSTD_LEVEL;
+  const level = checkLevel('zstd', opts.level ?? DEFAULT_ZSTD_LEVEL);
   const workers = opts.workers ?? availableParallelism();
-  if (!Number.isInteger(level) || level < 1 || level > 22) {
-    throw new InvalidArgumentError(`zstd level ${String(level)} is out of range: want an integer from 1 to 22`);
-  }
   if (!Number.isInteger(workers) || workers < 0) {
     throw new InvalidArgumentError(`zstd workers ${String(workers)} is invalid: want a non-negative integer`);
   }
