@@ -10,6 +10,7 @@ import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { build, importRootfs, type BuildEvent } from '../src/index.js';
 // @ts-expect-error plain .mjs fixture without types
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
+import { writeFiles } from './write-files.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-builder-'));
 let store: Store;
@@ -23,13 +24,8 @@ beforeAll(async () => {
 afterAll(() => fsp.rm(tmp, { recursive: true, force: true }));
 
 let n = 0;
-async function ctx(files: Record<string, string>): Promise<string> {
-  const dir = path.join(tmp, `ctx-${n++}`);
-  for (const [name, content] of Object.entries(files)) {
-    await fsp.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fsp.writeFile(path.join(dir, name), content);
-  }
-  return dir;
+function ctx(files: Record<string, string>): Promise<string> {
+  return writeFiles(path.join(tmp, `ctx-${n++}`), files);
 }
 
 function sink(): { stream: Writable; text: () => string } {

@@ -8,6 +8,7 @@ import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { build, importRootfs, prune, type BuildEvent, type BuildOptions } from '../src/index.js';
 // @ts-expect-error plain .mjs fixture without types
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
+import { writeFiles } from './write-files.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-cache-'));
 let store: Store;
@@ -21,13 +22,8 @@ beforeAll(async () => {
 });
 afterAll(() => fsp.rm(tmp, { recursive: true, force: true }));
 
-async function context(name: string, files: Record<string, string>): Promise<string> {
-  const dir = path.join(tmp, name);
-  for (const [f, content] of Object.entries(files)) {
-    await fsp.mkdir(path.dirname(path.join(dir, f)), { recursive: true });
-    await fsp.writeFile(path.join(dir, f), content);
-  }
-  return dir;
+function context(name: string, files: Record<string, string>): Promise<string> {
+  return writeFiles(path.join(tmp, name), files);
 }
 
 async function buildIt(ctx: string, extra: Partial<BuildOptions> = {}) {

@@ -14,6 +14,7 @@ import { build, diffImage, exportRootfs, imageHistory, importRootfs, runImage } 
 import { startRegistry, type RunningRegistry } from '../../registry-client/test/registry-server.js';
 // @ts-expect-error plain .mjs fixture without types
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
+import { writeFiles } from './write-files.js';
 
 // Builds store layers as plain tars by default (buildah's --disable-compression) and compress
 // them only when the image leaves the machine; the image ID never depends on compression.
@@ -36,13 +37,8 @@ beforeAll(async () => {
 afterAll(() => fsp.rm(tmp, { recursive: true, force: true }));
 
 let n = 0;
-async function ctx(files: Record<string, string>): Promise<string> {
-  const dir = path.join(tmp, `ctx-${n++}`);
-  for (const [name, content] of Object.entries(files)) {
-    await fsp.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fsp.writeFile(path.join(dir, name), content);
-  }
-  return dir;
+function ctx(files: Record<string, string>): Promise<string> {
+  return writeFiles(path.join(tmp, `ctx-${n++}`), files);
 }
 
 const quiet = (): Writable => new Writable({ write: (_c, _e, cb) => cb() });

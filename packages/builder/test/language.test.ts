@@ -13,6 +13,7 @@ import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { build, importRootfs, type BuildOptions } from '../src/index.js';
 // @ts-expect-error plain .mjs fixture without types
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
+import { writeFiles } from './write-files.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-lang-'));
 let store: Store;
@@ -45,11 +46,7 @@ afterAll(async () => {
 
 let n = 0;
 async function buildIt(files: Record<string, string | Buffer>, extra: Partial<BuildOptions> = {}) {
-  const dir = path.join(tmp, `ctx-${n++}`);
-  for (const [name, content] of Object.entries(files)) {
-    await fsp.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fsp.writeFile(path.join(dir, name), content);
-  }
+  const dir = await writeFiles(path.join(tmp, `ctx-${n++}`), files);
   const quiet = new Writable({ write: (_c, _e, cb) => cb() });
   const r = await build({ store, snapshotter, context: dir, stdout: quiet, stderr: quiet, ...extra });
   const config = (await store.image(r.manifest).config()) as ImageConfig;

@@ -24,6 +24,7 @@ import {
 // @ts-expect-error plain .mjs fixture without types
 import { makeBusyboxRootfs } from '../../../../fixtures/busybox-rootfs.mjs';
 import { startRegistry, type RunningRegistry } from '../../../registry-client/test/registry-server.js';
+import { writeFiles } from '../write-files.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-inspect-'));
 let store: Store;
@@ -45,11 +46,7 @@ const DOCKERFILE = [
 const quiet = () => new Writable({ write: (_c, _e, cb) => cb() });
 
 async function buildImage(name: string, dockerfile: string, files: Record<string, string> = {}): Promise<Image> {
-  const dir = await fsp.mkdtemp(path.join(tmp, 'ctx-'));
-  for (const [f, content] of Object.entries({ Dockerfile: dockerfile, ...files })) {
-    await fsp.mkdir(path.dirname(path.join(dir, f)), { recursive: true });
-    await fsp.writeFile(path.join(dir, f), content);
-  }
+  const dir = await writeFiles(await fsp.mkdtemp(path.join(tmp, 'ctx-')), { Dockerfile: dockerfile, ...files });
   await build({ store, snapshotter, context: dir, tags: [name], stdout: quiet(), stderr: quiet() });
   return store.image((await store.resolve(name)).descriptor);
 }
