@@ -18,6 +18,7 @@ export {
 export { createZstdCompress, createZstdDecompress, DEFAULT_ZSTD_LEVEL, type ZstdOptions } from './zstd-stream.js';
 export {
   compressImage,
+  compressLayer,
   pruneCompressionRecords,
   type CompressImageOptions,
   type CompressedLayerEvent,
