@@ -61,38 +61,12 @@ function child(...args) {
   return JSON.parse(out.trim().split('\n').at(-1));
 }
 
-/** Mounts an overlay whose options may exceed one page: relative paths from their common parent. */
+/** Mounts an overlay whose options may exceed one page (mountOverlay shortens them), or a bind. */
 async function mountOverlay(mounts, target) {
-  const { mount } = await import('@tsbuild/linux');
+  const linux = await import('@tsbuild/linux');
   const [m] = mounts;
-  const data = m.options.join(',');
-  if (data.length <= 4095) return mount(m.source, target, m.type === 'bind' ? null : 'overlay', m.type === 'bind' ? 0x1000 : 0, m.type === 'bind' ? null : data);
-  const paths = m.options.flatMap((o) => {
-    const [k, v = ''] = o.split(/=(.*)/s);
-    return k === 'lowerdir' ? v.split(':') : k === 'upperdir' || k === 'workdir' ? [v] : [];
-  });
-  let common = paths[0].split('/').slice(0, -1);
-  for (const p of paths) {
-    const parts = p.split('/');
-    let i = 0;
-    while (i < common.length && i < parts.length - 1 && common[i] === parts[i]) i++;
-    common = common.slice(0, i);
-  }
-  const cwd = common.join('/');
-  const rel = (p) => p.slice(cwd.length + 1);
-  const short = m.options.map((o) => {
-    const [k, v = ''] = o.split(/=(.*)/s);
-    if (k === 'lowerdir') return `lowerdir=${v.split(':').map(rel).join(':')}`;
-    if (k === 'upperdir' || k === 'workdir') return `${k}=${rel(v)}`;
-    return o;
-  });
-  const back = process.cwd();
-  process.chdir(cwd);
-  try {
-    mount('overlay', target, 'overlay', 0, short.join(','));
-  } finally {
-    process.chdir(back);
-  }
+  if (m.type === 'bind') return linux.mount(m.source, target, null, linux.MS.BIND, null);
+  linux.mountOverlay(m.source, target, 0, m.options.join(','));
 }
 
 function tinyLayer(i) {

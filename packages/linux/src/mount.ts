@@ -23,6 +23,68 @@ export function mount(source: string | null, target: string, fstype: string | nu
   check(sys.mount(source, target, fstype, flags, data), 'mount', target);
 }
 
+/** mount(2) copies at most one page of data; overlay lowerdir lists of many layers exceed it. */
+export const MAX_MOUNT_DATA = 4095;
+
+/**
+ * Overlay data too long for one page is shortened the way containerd does it: the mounting process
+ * chdir's to the longest directory common to every layer path and passes them relative to it
+ * (overlayfs resolves relative paths against the mounting process's cwd). Returns the directory
+ * to chdir to, or undefined when the data fits.
+ */
+export function shortenOverlayData(data: string): { cwd: string; data: string } | undefined {
+  if (Buffer.byteLength(data) <= MAX_MOUNT_DATA) return undefined;
+  const opts = data.split(',');
+  const paths: string[] = [];
+  for (const o of opts) {
+    const [k, v] = splitOption(o);
+    if (k === 'lowerdir') paths.push(...v.split(':'));
+    else if (k === 'upperdir' || k === 'workdir') paths.push(v);
+  }
+  if (paths.length === 0) return undefined;
+  let common = paths[0].split('/').slice(0, -1);
+  for (const p of paths) {
+    const parts = p.split('/').slice(0, -1);
+    let i = 0;
+    while (i < common.length && i < parts.length && common[i] === parts[i]) i++;
+    common = common.slice(0, i);
+  }
+  const cwd = common.join('/');
+  if (cwd === '' || cwd === '/') return undefined;
+  const rel = (p: string): string => (p.startsWith(`${cwd}/`) ? p.slice(cwd.length + 1) : p);
+  const out = opts.map((o) => {
+    const [k, v] = splitOption(o);
+    if (k === 'lowerdir') return `lowerdir=${v.split(':').map(rel).join(':')}`;
+    if (k === 'upperdir' || k === 'workdir') return `${k}=${rel(v)}`;
+    return o;
+  });
+  return { cwd, data: out.join(',') };
+}
+
+function splitOption(o: string): [string, string] {
+  const i = o.indexOf('=');
+  return i < 0 ? [o, ''] : [o.slice(0, i), o.slice(i + 1)];
+}
+
+/**
+ * mount(2) of an overlay whose data may exceed the one page the kernel copies: shortened by
+ * shortenOverlayData and mounted from the directory its paths are then relative to.
+ */
+export function mountOverlay(source: string, target: string, flags: number, data: string): void {
+  const short = shortenOverlayData(data);
+  if (short === undefined) {
+    mount(source, target, 'overlay', flags, data.length > 0 ? data : null);
+    return;
+  }
+  const back = process.cwd();
+  process.chdir(short.cwd);
+  try {
+    mount(source, target, 'overlay', flags, short.data);
+  } finally {
+    process.chdir(back);
+  }
+}
+
 export function umount(target: string, flags = 0): void {
   check(sys.umount2(target, flags), 'umount2', target);
 }

@@ -1,4 +1,4 @@
-import { MS, mount } from '@tsbuild/linux';
+import { MS, mount, mountOverlay } from '@tsbuild/linux';
 
 /**
  * One mount, in the snapshotter's shape (containerd's mount.Mount without a target): the rootfs of
@@ -56,49 +56,6 @@ export function mountCall(m: Mount): MountCall {
   return { flags, data: data.join(',') };
 }
 
-/** mount(2) copies at most one page of data; overlay lowerdir lists of many layers exceed it. */
-const MAX_MOUNT_DATA = 4095;
-
-/**
- * Overlay data too long for one page is shortened the way containerd does it: the mounting process
- * chdir's to the longest directory common to every layer path and passes them relative to it
- * (overlayfs resolves relative paths against the mounting process's cwd). Returns the directory
- * to chdir to, or undefined when the data fits.
- */
-export function shortenOverlayData(data: string): { cwd: string; data: string } | undefined {
-  if (Buffer.byteLength(data) <= MAX_MOUNT_DATA) return undefined;
-  const opts = data.split(',');
-  const paths: string[] = [];
-  for (const o of opts) {
-    const [k, v] = splitOption(o);
-    if (k === 'lowerdir') paths.push(...v.split(':'));
-    else if (k === 'upperdir' || k === 'workdir') paths.push(v);
-  }
-  if (paths.length === 0) return undefined;
-  let common = paths[0].split('/').slice(0, -1);
-  for (const p of paths) {
-    const parts = p.split('/').slice(0, -1);
-    let i = 0;
-    while (i < common.length && i < parts.length && common[i] === parts[i]) i++;
-    common = common.slice(0, i);
-  }
-  const cwd = common.join('/');
-  if (cwd === '' || cwd === '/') return undefined;
-  const rel = (p: string): string => (p.startsWith(`${cwd}/`) ? p.slice(cwd.length + 1) : p);
-  const out = opts.map((o) => {
-    const [k, v] = splitOption(o);
-    if (k === 'lowerdir') return `lowerdir=${v.split(':').map(rel).join(':')}`;
-    if (k === 'upperdir' || k === 'workdir') return `${k}=${rel(v)}`;
-    return o;
-  });
-  return { cwd, data: out.join(',') };
-}
-
-function splitOption(o: string): [string, string] {
-  const i = o.indexOf('=');
-  return i < 0 ? [o, ''] : [o.slice(0, i), o.slice(i + 1)];
-}
-
 /**
  * Mounts every entry at `target` in order (containerd's mount.All). A read-only bind needs a second
  * call: the kernel ignores MS_RDONLY on the MS_BIND call itself (mount(2), "Creating a bind mount").
@@ -122,16 +79,6 @@ function mountOne(m: Mount, target: string): void {
     if (flags & ~(MS.BIND | MS.REC)) mount(null, target, null, MS.REMOUNT | MS.BIND | (flags & ~(MS.BIND | MS.REC)));
     return;
   }
-  const short = m.type === 'overlay' ? shortenOverlayData(data) : undefined;
-  if (short !== undefined) {
-    const back = process.cwd();
-    process.chdir(short.cwd);
-    try {
-      mount(m.source, target, m.type, flags, short.data);
-    } finally {
-      process.chdir(back);
-    }
-  } else {
-    mount(m.source, target, m.type, flags, data.length > 0 ? data : null);
-  }
+  if (m.type === 'overlay') mountOverlay(m.source, target, flags, data);
+  else mount(m.source, target, m.type, flags, data.length > 0 ? data : null);
 }

@@ -1,52 +1,17 @@
 import { createHash } from 'node:crypto';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { getXattr, listXattrs, major, minor, mount, MS, umount } from '@tsbuild/linux';
+import { getXattr, listXattrs, major, minor, mount, mountOverlay, MS, umount } from '@tsbuild/linux';
 import type { Mount } from '../src/index.js';
-
-/** mount(2) copies at most one page of option data. */
-const MAX_MOUNT_DATA = 4095;
 
 /**
  * Mounts what a snapshotter returned at target; returns an undo. Overlay data longer than a page
- * (deep chains) is shortened as the runtime does it: chdir to the directory common to every
- * layer path and pass the paths relative to it (overlayfs resolves them against the mounting
- * process's cwd, once, at mount time).
+ * (deep chains) is shortened as the runtime does it (mountOverlay of @tsbuild/linux).
  */
 export function mountAll(mounts: Mount[], target: string): () => void {
   for (const m of mounts) {
     if (m.type === 'overlay') {
-      const data = m.options.join(',');
-      if (Buffer.byteLength(data) <= MAX_MOUNT_DATA) {
-        mount(m.source, target, 'overlay', 0, data);
-        continue;
-      }
-      const paths = m.options.flatMap((o) => {
-        const [k, v = ''] = o.split(/=(.*)/s);
-        return k === 'lowerdir' ? v.split(':') : k === 'upperdir' || k === 'workdir' ? [v] : [];
-      });
-      let common = paths[0]!.split('/').slice(0, -1);
-      for (const p of paths) {
-        const parts = p.split('/');
-        let i = 0;
-        while (i < common.length && i < parts.length - 1 && common[i] === parts[i]) i++;
-        common = common.slice(0, i);
-      }
-      const cwd = common.join('/');
-      const rel = (p: string) => p.slice(cwd.length + 1);
-      const short = m.options.map((o) => {
-        const [k, v = ''] = o.split(/=(.*)/s);
-        if (k === 'lowerdir') return `lowerdir=${v.split(':').map(rel).join(':')}`;
-        if (k === 'upperdir' || k === 'workdir') return `${k}=${rel(v)}`;
-        return o;
-      });
-      const back = process.cwd();
-      process.chdir(cwd);
-      try {
-        mount(m.source, target, 'overlay', 0, short.join(','));
-      } finally {
-        process.chdir(back);
-      }
+      mountOverlay(m.source, target, 0, m.options.join(','));
     } else if (m.type === 'bind') {
       mount(m.source, target, null, MS.BIND | MS.REC);
       if (m.options.includes('ro')) mount(null, target, null, MS.REMOUNT | MS.BIND | MS.RDONLY);

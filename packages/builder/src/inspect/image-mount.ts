@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { FailedPreconditionError, NotFoundError, digestHex } from '@tsbuild/oci';
-import { MNT_DETACH, MS, mount, umount } from '@tsbuild/linux';
+import { MAX_MOUNT_DATA, MNT_DETACH, MS, mount, mountOverlay, shortenOverlayData, umount } from '@tsbuild/linux';
 import { unpack, type Mount, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { Image, Store } from '@tsbuild/store';
 
@@ -23,9 +23,6 @@ export interface ImageMount {
   /** False when the record exists but nothing is mounted there (after a reboot, say). */
   mounted: boolean;
 }
-
-/** mount(2) copies at most one page of option data. */
-const MAX_MOUNT_DATA = 4095;
 
 function viewKey(imageIdHex: string): string {
   return `mount-${imageIdHex}`;
@@ -81,24 +78,13 @@ function mountReadOnly(m: Mount, target: string): void {
     return;
   }
   // An overlay of lowerdirs only has no upper layer and is read-only by construction; MS_RDONLY says so to the VFS too.
-  let data = m.options.join(',');
-  if (Buffer.byteLength(data) <= MAX_MOUNT_DATA) {
-    mount(m.source, target, m.type, MS.RDONLY, data);
-    return;
+  const data = m.options.join(',');
+  const short = shortenOverlayData(data);
+  if (short !== undefined && Buffer.byteLength(short.data) > MAX_MOUNT_DATA) {
+    const lowers = m.options.find((o) => o.startsWith('lowerdir='))?.split(':').length ?? 0;
+    throw new FailedPreconditionError(`image at ${target} has too many layers (${lowers}) for one overlay mount`);
   }
-  // Too long for one page (many layers): overlayfs resolves relative lowerdirs against the
-  // mounting process's cwd, so name them relative to the snapshotter root, as containerd does.
-  const lower = m.options.find((o) => o.startsWith('lowerdir='))!.slice('lowerdir='.length).split(':');
-  const base = path.dirname(path.dirname(lower[0]!));
-  data = m.options.map((o) => (o.startsWith('lowerdir=') ? `lowerdir=${lower.map((l) => path.relative(base, l)).join(':')}` : o)).join(',');
-  if (Buffer.byteLength(data) > MAX_MOUNT_DATA) throw new FailedPreconditionError(`image at ${target} has too many layers (${lower.length}) for one overlay mount`);
-  const cwd = process.cwd();
-  process.chdir(base);
-  try {
-    mount(m.source, target, m.type, MS.RDONLY, data);
-  } finally {
-    process.chdir(cwd);
-  }
+  mountOverlay(m.source, target, MS.RDONLY, data);
 }
 
 /** Every recorded `tsbuild mount`, with whether it is mounted now. */
