@@ -322,6 +322,10 @@ export abstract class Command {
       }
       return typeof process.exitCode === 'number' ? process.exitCode : 0;
     } catch (e) {
+      if (e instanceof HelpRequest) {
+        process.stdout.write(commandHelp(this));
+        return 0;
+      }
       return report(e, this.id);
     }
   }
@@ -330,7 +334,6 @@ export abstract class Command {
 /** Prints what an error means for the user and gives the exit status. */
 export function report(e: unknown, id: string): number {
   if (e instanceof ExitRequest) return e.exitCode;
-  if (e instanceof HelpRequest) return -1;
   if (e instanceof CliError) {
     const hint = e.exitCode === 2 && id ? ` (see: ${BIN} ${id} --help)` : '';
     process.stderr.write(`Error: ${e.message}${hint}\n`);

@@ -58,10 +58,5 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(c));
     return 0;
   }
-  const status = await c.run(rest);
-  if (status === -1) {
-    process.stdout.write(commandHelp(c));
-    return 0;
-  }
-  return status;
+  return c.run(rest);
 }

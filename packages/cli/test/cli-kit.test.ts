@@ -131,16 +131,21 @@ describe('help', () => {
     expect(h).toContain('EXAMPLES\n  $ tsbuild demo -t x\n');
   });
 
-  it('run() turns --help into status -1 for the entry point to print help, and usage errors into 2', async () => {
-    expect(await Demo.run(['--help'])).toBe(-1);
+  it('run() prints help for --help (status 0), and turns usage errors into status 2', async () => {
+    const out: string[] = [];
     const writes: string[] = [];
+    const origOut = process.stdout.write.bind(process.stdout);
     const orig = process.stderr.write.bind(process.stderr);
+    process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
     process.stderr.write = ((s: string) => (writes.push(s), true)) as typeof process.stderr.write;
     try {
+      expect(await Demo.run(['--help'])).toBe(0);
       expect(await Demo.run([])).toBe(2);
     } finally {
+      process.stdout.write = origOut;
       process.stderr.write = orig;
     }
+    expect(out.join('')).toBe(commandHelp(Demo));
     expect(writes.join('')).toBe('Error: Missing 1 required arg: IMAGE (see: tsbuild demo --help)\n');
   });
 });
