@@ -8,14 +8,12 @@ import { pipeline } from 'node:stream/promises';
 import { setImmediate as tick } from 'node:timers/promises';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RELEASE_CHUNK } from '@tsbuild/oci';
 import { tarDirectory } from '@tsbuild/snapshotter';
 import { makeLargeTree } from '../../snapshotter/test/large-tree.js';
 import { ingestLayer } from '../src/layer-ingest.js';
 import { createParallelGzip } from '../src/parallel-gzip.js';
 import { Store } from '../src/store.js';
-
-/** The symbol the layer tar writer lends its chunks under (snapshotter's buffer-pool.ts). */
-const RELEASE_CHUNK = Symbol.for('tsbuild.releaseChunk');
 const JOB = 1024 * 1024; // DEFAULT_GZIP_CHUNK_SIZE
 
 let tmp: string;
