@@ -14,6 +14,7 @@ import { makeLargeTree } from '../../snapshotter/test/large-tree.js';
 import { ingestLayer } from '../src/layer-ingest.js';
 import { createParallelGzip } from '../src/parallel-gzip.js';
 import { Store } from '../src/store.js';
+
 const JOB = 1024 * 1024; // DEFAULT_GZIP_CHUNK_SIZE
 
 let tmp: string;
