@@ -84,8 +84,8 @@ try {
   sh('skopeo', ['copy', '--src-tls-verify=false', `docker://${host}/bench/seed:v1`, `oci:${tmp}/layout:v1`]);
   const res = { pull: { ours: [], cli: [], skopeo: [], rss: [] }, push: { ours: [], cli: [], skopeo: [], rss: [] } };
   // The whole `tsbuild` command too, start-up included, as a user runs it against `skopeo copy`.
-  const cli = path.resolve(path.dirname(self), '../../cli/bin/run.js');
-  const tsbuild = (root, ...args) => sh(process.execPath, [cli, ...args, '--root', root]);
+  const cli = path.resolve(path.dirname(self), '../../cli/bin/tsbuild');
+  const tsbuild = (root, ...args) => sh(cli, [...args, '--root', root]);
   for (let i = 0; i < runs; i++) {
     const p = child('pull', path.join(tmp, `pull-${i}`), `${host}/bench/seed:v1`);
     res.pull.ours.push(p.ms);

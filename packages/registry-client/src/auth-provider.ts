@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -96,8 +95,10 @@ async function readAuthFile(file: string): Promise<AuthFile | undefined> {
  * `docker-credential-<helper> get` with the server on stdin, as the docker credential helper
  * protocol defines; a Username of `<token>` marks an identity token. "Not found" is anonymous.
  */
-function credentialHelper(helper: string, registry: string): Promise<Credentials | undefined> {
+async function credentialHelper(helper: string, registry: string): Promise<Credentials | undefined> {
   const server = registry === DEFAULT_DOMAIN ? 'https://index.docker.io/v1/' : registry;
+  // node:child_process loads here, not with every pull and push (~2 ms).
+  const { execFile } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = execFile(`docker-credential-${helper}`, ['get'], { timeout: 30_000 }, (err, stdout) => {
       if (err) {

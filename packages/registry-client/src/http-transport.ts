@@ -1,10 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { join } from 'node:path';
 import { pipeline, Readable, Transform } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { rootCertificates } from 'node:tls';
 import { DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY, UnavailableError } from '@tsbuild/oci';
 import { redactUrl } from './registry-error.js';
 
@@ -88,6 +86,35 @@ export function registryHost(registry: string): string {
   return registry === DEFAULT_DOMAIN ? DOCKER_HUB_REGISTRY : registry;
 }
 
+/** How long the scheme probe waits for a plain-http answer before it tries https as well. */
+const PLAIN_FIRST_MS = 200;
+
+/** A keep-alive pool and the request function of its scheme. */
+interface Pool {
+  agent: HttpAgent;
+  send: (url: URL, opts: RequestOptions) => ClientRequest;
+}
+
+/**
+ * The CA certificates of NODE_EXTRA_CA_CERTS. bin/tsbuild passes that variable on as
+ * TSBUILD_EXTRA_CA_CERTS so node does not parse its CA store at start-up; they are added to the
+ * roots of every TLS connection here instead. Unreadable, they are skipped with a warning, as node
+ * does. (Run as a library, node has read NODE_EXTRA_CA_CERTS itself and nothing is added.)
+ */
+let extraCas: Promise<string[]> | undefined;
+function extraCaCerts(): Promise<string[]> {
+  const file = process.env.TSBUILD_EXTRA_CA_CERTS;
+  if (file === undefined || file === '') return Promise.resolve([]);
+  extraCas ??= readFile(file, 'utf8').then(
+    (pem) => [pem],
+    (e: NodeJS.ErrnoException) => {
+      process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${e.message}`);
+      return [];
+    },
+  );
+  return extraCas.then((c) => [...c]);
+}
+
 interface TlsOptions {
   ca?: string[];
   cert?: string;
@@ -96,8 +123,8 @@ interface TlsOptions {
 }
 
 /**
- * HTTP for the distribution API over node:http and node:https (in node's start-up snapshot, so
- * loading them costs a few ms where undici cost ~70): one keep-alive Agent per scheme and
+ * HTTP for the distribution API over node:http and node:https (a few ms to load where undici
+ * cost ~70): one keep-alive Agent per scheme and
  * registry host, the https one carrying that host's TLS settings; redirects followed by hand (so
  * the Authorization header goes to the registry only, never to the storage host a blob redirect
  * points at); retries with exponential backoff on 5xx, 429 (Retry-After honoured) and connection
@@ -107,7 +134,7 @@ interface TlsOptions {
  * not reading).
  */
 export class HttpTransport {
-  private readonly agents = new Map<string, Promise<HttpAgent>>();
+  private readonly agents = new Map<string, Promise<Pool>>();
   private readonly tls = new Map<string, Promise<TlsOptions>>();
   private readonly bases = new Map<string, Promise<URL>>();
   /** WWW-Authenticate seen by the scheme probe of /v2/, so the first real request can authenticate up front. */
@@ -132,8 +159,10 @@ export class HttpTransport {
   /**
    * `https://host/v2/` or, for a registry we may talk to insecurely, `http://host/v2/`. As docker
    * does for insecure registries (and for 127.0.0.0/8, which it treats as insecure), https is
-   * tried first and http used when the https attempt cannot connect; a certificate that does not
-   * verify is an error unless TLS verification was turned off.
+   * preferred and http used when the https attempt cannot connect; a certificate that does not
+   * verify is an error unless TLS verification was turned off. One exception: a port that answers
+   * plain http as a registry is taken to be http without an https attempt (see probe). Memoized
+   * per host, so calling it early (see RegistryClient.warmUp) overlaps the probe with other work.
    */
   base(registry: string): Promise<URL> {
     const host = registryHost(registry);
@@ -145,19 +174,41 @@ export class HttpTransport {
     const https = new URL(`https://${host}/v2/`);
     const mayUseHttp = verify === false || (verify === undefined && isLoopback(host));
     if (!mayUseHttp) return https;
+    // Over http first. A server that answers there as a registry (the API version header
+    // distribution servers send on /v2/) speaks plain http on this port, where https cannot work,
+    // so https is not tried: that spares loading node:https and a failing handshake (~7 ms here).
+    // Any other outcome (a TLS server's 400, no connection, no answer within PLAIN_FIRST_MS) goes
+    // as docker does: https first, the http answer used when https cannot connect.
+    const http = new URL(`http://${host}/v2/`);
+    const overHttp = this.once('GET', http, {}, undefined);
+    const early = await Promise.race([overHttp.catch(() => undefined), sleep(PLAIN_FIRST_MS, undefined, { ref: false })]);
+    if (early?.headers['docker-distribution-api-version'] !== undefined) {
+      this.noteChallenge(host, early);
+      await early.body.dump();
+      return http;
+    }
+    const drop = () => void overHttp.then((r) => r.body.dump(), () => undefined);
+    let r: HttpResponse;
     try {
-      const r = await this.once('GET', https, {}, undefined);
-      this.noteChallenge(host, r);
-      await r.body.dump();
-      return https;
+      r = await this.once('GET', https, {}, undefined);
     } catch (e) {
-      if (verify !== false && isCertificateError(e)) throw e;
-      const http = new URL(`http://${host}/v2/`);
-      const r = await this.once('GET', http, {}, undefined);
+      if (verify !== false && isCertificateError(e)) {
+        drop();
+        throw e;
+      }
+      // A connection that failed over http too is tried again, as any request is.
+      r = await overHttp.catch((e2: unknown) => {
+        if (!isRetryableError(e2)) throw e2;
+        return this.send('GET', http, {}, undefined);
+      });
       this.noteChallenge(host, r);
       await r.body.dump();
       return http;
     }
+    drop();
+    this.noteChallenge(host, r);
+    await r.body.dump();
+    return https;
   }
 
   private noteChallenge(host: string, r: HttpResponse): void {
@@ -165,11 +216,16 @@ export class HttpTransport {
     if (r.status === 401 && h !== undefined) this.probeChallenges.set(host, Array.isArray(h) ? h.join(', ') : h);
   }
 
-  /** The keep-alive pool for a URL's scheme and host[:port]. */
-  private agent(url: URL): Promise<HttpAgent> {
+  /**
+   * The keep-alive pool for a URL's scheme and host[:port], and the request function that goes
+   * with it. node:https and node:tls load with the first https URL, not with every command.
+   */
+  private agent(url: URL): Promise<Pool> {
     return memoized(this.agents, `${url.protocol}//${url.host}`, async () => {
       const common = { keepAlive: true, maxSockets: MAX_SOCKETS, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' as const };
-      return url.protocol === 'https:' ? new HttpsAgent({ ...common, ...(await this.tlsOptions(url.host)) }) : new HttpAgent(common);
+      if (url.protocol !== 'https:') return { agent: new HttpAgent(common), send: httpRequest };
+      const https = await import('node:https');
+      return { agent: new https.Agent({ ...common, ...(await this.tlsOptions(url.host)) }), send: https.request };
     });
   }
 
@@ -183,6 +239,7 @@ export class HttpTransport {
 
   private async readTlsOptions(host: string): Promise<TlsOptions> {
     const tls: TlsOptions = {};
+    const cas: string[] = [];
     const dirs = this.opts.certDir !== undefined ? [this.opts.certDir] : DEFAULT_CERT_DIRS;
     for (const base of dirs) {
       const dir = join(base, host);
@@ -192,7 +249,6 @@ export class HttpTransport {
       } catch {
         continue;
       }
-      const cas: string[] = [];
       for (const n of names) {
         if (n.endsWith('.crt')) cas.push(await readFile(join(dir, n), 'utf8'));
         if (n.endsWith('.cert') && names.includes(`${n.slice(0, -'.cert'.length)}.key`)) {
@@ -200,11 +256,18 @@ export class HttpTransport {
           tls.key = await readFile(join(dir, `${n.slice(0, -'.cert'.length)}.key`), 'utf8');
         }
       }
-      // Added to, not replacing, the system roots: a registry with a public certificate keeps working.
-      if (cas.length > 0) tls.ca = [...rootCertificates, ...cas];
       break;
     }
-    if (this.tlsVerify(host) === false) tls.rejectUnauthorized = false;
+    if (this.tlsVerify(host) === false) {
+      // Nothing is verified, so no CA is needed: an empty list spares node building its root
+      // store (~20 ms here) for nothing. (NODE_EXTRA_CA_CERTS cost ~40 ms at start-up instead.)
+      tls.rejectUnauthorized = false;
+      tls.ca = [];
+    } else {
+      cas.unshift(...(await extraCaCerts()));
+      // Added to, not replacing, node's roots: a registry with a public certificate keeps working.
+      if (cas.length > 0) tls.ca = [...(await import('node:tls')).rootCertificates, ...cas];
+    }
     return tls;
   }
 
@@ -243,11 +306,10 @@ export class HttpTransport {
    * and waiting for the answer; once the answer is there, `watchBody` takes over.
    */
   private async exchange(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined): Promise<IncomingMessage> {
-    const agent = await this.agent(url);
+    const { agent, send } = await this.agent(url);
     const ms = this.timeoutMs;
     const what = `${method} ${redactUrl(url)}`;
     return new Promise<IncomingMessage>((resolve, reject) => {
-      const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
       const req = send(url, { method, headers, agent, timeout: ms });
       let answered = false;
       req.on('timeout', () => req.destroy(stalled(what, ms)));
@@ -326,7 +388,7 @@ export class HttpTransport {
   async close(): Promise<void> {
     const agents = await Promise.allSettled(this.agents.values());
     this.agents.clear();
-    for (const a of agents) if (a.status === 'fulfilled') a.value.destroy();
+    for (const a of agents) if (a.status === 'fulfilled') a.value.agent.destroy();
   }
 }
 

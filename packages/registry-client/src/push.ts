@@ -49,6 +49,7 @@ export interface PushOptions {
  * the compressed form has no name, and a prune must not collect it mid-push.
  */
 export async function push(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions = {}): Promise<Descriptor> {
+  client.warmUp(dest.domain);
   return store.withLock('shared', () => pushLocked(client, store, image, dest, opts));
 }
 

