@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { makeBusyboxRootfs } from '../fixtures/busybox-rootfs.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bin = path.join(repo, 'packages/cli/bin/run.js');
+// The command as users run it (npm links `tsbuild` to this script).
+const bin = path.join(repo, 'packages/cli/bin/tsbuild');
 const runs = Number(process.env.BENCH_RUNS ?? 5);
 const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,snapshotter,registry,inspect').split(','));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-'));
@@ -25,7 +26,7 @@ function sh(cmd, args, opts = {}) {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return r.stdout;
 }
-const tsbuild = (...args) => sh(process.execPath, [bin, ...args], { env: { ...process.env, TSBUILD_ROOT: store } });
+const tsbuild = (...args) => sh(bin, args, { env: { ...process.env, TSBUILD_ROOT: store } });
 const buildah = (...args) => sh('buildah', ['--root', bRoot, '--runroot', bRunroot, '--storage-driver', 'overlay', ...args]);
 const bud = (...args) => buildah('bud', '--runtime', '/usr/sbin/runc', '--layers', '--pull=never', '-q', ...args);
 
@@ -91,7 +92,7 @@ try {
       (i) => writeFileSync(path.join(one, 'app.txt'), `v${i + 1}\n`),
     );
     compare('save oci-archive of hello', () => tsbuild('save', 'hello', '-o', path.join(tmp, 'h1.tar'), '--format', 'oci-archive'), () => sh('skopeo', ['copy', '-q', `containers-storage:[overlay@${bRoot}+${bRunroot}]localhost/hello:latest`, `oci-archive:${path.join(tmp, 'h2.tar')}`]), 'skopeo copy');
-    const peak = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, bin, 'build', '-q', '--no-cache', '-t', 'many', many], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8' });
+    const peak = spawnSync('/usr/bin/time', ['-f', '%M', bin, 'build', '-q', '--no-cache', '-t', 'many', many], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8' });
     console.log(`peak RSS of a build (COPY of 10,000 files): ${Math.round(Number(peak.stderr.trim().split('\n').at(-1)) / 1024)} MB`);
   }
 
@@ -132,7 +133,7 @@ try {
     const { debianTree } = await import('./snapshotter.mjs');
     tsbuild('import', debianTree(), 'debian');
     const ms = median(Array.from({ length: runs }, () => time(() => tsbuild('diff', '--format', 'json', 'debian'))));
-    const peak = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, bin, 'diff', '--format', 'json', 'debian'], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8', maxBuffer: 1 << 28 });
+    const peak = spawnSync('/usr/bin/time', ['-f', '%M', bin, 'diff', '--format', 'json', 'debian'], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8', maxBuffer: 1 << 28 });
     const row = { benchmark: 'diff + wasted-space report, Debian image', tsbuild_ms: Math.round(ms), reference: 'target 2000 ms', reference_ms: 2000 };
     row.ratio = +(row.tsbuild_ms / 2000).toFixed(2);
     results.push(row);

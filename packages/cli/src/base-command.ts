@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
 import { DEFAULT_ROOT, Store } from '@tsbuild/store';
-import { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { CliError, Command, Flags, type InferredFlags } from './cli-kit.js';
 
 export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
@@ -38,8 +38,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return this.storeP;
   }
 
+  /** Loaded on first use: push, pull, images and the like never load the snapshotter. */
   protected snapshotter(): Promise<OverlaySnapshotter> {
-    this.snapshotterP ??= OverlaySnapshotter.open(path.join(path.resolve(this.root), 'snapshots'));
+    this.snapshotterP ??= import('@tsbuild/snapshotter').then((m) => m.OverlaySnapshotter.open(path.join(path.resolve(this.root), 'snapshots')));
     return this.snapshotterP;
   }
 

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const BIN = path.join(REPO, 'packages/cli/bin/run.js');
+/** The command as users run it: bin/tsbuild, the shell script npm links as `tsbuild`. */
+export const BIN = path.join(REPO, 'packages/cli/bin/tsbuild');
 export const HELLO = path.join(REPO, 'fixtures/hello');
 
 export interface Result {
@@ -29,7 +30,7 @@ export class TestStore {
 
   run(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<Result> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, ...args], {
+      const child = spawn(BIN, args, {
         cwd: opts.cwd ?? REPO,
         env: { ...process.env, TSBUILD_ROOT: this.root, ...opts.env },
         stdio: ['pipe', 'pipe', 'pipe'],
@@ -45,7 +46,7 @@ export class TestStore {
   }
 
   spawn(args: string[]) {
-    return spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, TSBUILD_ROOT: this.root }, stdio: ['ignore', 'pipe', 'pipe'] });
+    return spawn(BIN, args, { cwd: REPO, env: { ...process.env, TSBUILD_ROOT: this.root }, stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   /** Imports a busybox-static rootfs as `busybox` (docker.io/library/busybox:latest). */

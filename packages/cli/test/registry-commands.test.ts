@@ -74,9 +74,11 @@ describe('login and logout', () => {
   const t = new TestStore();
   let reg: RunningRegistry;
   let pkiDir: string;
+  let caCert: string;
   beforeAll(async () => {
     const pki = await makePki();
     pkiDir = pki.dir;
+    caCert = pki.caCert;
     reg = await startRegistry({ tls: { cert: pki.serverCert, key: pki.serverKey }, htpasswd: { users: { ci: 's3cret' } } });
   });
   afterAll(async () => {
@@ -101,5 +103,19 @@ describe('login and logout', () => {
     const denied = await t.run(['push', '-q', '--tls-verify=false', '--authfile', authfile, 'busybox', `${host}/x/y:2`]);
     expect(denied.code).toBe(1);
     expect(denied.stderr).toMatch(/401|UNAUTHORIZED|unauthorized/i);
+  });
+
+  it('trusts the CA certificates of NODE_EXTRA_CA_CERTS, which bin/tsbuild hands over to the registry client', async () => {
+    const host = `127.0.0.1:${reg.port}`;
+    const args = ['login', '--authfile', path.join(t.tmp, 'ca-auth.json'), '-u', 'ci', '--password-stdin', host];
+    const untrusted = await t.run(args, { input: 's3cret\n', env: { NODE_EXTRA_CA_CERTS: '' } });
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stderr).toMatch(/certificate/i);
+    const trusted = await t.run(args, { input: 's3cret\n', env: { NODE_EXTRA_CA_CERTS: caCert } });
+    expect(trusted.stderr).toBe('');
+    expect(trusted.stdout).toBe('Login Succeeded!\n');
+    const missing = await t.run(args, { input: 's3cret\n', env: { NODE_EXTRA_CA_CERTS: path.join(t.tmp, 'no-such-ca.pem') } });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/Ignoring extra certs from `.*no-such-ca\.pem`, load failed/);
   });
 });

@@ -71,7 +71,7 @@ describe('tsbuild run', () => {
     expect(noTty.code).toBe(1);
     expect(noTty.stderr).toBe('Error: the input device is not a TTY (-t needs a terminal on stdin)\n');
     // script(1) gives tsbuild a pseudo-terminal; the container sees it as its stdin
-    const out = execFileSync('script', ['-qec', `${process.execPath} ${BIN} run --rm -t busybox sh -c "[ -t 0 ] && echo is-a-tty"`, '/dev/null'], {
+    const out = execFileSync('script', ['-qec', `${BIN} run --rm -t busybox sh -c "[ -t 0 ] && echo is-a-tty"`, '/dev/null'], {
       env: { ...process.env, TSBUILD_ROOT: t.root },
       encoding: 'utf8',
     });

@@ -1,6 +1,6 @@
 import { pipeline, Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { Decompress } from 'fzstd';
+import type { Decompress } from 'fzstd';
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -33,14 +33,16 @@ export async function* decompressed(layer: Readable): AsyncGenerator<Buffer> {
   );
   let out: Readable;
   if (head.subarray(0, 2).equals(GZIP_MAGIC)) out = pipeline(raw, createGunzip({ chunkSize: GUNZIP_CHUNK }), () => undefined);
-  else if (head.subarray(0, 4).equals(ZSTD_MAGIC)) out = pipeline(raw, zstdDecompressor(), () => undefined);
+  else if (head.subarray(0, 4).equals(ZSTD_MAGIC)) out = pipeline(raw, await zstdDecompressor(), () => undefined);
   else out = raw;
   yield* out as AsyncIterable<Buffer>;
 }
 
-function zstdDecompressor(): Transform {
+/** fzstd loads with the first zstd layer: it builds its decoding tables as it loads. */
+async function zstdDecompressor(): Promise<Transform> {
+  const { Decompress } = await import('fzstd');
   let push: (b: Buffer) => void = () => undefined;
-  const d = new Decompress((chunk) => push(Buffer.from(chunk)));
+  const d: Decompress = new Decompress((chunk) => push(Buffer.from(chunk)));
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       push = (b) => this.push(b);
