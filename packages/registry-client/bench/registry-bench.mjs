@@ -73,8 +73,14 @@ try {
   await importRootfs(src, debianTree(() => {}), 'bench/big:v1');
   const layers = (await src.image((await src.resolve('bench/big:v1')).descriptor).manifest()).layers;
   const total = layers.reduce((n, l) => n + l.size, 0);
-  const child = (...args) => JSON.parse(sh(process.execPath, [self, ...args]));
+  const child = (...args) => {
+    spawnSync('sync');
+    return JSON.parse(sh(process.execPath, [self, ...args]));
+  };
+  // Each timed operation starts with no dirty pages left by the one before (a 98 MB blob the
+  // registry just wrote would otherwise be written back during the next tool's run).
   const time = (fn) => {
+    spawnSync('sync');
     const t0 = performance.now();
     fn();
     return performance.now() - t0;
