@@ -368,6 +368,12 @@ export class HttpTransport {
         if (isRetryableError(e) && retry) {
           throw new UnavailableError(`${method} ${redactUrl(url)}: ${describeError(e)} (after ${attempt + 1} attempts)`, { cause: e });
         }
+        // Failing to reach the server at all (a name that does not resolve, a certificate
+        // refused) names the URL too. A body source's own error goes as it is.
+        const syscall = (e as { syscall?: unknown }).syscall;
+        if (retry && (syscall === 'getaddrinfo' || syscall === 'connect' || isCertificateError(e))) {
+          throw new UnavailableError(`${method} ${redactUrl(url)}: ${describeError(e)}`, { cause: e });
+        }
         throw e;
       }
       if ((r.status >= 500 || r.status === 429) && attempt < retries) {

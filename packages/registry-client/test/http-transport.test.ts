@@ -118,6 +118,14 @@ describe('HttpTransport over node:http', () => {
     await closeServer(s.server);
   });
 
+  it('names the URL when the server cannot be reached at all (a name that does not resolve)', async () => {
+    const t = new HttpTransport({ backoffMs: 5 });
+    const e = await t.send('GET', new URL('https://no-such-host.invalid/v2/'), {}, undefined).catch((x: unknown) => x as Error);
+    expect(e).toBeInstanceOf(UnavailableError);
+    expect(e.message).toMatch(/^GET https:\/\/no-such-host\.invalid\/v2\/: getaddrinfo (ENOTFOUND|EAI_AGAIN) no-such-host\.invalid/);
+    await t.close();
+  });
+
   it('does not count time the consumer spends not reading a response body as a stall', async () => {
     const body = Buffer.alloc(8 << 20, 1);
     const s = await serve((_req, res) => res.end(body));
