@@ -14,7 +14,8 @@ export interface ImportOptions {
 /**
  * `tsbuild import TAR|DIR NAME`, like `docker import`: a root filesystem becomes a one-layer
  * image. A directory is archived as it is (owners, modes, xattrs kept); a tar (plain or gzip) is
- * taken as the layer's content (gzip and zstd are recognised).
+ * taken as the layer's content (gzip and zstd are recognised). The layer is stored as a plain tar,
+ * as builds store theirs: push compresses it once, when it first leaves.
  */
 export async function importRootfs(store: Store, source: string, name: string, opts: ImportOptions = {}): Promise<{ imageId: Digest; manifest: Descriptor; name: string }> {
   const ref = formatReference(parseReference(name));
@@ -22,7 +23,7 @@ export async function importRootfs(store: Store, source: string, name: string, o
   if (!st) throw new NotFoundError(`import source ${source}: no such file or directory`);
   return store.withLock('shared', async () => {
     const tar: Readable = st.isDirectory() ? tarDirectory(source, epoch(opts)) : Readable.from(decompressed(createReadStream(source)));
-    const layer = await ingestLayer(store.content, tar, { compression: 'gzip' });
+    const layer = await ingestLayer(store.content, tar, { compression: 'none' });
     const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
     const p = hostPlatform();
     const config: ImageConfig = {
@@ -42,7 +43,7 @@ export async function importRootfs(store: Store, source: string, name: string, o
       schemaVersion: 2,
       mediaType: MediaType.OciManifest,
       config: configDesc,
-      layers: [{ mediaType: MediaType.OciLayerGzip, digest: layer.digest, size: layer.size }],
+      layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
     };
     const desc = await store.putJSON(manifest, MediaType.OciManifest);
     await store.setName(ref, desc);

@@ -35,11 +35,8 @@ describe('tsbuild build of the bundled example', () => {
     // base layer + WORKDIR (creates /srv/www) + 2 COPY + RUN
     expect(c.rootfs.diff_ids).toHaveLength(5);
     expect(inspect.Manifest.layers).toHaveLength(5);
-    // the imported base is gzip; the build's own layers are stored uncompressed, as buildah stores them
-    expect(inspect.Manifest.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual([
-      'application/vnd.oci.image.layer.v1.tar+gzip',
-      ...Array(4).fill('application/vnd.oci.image.layer.v1.tar'),
-    ]);
+    // the imported base and the build's own layers are stored uncompressed, as buildah stores them
+    expect(inspect.Manifest.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual(Array(5).fill('application/vnd.oci.image.layer.v1.tar'));
     expect(c.history.filter((h: { empty_layer?: boolean }) => !h.empty_layer)).toHaveLength(5);
     expect(c.history.map((h: { created_by: string }) => h.created_by)).toEqual(expect.arrayContaining(['/bin/sh -c #(nop) ENV GREETING=Hello from tsbuild PORT=8080']));
   });

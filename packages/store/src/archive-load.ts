@@ -20,7 +20,7 @@ import {
   type ImageManifest,
 } from '@tsbuild/oci';
 import type { Store } from './store.js';
-import { ingestLayer } from './layer-ingest.js';
+import { ingestLayer, type IngestedLayer } from './layer-ingest.js';
 import { normaliseName } from './image-names.js';
 import { ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from './archive-save.js';
 
@@ -43,10 +43,9 @@ const BLOB_PATH = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/;
  * - oci: manifests and blobs are kept as they are (same manifest digest). An image is named from
  *   `io.containerd.image.name`, else from `org.opencontainers.image.ref.name` when that is a full
  *   reference; a bare tag names nothing (there is no repository to put it in).
- * - docker: the config is kept byte-identical (same image ID). Each uncompressed layer tar is
- *   gzipped on the way in (application/vnd.oci.image.layer.v1.tar+gzip), like a layer tsbuild
- *   builds, so the store holds one kind of layer whatever its origin; an OCI manifest is written
- *   and every RepoTag becomes a name.
+ * - docker: the config is kept byte-identical (same image ID). Each layer tar is stored as it
+ *   is, uncompressed (application/vnd.oci.image.layer.v1.tar), as tsbuild stores the layers it
+ *   builds (push compresses them); an OCI manifest is written and every RepoTag becomes a name.
  * The caller holds the store's shared lock.
  */
 export async function loadArchive(store: Store, path: string): Promise<LoadedImage[]> {
@@ -67,7 +66,7 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
   const gzipped = head[0] === 0x1f && head[1] === 0x8b;
 
   const smallFiles = new Map<string, Buffer>();
-  const layerFiles = new Map<string, { digest: Digest; size: number; diffID: Digest }>();
+  const layerFiles = new Map<string, IngestedLayer>();
   const links = new Map<string, string>();
   const blobs = new Set<Digest>();
 
@@ -99,7 +98,7 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
           });
           blobs.add(expected);
         } else if (name.endsWith('.tar')) {
-          layerFiles.set(name, await ingestLayer(store.content, body));
+          layerFiles.set(name, await ingestLayer(store.content, body, { compression: 'none' }));
         } else if ((entry.header.size ?? 0) <= MAX_METADATA) {
           smallFiles.set(name, await buffer(body));
         } else {
@@ -158,7 +157,7 @@ async function dockerImage(
   path: string,
   resolveLink: (p: string) => string,
   smallFiles: Map<string, Buffer>,
-  layerFiles: Map<string, { digest: Digest; size: number; diffID: Digest }>,
+  layerFiles: Map<string, IngestedLayer>,
 ): Promise<LoadedImage[]> {
   if (typeof m.Config !== 'string' || !Array.isArray(m.Layers)) {
     throw new DataLossError(`${path}: manifest.json entry lacks Config or Layers`);
@@ -188,7 +187,7 @@ async function dockerImage(
     const ingested = layerFiles.get(lp);
     const blob = BLOB_PATH.exec(lp);
     if (ingested !== undefined) {
-      desc = { mediaType: MediaType.OciLayerGzip, digest: ingested.digest, size: ingested.size, diffID: ingested.diffID };
+      desc = { mediaType: ingested.mediaType, digest: ingested.digest, size: ingested.size, diffID: ingested.diffID };
     } else if (blob !== null) {
       // docker >= 25 writes an OCI layout inside the archive; its layer blobs are kept as they are.
       const digest = `${blob[1]}:${blob[2]}` as Digest;

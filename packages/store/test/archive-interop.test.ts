@@ -138,6 +138,9 @@ describe('archives interoperate with skopeo and umoci', () => {
     expect((await fresh.image(fromDocker[0]!.descriptor).configDescriptor()).digest).toBe(image.config.digest);
     const layers = await fresh.image(fromDocker[0]!.descriptor).layers();
     expect(layers.map((l) => l.diffID)).toEqual((await store.image(image.manifest).layers()).map((l) => l.diffID));
+    // docker-archive layer tars are stored as they came, uncompressed: the blob is the diffID.
+    expect(layers.map((l) => l.mediaType)).toEqual(layers.map(() => MediaType.OciLayer));
+    expect(layers.map((l) => l.digest)).toEqual(layers.map((l) => l.diffID));
 
     const other = await Store.open(join(dir, 'fresh-oci'));
     const fromOci = await loadArchive(other, f3);
