@@ -32,13 +32,14 @@ export async function registryClient(f: RegistryFlagValues, onProgress?: (e: Pro
 }
 
 /**
- * Per-blob progress: bars on a terminal (bytes, rate, "exists", "mounted", "done"), one plain line
- * per blob and phase otherwise, nothing with --quiet. Written to stderr, as podman does.
+ * Per-blob progress: bars on a terminal (bytes, rate, "compressing", "exists", "mounted", "done"),
+ * one plain line per blob and phase otherwise, nothing with --quiet. Written to stderr, as podman does.
  */
 export class ProgressPrinter {
   private readonly bars?: cliProgress.MultiBar;
   private readonly byDigest = new Map<string, cliProgress.SingleBar>();
   private readonly lastPhase = new Map<string, string>();
+  private stopped = false;
 
   constructor(private readonly mode: 'tty' | 'plain' | 'quiet') {
     if (mode === 'tty') {
@@ -70,7 +71,7 @@ export class ProgressPrinter {
         bar = this.bars.create(Math.max(e.total, 1), 0, { id, phase: e.phase, value_h: '0B', total_h: humanSize(e.total) });
         this.byDigest.set(e.digest, bar);
       }
-      const value = e.phase === 'exists' || e.phase === 'mounted' || e.phase === 'done' ? Math.max(e.total, 1) : e.current;
+      const value = e.phase === 'exists' || e.phase === 'mounted' || e.phase === 'done' || e.phase === 'compressed' ? Math.max(e.total, 1) : e.current;
       bar.update(value, { phase: e.phase, value_h: humanSize(e.current), total_h: humanSize(e.total) });
       return;
     }
@@ -78,10 +79,18 @@ export class ProgressPrinter {
     if (this.lastPhase.get(e.digest) === e.phase) return;
     this.lastPhase.set(e.digest, e.phase);
     if (e.phase === 'downloading' || e.phase === 'uploading' || e.phase === 'waiting') return;
-    process.stderr.write(`${e.phase === 'done' ? 'Copied' : e.phase === 'exists' ? 'Exists' : 'Mounted'} blob ${id} (${humanSize(e.total)})\n`);
+    if (e.phase === 'compressing') {
+      process.stderr.write(`Compressing layer ${id} (${humanSize(e.total)})\n`);
+      return;
+    }
+    const verb = { done: 'Copied', exists: 'Exists', mounted: 'Mounted', compressed: 'Compressed' }[e.phase];
+    process.stderr.write(`${verb} ${e.phase === 'compressed' ? 'layer' : 'blob'} ${id} (${humanSize(e.total)})\n`);
   };
 
+  /** Ends the bars; once only (a second stop of cli-progress moves the cursor up over what was printed since). */
   stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
     this.bars?.stop();
   }
 }

@@ -59,7 +59,19 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
   if (typeof image === 'string') ({ descriptor: top, names } = await store.resolve(image));
   else top = image;
   const compression = opts.compression ?? { format: 'gzip' };
-  if (compression !== false) top = await compressImage(store, top, compression);
+  if (compression !== false) {
+    top = await compressImage(store, top, {
+      ...compression,
+      onProgress: (e) => {
+        opts.onProgress?.({ digest: e.layer.digest, phase: 'compressing', current: e.current, total: e.layer.size });
+        compression.onProgress?.(e);
+      },
+      onLayer: (e) => {
+        if (!e.reused) opts.onProgress?.({ digest: e.uncompressed.digest, phase: 'compressed', current: e.uncompressed.size, total: e.uncompressed.size });
+        compression.onLayer?.(e);
+      },
+    });
+  }
   // Where the image came from: a pulled image is named by its source, and a registry can
   // mount a blob from another of its repositories instead of receiving it again.
   const sources = [...(opts.mountFrom ?? []), ...names.map((n) => parseReference(n))].filter(

@@ -38,11 +38,13 @@ export const MANIFEST_MEDIA_TYPES = [MediaType.OciIndex, MediaType.OciManifest, 
 /**
  * A blob transfer's progress. Per blob: `waiting` (queued behind the concurrency limit), then
  * `downloading`/`uploading` with bytes so far, or `exists` (already there) / `mounted`
- * (cross-repository mount), and finally `done`.
+ * (cross-repository mount), and finally `done`. Before a push, a layer stored as a plain tar
+ * goes `compressing` (bytes of the tar read so far) and `compressed`, under its own digest; its
+ * compressed blob then goes through the phases above under the new digest.
  */
 export interface ProgressEvent {
   digest: Digest;
-  phase: 'waiting' | 'downloading' | 'uploading' | 'exists' | 'mounted' | 'done';
+  phase: 'waiting' | 'compressing' | 'compressed' | 'downloading' | 'uploading' | 'exists' | 'mounted' | 'done';
   current: number;
   total: number;
 }

@@ -62,12 +62,22 @@ afterAll(async () => {
 describe('push compresses layers stored uncompressed, once', () => {
   it('the registry gets gzip layers (the default); pulled back, the image has the same ID and diffIDs', async () => {
     const events: CompressedLayerEvent[] = [];
+    const progress: ProgressEvent[] = [];
     const pushed = await push(client, store, 'built/app:v1', parseReference(`${reg.host}/built/app:v1`), {
       compression: { format: 'gzip', onLayer: (e) => events.push(e) },
+      onProgress: (e) => progress.push(e),
     });
     expect(pushed.digest).not.toBe(image.digest);
     gzipPushed = pushed.digest;
     expect(events.map((e) => e.reused)).toEqual([false, false]);
+    // Each plain layer shows its compression (bytes of the tar read, to the end), then the
+    // upload of its compressed blob.
+    for (const l of (await store.image(image).manifest()).layers) {
+      const mine = progress.filter((e) => e.digest === l.digest);
+      expect(mine.at(-1)).toEqual({ digest: l.digest, phase: 'compressed', current: l.size, total: l.size });
+      expect(mine.filter((e) => e.phase === 'compressing').at(-1)?.current).toBe(l.size);
+    }
+    for (const e of events) expect(progress.filter((p) => p.digest === e.compressed.digest).at(-1)?.phase).toBe('done');
     const raw = await rawManifest(`${reg.host}/built/app:v1`);
     expect(raw.layers.map((l) => l.mediaType)).toEqual([MediaType.OciLayerGzip, MediaType.OciLayerGzip]);
     const stored = await store.image(image).layers();

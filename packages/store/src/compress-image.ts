@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import {
   InvalidArgumentError,
   MediaType,
@@ -54,6 +55,8 @@ export interface CompressImageOptions {
   level?: number;
   /** Once per plain-tar layer: the blob that replaces it, and whether an earlier compression made it. */
   onLayer?: (e: CompressedLayerEvent) => void;
+  /** While a layer is compressed: bytes of its tar read so far, about every MiB, and at its end. */
+  onProgress?: (e: { layer: Descriptor; current: number }) => void;
 }
 
 export interface CompressedLayerEvent {
@@ -81,7 +84,7 @@ export async function compressImage(store: Store, image: Descriptor, opts: Compr
   const layer = (l: Descriptor): Promise<Descriptor> => {
     let p = memo.get(l.digest);
     if (p === undefined) {
-      p = compressLayerBlob(store, l, opts.format, level, opts.onLayer);
+      p = compressLayerBlob(store, l, opts.format, level, opts);
       memo.set(l.digest, p);
     }
     return p;
@@ -97,7 +100,7 @@ export async function compressImage(store: Store, image: Descriptor, opts: Compr
  * (The snapshotter benchmark times this: the cost a push pays per layer.)
  */
 export async function compressLayer(store: Store, layer: Descriptor, opts: CompressImageOptions): Promise<Descriptor> {
-  return compressLayerBlob(store, layer, opts.format, checkedLevel(opts), opts.onLayer);
+  return compressLayerBlob(store, layer, opts.format, checkedLevel(opts), opts);
 }
 
 type LayerFn = (l: Descriptor) => Promise<Descriptor>;
@@ -170,7 +173,7 @@ async function compressLayerBlob(
   l: Descriptor,
   format: 'gzip' | 'zstd',
   level: number,
-  onLayer: CompressImageOptions['onLayer'],
+  { onLayer, onProgress }: Pick<CompressImageOptions, 'onLayer' | 'onProgress'>,
 ): Promise<Descriptor> {
   if (layerCompression(l.mediaType) !== 'none') return l;
   const have = await store.content.info(l.digest);
@@ -191,11 +194,42 @@ async function compressLayerBlob(
   const t0 = performance.now();
   // The tar is checked against its digest (= its diffID) in the same pass: a blob that rotted
   // in the store is refused instead of being compressed and pushed.
-  const ingested = await ingestLayer(store.content, await store.content.read(l.digest), { compression: format, level, expectedDiffID: l.digest });
+  const tar = await store.content.read(l.digest);
+  const ingested = await ingestLayer(store.content, onProgress !== undefined ? counted(tar, (n) => onProgress({ layer: l, current: n })) : tar, {
+    compression: format,
+    level,
+    expectedDiffID: l.digest,
+  });
   await writeRecord(record, { digest: ingested.digest, size: ingested.size });
   const out = described(ingested);
   onLayer?.({ uncompressed: l, compressed: out, reused: false, ms: performance.now() - t0 });
   return out;
+}
+
+const PROGRESS_STEP = 1 << 20;
+
+/** `src` passed through, telling `report` the bytes so far about every PROGRESS_STEP and at the end. */
+function counted(src: Readable, report: (n: number) => void): Readable {
+  let n = 0;
+  let reported = 0;
+  return pipeline(
+    src,
+    new Transform({
+      transform(c: Buffer, _e, cb) {
+        n += c.length;
+        if (n - reported >= PROGRESS_STEP) {
+          reported = n;
+          report(n);
+        }
+        cb(null, c);
+      },
+      flush(cb) {
+        report(n);
+        cb();
+      },
+    }),
+    () => undefined,
+  );
 }
 
 function checkedLevel(opts: CompressImageOptions): number {
