@@ -7,7 +7,17 @@ import { main } from '../bundle/main.js';
 process.removeAllListeners('warning');
 process.on('warning', (w) => process.stderr.write(`Warning: ${w.message}\n`));
 
+// A command whose work stalled (nothing left to wait on, its promise never settled) would end
+// with node's status 13 and nothing said: say so in one line, and fail with status 1.
+let settled = false;
+process.on('beforeExit', () => {
+  if (settled) return;
+  process.stderr.write('Error: internal error: the command stopped before it finished (a stream stalled)\n');
+  process.exit(1);
+});
+
 const status = await main(process.argv.slice(2));
+settled = true;
 if (status !== 0) {
   // Leave at once on failure: nothing the failed command started may keep the process alive.
   process.exitCode = status;

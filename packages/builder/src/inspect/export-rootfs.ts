@@ -1,11 +1,10 @@
-import type { Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type tarStream from 'tar-stream';
+import { DataLossError, InvalidArgumentError } from '@tsbuild/oci';
+import { END_OF_ARCHIVE, TarParser, encodeHeader, padding, type TarHeader } from '@tsbuild/snapshotter';
 import type { Image } from '@tsbuild/store';
 import { flattenImage } from './layer-diff.js';
-import { openLayerTar, scanLayerTar } from './layer-entries.js';
-
-const TYPE_BITS: Record<string, number> = { file: 0o100000, hardlink: 0o100000, dir: 0o040000, symlink: 0o120000, char: 0o020000, block: 0o060000, fifo: 0o010000 };
+import { normalisePath, openLayerTar } from './layer-entries.js';
 
 /**
  * Writes the image's flattened filesystem to `out` as one tar, without whiteouts: what a
@@ -14,52 +13,67 @@ const TYPE_BITS: Record<string, number> = { file: 0o100000, hardlink: 0o100000, 
  * copies exactly those entries, layer by layer, so bodies go straight from layer to output.
  * Entries come in layer order, so a directory from a later layer may follow files below it;
  * tar extraction handles that (it creates parents, then applies the directory's metadata).
+ *
+ * The second pass reads and writes with the snapshotter's tar code, which keeps pax records
+ * byte for byte: xattrs (SCHILY.xattr.*, binary ones such as security.capability included)
+ * come out as the layers carry them.
  */
 export async function exportRootfs(image: Image, out: Writable, opts: { onProgress?: (e: { layer: number; layers: number }) => void } = {}): Promise<{ entries: number }> {
-  const tree = await flattenImage(image);
+  const tree = await flattenImage(image, { hashes: false });
   const layers = await image.layers();
-  const { default: tar } = await import('tar-stream'); // loaded when used: builds share this chunk
-  const pack = tar.pack();
-  const written = pipeline(pack, out);
+  // The tar goes out through a Readable so that `out` gets the usual pipeline treatment (ended,
+  // errors passed back); `wanted` resolves when it asks for more after a full buffer.
+  let wanted: (() => void) | undefined;
+  const tar = new Readable({ highWaterMark: 4 << 20, read: () => wanted?.() });
+  const written = pipeline(tar, out);
+  let full = false;
+  const put = (b: Buffer): void => {
+    if (!tar.push(b)) full = true;
+  };
   let entries = 0;
   try {
     for (const [i, layer] of layers.entries()) {
-      await scanLayerTar(await openLayerTar(layer), `layer ${i} (${layer.digest})`, async ({ entry, header, body }) => {
-        if (entry.kind !== 'file') return false;
-        const node = tree.get(entry.meta.path);
-        if (node === undefined || node.layer !== i) return false;
-        // A hard link to a path that a later layer replaced or deleted has nothing to point at any more.
-        if (entry.meta.type === 'hardlink' && tree.get(entry.meta.linkname ?? '') === undefined) return false;
-        const h: tarStream.Header = {
-          name: entry.meta.type === 'dir' ? `${entry.meta.path}/` : entry.meta.path,
-          type: header.type ?? 'file',
-          // With the file-type bits set, tar-stream keeps a mode of 0 (it replaces a falsy mode with
-          // 0644/0755) and still writes only the permission bits (it masks with 07777).
-          mode: entry.meta.mode | (TYPE_BITS[entry.meta.type] ?? 0o100000),
-          uid: entry.meta.uid,
-          gid: entry.meta.gid,
-          size: entry.meta.size,
-          mtime: header.mtime ?? new Date(0),
-          uname: header.uname ?? '',
-          gname: header.gname ?? '',
-          devmajor: header.devmajor ?? 0,
-          devminor: header.devminor ?? 0,
-          linkname: entry.meta.linkname ?? '',
-        };
-        entries++;
-        if (entry.meta.type !== 'file' || entry.meta.size === 0) {
-          await new Promise<void>((resolve, reject) => pack.entry(h, (e) => (e ? reject(e) : resolve())));
-          return false;
-        }
-        const sink = pack.entry(h);
-        await pipeline(body, sink);
-        return true;
+      let current: TarHeader | undefined;
+      const parser = new TarParser({
+        entry(h) {
+          current = undefined;
+          const path = normalisePath(h.name);
+          const node = tree.get(path);
+          if (node === undefined || node.layer !== i) return; // hidden, deleted, a whiteout, or the root
+          const linkname = h.type === 'link' ? normalisePath(h.linkname) : h.linkname;
+          // A hard link to a path that a later layer replaced or deleted has nothing to point at any more.
+          if (h.type === 'link' && tree.get(linkname) === undefined) return;
+          current = { ...h, name: h.type === 'dir' ? `${path}/` : path, linkname };
+          entries++;
+          put(encodeHeader(current));
+        },
+        data(chunk) {
+          // A view into the layer's chunk, which nothing reuses: no copy needed.
+          if (current !== undefined) put(chunk);
+        },
+        end() {
+          if (current !== undefined && current.type === 'file' && padding(current.size) > 0) put(Buffer.alloc(padding(current.size)));
+        },
       });
+      try {
+        for await (const chunk of await openLayerTar(layer)) {
+          parser.push(chunk as Buffer);
+          if (full) {
+            await Promise.race([new Promise<void>((resolve) => (wanted = resolve)), written]);
+            full = false;
+          }
+        }
+        parser.finish();
+      } catch (e) {
+        if (e instanceof InvalidArgumentError) throw new DataLossError(`layer ${i} (${layer.digest}): ${e.message}`, { cause: e });
+        throw e;
+      }
       opts.onProgress?.({ layer: i, layers: layers.length });
     }
-    pack.finalize();
+    tar.push(END_OF_ARCHIVE);
+    tar.push(null);
   } catch (e) {
-    pack.destroy(e as Error);
+    tar.destroy(e as Error);
     await written.catch(() => undefined);
     throw e;
   }

@@ -87,13 +87,13 @@ export interface DiffOptions {
 }
 
 /** Reads each layer's tar once, at most `concurrency` at a time, keeping only per-entry metadata. */
-export async function scanLayers(layers: Layer[], concurrency = 4, onScanned?: (i: number) => void): Promise<LayerEntry[][]> {
+export async function scanLayers(layers: Layer[], concurrency = 4, onScanned?: (i: number) => void, hashes = true): Promise<LayerEntry[][]> {
   const out: LayerEntry[][] = new Array<LayerEntry[]>(layers.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     for (let i = next++; i < layers.length; i = next++) {
       const l = layers[i]!;
-      out[i] = await scanLayerTar(await openLayerTar(l), `layer ${i} (${l.digest})`);
+      out[i] = await scanLayerTar(await openLayerTar(l), `layer ${i} (${l.digest})`, { hashes });
       onScanned?.(i);
     }
   };
@@ -252,9 +252,12 @@ export async function diffImage(image: Image, opts: DiffOptions = {}): Promise<I
   };
 }
 
-/** The flattened filesystem of an image: every visible path and its metadata. */
-export async function flattenImage(image: Image, concurrency?: number): Promise<FlatTree> {
-  const scanned = await scanLayers(await image.layers(), concurrency);
+/**
+ * The flattened filesystem of an image: every visible path and its metadata, with the content
+ * hash of regular files unless `hashes` is false (export needs only which layer shows a path).
+ */
+export async function flattenImage(image: Image, opts: { concurrency?: number; hashes?: boolean } = {}): Promise<FlatTree> {
+  const scanned = await scanLayers(await image.layers(), opts.concurrency, undefined, opts.hashes);
   const tree = new FlatTree();
   for (const [i, entries] of scanned.entries()) applyLayer(tree, entries, i);
   return tree;

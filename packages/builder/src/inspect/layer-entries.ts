@@ -62,23 +62,13 @@ export async function openLayerTar(layer: Layer): Promise<Readable> {
   return Readable.from(decompressed(await layer.compressed()), { objectMode: false });
 }
 
-export interface TarVisit {
-  entry: LayerEntry;
-  header: tarStream.Header;
-  /** The entry's body: consume it or leave it (it is drained after `onEntry` returns). */
-  body: Readable;
-}
-
 /**
  * Streams a layer tar once and reports every entry with its metadata; regular files are hashed
- * on the way through, so memory holds one chunk at a time, whatever the file sizes. `onEntry`
- * may consume `body` itself (export does), in which case no hash is computed.
+ * on the way through (unless `hashes` is false), so memory holds one chunk at a time, whatever
+ * the file sizes.
  */
-export async function scanLayerTar(
-  src: Readable,
-  where: string,
-  onEntry?: (v: TarVisit) => Promise<boolean | void> | boolean | void,
-): Promise<LayerEntry[]> {
+export async function scanLayerTar(src: Readable, where: string, opts: { hashes?: boolean } = {}): Promise<LayerEntry[]> {
+  const hashes = opts.hashes ?? true;
   const entries: LayerEntry[] = [];
   const { default: tar } = await import('tar-stream'); // loaded when used: builds share this chunk
   const extract = tar.extract();
@@ -99,16 +89,12 @@ export async function scanLayerTar(
         if (type === 'hardlink') meta.linkname = normalisePath(h.linkname ?? '');
         entry = { kind: 'file', meta };
       }
-      let consumed = false;
-      if (entry !== undefined) {
-        entries.push(entry);
-        if (onEntry !== undefined) consumed = (await onEntry({ entry, header: h, body })) === true;
-      }
-      if (!consumed && entry?.kind === 'file' && entry.meta.type === 'file') {
+      if (entry !== undefined) entries.push(entry);
+      if (hashes && entry?.kind === 'file' && entry.meta.type === 'file') {
         const hash = createHash('sha256');
         for await (const c of body) hash.update(c as Buffer);
         entry.meta.sha256 = `sha256:${hash.digest('hex')}`;
-      } else if (!consumed) {
+      } else {
         body.resume();
         await new Promise<void>((resolve) => (body.readableEnded ? resolve() : body.once('end', resolve)));
       }

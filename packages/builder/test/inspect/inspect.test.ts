@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getXattr, setXattr } from '@tsbuild/linux';
 import { parseReference } from '@tsbuild/oci';
 import { RegistryClient, push } from '@tsbuild/registry-client';
 import { Store, type Image } from '@tsbuild/store';
@@ -193,6 +194,26 @@ describe('export keeps modes exactly', () => {
     const listing = execFileSync('tar', ['-tvf', out], { encoding: 'utf8' });
     expect(listing).toMatch(/^---------- 0\/0 .* locked$/m);
     expect(listing).toMatch(/^-rwsr-xr-x 0\/0 .* suid$/m);
+  });
+});
+
+describe('export keeps xattrs', () => {
+  it('a file capability and a user xattr come out byte for byte: GNU tar restores them, getcap reads the capability', async () => {
+    const root = path.join(tmp, 'xattr-root');
+    await fsp.mkdir(path.join(root, 'bin'), { recursive: true });
+    await fsp.writeFile(path.join(root, 'bin/ping'), 'not really ping\n', { mode: 0o755 });
+    execFileSync('setcap', ['cap_net_raw+ep', path.join(root, 'bin/ping')]);
+    const cap = getXattr(path.join(root, 'bin/ping'), 'security.capability')!;
+    setXattr(path.join(root, 'bin'), 'user.tsbuild.note', Buffer.from([0, 1, 0xff, 0x80]));
+    await importRootfs(store, root, 'xattrs:1');
+    const out = path.join(tmp, 'xattrs.tar');
+    await exportRootfs(store.image((await store.resolve('xattrs:1')).descriptor), createWriteStream(out));
+    const x = path.join(tmp, 'xattrs-out');
+    await fsp.mkdir(x);
+    execFileSync('tar', ['--xattrs', '--xattrs-include=*', '-xf', out, '-C', x]);
+    expect(getXattr(path.join(x, 'bin/ping'), 'security.capability')).toEqual(cap);
+    expect(execFileSync('getcap', [path.join(x, 'bin/ping')], { encoding: 'utf8' })).toMatch(/cap_net_raw[=+]ep/);
+    expect(getXattr(path.join(x, 'bin'), 'user.tsbuild.note')).toEqual(Buffer.from([0, 1, 0xff, 0x80]));
   });
 });
 
