@@ -28,6 +28,8 @@ export interface RunImageOptions {
   stdin?: 'inherit' | 'ignore' | Readable;
   stdout?: Writable | 'inherit';
   stderr?: Writable | 'inherit';
+  /** A pseudo-terminal for the command (run -t): see RunIO.terminal of @tsbuild/runtime. */
+  terminal?: { sizeFrom?: NodeJS.WriteStream };
   runtime?: RunDefaults;
   signal?: AbortSignal;
 }
@@ -72,7 +74,7 @@ export async function runImage(opts: RunImageOptions): Promise<RunResult & { con
           scratchDir: scratch,
           hostname: opts.runtime?.hostname ?? id,
         },
-        { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit' },
+        { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal !== undefined ? { terminal: opts.terminal } : {}) },
         opts.signal,
       );
       return { ...res, container: key };

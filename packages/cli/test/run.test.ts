@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, TestStore, mountsUnder } from './harness.js';
@@ -66,16 +66,32 @@ describe('tsbuild run', () => {
     expect(bad.stderr).toMatch(/container id 0/);
   });
 
-  it('-t needs a terminal, and gets one through a pty', async () => {
-    const noTty = await t.run(['run', '--rm', '-t', 'busybox', 'true']);
+  it('-t gives the command a pty of its own devpts, as its controlling terminal, even without one on stdin', async () => {
+    const r = await t.run(['run', '--rm', '-t', 'busybox', 'sh', '-c', 'tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-ttys; ps -o pid,sid,comm | grep -c "^ *1 *1 "; exit 5']);
+    expect(r.code).toBe(5);
+    // A terminal's output: lines end in CR LF (the pty's onlcr), stderr merged into it.
+    expect(r.stdout).toBe('/dev/pts/0\r\nall-ttys\r\n1\r\n');
+    expect(r.stderr).toBe('');
+    // Nothing is lost between the command's exit and the end of the relay.
+    const many = await t.run(['run', '--rm', '-t', 'busybox', 'seq', '1', '20000']);
+    expect(many.stdout.split('\r\n')).toEqual([...Array.from({ length: 20000 }, (_, i) => String(i + 1)), '']);
+    // -it wants a terminal to read from, as docker does.
+    const noTty = await t.run(['run', '--rm', '-it', 'busybox', 'true']);
     expect(noTty.code).toBe(1);
-    expect(noTty.stderr).toBe('Error: the input device is not a TTY (-t needs a terminal on stdin)\n');
-    // script(1) gives tsbuild a pseudo-terminal; the container sees it as its stdin
-    const out = execFileSync('script', ['-qec', `${BIN} run --rm -t busybox sh -c "[ -t 0 ] && echo is-a-tty"`, '/dev/null'], {
+    expect(noTty.stderr).toMatch(/^Error: the input device is not a TTY/);
+  });
+
+  it('-it relays a terminal: an interactive shell reads what is typed, gets the size, and its exit status is the run\'s', () => {
+    // script(1) gives tsbuild a pseudo-terminal (30x90); what it reads from its stdin is "typed".
+    const r = spawnSync('script', ['-qec', `stty rows 30 cols 90; ${BIN} run --rm -it busybox sh`, '/dev/null'], {
       env: { ...process.env, TSBUILD_ROOT: t.root },
+      input: 'stty size\necho typed-$((6*7))\nexit 3\n',
       encoding: 'utf8',
     });
-    expect(out).toContain('is-a-tty');
+    expect(r.status).toBe(3);
+    const out = r.stdout.replace(/\r/g, '');
+    expect(out).toContain('\n30 90\n');
+    expect(out).toContain('\ntyped-42\n');
   });
 
   it('leaves no mount behind', () => {

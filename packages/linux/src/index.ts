@@ -9,3 +9,4 @@ export * from './capabilities.js';
 export * from './seccomp-filter.js';
 export * from './namespaces.js';
 export * from './thread-credentials.js';
+export * from './terminal.js';

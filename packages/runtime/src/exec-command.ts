@@ -2,10 +2,12 @@ import { accessSync, constants, mkdirSync, statSync, writeSync } from 'node:fs';
 import { posix } from 'node:path';
 import {
   PR,
+  becomeSessionLeader,
   capGet,
   capSet,
   clearCloexec,
   cloexecFrom,
+  dup2,
   execve,
   limitBoundingSet,
   loadSeccompFilter,
@@ -34,13 +36,18 @@ const SIGKILL = 9;
  * then execve(2) so the command replaces the helper as PID 1 of the PID namespace. On failure to
  * start the command it exits 127 (not found) or 126 (not executable), as shells do.
  */
-export function execCommand(req: RunRequest, controlFd: number): never {
+export function execCommand(req: RunRequest, controlFd: number, terminal?: number): never {
   if (!req.cwd.startsWith('/')) throw new HelperFailure('INVALID_ARGUMENT', `working directory must be absolute: ${req.cwd}`);
   try {
     mkdirSync(req.cwd, { recursive: true, mode: 0o755 });
     process.chdir(req.cwd);
   } catch (e) {
     throw new HelperFailure('FAILED_PRECONDITION', `cannot use working directory ${req.cwd}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (terminal !== undefined) {
+    // A session of its own with the pty as its controlling terminal, and the pty as 0, 1 and 2.
+    becomeSessionLeader(terminal);
+    for (const fd of [0, 1, 2]) dup2(terminal, fd);
   }
 
   dropPrivileges(req);

@@ -11,7 +11,8 @@ import {
   NotFoundError,
   TsbuildError,
 } from '@tsbuild/oci';
-import { EXEC_LINE, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+import { takeDescriptor } from '@tsbuild/linux';
+import { EXEC_LINE, PTY_TAKEN_LINE, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { HELPER, ID_MAP_TOOLS } from './package-files.js';
 import { userNamespaceArgs } from './security-spec.js';
 
@@ -41,6 +42,11 @@ export interface ChainOptions {
   signal?: AbortSignal;
   /** Called once the chain is spawned, with its stdio streams when piped. */
   onSpawn?: (streams: { stdin: Writable | null; stdout: Readable | null; stderr: Readable | null }) => void;
+  /**
+   * With a `terminal` request: called with tsbuild's copy of the pty master (a descriptor the
+   * caller then owns), before the command starts. A throw fails the run.
+   */
+  onTerminal?: (master: number) => void;
 }
 
 export type StdioMode = 'ignore' | 'inherit' | 'pipe';
@@ -80,7 +86,8 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
   args.push('--');
   if (opts.init !== undefined) args.push(opts.init, '--');
   args.push(process.execPath, HELPER);
-  const needContainerPid = opts.init !== undefined || opts.beforeRequest !== undefined || userns !== undefined;
+  const terminal = request.kind === 'run' && request.terminal === true;
+  const needContainerPid = opts.init !== undefined || opts.beforeRequest !== undefined || userns !== undefined || terminal;
 
   return new Promise<ChainResult>((resolve, reject) => {
     const child = spawn('setpriv', args, {
@@ -100,7 +107,32 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     let spawnError: Error | undefined;
     let setupError: unknown;
     control.setEncoding('utf8');
-    control.on('data', (d: string) => (reply += d));
+    let containerPid: number | undefined;
+    let pending = '';
+    control.on('data', (d: string) => {
+      reply += d;
+      if (!terminal) return;
+      pending += d;
+      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        const pty = /^\{"pty":(\d+)\}$/.exec(line);
+        if (pty !== null) void takeTerminal(Number(pty[1]));
+      }
+    });
+    // The helper's pty master, copied here with pidfd_getfd; the helper waits for our answer.
+    const takeTerminal = async (fd: number): Promise<void> => {
+      try {
+        const helperPid = opts.init !== undefined && containerPid !== undefined ? await firstChild(containerPid, () => child.exitCode !== null || aborted) : containerPid;
+        if (helperPid === undefined) throw new Error('the helper is gone');
+        const master = takeDescriptor(helperPid, fd);
+        opts.onTerminal?.(master);
+        control.write(`${PTY_TAKEN_LINE}\n`);
+      } catch (e) {
+        setupError = new FailedPreconditionError(`cannot give the container a terminal: ${(e as Error).message}`, { cause: e });
+        if (child.pid !== undefined) killChain(child.pid);
+      }
+    };
     control.on('error', () => {}); // EPIPE when the helper exited before reading: its exit says why
 
     const onAbort = (): void => {
@@ -117,7 +149,7 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
       let chainPid = pid;
       let sent = request;
       if (needContainerPid) {
-        const containerPid = await firstChild(pid, () => child.exitCode !== null || child.signalCode !== null || aborted);
+        containerPid = await firstChild(pid, () => child.exitCode !== null || child.signalCode !== null || aborted);
         if (containerPid === undefined) return; // the chain ended (or was aborted) first: its exit says why
         try {
           await opts.beforeRequest?.(containerPid);
@@ -139,7 +171,7 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     child.on('close', (code, sig) => {
       opts.signal?.removeEventListener('abort', onAbort);
       control.destroy();
-      const lines = reply.split('\n').filter((l) => l.length > 0);
+      const lines = reply.split('\n').filter((l) => l.length > 0 && !l.startsWith('{"pty":'));
       const execed = lines.includes(EXEC_LINE);
       const error = lines.find((l) => l !== EXEC_LINE);
       const lostSigkill = code === 1 && UNSHARE_LOST_SIGKILL.test(diagnostics);

@@ -28,6 +28,12 @@ export interface RunRequest {
   mounts?: ExtraMount[];
   /** Capabilities, seccomp, masked paths, /etc files, user namespace; absent: none applied. */
   security?: SecurityRequest;
+  /**
+   * Give the command a pseudo-terminal from the container's devpts as stdin, stdout, stderr and
+   * controlling terminal: the helper sends PTY_LINE with its master's descriptor number, tsbuild
+   * takes a copy (pidfd_getfd) and answers PTY_TAKEN_LINE.
+   */
+  terminal?: boolean;
 }
 
 /** A mount inside the container: a host file or directory bound in, or a fresh tmpfs. */
@@ -65,6 +71,14 @@ export interface HelperReply {
  * execve's it: from then on the exit status is the command's (or 127/126 when it cannot start).
  */
 export const EXEC_LINE = '{"exec":true}';
+
+/** The helper's pty master: `{"pty":FD}`, FD a descriptor of the helper (ptyLine builds it). */
+export function ptyLine(fd: number): string {
+  return JSON.stringify({ pty: fd });
+}
+
+/** tsbuild's answer once it holds its copy of the master: the helper may close its own. */
+export const PTY_TAKEN_LINE = '{"ptyTaken":true}';
 
 /** Exit status of a helper that failed before execve; the reply on fd 3 says why. */
 export const HELPER_SETUP_FAILED = 125;

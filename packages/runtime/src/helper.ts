@@ -5,19 +5,20 @@
  * either execve's a RUN command (which thereby becomes PID 1) or performs COPY operations and exits.
  * Node itself is multi-threaded, so namespaces cannot be entered from tsbuild's own process.
  */
-import { readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
-import { MS, dup2, mount } from '@tsbuild/linux';
+import { closeSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { MS, dup2, mount, openPty } from '@tsbuild/linux';
 import { applyCopyOps } from './copy-ops.js';
 import { enterContainer } from './container-setup.js';
 import { execCommand } from './exec-command.js';
 import { HelperFailure } from './helper-failure.js';
-import { HELPER_SETUP_FAILED, type HelperReply, type HelperRequest } from './helper-protocol.js';
+import { HELPER_SETUP_FAILED, PTY_TAKEN_LINE, ptyLine, type HelperReply, type HelperRequest } from './helper-protocol.js';
 import { mountAll } from './mount-spec.js';
 
 const CONTROL_FD = 3;
 const COMMAND_STDERR_FD = 4;
 
-function readRequest(): HelperRequest {
+/** The next line tsbuild sends on fd 3 (the socket may be non-blocking: EAGAIN is waited out). */
+function readLine(): string {
   const chunks: Buffer[] = [];
   const buf = Buffer.alloc(65536);
   for (;;) {
@@ -28,14 +29,26 @@ function readRequest(): HelperRequest {
       if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
       throw e;
     }
-    if (n === 0) process.exit(HELPER_SETUP_FAILED); // tsbuild went away before sending anything
+    if (n === 0) process.exit(HELPER_SETUP_FAILED); // tsbuild went away
     const nl = buf.subarray(0, n).indexOf(10);
     if (nl >= 0) {
       chunks.push(Buffer.from(buf.subarray(0, nl)));
-      return JSON.parse(Buffer.concat(chunks).toString('utf8')) as HelperRequest;
+      return Buffer.concat(chunks).toString('utf8');
     }
     chunks.push(Buffer.from(buf.subarray(0, n)));
   }
+}
+
+/**
+ * `run -t`: a pty from the container's devpts (mounted by enterContainer); tsbuild takes a copy
+ * of the master, then ours is closed. Returns the slave, for execCommand to make the terminal.
+ */
+function handOverPty(): number {
+  const { master, slave } = openPty();
+  writeSync(CONTROL_FD, `${ptyLine(master)}\n`);
+  if (readLine() !== PTY_TAKEN_LINE) throw new HelperFailure('INTERNAL', 'tsbuild did not take the terminal');
+  closeSync(master);
+  return slave;
 }
 
 /** The parent pid as the host sees it: /proc is still the host's until we mount our own. */
@@ -45,7 +58,7 @@ function hostParentPid(): number {
 }
 
 function main(): void {
-  const req = readRequest();
+  const req = JSON.parse(readLine()) as HelperRequest;
   // unshare sets our parent-death signal after fork; if it died before that we would be orphaned
   // without knowing it. Our parent must still be the process tsbuild started.
   if (hostParentPid() !== req.chainPid) process.exit(128 + 9);
@@ -57,7 +70,7 @@ function main(): void {
       // The command's stderr arrives as fd 4; our fd 2 is tsbuild's diagnostics pipe.
       dup2(COMMAND_STDERR_FD, 2);
       enterContainer(req);
-      execCommand(req, CONTROL_FD);
+      execCommand(req, CONTROL_FD, req.terminal === true ? handOverPty() : undefined);
     } else {
       mount(null, '/', null, MS.REC | MS.PRIVATE);
       mountAll(req.rootfs, req.target);

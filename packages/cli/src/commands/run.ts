@@ -18,7 +18,7 @@ export default class Run extends BaseCommand<typeof Run> {
   };
   static override flags = {
     rm: Flags.boolean({ description: 'remove the container\'s snapshot when it exits' }),
-    tty: Flags.boolean({ char: 't', description: 'give the container the terminal (stdin must be one)' }),
+    tty: Flags.boolean({ char: 't', description: 'allocate a pseudo-terminal for the container (with -i, stdin must be a terminal)' }),
     interactive: Flags.boolean({ char: 'i', description: 'keep stdin attached' }),
     env: Flags.string({ char: 'e', description: 'set an environment variable, KEY=VALUE or KEY (repeatable)', multiple: true }),
     workdir: Flags.string({ char: 'w', description: 'working directory inside the container' }),
@@ -33,15 +33,16 @@ export default class Run extends BaseCommand<typeof Run> {
   async run(): Promise<void> {
     const { args } = await this.parse(Run, this.argv);
     const f = this.flags;
-    // isatty(0), not process.stdin.isTTY: creating process.stdin would make fd 0 non-blocking,
-    // which the container's process shares.
-    if (f.tty && !isatty(0)) throw new InvalidArgumentError('the input device is not a TTY (-t needs a terminal on stdin)');
+    // As docker: -it wants a terminal to read from; -t alone gives the command a terminal anyway.
+    // isatty(0), not process.stdin.isTTY: creating process.stdin makes fd 0 non-blocking.
+    if (f.tty && f.interactive && !isatty(0)) throw new InvalidArgumentError('the input device is not a TTY (-it needs a terminal on stdin; use -t alone to give the command one anyway)');
     const command = this.passThrough;
     const controller = new AbortController();
     const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}) };
     const onSignal = () => controller.abort();
     process.once('SIGTERM', onSignal);
-    if (!f.tty) process.once('SIGINT', onSignal);
+    // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
+    if (!(f.tty && f.interactive)) process.once('SIGINT', onSignal);
     try {
       const r = await runImage({
         store: await this.store(),
@@ -53,9 +54,10 @@ export default class Run extends BaseCommand<typeof Run> {
         ...(f.workdir ? { workdir: f.workdir } : {}),
         ...(f.user ? { user: f.user } : {}),
         rm: f.rm,
-        stdin: f.interactive || f.tty ? 'inherit' : 'ignore',
-        stdout: f.tty ? 'inherit' : process.stdout,
-        stderr: f.tty ? 'inherit' : process.stderr,
+        stdin: f.interactive ? 'inherit' : 'ignore',
+        stdout: process.stdout,
+        stderr: process.stderr,
+        ...(f.tty ? { terminal: { sizeFrom: process.stdout } } : {}),
         runtime,
         signal: controller.signal,
       });
