@@ -1,16 +1,16 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FailedPreconditionError, MediaType, NotFoundError, parseReference, type Digest } from '@tsbuild/oci';
+import { FailedPreconditionError, MediaType, NotFoundError, parseReference } from '@tsbuild/oci';
 import { RegistryClient, authFileProvider, login, logout, registryErrorInfo, staticAuthProvider } from '../src/index.js';
 import {
   closeServer,
   freePort,
   makePki,
+  randomBlob,
   startRegistry,
   startTokenServer,
   tempDir,
@@ -30,10 +30,6 @@ let certDir: string;
 
 const PASSWORD = 's3cr3t-Pa55';
 
-function blob(size: number) {
-  const data = randomBytes(size);
-  return { data, d: { mediaType: 'application/octet-stream', digest: `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest, size } };
-}
 
 beforeAll(async () => {
   pki = await makePki();
@@ -83,7 +79,7 @@ describe('TLS and basic auth (htpasswd)', () => {
     const c = new RegistryClient({ certDir, auth: staticAuthProvider({ username: 'alice', password: PASSWORD }) });
     await c.ping(tlsReg.host);
     const ref = parseReference(`${tlsReg.host}/basic/x`);
-    const b = blob(5000);
+    const b = randomBlob(5000);
     expect(await c.putBlob(ref, b.d, () => Readable.from([b.data]))).toBe('uploaded');
     expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
     expect((await c.endpoint(tlsReg.host)).protocol).toBe('https:');
@@ -158,8 +154,8 @@ describe('bearer token auth (token server signing JWTs the registry verifies)', 
     const c = new RegistryClient({ auth: creds });
     tokens.requests.length = 0;
     const ref = parseReference(`${tokenReg.host}/team/app`);
-    const b1 = blob(3000);
-    const b2 = blob(4000);
+    const b1 = randomBlob(3000);
+    const b2 = randomBlob(4000);
     await c.putBlob(ref, b1.d, () => Readable.from([b1.data]));
     await c.putBlob(ref, b2.d, () => Readable.from([b2.data]));
     expect((await buffer(await c.getBlob(ref, b1.d))).equals(b1.data)).toBe(true);
@@ -173,7 +169,7 @@ describe('bearer token auth (token server signing JWTs the registry verifies)', 
   it('follows a blob redirect to another host without the Authorization header', async () => {
     const c = new RegistryClient({ auth: creds });
     const ref = parseReference(`${tokenReg.host}/team/redirect`);
-    const b = blob(6000);
+    const b = randomBlob(6000);
     await c.putBlob(ref, b.d, () => Readable.from([b.data]));
     cdnSeen = [];
     expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
@@ -186,7 +182,7 @@ describe('bearer token auth (token server signing JWTs the registry verifies)', 
   it('gets a new token when the registry answers 401 to a cached one', async () => {
     const c = new RegistryClient({ auth: creds });
     const ref = parseReference(`${tokenReg.host}/team/refresh`);
-    const b = blob(100);
+    const b = randomBlob(100);
     await c.putBlob(ref, b.d, () => Readable.from([b.data]));
     // A fresh client knows the challenge from its /v2/ probe and authenticates up front; the
     // token it gets has expired though the server said it lasts an hour, so the registry
@@ -206,7 +202,7 @@ describe('bearer token auth (token server signing JWTs the registry verifies)', 
   it('pulls anonymously where the token server allows it, and explains a refused push', async () => {
     const c = new RegistryClient({ auth: creds });
     const pub = parseReference(`${tokenReg.host}/public/base:v1`);
-    const b = blob(500);
+    const b = randomBlob(500);
     await c.putBlob(pub, b.d, () => Readable.from([b.data]));
     const cfg = { mediaType: MediaType.OciConfig, digest: b.d.digest, size: b.d.size };
     const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: cfg, layers: [] }));

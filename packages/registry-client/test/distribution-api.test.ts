@@ -1,10 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataLossError, InvalidArgumentError, MediaType, NotFoundError, parseReference, type Descriptor, type Digest } from '@tsbuild/oci';
 import { RegistryClient, registryErrorInfo, type ProgressEvent } from '../src/index.js';
-import { startFaultProxy, startRegistry, type FaultProxy, type RunningRegistry } from './registry-server.js';
+import { randomBlob, startFaultProxy, startRegistry, type FaultProxy, type RunningRegistry } from './registry-server.js';
 
 let reg: RunningRegistry;
 let proxy: FaultProxy;
@@ -21,14 +21,10 @@ afterAll(async () => {
   await reg.stop();
 });
 
-function blob(size: number): { data: Buffer; d: Descriptor } {
-  const data = randomBytes(size);
-  return { data, d: { mediaType: 'application/octet-stream', digest: `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest, size } };
-}
 
 async function pushSmallImage(repo: string, tag: string): Promise<{ manifest: Descriptor; body: Buffer; layer: { data: Buffer; d: Descriptor } }> {
   const ref = parseReference(`${reg.host}/${repo}:${tag}`);
-  const layer = blob(2000);
+  const layer = randomBlob(2000);
   const cfg = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.d.digest] } }));
   const cfgD: Descriptor = { mediaType: MediaType.OciConfig, digest: `sha256:${createHash('sha256').update(cfg).digest('hex')}` as Digest, size: cfg.length };
   await client.putBlob(ref, layer.d, () => Readable.from([layer.data]));
@@ -66,7 +62,7 @@ describe('distribution API against docker-registry 2.8', () => {
     const e1 = await client.resolve(parseReference(`${reg.host}/api/errors:nope`)).catch((x: unknown) => x as Error);
     expect(e1).toBeInstanceOf(NotFoundError);
     expect(e1.message).toMatch(/^manifest 127\.0\.0\.1:\d+\/api\/errors:nope: 404 MANIFEST_UNKNOWN: manifest unknown$/);
-    const e2 = await client.getBlob(parseReference(`${reg.host}/api/errors`), blob(10).d).catch((x: unknown) => x as Error);
+    const e2 = await client.getBlob(parseReference(`${reg.host}/api/errors`), randomBlob(10).d).catch((x: unknown) => x as Error);
     expect(e2).toBeInstanceOf(NotFoundError);
     expect(e2.message).toMatch(/404 BLOB_UNKNOWN/);
     expect(e2.message).not.toContain('\n');
@@ -74,7 +70,7 @@ describe('distribution API against docker-registry 2.8', () => {
 
   it('refuses a manifest push whose blobs the registry lacks, quoting the registry', async () => {
     const ref = parseReference(`${reg.host}/api/invalid:v1`);
-    const missing = blob(10).d;
+    const missing = randomBlob(10).d;
     const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { ...missing, mediaType: MediaType.OciConfig }, layers: [] }));
     const e = await client.putManifest(ref, body, MediaType.OciManifest).catch((x: unknown) => x as Error);
     expect(registryErrorInfo(e)?.registryCode).toBe('MANIFEST_BLOB_UNKNOWN');
@@ -84,8 +80,8 @@ describe('distribution API against docker-registry 2.8', () => {
   it('uploads blobs small and big in one PUT after the POST (monolithic), and verifies downloads', async () => {
     const repo = parseReference(`${reg.host}/api/blobs`);
     const preg = parseReference(`${proxy.host}/api/blobs`);
-    const small = blob(1000);
-    const big = blob(3 << 20);
+    const small = randomBlob(1000);
+    const big = randomBlob(3 << 20);
     proxy.log.length = 0;
     const events: ProgressEvent[] = [];
     expect(await client.putBlob(preg, small.d, () => Readable.from([small.data]))).toBe('uploaded');
@@ -101,7 +97,7 @@ describe('distribution API against docker-registry 2.8', () => {
 
   it('uploads in chunks of chunkSize with Content-Range', async () => {
     const c = new RegistryClient({ chunkSize: 1 << 20, backoffMs: 10 });
-    const b = blob((2 << 20) + 12345);
+    const b = randomBlob((2 << 20) + 12345);
     proxy.log.length = 0;
     expect(await c.putBlob(parseReference(`${proxy.host}/api/chunks`), b.d, () => Readable.from([b.data]))).toBe('uploaded');
     expect(proxy.log.map((l) => l.method)).toEqual(['GET', 'HEAD', 'POST', 'PATCH', 'PATCH', 'PATCH', 'PUT']);
@@ -110,7 +106,7 @@ describe('distribution API against docker-registry 2.8', () => {
   });
 
   it('mounts a blob from another repository of the registry', async () => {
-    const b = blob(5000);
+    const b = randomBlob(5000);
     await client.putBlob(parseReference(`${reg.host}/api/mount-src`), b.d, () => Readable.from([b.data]));
     const r = await client.putBlob(parseReference(`${reg.host}/api/mount-dst`), b.d, () => Readable.from([]), {
       mountFrom: parseReference(`${reg.host}/api/mount-src`),
@@ -120,7 +116,7 @@ describe('distribution API against docker-registry 2.8', () => {
   });
 
   it('a blob whose bytes do not match its digest fails with DataLossError', async () => {
-    const b = blob(4000);
+    const b = randomBlob(4000);
     const repo = parseReference(`${reg.host}/api/verify`);
     await client.putBlob(repo, b.d, () => Readable.from([b.data]));
     const wrong = { ...b.d, digest: `sha256:${'0'.repeat(64)}` as Digest };

@@ -1,14 +1,14 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataLossError, UnavailableError, parseReference, type Descriptor, type Digest } from '@tsbuild/oci';
+import { DataLossError, UnavailableError, parseReference, type Descriptor } from '@tsbuild/oci';
 import { Store } from '@tsbuild/store';
 import { RegistryClient, pull, push } from '../src/index.js';
 import { FILES, makeImage } from './image-fixture.js';
-import { startFaultProxy, startRegistry, tempDir, type FaultProxy, type RunningRegistry } from './registry-server.js';
+import { randomBlob, startFaultProxy, startRegistry, tempDir, type FaultProxy, type RunningRegistry } from './registry-server.js';
 
 let reg: RunningRegistry;
 let proxy: FaultProxy;
@@ -134,8 +134,7 @@ describe('faults between client and registry', () => {
   });
 
   it('recovers a monolithic upload cut mid-PUT: a new session, then PATCH from there on', async () => {
-    const data = randomBytes((3 << 20) + 555);
-    const d = { mediaType: 'application/octet-stream', digest: `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest, size: data.length };
+    const { data, d } = randomBlob((3 << 20) + 555);
     let puts = 0;
     proxy.log.length = 0;
     proxy.plan = (req) => (req.method === 'PUT' && ++puts === 1 ? { kind: 'drop-request', after: 300_000 } : { kind: 'pass' });
@@ -151,8 +150,7 @@ describe('faults between client and registry', () => {
   });
 
   it('recovers a chunked upload cut mid-PATCH: queries the session, then restarts the session the registry dropped', async () => {
-    const data = randomBytes((3 << 20) + 777);
-    const d = { mediaType: 'application/octet-stream', digest: `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest, size: data.length };
+    const { data, d } = randomBlob((3 << 20) + 777);
     let patches = 0;
     proxy.log.length = 0;
     proxy.plan = (req) => (req.method === 'PATCH' && ++patches === 2 ? { kind: 'drop-request', after: 300_000 } : { kind: 'pass' });

@@ -1,5 +1,5 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { createSign, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, createSign, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, createServer as createNetServer } from 'node:net';
@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import bcrypt from 'bcryptjs';
+import type { Digest } from '@tsbuild/oci';
 
 export const run = promisify(execFile);
 
@@ -16,6 +17,12 @@ export async function freePort(): Promise<number> {
   const port = (s.address() as { port: number }).port;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
+}
+
+/** `size` random bytes and their descriptor, to upload as a blob. */
+export function randomBlob(size: number): { data: Buffer; d: { mediaType: string; digest: Digest; size: number } } {
+  const data = randomBytes(size);
+  return { data, d: { mediaType: 'application/octet-stream', digest: `sha256:${createHash('sha256').update(data).digest('hex')}` as Digest, size } };
 }
 
 export async function tempDir(prefix: string): Promise<string> {
