@@ -75,6 +75,10 @@ describe('tsbuild run', () => {
     // Nothing is lost between the command's exit and the end of the relay.
     const many = await t.run(['run', '--rm', '-t', 'busybox', 'seq', '1', '20000']);
     expect(many.stdout.split('\r\n')).toEqual([...Array.from({ length: 20000 }, (_, i) => String(i + 1)), '']);
+    // The external runtime path has no console socket: said, not ignored.
+    const runc = await t.run(['run', '--rm', '-t', '--runtime', 'runc', 'busybox', 'true']);
+    expect(runc.code).toBe(1);
+    expect(runc.stderr).toBe('Error: run: a terminal (-t) is not supported with an external OCI runtime\n');
     // -it wants a terminal to read from, as docker does.
     const noTty = await t.run(['run', '--rm', '-it', 'busybox', 'true']);
     expect(noTty.code).toBe(1);
