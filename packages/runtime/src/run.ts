@@ -255,7 +255,7 @@ class TerminalRelay {
       sizeFrom.on('resize', this.onResize);
     }
     const out = this.io.stdout === 'inherit' ? process.stdout : this.io.stdout;
-    m.on('data', (d) => out.write(d));
+    m.pipe(out, { end: false }); // the caller's stream may collect more than this run
     const input = this.io.stdin === 'inherit' ? process.stdin : this.io.stdin;
     if (input !== undefined && input !== 'ignore') {
       if (input === process.stdin && process.stdin.isTTY) {
