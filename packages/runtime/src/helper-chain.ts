@@ -12,7 +12,7 @@ import {
   TsbuildError,
 } from '@tsbuild/oci';
 import { takeDescriptor } from '@tsbuild/linux';
-import { EXEC_LINE, PTY_TAKEN_LINE, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+import { EXEC_LINE, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { HELPER, ID_MAP_TOOLS } from './package-files.js';
 import { userNamespaceArgs } from './security-spec.js';
 
@@ -116,8 +116,8 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
       for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
         const line = pending.slice(0, nl);
         pending = pending.slice(nl + 1);
-        const pty = /^\{"pty":(\d+)\}$/.exec(line);
-        if (pty !== null) void takeTerminal(Number(pty[1]));
+        const fd = parsePtyLine(line);
+        if (fd !== undefined) void takeTerminal(fd);
       }
     });
     // The helper's pty master, copied here with pidfd_getfd; the helper waits for our answer.
@@ -171,7 +171,7 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     child.on('close', (code, sig) => {
       opts.signal?.removeEventListener('abort', onAbort);
       control.destroy();
-      const lines = reply.split('\n').filter((l) => l.length > 0 && !l.startsWith('{"pty":'));
+      const lines = reply.split('\n').filter((l) => l.length > 0 && parsePtyLine(l) === undefined);
       const execed = lines.includes(EXEC_LINE);
       const error = lines.find((l) => l !== EXEC_LINE);
       const lostSigkill = code === 1 && UNSHARE_LOST_SIGKILL.test(diagnostics);

@@ -72,9 +72,15 @@ export interface HelperReply {
  */
 export const EXEC_LINE = '{"exec":true}';
 
-/** The helper's pty master: `{"pty":FD}`, FD a descriptor of the helper (ptyLine builds it). */
+/** The helper's pty master: `{"pty":FD}`, FD a descriptor of the helper. */
 export function ptyLine(fd: number): string {
   return JSON.stringify({ pty: fd });
+}
+
+/** The descriptor number of a ptyLine, or undefined for any other line. */
+export function parsePtyLine(line: string): number | undefined {
+  const m = /^\{"pty":(\d+)\}$/.exec(line);
+  return m === null ? undefined : Number(m[1]);
 }
 
 /** tsbuild's answer once it holds its copy of the master: the helper may close its own. */
