@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningRegistry, makePki, startRegistry } from '../../registry-client/test/registry-server.js';
-import { HELLO, IMAGE_ID_LINE, TestStore } from './harness.js';
+import { HELLO, IMAGE_ID_LINE, REPO, TestStore } from './harness.js';
 
 describe('push, pull and FROM through a real registry', () => {
   const t = new TestStore();
@@ -75,10 +76,12 @@ describe('login and logout', () => {
   let reg: RunningRegistry;
   let pkiDir: string;
   let caCert: string;
+  let unrelatedCa: string;
   beforeAll(async () => {
     const pki = await makePki();
     pkiDir = pki.dir;
     caCert = pki.caCert;
+    unrelatedCa = pki.tokenCert;
     reg = await startRegistry({ tls: { cert: pki.serverCert, key: pki.serverKey }, htpasswd: { users: { ci: 's3cret' } } });
   });
   afterAll(async () => {
@@ -117,5 +120,18 @@ describe('login and logout', () => {
     const missing = await t.run(args, { input: 's3cret\n', env: { NODE_EXTRA_CA_CERTS: path.join(t.tmp, 'no-such-ca.pem') } });
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/Ignoring extra certs from `.*no-such-ca\.pem`, load failed/);
+    // Run by node directly (node reads NODE_EXTRA_CA_CERTS into its own store), with a certs.d
+    // that gives this host an unrelated CA: that list replaces node's store, so it must carry
+    // NODE_EXTRA_CA_CERTS too.
+    const certDir = path.join(t.tmp, 'certs.d');
+    await fsp.mkdir(path.join(certDir, host), { recursive: true });
+    await fsp.copyFile(unrelatedCa, path.join(certDir, host, 'ca.crt'));
+    const direct = spawnSync(process.execPath, [path.join(REPO, 'packages/cli/bin/run.js'), ...args, '--cert-dir', certDir], {
+      input: 's3cret\n',
+      encoding: 'utf8',
+      env: { ...process.env, TSBUILD_ROOT: t.root, NODE_EXTRA_CA_CERTS: caCert, TSBUILD_EXTRA_CA_CERTS: '' },
+    });
+    expect(direct.stderr).toBe('');
+    expect(direct.stdout).toBe('Login Succeeded!\n');
   });
 });

@@ -97,22 +97,25 @@ interface Pool {
 
 /**
  * The CA certificates of NODE_EXTRA_CA_CERTS. bin/tsbuild passes that variable on as
- * TSBUILD_EXTRA_CA_CERTS so node does not parse its CA store at start-up; they are added to the
- * roots of every TLS connection here instead. Unreadable, they are skipped with a warning, as node
- * does. (Run as a library, node has read NODE_EXTRA_CA_CERTS itself and nothing is added.)
+ * TSBUILD_EXTRA_CA_CERTS so node does not parse its CA store at start-up; `forced` then, and
+ * they must be added to the roots of every verified TLS connection here. Run as a library, node
+ * has read NODE_EXTRA_CA_CERTS into its default store itself: they are needed here only when a
+ * connection gets a CA list of its own (certs.d), which replaces that store. An unreadable file is
+ * skipped with a warning, as node does (once: node already warned about its own variable).
  */
 let extraCas: Promise<string[]> | undefined;
-function extraCaCerts(): Promise<string[]> {
-  const file = process.env.TSBUILD_EXTRA_CA_CERTS;
-  if (file === undefined || file === '') return Promise.resolve([]);
+function extraCaCerts(): { forced: boolean; certs: Promise<string[]> } {
+  const ours = process.env.TSBUILD_EXTRA_CA_CERTS;
+  const file = ours || process.env.NODE_EXTRA_CA_CERTS;
+  if (!file) return { forced: false, certs: Promise.resolve([]) };
   extraCas ??= readFile(file, 'utf8').then(
     (pem) => [pem],
     (e: NodeJS.ErrnoException) => {
-      process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${e.message}`);
+      if (ours) process.emitWarning(`Ignoring extra certs from \`${file}\`, load failed: ${e.message}`);
       return [];
     },
   );
-  return extraCas.then((c) => [...c]);
+  return { forced: Boolean(ours), certs: extraCas.then((c) => [...c]) };
 }
 
 interface TlsOptions {
@@ -264,9 +267,9 @@ export class HttpTransport {
       tls.rejectUnauthorized = false;
       tls.ca = [];
     } else {
-      cas.unshift(...(await extraCaCerts()));
+      const extra = extraCaCerts();
       // Added to, not replacing, node's roots: a registry with a public certificate keeps working.
-      if (cas.length > 0) tls.ca = [...(await import('node:tls')).rootCertificates, ...cas];
+      if (extra.forced || cas.length > 0) tls.ca = [...(await import('node:tls')).rootCertificates, ...(await extra.certs), ...cas];
     }
     return tls;
   }
