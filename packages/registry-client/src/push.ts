@@ -58,6 +58,14 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
   let names: string[] = [];
   if (typeof image === 'string') ({ descriptor: top, names } = await store.resolve(image));
   else top = image;
+  // Where the image came from: a pulled image is named by its source, and a registry can
+  // mount a blob from another of its repositories instead of receiving it again.
+  const sources = [...(opts.mountFrom ?? []), ...names.map((n) => parseReference(n))].filter(
+    (r) => r.domain === dest.domain && r.path !== dest.path,
+  );
+  const repo: Reference = { domain: dest.domain, path: dest.path };
+  // Nothing to mount from: blobs will be uploaded, so open a session while the image is read.
+  if (sources.length === 0) client.prepareUpload(repo);
   const compression = opts.compression ?? { format: 'gzip' };
   if (compression !== false) {
     top = await compressImage(store, top, {
@@ -72,12 +80,6 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
       },
     });
   }
-  // Where the image came from: a pulled image is named by its source, and a registry can
-  // mount a blob from another of its repositories instead of receiving it again.
-  const sources = [...(opts.mountFrom ?? []), ...names.map((n) => parseReference(n))].filter(
-    (r) => r.domain === dest.domain && r.path !== dest.path,
-  );
-  const repo: Reference = { domain: dest.domain, path: dest.path };
   const progress = (e: ProgressEvent) => opts.onProgress?.(e);
 
   const pushBlobs = async (blobs: Descriptor[]): Promise<void> => {

@@ -95,6 +95,23 @@ describe('distribution API against docker-registry 2.8', () => {
     expect((await buffer(await client.getBlob(repo, big.d))).equals(big.data)).toBe(true);
   });
 
+  it('prepareUpload opens a session ahead; a big blob takes it after its HEAD, and close() cancels one left unused', async () => {
+    const c = new RegistryClient({ backoffMs: 10 });
+    const big = randomBlob(2 << 20);
+    const small = randomBlob(100);
+    proxy.log.length = 0;
+    c.prepareUpload(parseReference(`${proxy.host}/api/spare`));
+    expect(await c.putBlob(parseReference(`${proxy.host}/api/spare`), small.d, () => Readable.from([small.data]))).toBe('uploaded');
+    expect(await c.putBlob(parseReference(`${proxy.host}/api/spare`), big.d, () => Readable.from([big.data]))).toBe('uploaded');
+    // ping, the spare POST; the small blob opens its own session; the big one goes straight to its PUT
+    expect(proxy.log.map((l) => l.method)).toEqual(['GET', 'POST', 'HEAD', 'POST', 'PUT', 'HEAD', 'PUT']);
+    proxy.log.length = 0;
+    c.prepareUpload(parseReference(`${proxy.host}/api/unused`));
+    await c.close();
+    expect(proxy.log.map((l) => l.method)).toEqual(['POST', 'DELETE']);
+    expect((await buffer(await client.getBlob(parseReference(`${reg.host}/api/spare`), big.d))).equals(big.data)).toBe(true);
+  });
+
   it('uploads in chunks of chunkSize with Content-Range', async () => {
     const c = new RegistryClient({ chunkSize: 1 << 20, backoffMs: 10 });
     const b = randomBlob((2 << 20) + 12345);
