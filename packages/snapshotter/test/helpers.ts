@@ -3,6 +3,7 @@ import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getXattr, listXattrs, major, minor, mount, mountOverlay, MS, umount } from '@tsbuild/linux';
 import type { Mount } from '../src/index.js';
+import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/tar-format.js';
 
 /**
  * Mounts what a snapshotter returned at target; returns an undo. Overlay data longer than a page
@@ -70,4 +71,16 @@ export async function describeTree(root: string, opts: { mtimeMs?: boolean } = {
   };
   await visit('');
   return out;
+}
+
+/** A layer tar written entry by entry: regular files (0644, root) unless a header field says otherwise. */
+export function tarOf(list: (Partial<TarHeader> & { name: string; body?: string })[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const h of list) {
+    const body = Buffer.from(h.body ?? '');
+    parts.push(encodeHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), ...h, size: body.length }));
+    parts.push(body, Buffer.alloc(padding(body.length)));
+  }
+  parts.push(END_OF_ARCHIVE);
+  return Buffer.concat(parts);
 }

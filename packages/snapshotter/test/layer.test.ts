@@ -10,9 +10,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getXattr, major, minor, setXattr } from '@tsbuild/linux';
 import { DataLossError, InvalidArgumentError, type Digest } from '@tsbuild/oci';
 import { apply, diff, OverlaySnapshotter, tarDirectory, unpack } from '../src/index.js';
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/tar-format.js';
 import { readTar } from '../src/tar-reader.js';
-import { describeTree, mountAll } from './helpers.js';
+import { describeTree, mountAll, tarOf } from './helpers.js';
 
 let tmp: string;
 let undo: (() => void)[] = [];
@@ -38,17 +37,6 @@ async function entries(tar: Buffer) {
     out.push({ name: e.name, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, linkname: e.linkname, xattrs: e.xattrs, devmajor: e.devmajor, devminor: e.devminor });
   }
   return out;
-}
-
-function tarOf(list: (Partial<TarHeader> & { name: string; body?: string })[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const h of list) {
-    const body = Buffer.from(h.body ?? '');
-    parts.push(encodeHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), ...h, size: body.length }));
-    parts.push(body, Buffer.alloc(padding(body.length)));
-  }
-  parts.push(END_OF_ARCHIVE);
-  return Buffer.concat(parts);
 }
 
 const sha = (b: Buffer): Digest => `sha256:${createHash('sha256').update(b).digest('hex')}`;

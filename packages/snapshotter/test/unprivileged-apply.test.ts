@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getXattr, major, minor } from '@tsbuild/linux';
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/tar-format.js';
+import { tarOf } from './helpers.js';
 
 const NOBODY = 65534;
 const dist = join(import.meta.dirname, '../dist/index.js');
@@ -26,17 +26,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-function tarOf(list: (Partial<TarHeader> & { name: string; body?: string })[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const h of list) {
-    const body = Buffer.from(h.body ?? '');
-    parts.push(encodeHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_700_000_000, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), ...h, size: body.length }));
-    parts.push(body, Buffer.alloc(padding(body.length)));
-  }
-  parts.push(END_OF_ARCHIVE);
-  return Buffer.concat(parts);
-}
 
 /** Applies `layer` into `dir` in a child node process running as nobody:nogroup with no groups. */
 async function applyAsNobody(layer: Buffer, dir: string): Promise<{ ok: boolean; diffID?: string; name?: string; message?: string; uid: number }> {
