@@ -1,7 +1,7 @@
 import { type Stats, chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
-import { S_IFBLK, S_IFCHR, S_IFIFO, getXattr, listXattrs, major, minor, mknod, setXattr } from '@tsbuild/linux';
+import { S_IFBLK, S_IFCHR, S_IFIFO, getXattr, listXattrs, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
 import type { CopyOp } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { MergedView } from './merged-view.js';
@@ -146,7 +146,7 @@ class UpperWriter {
     st ??= lstatSync(src);
     await this.copyUp(rel.slice(0, -1));
     const dest = this.host(rel);
-    const inUpper = lstatOrUndefinedSync(dest);
+    const inUpper = lstatIfExists(dest);
     const alone = this.pure.has(path.dirname(dest));
     const existing = alone ? inUpper : await this.merged.lstatResolved(rel);
     if (inUpper && !inUpper.isDirectory() && !st.isDirectory()) {
@@ -195,16 +195,6 @@ function copyXattrs(from: string, to: string): void {
     if (n.startsWith('trusted.overlay.') || n.startsWith('user.overlay.')) continue; // overlayfs' own bookkeeping
     const v = getXattr(from, n);
     if (v !== undefined) setXattr(to, n, v);
-  }
-}
-
-function lstatOrUndefinedSync(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw e;
   }
 }
 

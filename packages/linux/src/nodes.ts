@@ -1,3 +1,4 @@
+import { lstatSync, type Stats } from 'node:fs';
 import { check, sys } from './libc.js';
 
 /** File type bits of st_mode (sys/stat.h). */
@@ -31,4 +32,15 @@ export function mknod(path: string, mode: number, devMajor = 0, devMinor = 0): v
 /** lchown(2) that works on symlinks with ids node's fs.lchown handles too; kept for ids > 2^31. */
 export function lchown(path: string, uid: number, gid: number): void {
   check(sys.lchown(path, uid >>> 0, gid >>> 0), 'lchown', path);
+}
+
+/** lstat(2), or undefined when nothing is there (ENOENT, or ENOTDIR: a parent is not a directory). */
+export function lstatIfExists(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw e;
+  }
 }

@@ -1,6 +1,6 @@
 import { chmodSync, copyFileSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
-import { S_IFBLK, S_IFCHR, S_IFIFO, major, minor, mknod } from '@tsbuild/linux';
+import { S_IFBLK, S_IFCHR, S_IFIFO, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
@@ -40,7 +40,7 @@ function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
     }
   });
   const dest = resolveInRoot(root, op.dest);
-  const destStat = lstatOrUndefined(hostPath(root, dest));
+  const destStat = lstatIfExists(hostPath(root, dest));
   const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
   const owner = { uid: op.uid, gid: op.gid };
   for (const [src, st] of sources) {
@@ -74,7 +74,7 @@ function mkdirInRoot(root: string, dir: string, opts: Owner & { mode: number }):
     // Re-resolve each prefix: a component that exists may be a symlink to elsewhere in the rootfs.
     const inRoot = resolveInRoot(root, `/${parts.slice(0, i).join('/')}`);
     const host = hostPath(root, inRoot);
-    const st = lstatOrUndefined(host);
+    const st = lstatIfExists(host);
     if (st?.isDirectory()) continue;
     if (st !== undefined) throw new HelperFailure('FAILED_PRECONDITION', `cannot create directory ${inRoot}: a file of that name exists in the rootfs`);
     const mode = i === parts.length ? opts.mode : 0o755;
@@ -90,7 +90,7 @@ function mkdirInRoot(root: string, dir: string, opts: Owner & { mode: number }):
  * replaces what is there (Docker: "the only exception is when both are directories").
  */
 function copyEntry(src: string, dest: string, owner: Owner, mode: number | undefined, st = lstatSync(src)): void {
-  const existing = lstatOrUndefined(dest);
+  const existing = lstatIfExists(dest);
   if (st.isDirectory()) {
     if (existing !== undefined && !existing.isDirectory()) unlinkSync(dest);
     if (existing === undefined || !existing.isDirectory()) mkdirSync(dest, { mode: 0o700 });
@@ -110,14 +110,4 @@ function copyEntry(src: string, dest: string, owner: Owner, mode: number | undef
   if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
   // Last: creating children changed the directory's mtime.
   lutimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
-}
-
-function lstatOrUndefined(p: string): Stats | undefined {
-  try {
-    return lstatSync(p);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw e;
-  }
 }
