@@ -469,7 +469,6 @@ export class RegistryClient {
       return pipeline(body(), skipBytes(offset), () => undefined);
     };
     let offset = 0;
-    let sent = 0;
     const counted = (src: Readable, base: number): Readable => {
       let n = base;
       let reported = base;
@@ -478,7 +477,6 @@ export class RegistryClient {
         new Transform({
           transform(c: Buffer, _e, cb) {
             n += c.length;
-            sent = Math.max(sent, n);
             if (n - reported >= PROGRESS_STEP) {
               reported = n;
               progress({ digest: d.digest, phase: 'uploading', current: n, total: d.size });
