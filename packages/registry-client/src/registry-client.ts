@@ -15,6 +15,7 @@ import {
   type Digest,
   type Reference,
 } from '@tsbuild/oci';
+import { countedStream, PROGRESS_STEP } from '@tsbuild/store';
 import type { AuthProvider } from './auth-provider.js';
 import {
   HttpTransport,
@@ -83,7 +84,6 @@ export interface PutBlobOptions {
 }
 
 const MONOLITHIC_MAX = 1 << 20;
-const PROGRESS_STEP = 1 << 20;
 const BATCH_BYTES = 1 << 20;
 
 type Scope = 'pull' | 'push';
@@ -469,24 +469,8 @@ export class RegistryClient {
       return pipeline(body(), skipBytes(offset), () => undefined);
     };
     let offset = 0;
-    const counted = (src: Readable, base: number): Readable => {
-      let n = base;
-      let reported = base;
-      return pipeline(
-        src,
-        new Transform({
-          transform(c: Buffer, _e, cb) {
-            n += c.length;
-            if (n - reported >= PROGRESS_STEP) {
-              reported = n;
-              progress({ digest: d.digest, phase: 'uploading', current: n, total: d.size });
-            }
-            cb(null, c);
-          },
-        }),
-        () => undefined,
-      );
-    };
+    const counted = (src: Readable, from: number): Readable =>
+      countedStream(src, (n) => progress({ digest: d.digest, phase: 'uploading', current: n, total: d.size }), { from });
     progress({ digest: d.digest, phase: 'uploading', current: 0, total: d.size });
     for (let attempt = 0; ; attempt++) {
       try {

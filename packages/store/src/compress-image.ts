@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline, Transform, type Readable } from 'node:stream';
 import {
   InvalidArgumentError,
   MediaType,
@@ -18,6 +17,7 @@ import {
   type ImageManifest,
 } from '@tsbuild/oci';
 import { checkLevel } from './compression-level.js';
+import { countedStream } from './counted-stream.js';
 import { ingestLayer } from './layer-ingest.js';
 import { DEFAULT_GZIP_LEVEL } from './parallel-gzip.js';
 import type { Store } from './store.js';
@@ -195,7 +195,7 @@ async function compressLayerBlob(
   // The tar is checked against its digest (= its diffID) in the same pass: a blob that rotted
   // in the store is refused instead of being compressed and pushed.
   const tar = await store.content.read(l.digest);
-  const ingested = await ingestLayer(store.content, onProgress !== undefined ? counted(tar, (n) => onProgress({ layer: l, current: n })) : tar, {
+  const ingested = await ingestLayer(store.content, onProgress !== undefined ? countedStream(tar, (n) => onProgress({ layer: l, current: n }), { atEnd: true }) : tar, {
     compression: format,
     level,
     expectedDiffID: l.digest,
@@ -204,32 +204,6 @@ async function compressLayerBlob(
   const out = described(ingested);
   onLayer?.({ uncompressed: l, compressed: out, reused: false, ms: performance.now() - t0 });
   return out;
-}
-
-const PROGRESS_STEP = 1 << 20;
-
-/** `src` passed through, telling `report` the bytes so far about every PROGRESS_STEP and at the end. */
-function counted(src: Readable, report: (n: number) => void): Readable {
-  let n = 0;
-  let reported = 0;
-  return pipeline(
-    src,
-    new Transform({
-      transform(c: Buffer, _e, cb) {
-        n += c.length;
-        if (n - reported >= PROGRESS_STEP) {
-          reported = n;
-          report(n);
-        }
-        cb(null, c);
-      },
-      flush(cb) {
-        report(n);
-        cb();
-      },
-    }),
-    () => undefined,
-  );
 }
 
 function checkedLevel(opts: CompressImageOptions): number {
