@@ -27,7 +27,8 @@ afterAll(async () => {
 
 function layerTar(files: Record<string, Buffer | string>): Readable {
   const pack = tar.pack();
-  for (const [name, body] of Object.entries(files)) pack.entry({ name, mode: 0o644 }, Buffer.from(body));
+  // A fixed mtime: the same files make the same tar, whenever they are packed.
+  for (const [name, body] of Object.entries(files)) pack.entry({ name, mode: 0o644, mtime: new Date(0) }, Buffer.from(body));
   pack.finalize();
   return pack as unknown as Readable;
 }
