@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 import { check, sys } from './libc.js';
 
 /**
@@ -7,7 +7,7 @@ import { check, sys } from './libc.js';
  * header and its two 32-bit data words, and the bounding set through prctl(2). Like the calls in
  * exec.ts they are for a fresh, single-purpose process about to execve: they change credentials.
  */
-const libc = koffi.load('libc.so.6');
+const libc = koffi().load('libc.so.6');
 const fn = {
   capget: libc.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
   capset: libc.func('int capset(void *hdrp, void *datap)'),
@@ -122,7 +122,7 @@ const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 export function limitBoundingSet(keep: CapabilityMask, last = lastCapability()): void {
   for (let cap = 0; cap <= last; cap++) {
     if ((keep >> BigInt(cap)) & 1n) continue;
-    check(sys.prctl(PR_CAPBSET_DROP, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAPBSET_DROP)', String(cap));
+    check(sys().prctl(PR_CAPBSET_DROP, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAPBSET_DROP)', String(cap));
   }
 }
 
@@ -131,14 +131,14 @@ export function limitBoundingSet(keep: CapabilityMask, last = lastCapability()):
  * set is still cleared). The flag itself is cleared by execve.
  */
 export function setKeepCapabilities(on: boolean): void {
-  check(sys.prctl(PR_SET_KEEPCAPS, 'unsigned long', on ? 1 : 0, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_SET_KEEPCAPS)');
+  check(sys().prctl(PR_SET_KEEPCAPS, 'unsigned long', on ? 1 : 0, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_SET_KEEPCAPS)');
 }
 
 /** Sets the ambient set to exactly `mask`; each one must be permitted and inheritable already. */
 export function setAmbientCapabilities(mask: CapabilityMask, last = lastCapability()): void {
-  check(sys.prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_CLEAR_ALL, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAP_AMBIENT)');
+  check(sys().prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_CLEAR_ALL, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAP_AMBIENT)');
   for (let cap = 0; cap <= last; cap++) {
     if (!((mask >> BigInt(cap)) & 1n)) continue;
-    check(sys.prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_RAISE, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAP_AMBIENT_RAISE)', String(cap));
+    check(sys().prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_RAISE, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAP_AMBIENT_RAISE)', String(cap));
   }
 }

@@ -1,5 +1,5 @@
 import { endianness } from 'node:os';
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 import { check } from './libc.js';
 
 /**
@@ -7,7 +7,7 @@ import { check } from './libc.js';
  * a loopback interface and execve(2). They are used by a fresh, single-purpose process (the
  * runtime's helper), never by a long-lived Node process: setuid/execve affect the whole process.
  */
-const libc = koffi.load('libc.so.6');
+const libc = koffi().load('libc.so.6');
 
 const fn = {
   execve: libc.func('int execve(const char *path, const char **argv, const char **envp)'),
@@ -72,7 +72,7 @@ export function peerClosed(fd: number): boolean {
   const buf = Buffer.alloc(1);
   const n = Number(fn.recv(fd, buf, 1, MSG_PEEK | MSG_DONTWAIT));
   if (n >= 0) return n === 0;
-  const errno = koffi.errno();
+  const errno = koffi().errno();
   if (errno === 11) return false; // EAGAIN: open, nothing to read
   check(n, 'recv');
   return false;

@@ -1,4 +1,4 @@
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 import { check } from './libc.js';
 
 /**
@@ -6,11 +6,11 @@ import { check } from './libc.js';
  * seconds as a double, and a double near 1.7e9 s only resolves ~240 ns. Declared here with its
  * own handle on libc (libc.ts holds the shared declarations; koffi returns the same library).
  */
-const libc = koffi.load('libc.so.6');
+const libc = koffi().load('libc.so.6');
 // struct timespec { time_t tv_sec; long tv_nsec; }: time_t is a long on the 64-bit Linux ABIs.
-const timespec = koffi.struct('tsbuild_timespec', { tv_sec: 'long', tv_nsec: 'long' });
+const timespec = koffi().struct('tsbuild_timespec', { tv_sec: 'long', tv_nsec: 'long' });
 // `const struct timespec times[2]`: two timespecs back to back, passed as one struct pointer.
-koffi.struct('tsbuild_timespec_pair', { atime: timespec, mtime: timespec });
+koffi().struct('tsbuild_timespec_pair', { atime: timespec, mtime: timespec });
 const utimensatFn = libc.func('int utimensat(int dirfd, const char *path, const tsbuild_timespec_pair *times, int flags)');
 
 /** dirfd meaning "relative to the current directory" (fcntl.h). */

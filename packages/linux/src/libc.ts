@@ -1,28 +1,37 @@
 import { constants } from 'node:os';
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 
 /**
- * libc through koffi, loaded once. Only what node:fs lacks lives here; each wrapper turns a -1
- * return into an Error shaped like node's own (`code` 'EPERM', `errno`, `syscall`, `path`).
+ * libc through koffi, declared on first use (see ffi.ts). Only what node:fs lacks lives here; each
+ * wrapper turns a -1 return into an Error shaped like node's own (`code` 'EPERM', `errno`,
+ * `syscall`, `path`).
  */
-const libc = koffi.load('libc.so.6');
+function declare() {
+  const libc = koffi().load('libc.so.6');
+  return {
+    mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
+    umount2: libc.func('int umount2(const char *target, int flags)'),
+    sethostname: libc.func('int sethostname(const char *name, size_t len)'),
+    chroot: libc.func('int chroot(const char *path)'),
+    mknod: libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
+    lgetxattr: libc.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
+    lsetxattr: libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
+    llistxattr: libc.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
+    lremovexattr: libc.func('int lremovexattr(const char *path, const char *name)'),
+    flock: libc.func('int flock(int fd, int operation)'),
+    syscall: libc.func('long syscall(long number, ...)'),
+    prctl: libc.func('int prctl(int option, ...)'),
+    fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+    lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
+  };
+}
 
-export const sys = {
-  mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
-  umount2: libc.func('int umount2(const char *target, int flags)'),
-  sethostname: libc.func('int sethostname(const char *name, size_t len)'),
-  chroot: libc.func('int chroot(const char *path)'),
-  mknod: libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
-  lgetxattr: libc.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
-  lsetxattr: libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
-  llistxattr: libc.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
-  lremovexattr: libc.func('int lremovexattr(const char *path, const char *name)'),
-  flock: libc.func('int flock(int fd, int operation)'),
-  syscall: libc.func('long syscall(long number, ...)'),
-  prctl: libc.func('int prctl(int option, ...)'),
-  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
-  lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
-};
+let declared: ReturnType<typeof declare> | undefined;
+
+export function sys(): ReturnType<typeof declare> {
+  declared ??= declare();
+  return declared;
+}
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -33,7 +42,7 @@ export interface SyscallError extends Error {
   path?: string;
 }
 
-export function syscallError(syscall: string, path?: string, errno = koffi.errno()): SyscallError {
+export function syscallError(syscall: string, path?: string, errno = koffi().errno()): SyscallError {
   const code = errnoNames.get(errno) ?? `E${errno}`;
   const e = new Error(`${syscall}${path !== undefined ? ` ${path}` : ''}: ${code}`) as SyscallError;
   e.code = code;

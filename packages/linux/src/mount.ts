@@ -20,7 +20,7 @@ export const MS = {
 export const MNT_DETACH = 2;
 
 export function mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): void {
-  check(sys.mount(source, target, fstype, flags, data), 'mount', target);
+  check(sys().mount(source, target, fstype, flags, data), 'mount', target);
 }
 
 /** mount(2) copies at most one page of data; overlay lowerdir lists of many layers exceed it. */
@@ -86,7 +86,7 @@ export function mountOverlay(source: string, target: string, flags: number, data
 }
 
 export function umount(target: string, flags = 0): void {
-  check(sys.umount2(target, flags), 'umount2', target);
+  check(sys().umount2(target, flags), 'umount2', target);
 }
 
 const SYS_PIVOT_ROOT: Record<string, number> = { x64: 155, arm64: 41, riscv64: 41, loong64: 41, ia32: 217, arm: 218, s390x: 217, ppc64: 203 };
@@ -95,13 +95,13 @@ const SYS_PIVOT_ROOT: Record<string, number> = { x64: 155, arm64: 41, riscv64: 4
 export function pivotRoot(newRoot: string, putOld: string): void {
   const nr = SYS_PIVOT_ROOT[process.arch];
   if (nr === undefined) throw new Error(`pivot_root: unsupported architecture ${process.arch}`);
-  check(sys.syscall(nr, 'const char *', newRoot, 'const char *', putOld), 'pivot_root', newRoot);
+  check(sys().syscall(nr, 'const char *', newRoot, 'const char *', putOld), 'pivot_root', newRoot);
 }
 
 export function chroot(path: string): void {
-  check(sys.chroot(path), 'chroot', path);
+  check(sys().chroot(path), 'chroot', path);
 }
 
 export function sethostname(name: string): void {
-  check(sys.sethostname(name, Buffer.byteLength(name)), 'sethostname');
+  check(sys().sethostname(name, Buffer.byteLength(name)), 'sethostname');
 }

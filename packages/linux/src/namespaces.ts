@@ -1,7 +1,7 @@
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 import { check } from './libc.js';
 
-const libc = koffi.load('libc.so.6');
+const libc = koffi().load('libc.so.6');
 const fn = { unshare: libc.func('int unshare(int flags)') };
 
 /** Namespace flags of clone(2)/unshare(2) (linux/sched.h). */

@@ -26,12 +26,12 @@ export function minor(dev: number | bigint): number {
 
 /** mknod(2): `mode` carries the file type (S_IFCHR, S_IFBLK, S_IFIFO) and permission bits. */
 export function mknod(path: string, mode: number, devMajor = 0, devMinor = 0): void {
-  check(sys.mknod(path, mode, makedev(devMajor, devMinor)), 'mknod', path);
+  check(sys().mknod(path, mode, makedev(devMajor, devMinor)), 'mknod', path);
 }
 
 /** lchown(2) that works on symlinks with ids node's fs.lchown handles too; kept for ids > 2^31. */
 export function lchown(path: string, uid: number, gid: number): void {
-  check(sys.lchown(path, uid >>> 0, gid >>> 0), 'lchown', path);
+  check(sys().lchown(path, uid >>> 0, gid >>> 0), 'lchown', path);
 }
 
 /** lstat(2), or undefined when nothing is there (ENOENT, or ENOTDIR: a parent is not a directory). */

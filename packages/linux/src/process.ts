@@ -1,4 +1,4 @@
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 import { check, sys, syscallError } from './libc.js';
 
 /** prctl(2) options. */
@@ -10,7 +10,7 @@ export const PR = {
 } as const;
 
 export function prctl(option: number, arg2 = 0): void {
-  check(sys.prctl(option, 'unsigned long', arg2, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl');
+  check(sys().prctl(option, 'unsigned long', arg2, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl');
 }
 
 const F_GETFD = 1;
@@ -19,8 +19,8 @@ const FD_CLOEXEC = 1;
 
 /** Node opens fds 0, 1, 2 close-on-exec; a command exec'd directly needs them kept open. */
 export function clearCloexec(fd: number): void {
-  const flags = check(sys.fcntl(fd, F_GETFD), 'fcntl');
-  check(sys.fcntl(fd, F_SETFD, 'int', flags & ~FD_CLOEXEC), 'fcntl');
+  const flags = check(sys().fcntl(fd, F_GETFD), 'fcntl');
+  check(sys().fcntl(fd, F_SETFD, 'int', flags & ~FD_CLOEXEC), 'fcntl');
 }
 
 export const LOCK_SH = 1;
@@ -34,16 +34,16 @@ export const LOCK_UN = 8;
  */
 export function flock(fd: number, operation: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    sys.flock.async(fd, operation, (err: unknown, ret: number) => {
+    sys().flock.async(fd, operation, (err: unknown, ret: number) => {
       if (err) reject(err);
-      else if (ret < 0) reject(syscallError('flock', undefined, koffi.errno()));
+      else if (ret < 0) reject(syscallError('flock', undefined, koffi().errno()));
       else resolve();
     });
   });
 }
 
 export function flockSync(fd: number, operation: number): boolean {
-  const ret = sys.flock(fd, operation);
+  const ret = sys().flock(fd, operation);
   if (ret < 0) {
     const e = syscallError('flock');
     if (e.code === 'EWOULDBLOCK' || e.code === 'EAGAIN') return false;

@@ -1,5 +1,5 @@
 import { closeSync, constants, openSync } from 'node:fs';
-import koffi from 'koffi';
+import { koffi } from './ffi.js';
 import { check } from './libc.js';
 
 /**
@@ -9,7 +9,7 @@ import { check } from './libc.js';
  * helper's descriptors with pidfd_getfd(2) to relay it. ioctl numbers are asm-generic's (x86 and
  * arm64 share them).
  */
-const libc = koffi.load('libc.so.6');
+const libc = koffi().load('libc.so.6');
 const fn = {
   ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
   setsid: libc.func('int setsid(void)'),

@@ -26,15 +26,15 @@ export function threadCredentialsSupported(): boolean {
 
 export function setThreadGroups(gids: number[]): void {
   const list = Uint32Array.from(gids);
-  check(sys.syscall(numbers().setgroups, 'long', list.length, 'uint32_t *', list.length > 0 ? list : null), 'setgroups');
+  check(sys().syscall(numbers().setgroups, 'long', list.length, 'uint32_t *', list.length > 0 ? list : null), 'setgroups');
 }
 
 export function setThreadResGid(gid: number): void {
   const g = gid >>> 0;
-  check(sys.syscall(numbers().setresgid, 'uint32_t', g, 'uint32_t', g, 'uint32_t', g), 'setresgid');
+  check(sys().syscall(numbers().setresgid, 'uint32_t', g, 'uint32_t', g, 'uint32_t', g), 'setresgid');
 }
 
 export function setThreadResUid(uid: number): void {
   const u = uid >>> 0;
-  check(sys.syscall(numbers().setresuid, 'uint32_t', u, 'uint32_t', u, 'uint32_t', u), 'setresuid');
+  check(sys().syscall(numbers().setresuid, 'uint32_t', u, 'uint32_t', u, 'uint32_t', u), 'setresuid');
 }
