@@ -86,6 +86,12 @@ describe('blob writer', () => {
     expect(await readdir(join(root, 'ingest'))).toEqual([]);
   });
 
+  it('readBuffer reads a small blob whole; an absent one is NotFound', async () => {
+    const a = await cs.writeBuffer(Buffer.from('{"schemaVersion":2}'));
+    expect((await cs.readBuffer(a.digest)).toString()).toBe('{"schemaVersion":2}');
+    await expect(cs.readBuffer(sha256Of('absent'))).rejects.toBeInstanceOf(NotFoundError);
+  });
+
   it('lists and deletes blobs; deleting an absent blob is NotFound', async () => {
     const a = await cs.writeBuffer(Buffer.from('a'));
     const b = await cs.writeBuffer(Buffer.from('bb'));

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, readFileSync } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
@@ -39,6 +39,8 @@ export interface ContentStore {
   info(d: Digest): Promise<BlobInfo | undefined>;
   /** NotFoundError if absent. */
   read(d: Digest): Promise<Readable>;
+  /** A small blob (a manifest, a config) whole, in one read rather than a stream. NotFoundError if absent. */
+  readBuffer(d: Digest): Promise<Buffer>;
   /** Where a committed blob lives. */
   path(d: Digest): string;
   write(opts?: { expected?: Digest; size?: number }): Promise<BlobWriter>;
@@ -95,6 +97,17 @@ export class FileContentStore implements ContentStore {
       throw e;
     }
     return fh.createReadStream({ highWaterMark: 1 << 20 });
+  }
+
+  async readBuffer(d: Digest): Promise<Buffer> {
+    try {
+      // At once: a manifest or config is a few KB, read quicker than four trips through the
+      // thread pool (open, fstat, read, close) take.
+      return readFileSync(this.path(d));
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) throw new NotFoundError(`blob not found: ${d} (${this.path(d)})`);
+      throw e;
+    }
   }
 
   async write(opts: { expected?: Digest; size?: number } = {}): Promise<BlobWriter> {

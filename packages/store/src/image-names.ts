@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import {
   DataLossError,
   InvalidArgumentError,
@@ -49,7 +49,9 @@ interface ImagesFile {
 export async function readImagesFile(path: string): Promise<Map<string, Descriptor>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // Read at once (a few KB): a command resolves a name first thing, and four trips through
+    // the thread pool (open, fstat, read, close) cost more than the read.
+    text = readFileSync(path, 'utf8');
   } catch (e) {
     if (isErrno(e, 'ENOENT')) return new Map();
     throw e;
