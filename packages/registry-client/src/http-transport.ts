@@ -140,6 +140,8 @@ export class HttpTransport {
   private readonly agents = new Map<string, Promise<Pool>>();
   private readonly tls = new Map<string, Promise<TlsOptions>>();
   private readonly bases = new Map<string, Promise<URL>>();
+  /** Hosts whose scheme probe has answered. */
+  private readonly probed = new Set<string>();
   /** WWW-Authenticate seen by the scheme probe of /v2/, so the first real request can authenticate up front. */
   readonly probeChallenges = new Map<string, string>();
   readonly retries: number;
@@ -169,7 +171,26 @@ export class HttpTransport {
    */
   base(registry: string): Promise<URL> {
     const host = registryHost(registry);
-    return memoized(this.bases, host, () => this.probe(host));
+    return memoized(this.bases, host, () =>
+      this.probe(host).then((u) => {
+        this.probed.add(host);
+        return u;
+      }),
+    );
+  }
+
+  /**
+   * `http://host/v2/` while the scheme probe of a loopback or --tls-verify=false host is under
+   * way: the scheme the probe tries first. A request sent there at once, without credentials,
+   * is answered about when the probe is, instead of a round trip after it (RegistryClient opens
+   * upload sessions and asks about blobs so). undefined when no probe is under way or the host
+   * is reached over https only.
+   */
+  plainGuess(registry: string): URL | undefined {
+    const host = registryHost(registry);
+    if (!this.bases.has(host) || this.probed.has(host)) return undefined;
+    const verify = this.tlsVerify(host);
+    return verify === false || (verify === undefined && isLoopback(host)) ? new URL(`http://${host}/v2/`) : undefined;
   }
 
   private async probe(host: string): Promise<URL> {

@@ -1,5 +1,4 @@
 import { createReadStream } from 'node:fs';
-import { text } from 'node:stream/consumers';
 import {
   DataLossError,
   InvalidArgumentError,
@@ -8,6 +7,7 @@ import {
   dockerLayerMediaType,
   isIndexMediaType,
   isManifestMediaType,
+  layerCompression,
   ociLayerMediaType,
   parseReference,
   type Descriptor,
@@ -42,18 +42,24 @@ export interface PushOptions {
 
 /**
  * Pushes an image of the store (a name, an ID, or a descriptor) to `dest`: its plain-tar layers
- * compressed first (`compression`), then blobs (`client.concurrency` at a time, each
- * HEAD-checked, mounted from another repository of the registry when the image was pulled from
- * one, else uploaded), then each platform's manifest by digest, then the top manifest or index
- * under dest's tag. Returns the pushed top descriptor. Holds the store's shared lock throughout:
- * the compressed form has no name, and a prune must not collect it mid-push.
+ * compressed first (`compression`), then blobs (`client.concurrency` at a time, largest first,
+ * each HEAD-checked, mounted from another repository of the registry when the image was pulled
+ * from one, else uploaded), then each platform's manifest by digest, then the top manifest or
+ * index under dest's tag. Returns the pushed top descriptor.
+ *
+ * Holds the store's shared lock while it compresses and uploads: the compressed form has no
+ * name, and a prune must not collect it mid-push. Before it (names and manifests are replaced
+ * atomically, blobs never change) the name is resolved, and the requests that need no answer yet
+ * are sent: an upload session is opened and the first blobs are asked about while the lock is
+ * taken (which loads koffi, ~5 ms).
  */
 export async function push(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions = {}): Promise<Descriptor> {
   client.warmUp(dest.domain);
-  return store.withLock('shared', () => pushLocked(client, store, image, dest, opts));
+  const { top, sources } = await prepare(client, store, image, dest, opts);
+  return store.withLock('shared', () => pushLocked(client, store, top, sources, dest, opts));
 }
 
-async function pushLocked(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions): Promise<Descriptor> {
+async function prepare(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions): Promise<{ top: Descriptor; sources: Reference[] }> {
   let top: Descriptor;
   let names: string[] = [];
   if (typeof image === 'string') ({ descriptor: top, names } = await store.resolve(image));
@@ -64,8 +70,22 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
     (r) => r.domain === dest.domain && r.path !== dest.path,
   );
   const repo: Reference = { domain: dest.domain, path: dest.path };
-  // Nothing to mount from: blobs will be uploaded, so open a session while the image is read.
+  // Nothing to mount from means uploads: open a session now. And ask now about the first blobs
+  // that go as they are stored (compressed layers, the config).
   if (sources.length === 0) client.prepareUpload(repo);
+  if (isManifestMediaType(top.mediaType)) {
+    const m = await readManifest(store, top).then((body) => parseManifest(body, top), () => undefined);
+    if (m !== undefined) {
+      const asStored = [m.config, ...m.layers.filter((l) => opts.compression === false || layerCompression(l.mediaType) !== 'none')];
+      client.checkBlobs(repo, largestFirst(asStored).slice(0, client.concurrency));
+    }
+  }
+  return { top, sources };
+}
+
+async function pushLocked(client: RegistryClient, store: Store, image: Descriptor, sources: Reference[], dest: Reference, opts: PushOptions): Promise<Descriptor> {
+  let top = image;
+  const repo: Reference = { domain: dest.domain, path: dest.path };
   const compression = opts.compression ?? { format: 'gzip' };
   if (compression !== false) {
     top = await compressImage(store, top, {
@@ -84,7 +104,7 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
 
   const pushBlobs = async (blobs: Descriptor[]): Promise<void> => {
     const seen = new Set<string>();
-    const unique = blobs.filter((b) => !seen.has(b.digest) && seen.add(b.digest));
+    const unique = largestFirst(blobs.filter((b) => !seen.has(b.digest) && seen.add(b.digest)));
     for (const b of unique) progress({ digest: b.digest, phase: 'waiting', current: 0, total: b.size });
     await mapLimit(unique, client.concurrency, async (b) => {
       const have = await store.content.info(b.digest);
@@ -104,10 +124,7 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
 
   const pushImage = async (d: Descriptor, target: Reference): Promise<Descriptor> => {
     const body = await readManifest(store, d);
-    const m = JSON.parse(body.toString('utf8')) as ImageManifest;
-    if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
-      throw new DataLossError(`manifest ${d.digest} in the store has no config or layers`);
-    }
+    const m = parseManifest(body, d);
     await pushBlobs([m.config, ...m.layers]);
     const [out, mediaType] = convertManifest(m, body, d, opts.format);
     const pushed = await client.putManifest(target, out, mediaType);
@@ -133,11 +150,27 @@ async function pushLocked(client: RegistryClient, store: Store, image: string | 
   return pushImage(top, dest);
 }
 
+function parseManifest(body: Buffer, d: Descriptor): ImageManifest {
+  const m = JSON.parse(body.toString('utf8')) as ImageManifest;
+  if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
+    throw new DataLossError(`manifest ${d.digest} in the store has no config or layers`);
+  }
+  return m;
+}
+
+/**
+ * Blobs in the order to upload them: the largest first, so with `concurrency` uploads at a time
+ * the last to finish is a small one (and the first HEADs and the prepared session go to the big ones).
+ */
+function largestFirst(blobs: Descriptor[]): Descriptor[] {
+  return [...blobs].sort((a, b) => b.size - a.size);
+}
+
 async function readManifest(store: Store, d: Descriptor): Promise<Buffer> {
   const info = await store.content.info(d.digest);
   if (info === undefined) throw new NotFoundError(`manifest ${d.digest} is not in the store`);
   if (info.size > MAX_MANIFEST_SIZE) throw new InvalidArgumentError(`manifest ${d.digest} is ${info.size} bytes, over the 4 MiB limit`);
-  return Buffer.from(await text(await store.content.read(d.digest)), 'utf8');
+  return store.content.readBuffer(d.digest);
 }
 
 /**

@@ -101,6 +101,8 @@ export class RegistryClient {
   private readonly chunkSize: number;
   /** Upload sessions opened ahead of need (prepareUpload), one per repository, until a blob takes it. */
   private readonly spareSessions = new Map<string, { repo: Reference; session: Promise<URL | undefined> }>();
+  /** Answers to HEADs sent ahead of need (checkBlobs), by `repository@digest`, until putBlob takes one; undefined when the HEAD failed. */
+  private readonly knownBlobs = new Map<string, Promise<boolean | undefined>>();
 
   constructor(private readonly opts: RegistryClientOptions = {}) {
     this.concurrency = Math.max(1, opts.concurrency ?? 3);
@@ -187,14 +189,54 @@ export class RegistryClient {
     const key = repositoryName(repo);
     if (this.spareSessions.has(key)) return;
     // No retries: the blob's own POST is there if this one fails, and close() waits for it.
-    const session = this.call(repo.domain, [scope(repo, 'push')], 'POST', `/v2/${repo.path}/blobs/uploads/`, { 'content-length': '0' }, Buffer.alloc(0), false).then(
-      async (r) => {
-        await r.body.dump();
-        return r.status === 202 ? location(r) : undefined;
-      },
-      () => undefined,
-    );
+    const path = `/v2/${repo.path}/blobs/uploads/`;
+    const headers = { 'content-length': '0' };
+    const session = (async () => {
+      const r = (await this.early(repo.domain, 'POST', path, [202], headers, Buffer.alloc(0))) ?? (await this.call(repo.domain, [scope(repo, 'push')], 'POST', path, headers, Buffer.alloc(0), false));
+      await r.body.dump();
+      return r.status === 202 ? location(r) : undefined;
+    })().catch(() => undefined);
     this.spareSessions.set(key, { repo, session });
+  }
+
+  /**
+   * `method path` sent at once to the scheme the registry's probe tries first (see
+   * HttpTransport.plainGuess), without credentials or retries, while that probe is under way.
+   * The answer when its status is one of `expected`; undefined when there is nothing to guess or
+   * the guess did not work (a TLS port, a registry that wants credentials): the caller then asks
+   * the normal way.
+   */
+  private async early(registry: string, method: HttpMethod, path: string, expected: number[], headers: Headers = {}, body?: BodySource): Promise<HttpResponse | undefined> {
+    const guess = this.transport.plainGuess(registry);
+    if (guess === undefined) return undefined;
+    try {
+      const r = await this.transport.send(method, new URL(path, guess), headers, body, undefined, false);
+      if (expected.includes(r.status)) return r;
+      await r.body.dump();
+    } catch {
+      // The normal way reports what is wrong.
+    }
+    return undefined;
+  }
+
+
+  /**
+   * Asks now (HEAD) whether `repo` holds these blobs, so that putBlob, called for them later,
+   * starts its upload at once. Push calls it while it takes the store lock and reads the image.
+   * A failed HEAD is left to putBlob, which asks again and reports it.
+   */
+  checkBlobs(repo: Reference, blobs: Descriptor[]): void {
+    for (const d of blobs) {
+      const key = `${repositoryName(repo)}@${d.digest}`;
+      if (this.knownBlobs.has(key)) continue;
+      const path = `/v2/${repo.path}/blobs/${d.digest}`;
+      const answer = this.early(repo.domain, 'HEAD', path, [200, 404]).then(async (r) => {
+        if (r === undefined) return this.blobExists(repo, d, true, false);
+        await r.body.dump();
+        return holds(r, d);
+      });
+      this.knownBlobs.set(key, answer.catch(() => undefined));
+    }
   }
 
   /**
@@ -416,14 +458,12 @@ export class RegistryClient {
   }
 
   /** HEAD on the blob: true when the repository has it (at the descriptor's size, if the registry says). */
-  async blobExists(repo: Reference, d: Descriptor, push = false): Promise<boolean> {
-    const r = await this.call(repo.domain, [scope(repo, push ? 'push' : 'pull')], 'HEAD', `/v2/${repo.path}/blobs/${d.digest}`);
-    await r.body.dump();
-    if (r.status === 200) {
-      const length = Number(header(r, 'content-length'));
-      return !Number.isFinite(length) || length === d.size;
+  async blobExists(repo: Reference, d: Descriptor, push = false, retry = true): Promise<boolean> {
+    const r = await this.call(repo.domain, [scope(repo, push ? 'push' : 'pull')], 'HEAD', `/v2/${repo.path}/blobs/${d.digest}`, {}, undefined, retry);
+    if (r.status === 200 || r.status === 404) {
+      await r.body.dump();
+      return holds(r, d);
     }
-    if (r.status === 404) return false;
     return this.fail(`blob ${repositoryName(repo)}@${d.digest}`, r);
   }
 
@@ -438,7 +478,10 @@ export class RegistryClient {
   async putBlob(repo: Reference, d: Descriptor, body: () => Readable, opts: PutBlobOptions = {}): Promise<'exists' | 'mounted' | 'uploaded'> {
     const progress = this.progress(opts.onProgress);
     const what = `blob ${repositoryName(repo)}@${d.digest}`;
-    if (await this.blobExists(repo, d, true)) {
+    const key = `${repositoryName(repo)}@${d.digest}`;
+    const known = await this.knownBlobs.get(key);
+    this.knownBlobs.delete(key);
+    if (known ?? (await this.blobExists(repo, d, true))) {
       progress({ digest: d.digest, phase: 'exists', current: d.size, total: d.size });
       return 'exists';
     }
@@ -458,7 +501,10 @@ export class RegistryClient {
     // A big blob with nowhere to mount it from takes the session prepareUpload opened, if any.
     const spare = mountFrom === undefined && d.size > MONOLITHIC_MAX ? this.spareSessions.get(repositoryName(repo)) : undefined;
     if (spare !== undefined) this.spareSessions.delete(repositoryName(repo));
-    let session = (await spare?.session) ?? (await start(true));
+    // A session opened before the scheme probe answered counts only where the probe says the registry is.
+    const spared = await spare?.session;
+    const base = spared !== undefined ? await this.transport.base(repo.domain) : undefined;
+    let session = (spared !== undefined && spared.origin === base!.origin ? spared : undefined) ?? (await start(true));
     if (session === 'mounted') {
       progress({ digest: d.digest, phase: 'mounted', current: d.size, total: d.size });
       return 'mounted';
@@ -624,6 +670,13 @@ function manifestReference(ref: Reference): string {
 function header(r: HttpResponse, name: string): string | undefined {
   const v = r.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** A HEAD's 200 or 404 on a blob: whether the repository holds it (at the descriptor's size, if the registry says). */
+function holds(r: HttpResponse, d: Descriptor): boolean {
+  if (r.status !== 200) return false;
+  const length = Number(header(r, 'content-length'));
+  return !Number.isFinite(length) || length === d.size;
 }
 
 function location(r: HttpResponse): URL {

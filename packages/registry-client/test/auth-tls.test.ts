@@ -86,6 +86,19 @@ describe('TLS and basic auth (htpasswd)', () => {
     await c.close();
   });
 
+  it('requests sent before the scheme probe answers (plain http, no credentials) fall back over TLS with credentials', async () => {
+    const c = new RegistryClient({ certDir, auth: staticAuthProvider({ username: 'alice', password: PASSWORD }) });
+    const ref = parseReference(`${tlsReg.host}/basic/early`);
+    const b = randomBlob(3 << 20);
+    // Loopback: the probe tries plain http first, and so do these; this port speaks TLS only.
+    c.warmUp(tlsReg.host);
+    c.prepareUpload(ref);
+    c.checkBlobs(ref, [b.d]);
+    expect(await c.putBlob(ref, b.d, () => Readable.from([b.data]))).toBe('uploaded');
+    expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
+    await c.close();
+  });
+
   it('tlsVerify false accepts the self-signed registry', async () => {
     const c = new RegistryClient({ tlsVerify: false, certDir: join(dir, 'empty'), auth: staticAuthProvider({ username: 'alice', password: PASSWORD }) });
     await c.ping(tlsReg.host);

@@ -112,6 +112,26 @@ describe('distribution API against docker-registry 2.8', () => {
     expect((await buffer(await client.getBlob(parseReference(`${reg.host}/api/spare`), big.d))).equals(big.data)).toBe(true);
   });
 
+  it('while the scheme probe is under way, prepareUpload and checkBlobs ask at once, and the upload uses their answers', async () => {
+    const c = new RegistryClient({ backoffMs: 10 });
+    const repo = parseReference(`${proxy.host}/api/early`);
+    const big = randomBlob(2 << 20);
+    proxy.log.length = 0;
+    // The probe's answer (as docker-registry gives it) comes 150 ms late.
+    proxy.plan = (req) => (req.url === '/v2/' ? { kind: 'respond', status: 200, headers: { 'docker-distribution-api-version': 'registry/2.0' }, body: '{}', delayMs: 150 } : { kind: 'pass' });
+    c.warmUp(proxy.host);
+    c.prepareUpload(repo);
+    c.checkBlobs(repo, [big.d]);
+    await new Promise((r) => setTimeout(r, 75));
+    expect(proxy.log.map((l) => l.method).sort()).toEqual(['GET', 'HEAD', 'POST']);
+    proxy.plan = () => ({ kind: 'pass' });
+    expect(await c.putBlob(repo, big.d, () => Readable.from([big.data]))).toBe('uploaded');
+    // No second HEAD or POST: the blob went straight to its PUT.
+    expect(proxy.log.map((l) => l.method).slice(3)).toEqual(['PUT']);
+    await c.close();
+    expect((await buffer(await client.getBlob(parseReference(`${reg.host}/api/early`), big.d))).equals(big.data)).toBe(true);
+  });
+
   it('uploads in chunks of chunkSize with Content-Range', async () => {
     const c = new RegistryClient({ chunkSize: 1 << 20, backoffMs: 10 });
     const b = randomBlob((2 << 20) + 12345);

@@ -76,6 +76,10 @@ describe('interop with skopeo and umoci through docker-registry', () => {
     const pushed = await push(client, s3, pulled.name, parseReference(`${proxy.host}/interop/copy:v1`), { onProgress: (e) => events.push(e) });
     expect(pushed.digest).toBe(image.digest);
     expect(events.filter((e) => e.phase === 'mounted')).toHaveLength(2);
+    // Blobs go largest first: with a few at a time, the last to finish is a small one.
+    const waiting = events.filter((e) => e.phase === 'waiting').map((e) => e.total);
+    expect(waiting).toEqual([...waiting].sort((a, b) => b - a));
+    expect(waiting[0]).toBeGreaterThan(waiting.at(-1)!);
     expect(proxy.log.filter((l) => l.method === 'POST').every((l) => l.path.includes('mount=') && l.path.includes('from=interop%2Fours'))).toBe(true);
     expect(proxy.log.some((l) => l.method === 'PATCH' || (l.method === 'PUT' && l.path.includes('/uploads/')))).toBe(false);
     const raw = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/interop/copy:v1`]);

@@ -212,8 +212,8 @@ export function closeServer(server: Server): Promise<void> {
 export type FaultAction =
   | { kind: 'pass' }
   | { kind: 'status'; status: number; headers?: Record<string, string> }
-  /** Answer this instead of the registry. */
-  | { kind: 'respond'; status: number; headers: Record<string, string>; body: string }
+  /** Answer this instead of the registry (after delayMs). */
+  | { kind: 'respond'; status: number; headers: Record<string, string>; body: string; delayMs?: number }
   /** Forward, but cut the client's connection after this many body bytes of the response. */
   | { kind: 'drop-response'; after: number }
   /** Forward, but cut the connection after reading this many bytes of the request body. */
@@ -253,7 +253,7 @@ export async function startFaultProxy(target: { port: number }): Promise<FaultPr
     }
     if (action.kind === 'respond') {
       req.resume();
-      res.writeHead(action.status, action.headers).end(action.body);
+      setTimeout(() => res.writeHead(action.status, action.headers).end(action.body), action.delayMs ?? 0);
       return;
     }
     const up = httpRequest({ host: '127.0.0.1', port: target.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {

@@ -32,6 +32,8 @@ export default class Push extends BaseCommand<typeof Push> {
     const client = await registryClient(f, progress.onProgress);
     try {
       const dest = parseReference(args.destination ?? args.image);
+      // Reach the registry while the store opens.
+      client.warmUp(dest.domain);
       const d = await push(client, await this.store(), args.image, dest, {
         format: f.format as 'oci' | 'docker',
         compression: f['disable-compression'] ? false : { format: f['compression-format'] as 'gzip' | 'zstd', ...(f['compression-level'] !== undefined ? { level: f['compression-level'] } : {}) },
