@@ -8,10 +8,12 @@ import { check } from './libc.js';
  */
 const libc = koffi().load('libc.so.6');
 // struct timespec { time_t tv_sec; long tv_nsec; }: time_t is a long on the 64-bit Linux ABIs.
-const timespec = koffi().struct('tsbuild_timespec', { tv_sec: 'long', tv_nsec: 'long' });
+// Types without names: koffi's names are global, and a second copy of this module (two command
+// bundles loaded by `tsbuild --help`) would define them again.
+const timespec = koffi().struct({ tv_sec: 'long', tv_nsec: 'long' });
 // `const struct timespec times[2]`: two timespecs back to back, passed as one struct pointer.
-koffi().struct('tsbuild_timespec_pair', { atime: timespec, mtime: timespec });
-const utimensatFn = libc.func('int utimensat(int dirfd, const char *path, const tsbuild_timespec_pair *times, int flags)');
+const timespecPair = koffi().struct({ atime: timespec, mtime: timespec });
+const utimensatFn = libc.func('utimensat', 'int', ['int', 'const char *', koffi().pointer(timespecPair), 'int']);
 
 /** dirfd meaning "relative to the current directory" (fcntl.h). */
 export const AT_FDCWD = -100;

@@ -2,7 +2,8 @@ import { koffi } from './ffi.js';
 import { check, sys } from './libc.js';
 
 // struct sock_fprog (linux/filter.h): an unsigned short count, then a pointer to the instructions.
-const sockFprog = koffi().struct('tsbuild_sock_fprog', { len: 'uint16_t', filter: 'void *' });
+// Unnamed: koffi's type names are global (see file-times.ts).
+const sockFprog = koffi().struct({ len: 'uint16_t', filter: 'void *' });
 
 const PR_SET_NO_NEW_PRIVS = 38;
 const PR_SET_SECCOMP = 22;
