@@ -126,7 +126,7 @@ describe('login and logout', () => {
     const certDir = path.join(t.tmp, 'certs.d');
     await fsp.mkdir(path.join(certDir, host), { recursive: true });
     await fsp.copyFile(unrelatedCa, path.join(certDir, host, 'ca.crt'));
-    const direct = spawnSync(process.execPath, [path.join(REPO, 'packages/cli/bin/run.js'), ...args, '--cert-dir', certDir], {
+    const direct = spawnSync(process.execPath, [path.join(REPO, 'packages/cli/bin/run.cjs'), ...args, '--cert-dir', certDir], {
       input: 's3cret\n',
       encoding: 'utf8',
       env: { ...process.env, TSBUILD_ROOT: t.root, NODE_EXTRA_CA_CERTS: caCert, TSBUILD_EXTRA_CA_CERTS: '' },

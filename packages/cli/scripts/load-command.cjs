@@ -1,0 +1,54 @@
+'use strict';
+// Copied into bundle/ by bundle.mjs. Loads bundle/commands/<id>.cjs as require() would, with
+// V8's code cache: the functions a command compiled when it last ran are kept in <id>.cjs.cache
+// next to it and reused, instead of parsed and compiled again (node 20 has no
+// module.enableCompileCache). V8 refuses a cache made from other source, by another V8 or with
+// other flags; then, or when there is none, the cache is written when the command ends (temp +
+// rename, so a concurrent run never reads half of one), by a run of that command only (`tsbuild
+// --help` loads every command and runs none: its caches would hold next to nothing). Where
+// bundle/ is read-only, commands simply compile every time.
+const { readFileSync, renameSync, unlinkSync, writeFileSync } = require('node:fs');
+const { createRequire } = require('node:module');
+const path = require('node:path');
+const vm = require('node:vm');
+
+/** Scripts loaded without a usable cache, to save one for when the process exits. */
+const unsaved = [];
+
+module.exports = function loadCommand(id) {
+  const file = path.join(__dirname, 'commands', `${id}.cjs`);
+  const cacheFile = `${file}.cache`;
+  const source = readFileSync(file, 'utf8');
+  let cachedData;
+  try {
+    cachedData = readFileSync(cacheFile);
+  } catch {
+    cachedData = undefined;
+  }
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+    filename: file,
+    cachedData,
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  if ((cachedData === undefined || script.cachedDataRejected) && process.argv[2] === id) {
+    if (unsaved.length === 0) process.once('exit', () => unsaved.forEach(saveCache));
+    unsaved.push({ script, cacheFile });
+  }
+  const module = { exports: {} };
+  script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
+  return module.exports;
+};
+
+function saveCache({ script, cacheFile }) {
+  const tmp = `${cacheFile}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, script.createCachedData());
+    renameSync(tmp, cacheFile);
+  } catch {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // nothing was written
+    }
+  }
+}
