@@ -94,22 +94,36 @@ try {
   // The whole `tsbuild` command too, start-up included, as a user runs it against `skopeo copy`.
   const cli = path.resolve(path.dirname(self), '../../cli/bin/tsbuild');
   const tsbuild = (root, ...args) => sh(cli, [...args, '--root', root]);
+  // Each tsbuild command runs next to the skopeo copy it is compared with, the two in
+  // alternating order: the VM's speed drifts over a run (page cache reclaim, neighbours), and a
+  // fixed order or a distant slot would charge the drift to one side.
+  const pair = (first, second, i) => (i % 2 === 0 ? [first(), second()] : [second(), first()].reverse());
   for (let i = 0; i < runs; i++) {
     const p = child('pull', path.join(tmp, `pull-${i}`), `${host}/bench/seed:v1`);
     res.pull.ours.push(p.ms);
     res.pull.rss.push(p.rssMB);
-    res.pull.skopeo.push(time(() => sh('skopeo', ['copy', '--src-tls-verify=false', `docker://${host}/bench/seed:v1`, `oci:${tmp}/sk-pull-${i}:v1`])));
+    const [pullCli, pullSkopeo] = pair(
+      () => time(() => tsbuild(path.join(tmp, `cli-pull-${i}`), 'pull', '-q', '--tls-verify=false', `${host}/bench/seed:v1`)),
+      () => time(() => sh('skopeo', ['copy', '--src-tls-verify=false', `docker://${host}/bench/seed:v1`, `oci:${tmp}/sk-pull-${i}:v1`])),
+      i,
+    );
+    res.pull.cli.push(pullCli);
+    res.pull.skopeo.push(pullSkopeo);
     const r1 = await startRegistry();
     const q = child('push', path.join(tmp, 'src'), `${r1.host}/bench/ours:v1`, 'bench/big:v1');
     await r1.stop();
     res.push.ours.push(q.ms);
     res.push.rss.push(q.rssMB);
-    const r2 = await startRegistry();
-    res.push.skopeo.push(time(() => sh('skopeo', ['copy', '--dest-tls-verify=false', `oci:${tmp}/layout:v1`, `docker://${r2.host}/bench/skopeo:v1`])));
+    // A fresh registry for each push, started before the timed pair.
+    const [r2, r3] = [await startRegistry(), await startRegistry()];
+    const [pushCli, pushSkopeo] = pair(
+      () => time(() => tsbuild(path.join(tmp, 'src'), 'push', '-q', '--tls-verify=false', 'bench/big:v1', `${r3.host}/bench/cli:v1`)),
+      () => time(() => sh('skopeo', ['copy', '--dest-tls-verify=false', `oci:${tmp}/layout:v1`, `docker://${r2.host}/bench/skopeo:v1`])),
+      i,
+    );
+    res.push.cli.push(pushCli);
+    res.push.skopeo.push(pushSkopeo);
     await r2.stop();
-    res.pull.cli.push(time(() => tsbuild(path.join(tmp, `cli-pull-${i}`), 'pull', '-q', '--tls-verify=false', `${host}/bench/seed:v1`)));
-    const r3 = await startRegistry();
-    res.push.cli.push(time(() => tsbuild(path.join(tmp, 'src'), 'push', '-q', '--tls-verify=false', 'bench/big:v1', `${r3.host}/bench/cli:v1`)));
     await r3.stop();
     for (const d of [`pull-${i}`, `sk-pull-${i}`, `cli-pull-${i}`]) rmSync(path.join(tmp, d), { recursive: true, force: true });
   }
