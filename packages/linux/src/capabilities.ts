@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { koffi } from './ffi.js';
+import { koffi, lazy } from './ffi.js';
 import { check, sys } from './libc.js';
 
 /**
@@ -7,11 +7,13 @@ import { check, sys } from './libc.js';
  * header and its two 32-bit data words, and the bounding set through prctl(2). Like the calls in
  * exec.ts they are for a fresh, single-purpose process about to execve: they change credentials.
  */
-const libc = koffi().load('libc.so.6');
-const fn = {
-  capget: libc.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
-  capset: libc.func('int capset(void *hdrp, void *datap)'),
-};
+const fn = lazy(() => {
+  const libc = koffi().load('libc.so.6');
+  return {
+    capget: libc.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
+    capset: libc.func('int capset(void *hdrp, void *datap)'),
+  };
+});
 
 /** Capability numbers (linux/capability.h), by name without the CAP_ prefix. */
 export const CAPABILITIES: Readonly<Record<string, number>> = {
@@ -89,7 +91,7 @@ function header(): Buffer {
 
 export function capGet(): CapabilitySets {
   const data = Buffer.alloc(24);
-  check(fn.capget(header(), data), 'capget');
+  check(fn().capget(header(), data), 'capget');
   const word = (i: number, field: number): bigint => BigInt(data.readUInt32LE(i * 12 + field * 4));
   const mask = (field: number): bigint => word(0, field) | (word(1, field) << 32n);
   return { effective: mask(0), permitted: mask(1), inheritable: mask(2) };
@@ -106,7 +108,7 @@ export function capSet(sets: CapabilitySets): void {
     data.writeUInt32LE(Number(m & 0xffffffffn), f * 4);
     data.writeUInt32LE(Number((m >> 32n) & 0xffffffffn), 12 + f * 4);
   });
-  check(fn.capset(header(), data), 'capset');
+  check(fn().capset(header(), data), 'capset');
 }
 
 const PR_CAPBSET_DROP = 24;

@@ -1,5 +1,5 @@
 import { endianness } from 'node:os';
-import { koffi } from './ffi.js';
+import { koffi, lazy } from './ffi.js';
 import { check } from './libc.js';
 
 /**
@@ -7,47 +7,48 @@ import { check } from './libc.js';
  * a loopback interface and execve(2). They are used by a fresh, single-purpose process (the
  * runtime's helper), never by a long-lived Node process: setuid/execve affect the whole process.
  */
-const libc = koffi().load('libc.so.6');
-
-const fn = {
-  execve: libc.func('int execve(const char *path, const char **argv, const char **envp)'),
-  setgroups: libc.func('int setgroups(size_t size, const uint32_t *list)'),
-  setresuid: libc.func('int setresuid(uint32_t ruid, uint32_t euid, uint32_t suid)'),
-  setresgid: libc.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)'),
-  recv: libc.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
-  socket: libc.func('int socket(int domain, int type, int protocol)'),
-  ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
-  close: libc.func('int close(int fd)'),
-  dup2: libc.func('int dup2(int oldfd, int newfd)'),
-  syscall: libc.func('long syscall(long number, ...)'),
-};
+const fn = lazy(() => {
+  const libc = koffi().load('libc.so.6');
+  return {
+    execve: libc.func('int execve(const char *path, const char **argv, const char **envp)'),
+    setgroups: libc.func('int setgroups(size_t size, const uint32_t *list)'),
+    setresuid: libc.func('int setresuid(uint32_t ruid, uint32_t euid, uint32_t suid)'),
+    setresgid: libc.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)'),
+    recv: libc.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
+    socket: libc.func('int socket(int domain, int type, int protocol)'),
+    ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
+    close: libc.func('int close(int fd)'),
+    dup2: libc.func('int dup2(int oldfd, int newfd)'),
+    syscall: libc.func('long syscall(long number, ...)'),
+  };
+});
 
 /**
  * execve(2). Returns only on failure, by throwing (code ENOENT, EACCES, ENOEXEC...). koffi turns
  * each JS array into a NULL-terminated `char *[]` only if the array itself ends with null.
  */
 export function execve(path: string, argv: string[], envp: string[]): never {
-  check(fn.execve(path, [...argv, null], [...envp, null]), 'execve', path);
+  check(fn().execve(path, [...argv, null], [...envp, null]), 'execve', path);
   throw new Error(`execve ${path} returned`);
 }
 
 /** dup2(2): `newfd` becomes a copy of `oldfd`, without close-on-exec. */
 export function dup2(oldfd: number, newfd: number): void {
-  check(fn.dup2(oldfd, newfd), 'dup2');
+  check(fn().dup2(oldfd, newfd), 'dup2');
 }
 
 /** setgroups(2): the supplementary groups; glibc applies it to every thread of the process. */
 export function setGroups(gids: number[]): void {
   const list = Uint32Array.from(gids);
-  check(fn.setgroups(list.length, list.length > 0 ? list : null), 'setgroups');
+  check(fn().setgroups(list.length, list.length > 0 ? list : null), 'setgroups');
 }
 
 /** setresgid(2)/setresuid(2): real, effective and saved ids at once, so none can be regained. */
 export function setResGid(gid: number): void {
-  check(fn.setresgid(gid >>> 0, gid >>> 0, gid >>> 0), 'setresgid');
+  check(fn().setresgid(gid >>> 0, gid >>> 0, gid >>> 0), 'setresgid');
 }
 export function setResUid(uid: number): void {
-  check(fn.setresuid(uid >>> 0, uid >>> 0, uid >>> 0), 'setresuid');
+  check(fn().setresuid(uid >>> 0, uid >>> 0, uid >>> 0), 'setresuid');
 }
 
 const SYS_CLOSE_RANGE = 436; // the same number on every architecture (asm-generic, Linux 5.9)
@@ -58,7 +59,7 @@ const CLOSE_RANGE_CLOEXEC = 4; // Linux 5.11
  * using them (Node's event loop has several), but none reaches the program it execve's.
  */
 export function cloexecFrom(first: number): void {
-  check(fn.syscall(SYS_CLOSE_RANGE, 'unsigned int', first, 'unsigned int', 0xffffffff, 'unsigned int', CLOSE_RANGE_CLOEXEC), 'close_range');
+  check(fn().syscall(SYS_CLOSE_RANGE, 'unsigned int', first, 'unsigned int', 0xffffffff, 'unsigned int', CLOSE_RANGE_CLOEXEC), 'close_range');
 }
 
 const MSG_PEEK = 2;
@@ -70,7 +71,7 @@ const MSG_DONTWAIT = 0x40;
  */
 export function peerClosed(fd: number): boolean {
   const buf = Buffer.alloc(1);
-  const n = Number(fn.recv(fd, buf, 1, MSG_PEEK | MSG_DONTWAIT));
+  const n = Number(fn().recv(fd, buf, 1, MSG_PEEK | MSG_DONTWAIT));
   if (n >= 0) return n === 0;
   const errno = koffi().errno();
   if (errno === 11) return false; // EAGAIN: open, nothing to read
@@ -90,16 +91,16 @@ const IFF_UP = 0x1;
  */
 export function setLinkUp(name: string): void {
   if (Buffer.byteLength(name) > 15) throw new Error(`interface name too long: ${name}`);
-  const fd = check(fn.socket(AF_INET, SOCK_DGRAM, 0), 'socket');
+  const fd = check(fn().socket(AF_INET, SOCK_DGRAM, 0), 'socket');
   try {
     const ifr = Buffer.alloc(40);
     ifr.write(name, 0, 'utf8');
-    check(fn.ioctl(fd, SIOCGIFFLAGS, ifr), 'ioctl SIOCGIFFLAGS', name);
+    check(fn().ioctl(fd, SIOCGIFFLAGS, ifr), 'ioctl SIOCGIFFLAGS', name);
     // ifr_flags is a native-endian short
     if (endianness() === 'LE') ifr.writeUInt16LE(ifr.readUInt16LE(16) | IFF_UP, 16);
     else ifr.writeUInt16BE(ifr.readUInt16BE(16) | IFF_UP, 16);
-    check(fn.ioctl(fd, SIOCSIFFLAGS, ifr), 'ioctl SIOCSIFFLAGS', name);
+    check(fn().ioctl(fd, SIOCSIFFLAGS, ifr), 'ioctl SIOCSIFFLAGS', name);
   } finally {
-    fn.close(fd);
+    fn().close(fd);
   }
 }

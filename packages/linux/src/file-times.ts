@@ -1,4 +1,4 @@
-import { koffi } from './ffi.js';
+import { koffi, lazy } from './ffi.js';
 import { check } from './libc.js';
 
 /**
@@ -6,14 +6,16 @@ import { check } from './libc.js';
  * seconds as a double, and a double near 1.7e9 s only resolves ~240 ns. Declared here with its
  * own handle on libc (libc.ts holds the shared declarations; koffi returns the same library).
  */
-const libc = koffi().load('libc.so.6');
-// struct timespec { time_t tv_sec; long tv_nsec; }: time_t is a long on the 64-bit Linux ABIs.
-// Types without names: koffi's names are global, and a second copy of this module (two command
-// bundles loaded by `tsbuild --help`) would define them again.
-const timespec = koffi().struct({ tv_sec: 'long', tv_nsec: 'long' });
-// `const struct timespec times[2]`: two timespecs back to back, passed as one struct pointer.
-const timespecPair = koffi().struct({ atime: timespec, mtime: timespec });
-const utimensatFn = libc.func('utimensat', 'int', ['int', 'const char *', koffi().pointer(timespecPair), 'int']);
+const utimensat = lazy(() => {
+  const k = koffi();
+  // struct timespec { time_t tv_sec; long tv_nsec; }: time_t is a long on the 64-bit Linux ABIs.
+  // Types without names: koffi's names are global, and a second copy of this module (two command
+  // bundles loaded by `tsbuild --help`) would define them again.
+  const timespec = k.struct({ tv_sec: 'long', tv_nsec: 'long' });
+  // `const struct timespec times[2]`: two timespecs back to back, passed as one struct pointer.
+  const timespecPair = k.struct({ atime: timespec, mtime: timespec });
+  return k.load('libc.so.6').func('utimensat', 'int', ['int', 'const char *', k.pointer(timespecPair), 'int']);
+});
 
 /** dirfd meaning "relative to the current directory" (fcntl.h). */
 export const AT_FDCWD = -100;
@@ -38,7 +40,7 @@ export function lutimens(path: string, mtime: Timespec, atime?: Timespec): void 
     atime: atime === undefined ? { tv_sec: 0, tv_nsec: UTIME_OMIT } : { tv_sec: Math.trunc(atime.sec), tv_nsec: checkNsec(atime.nsec, path) },
     mtime: { tv_sec: Math.trunc(mtime.sec), tv_nsec: checkNsec(mtime.nsec, path) },
   };
-  check(utimensatFn(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW), 'utimensat', path);
+  check(utimensat()(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW), 'utimensat', path);
 }
 
 function checkNsec(n: number, path: string): number {

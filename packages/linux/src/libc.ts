@@ -1,5 +1,5 @@
 import { constants } from 'node:os';
-import { koffi } from './ffi.js';
+import { koffi, lazy } from './ffi.js';
 
 /**
  * libc through koffi, declared on first use (see ffi.ts). Only what node:fs lacks lives here; each
@@ -26,12 +26,7 @@ function declare() {
   };
 }
 
-let declared: ReturnType<typeof declare> | undefined;
-
-export function sys(): ReturnType<typeof declare> {
-  declared ??= declare();
-  return declared;
-}
+export const sys = lazy(declare);
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 

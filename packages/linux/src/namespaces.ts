@@ -1,8 +1,7 @@
-import { koffi } from './ffi.js';
+import { koffi, lazy } from './ffi.js';
 import { check } from './libc.js';
 
-const libc = koffi().load('libc.so.6');
-const fn = { unshare: libc.func('int unshare(int flags)') };
+const fn = lazy(() => ({ unshare: koffi().load('libc.so.6').func('int unshare(int flags)') }));
 
 /** Namespace flags of clone(2)/unshare(2) (linux/sched.h). */
 export const CLONE = {
@@ -21,5 +20,5 @@ export const CLONE = {
  * namespaces the thread that will execve needs, such as CLONE_NEWCGROUP after joining a cgroup.
  */
 export function unshareNamespaces(flags: number): void {
-  check(fn.unshare(flags), 'unshare');
+  check(fn().unshare(flags), 'unshare');
 }

@@ -1,9 +1,9 @@
-import { koffi } from './ffi.js';
+import { koffi, lazy } from './ffi.js';
 import { check, sys } from './libc.js';
 
 // struct sock_fprog (linux/filter.h): an unsigned short count, then a pointer to the instructions.
 // Unnamed: koffi's type names are global (see file-times.ts).
-const sockFprog = koffi().struct({ len: 'uint16_t', filter: 'void *' });
+const sockFprogPointer = lazy(() => koffi().pointer(koffi().struct({ len: 'uint16_t', filter: 'void *' })));
 
 const PR_SET_NO_NEW_PRIVS = 38;
 const PR_SET_SECCOMP = 22;
@@ -23,7 +23,7 @@ export function loadSeccompFilter(program: Buffer): void {
     throw new Error(`seccomp: a filter must hold 1 to 4096 instructions of 8 bytes, got ${program.length} bytes`);
   }
   const fprog = { len: program.length / BPF_INSTRUCTION_SIZE, filter: program };
-  check(sys().prctl(PR_SET_SECCOMP, 'unsigned long', SECCOMP_MODE_FILTER, koffi().pointer(sockFprog), fprog, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_SET_SECCOMP)');
+  check(sys().prctl(PR_SET_SECCOMP, 'unsigned long', SECCOMP_MODE_FILTER, sockFprogPointer(), fprog, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_SET_SECCOMP)');
 }
 
 /** PR_SET_NO_NEW_PRIVS: execve can no longer grant privileges (setuid bits, file capabilities). */
