@@ -77,6 +77,11 @@ export class FileContentStore implements ContentStore {
     return join(this.blobsDir, digestAlgorithm(d), digestHex(d));
   }
 
+  /** What to throw for an error on blob `d`'s file: NotFoundError naming the blob when it is absent. */
+  private notFound(e: unknown, d: Digest): unknown {
+    return isErrno(e, 'ENOENT') ? new NotFoundError(`blob not found: ${d} (${this.path(d)})`) : e;
+  }
+
   async info(d: Digest): Promise<BlobInfo | undefined> {
     try {
       const st = await stat(this.path(d));
@@ -93,8 +98,7 @@ export class FileContentStore implements ContentStore {
     try {
       fh = await open(this.path(d), 'r');
     } catch (e) {
-      if (isErrno(e, 'ENOENT')) throw new NotFoundError(`blob not found: ${d} (${this.path(d)})`);
-      throw e;
+      throw this.notFound(e, d);
     }
     return fh.createReadStream({ highWaterMark: 1 << 20 });
   }
@@ -105,8 +109,7 @@ export class FileContentStore implements ContentStore {
       // thread pool (open, fstat, read, close) take.
       return readFileSync(this.path(d));
     } catch (e) {
-      if (isErrno(e, 'ENOENT')) throw new NotFoundError(`blob not found: ${d} (${this.path(d)})`);
-      throw e;
+      throw this.notFound(e, d);
     }
   }
 
@@ -139,8 +142,7 @@ export class FileContentStore implements ContentStore {
     try {
       await unlink(this.path(d));
     } catch (e) {
-      if (isErrno(e, 'ENOENT')) throw new NotFoundError(`blob not found: ${d} (${this.path(d)})`);
-      throw e;
+      throw this.notFound(e, d);
     }
   }
 
