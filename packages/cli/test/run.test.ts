@@ -75,10 +75,12 @@ describe('tsbuild run', () => {
     // Nothing is lost between the command's exit and the end of the relay.
     const many = await t.run(['run', '--rm', '-t', 'busybox', 'seq', '1', '20000']);
     expect(many.stdout.split('\r\n')).toEqual([...Array.from({ length: 20000 }, (_, i) => String(i + 1)), '']);
-    // The external runtime path has no console socket: said, not ignored.
-    const runc = await t.run(['run', '--rm', '-t', '--runtime', 'runc', 'busybox', 'true']);
-    expect(runc.code).toBe(1);
-    expect(runc.stderr).toBe('Error: run: a terminal (-t) is not supported with an external OCI runtime\n');
+    // runc relays its pty through a terminal of tsbuild's: without any (setsid: no controlling
+    // terminal, stdin not one), said in one line before anything is set up.
+    const runc = spawnSync('setsid', ['-w', BIN, 'run', '--rm', '-t', '--runtime', 'runc', 'busybox', 'true'], { env: { ...process.env, TSBUILD_ROOT: t.root }, encoding: 'utf8' });
+    expect(runc.status).toBe(1);
+    expect(runc.stderr).toMatch(/^Error: run: a terminal \(-t\) through runc needs one of tsbuild's own: .*\n$/);
+    expect(runc.stderr.split('\n')).toHaveLength(2);
     // -it wants a terminal to read from, as docker does.
     const noTty = await t.run(['run', '--rm', '-it', 'busybox', 'true']);
     expect(noTty.code).toBe(1);
@@ -94,6 +96,25 @@ describe('tsbuild run', () => {
     });
     expect(r.status).toBe(3);
     const out = r.stdout.replace(/\r/g, '');
+    expect(out).toContain('\n30 90\n');
+    expect(out).toContain('\ntyped-42\n');
+  });
+
+  it('-t and -it with --runtime runc: runc makes the pty and relays it through tsbuild\'s terminal', () => {
+    // script(1) gives tsbuild a controlling terminal (25x70); -t alone, stdin from /dev/null.
+    const t1 = spawnSync('script', ['-qec', `stty rows 25 cols 70; ${BIN} run --rm -t --runtime runc busybox sh -c 'tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-ttys; stty size; echo err >&2; exit 5' </dev/null`, '/dev/null'], {
+      env: { ...process.env, TSBUILD_ROOT: t.root },
+      encoding: 'utf8',
+    });
+    expect(t1.status).toBe(5);
+    expect(t1.stdout.replace(/\r/g, '')).toBe('/dev/pts/0\nall-ttys\n25 70\nerr\n');
+    const it2 = spawnSync('script', ['-qec', `stty rows 30 cols 90; ${BIN} run --rm -it --runtime runc busybox sh`, '/dev/null'], {
+      env: { ...process.env, TSBUILD_ROOT: t.root },
+      input: 'stty size\necho typed-$((6*7))\nexit 3\n',
+      encoding: 'utf8',
+    });
+    expect(it2.status).toBe(3);
+    const out = it2.stdout.replace(/\r/g, '');
     expect(out).toContain('\n30 90\n');
     expect(out).toContain('\ntyped-42\n');
   });

@@ -1,11 +1,12 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants, existsSync, readFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { posix } from 'node:path';
 import { constants, release } from 'node:os';
+import { isatty } from 'node:tty';
 import { promisify } from 'node:util';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { lastCapability, shortenOverlayData } from '@tsbuild/linux';
@@ -41,6 +42,9 @@ import type { RunIO, RunResult, RunSpec } from './run.js';
 export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
   if (signal?.aborted) throw cancelled(signal);
   const runtime = resolveRuntime(spec.runtime as string);
+  if (io.terminal !== undefined && !hasTerminal(io)) {
+    throw new FailedPreconditionError(`run: a terminal (-t) through ${posix.basename(runtime)} needs one of tsbuild's own: the runtime relays the container's pty through its stdin or the controlling terminal, and there is neither (the built-in runtime needs none)`);
+  }
   const rootfs = posix.join(spec.scratchDir, 'rootfs');
   const bundle = posix.join(spec.scratchDir, 'bundle');
   const state = posix.join(spec.scratchDir, 'state');
@@ -72,6 +76,7 @@ export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal
       cgroupsPath: `/tsbuild/${id}/ctr`,
       etcFiles: etc,
       ...bundleSecurity(spec),
+      ...(io.terminal !== undefined ? { terminal: terminalOf(io.terminal) } : {}),
     });
     await writeFile(posix.join(bundle, 'config.json'), JSON.stringify(config));
     newEtc = upperDirs(spec.rootfs).filter((u) => !existsSync(posix.join(u, 'etc')));
@@ -202,6 +207,28 @@ async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSign
   if (code === 125 && diagnostics !== '') throw new FailedPreconditionError(diagnostics.trim().split('\n').reverse().join(': '));
   if (sig !== null) return { exitCode: 128 + (constants.signals[sig] ?? 0), signal: sig };
   return { exitCode: code ?? 0 };
+}
+
+/** Whether the runtime will find a terminal to relay a pty through: its stdin (tsbuild's, with -i) or /dev/tty. */
+function hasTerminal(io: RunIO): boolean {
+  if (io.stdin === 'inherit' && isatty(0)) return true;
+  try {
+    closeSync(openSync('/dev/tty', 'r'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * process.terminal for `run -t`. The runtime in the foreground (`runc run` without -d) makes the
+ * pty and relays it to and from its own stdio, as runc's "new terminal" mode does: tsbuild's
+ * stdin when -i passes it on (a terminal there is put in raw mode and followed on resize by the
+ * runtime itself), the pipes to io.stdout otherwise. The size comes from `sizeFrom` at the start.
+ */
+function terminalOf(t: NonNullable<RunIO['terminal']>): NonNullable<BundleOptions['terminal']> {
+  const s = t.sizeFrom;
+  return s?.isTTY && s.rows > 0 && s.columns > 0 ? { size: { rows: s.rows, columns: s.columns } } : {};
 }
 
 /** SIGKILL to the script's children (the runtime) and then to the script. */

@@ -10,6 +10,7 @@ export interface OciSpec {
   ociVersion: string;
   process: {
     terminal: boolean;
+    consoleSize?: { height: number; width: number };
     user: { uid: number; gid: number; additionalGids?: number[] };
     args: string[];
     env: string[];
@@ -54,6 +55,8 @@ export interface BundleOptions {
   noNewPrivileges?: boolean;
   /** A resolved seccomp profile, in the runtime spec's own shape (config-linux.md, "Seccomp"). */
   seccomp?: ResolvedProfile;
+  /** A pseudo-terminal for the process (process.terminal), of this size if given. */
+  terminal?: { size?: { rows: number; columns: number } };
 }
 
 export function ociSpec(o: BundleOptions): OciSpec {
@@ -76,7 +79,8 @@ export function ociSpec(o: BundleOptions): OciSpec {
   return {
     ociVersion: '1.0.2',
     process: {
-      terminal: false,
+      terminal: o.terminal !== undefined,
+      ...(o.terminal?.size !== undefined ? { consoleSize: { height: o.terminal.size.rows, width: o.terminal.size.columns } } : {}),
       user: { uid: o.user.uid, gid: o.user.gid, ...(o.user.additionalGids.length > 0 ? { additionalGids: o.user.additionalGids } : {}) },
       args: o.args,
       env: o.env,

@@ -78,7 +78,9 @@ export interface RunIO {
    * command's stdin, stdout, stderr and controlling terminal. tsbuild relays `stdin` to it (a
    * terminal stdin in raw mode, so ^C and the like reach the command) and what it prints to
    * `stdout`; stderr arrives merged into it, as on any terminal. `sizeFrom` (a terminal, usually
-   * process.stdout) gives it its rows and columns, again on each resize.
+   * process.stdout) gives it its rows and columns, again on each resize. With an external runtime
+   * the runtime itself makes and relays the pty (runc's foreground "new terminal" mode), which
+   * needs a terminal on tsbuild's side: `stdin` 'inherit' from one, or a controlling terminal.
    */
   terminal?: { sizeFrom?: NodeJS.WriteStream };
 }
@@ -102,7 +104,6 @@ export interface RunResult {
  */
 export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
   validate(spec);
-  if (spec.runtime !== undefined && io.terminal !== undefined) throw new InvalidArgumentError('run: a terminal (-t) is not supported with an external OCI runtime');
   if (spec.runtime !== undefined) return runExternal(spec, io, signal);
   if (signal?.aborted) throw cancelledBeforeStart(signal);
   const target = posix.join(spec.scratchDir, 'rootfs');
