@@ -4,7 +4,7 @@ import { AUDIT_ARCH, SECCOMP_RET, compileFilter, encodeProgram, type Instruction
 import { runFilter } from './bpf-interpreter.js';
 import { DEFAULT_SECCOMP_PROFILE } from './default-profile.js';
 import { parseSeccompProfile, resolveProfile, type ResolvedProfile, type SeccompArg, type SeccompProfile } from './profile.js';
-import { I386, X32, X86_64 } from './syscall-tables.js';
+import { AARCH64, I386, X32, X86_64 } from './syscall-tables.js';
 
 const ALLOW = SECCOMP_RET.ALLOW;
 const EPERM = SECCOMP_RET.ERRNO | 1;
@@ -18,6 +18,23 @@ function compileDefault(extraCaps: string[] = []): Instruction[] {
 }
 
 const x64 = (p: Instruction[], name: string, args: (number | bigint)[] = []): number => runFilter(p, { nr: X86_64[name], arch: AUDIT_ARCH.X86_64, args });
+
+/**
+ * Every syscall of `table` without argument rules (those are checked case by case) gets from the
+ * filter what the profile's first rule naming it says: the default EPERM when none does, ENOSYS
+ * above the highest syscall named.
+ */
+function expectAgreement(filter: Instruction[], resolved: ResolvedProfile, table: Readonly<Record<string, number>>, arch: number): void {
+  const named = Object.entries(table).filter(([name]) => resolved.rules.some((r) => r.names.includes(name)));
+  const highest = Math.max(...named.map(([, nr]) => nr));
+  for (const [name, nr] of Object.entries(table)) {
+    const rules = resolved.rules.filter((r) => r.names.includes(name));
+    if (rules.some((r) => r.args.length > 0)) continue;
+    const unnamed = nr > highest ? ENOSYS : EPERM;
+    const expected = rules.length > 0 ? (rules[0].action === 'SCMP_ACT_ALLOW' ? ALLOW : SECCOMP_RET.ERRNO | (rules[0].errnoRet ?? 1)) : unnamed;
+    expect(runFilter(filter, { nr, arch }), `${name} (${nr})`).toBe(expected);
+  }
+}
 
 describe('seccomp BPF compiler, run through a BPF interpreter', () => {
   const def = compileDefault();
@@ -77,17 +94,7 @@ describe('seccomp BPF compiler, run through a BPF interpreter', () => {
       [I386, AUDIT_ARCH.I386],
       [X32, AUDIT_ARCH.X86_64],
     ];
-    for (const [table, arch] of tables) {
-      const named = Object.entries(table).filter(([name]) => resolved.rules.some((r) => r.names.includes(name)));
-      const highest = Math.max(...named.map(([, nr]) => nr));
-      for (const [name, nr] of Object.entries(table)) {
-        const rules = resolved.rules.filter((r) => r.names.includes(name));
-        if (rules.some((r) => r.args.length > 0)) continue; // argument rules are checked above
-        const unnamed = nr > highest ? ENOSYS : EPERM;
-        const expected = rules.length > 0 ? (rules[0].action === 'SCMP_ACT_ALLOW' ? ALLOW : SECCOMP_RET.ERRNO | (rules[0].errnoRet ?? 1)) : unnamed;
-        expect(runFilter(def, { nr, arch }), `${name} (${nr})`).toBe(expected);
-      }
-    }
+    for (const [table, arch] of tables) expectAgreement(def, resolved, table, arch);
   });
 
   it('compiles to a few hundred instructions of 8 bytes', () => {
@@ -146,6 +153,39 @@ describe('seccomp BPF compiler, run through a BPF interpreter', () => {
     expect(x64(p, 'kill', [2, 15])).toBe(SECCOMP_RET.LOG);
     expect(x64(p, 'read')).toBe(SECCOMP_RET.ERRNO | 13);
     expect(x64(p, 'mkdir')).toBe(ENOSYS); // above every syscall the profile names
+  });
+});
+
+describe('seccomp BPF for AArch64 (docker\'s default profile resolved for arm64)', () => {
+  const arm = compileFilter(resolveProfile(DEFAULT_SECCOMP_PROFILE, { capabilities: new Set(DEFAULT_CAPABILITIES), arch: 'arm64', kernel: '6.18.0' }));
+  const a64 = (name: string, args: (number | bigint)[] = []): number => runFilter(arm, { nr: AARCH64[name]!, arch: AUDIT_ARCH.AARCH64, args });
+
+  it('numbers syscalls as arm64 does (asm-generic/unistd.h with arm64\'s choices)', () => {
+    expect([AARCH64.openat, AARCH64.read, AARCH64.write, AARCH64.newfstatat, AARCH64.fstat, AARCH64.clone, AARCH64.execve, AARCH64.mmap, AARCH64.clone3]).toEqual([56, 63, 64, 79, 80, 220, 221, 222, 435]);
+    // 64-bit names only, and no x86-only syscalls
+    for (const name of ['fcntl64', 'mmap2', 'open', 'fork', 'arch_prctl', 'sync_file_range2']) expect(AARCH64[name], name).toBeUndefined();
+    expect(AARCH64.renameat).toBe(38);
+    expect(AARCH64.getrlimit).toBe(163);
+  });
+
+  it('allows and denies as on x86_64, with the same argument checks', () => {
+    for (const name of ['read', 'write', 'openat', 'execve', 'mmap', 'newfstatat', 'capset', 'ptrace', 'chroot']) expect(a64(name), name).toBe(ALLOW);
+    for (const name of ['mount', 'umount2', 'unshare', 'setns', 'kexec_load', 'init_module', 'reboot', 'keyctl', 'bpf', 'pivot_root', 'sethostname']) expect(a64(name), name).toBe(EPERM);
+    expect(a64('clone', [SIGCHLD])).toBe(ALLOW);
+    expect(a64('clone', [CLONE_NEWNS | SIGCHLD])).toBe(EPERM);
+    expect(a64('clone3')).toBe(ENOSYS);
+    expect(a64('personality', [0x0040000])).toBe(EPERM);
+  });
+
+  it('answers ENOSYS above the highest syscall named, and kills other ABIs (AArch32 included)', () => {
+    expect(runFilter(arm, { nr: 1000, arch: AUDIT_ARCH.AARCH64 })).toBe(ENOSYS);
+    expect(runFilter(arm, { nr: AARCH64.read!, arch: AUDIT_ARCH.X86_64 })).toBe(SECCOMP_RET.KILL_PROCESS);
+    expect(runFilter(arm, { nr: 3, arch: 0x40000028 /* AUDIT_ARCH_ARM */ })).toBe(SECCOMP_RET.KILL_PROCESS);
+  });
+
+  it('agrees with a direct evaluation of the profile for every arm64 syscall', () => {
+    const resolved = resolveProfile(DEFAULT_SECCOMP_PROFILE, { capabilities: new Set(DEFAULT_CAPABILITIES), arch: 'arm64', kernel: '6.18' });
+    expectAgreement(arm, resolved, AARCH64, AUDIT_ARCH.AARCH64);
   });
 });
 

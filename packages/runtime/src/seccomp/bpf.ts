@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '@tsbuild/oci';
 import type { ResolvedProfile, ResolvedRule, SeccompAction, SeccompArg } from './profile.js';
-import { I386, X32, X86_64 } from './syscall-tables.js';
+import { AARCH64, I386, X32, X86_64 } from './syscall-tables.js';
 
 /**
  * A compiler from a resolved seccomp profile to a classic BPF program for
@@ -40,8 +40,8 @@ export const SECCOMP_RET = {
   ALLOW: 0x7fff0000,
 } as const;
 
-/** AUDIT_ARCH_* (linux/audit.h) and the syscall table of each ABI we compile for. */
-export const AUDIT_ARCH = { X86_64: 0xc000003e, I386: 0x40000003 } as const;
+/** AUDIT_ARCH_* (linux/audit.h) of each ABI we compile for. */
+export const AUDIT_ARCH = { X86_64: 0xc000003e, I386: 0x40000003, AARCH64: 0xc00000b7 } as const;
 const X32_SYSCALL_BIT = 0x40000000;
 
 const EPERM = 1;
@@ -59,8 +59,34 @@ export interface CompileOptions {
   enosysForNewer?: boolean;
 }
 
-/** Compiles for the x86 family (x86_64 with its i386 and x32 ABIs). */
+/**
+ * Compiles for the machine the profile was resolved for (its first architecture): the x86 family
+ * (x86_64 with its i386 and x32 ABIs) or AArch64. On AArch64 the 32-bit ARM ABI is not compiled
+ * (this repository has no table for it): an AArch32 process is killed at its first syscall, where
+ * docker's filter would check it against the ARM table.
+ */
 export function compileFilter(p: ResolvedProfile, opts: CompileOptions = {}): Instruction[] {
+  // Only for an allowlist: a profile that allows by default must not turn new syscalls into errors.
+  const enosys = opts.enosysForNewer ?? (p.defaultAction !== 'SCMP_ACT_ALLOW' && p.defaultAction !== 'SCMP_ACT_LOG');
+  const e = new Emitter();
+  // Emitted back to front: every jump target exists when the jump is written (see Emitter).
+  const badArch = e.ret(SECCOMP_RET.KILL_PROCESS);
+  const defaultRet = e.ret(actionValue(p.defaultAction, p.defaultErrnoRet ?? EPERM));
+  const newerRet = enosys ? e.ret(SECCOMP_RET.ERRNO | ENOSYS) : defaultRet;
+  if (p.architectures[0] === 'SCMP_ARCH_AARCH64') {
+    const body = dispatch(e, rulesByNumber(p.rules, AARCH64), defaultRet, newerRet);
+    e.goto(body);
+    const aarch64 = e.load(SECCOMP_DATA.nr);
+    e.jump(BPF.JMP_JEQ_K, AUDIT_ARCH.AARCH64, aarch64, badArch);
+  } else {
+    x86Family(e, p, badArch, defaultRet, newerRet);
+  }
+  e.load(SECCOMP_DATA.arch);
+  return e.program();
+}
+
+/** The x86 family's dispatch on the audit architecture (and x32's bit) to each ABI's search. */
+function x86Family(e: Emitter, p: ResolvedProfile, badArch: number, defaultRet: number, newerRet: number): void {
   const sections: { arch: 'X86_64' | 'I386' | 'X32'; table: Readonly<Record<string, number>> }[] = [];
   for (const a of p.architectures) {
     if (a === 'SCMP_ARCH_X86_64') sections.push({ arch: 'X86_64', table: X86_64 });
@@ -69,20 +95,13 @@ export function compileFilter(p: ResolvedProfile, opts: CompileOptions = {}): In
     // Other architectures cannot run on this machine; docker's archMap names them all.
   }
   if (!sections.some((s) => s.arch === 'X86_64')) throw new InvalidArgumentError(`seccomp: the profile does not cover this machine's architecture (SCMP_ARCH_X86_64); it lists ${p.architectures.join(', ')}`);
-  // Only for an allowlist: a profile that allows by default must not turn new syscalls into errors.
-  const enosys = opts.enosysForNewer ?? (p.defaultAction !== 'SCMP_ACT_ALLOW' && p.defaultAction !== 'SCMP_ACT_LOG');
-
-  const e = new Emitter();
-  // Emitted back to front: every jump target exists when the jump is written (see Emitter).
-  const badArch = e.ret(SECCOMP_RET.KILL_PROCESS);
-  const defaultRet = e.ret(actionValue(p.defaultAction, p.defaultErrnoRet ?? EPERM));
-  const enosysRet = e.ret(SECCOMP_RET.ERRNO | ENOSYS);
-
   const labels = new Map<string, number>();
   for (const s of [...sections].reverse()) {
-    const start = dispatch(e, rulesByNumber(p.rules, s.table), defaultRet, enosys ? enosysRet : defaultRet);
-    if (s.arch === 'I386') labels.set(s.arch, e.load(SECCOMP_DATA.nr));
-    else labels.set(s.arch, start);
+    const start = dispatch(e, rulesByNumber(p.rules, s.table), defaultRet, newerRet);
+    if (s.arch === 'I386') {
+      e.goto(start);
+      labels.set(s.arch, e.load(SECCOMP_DATA.nr));
+    } else labels.set(s.arch, start);
   }
   // x86_64 and x32 share AUDIT_ARCH_X86_64: x32 numbers have bit 30 set.
   const x32 = labels.get('X32') ?? badArch;
@@ -92,8 +111,6 @@ export function compileFilter(p: ResolvedProfile, opts: CompileOptions = {}): In
   const i386 = labels.get('I386') ?? badArch;
   e.jump(BPF.JMP_JEQ_K, AUDIT_ARCH.I386, i386, badArch);
   e.jump(BPF.JMP_JEQ_K, AUDIT_ARCH.X86_64, x64, e.next());
-  e.load(SECCOMP_DATA.arch);
-  return e.program();
 }
 
 /** Encodes instructions as struct sock_filter[] (u16 code, u8 jt, u8 jf, u32 k; native endian). */
@@ -284,6 +301,12 @@ class Emitter {
 
   load(offset: number): number {
     return this.push({ code: BPF.LD_W_ABS, jt: 0, jf: 0, k: offset });
+  }
+
+  /** Makes `label` the instruction after whatever is emitted next: nothing if it is already, else a `ja`. */
+  goto(label: number): number {
+    if (label === this.next()) return label;
+    return this.push({ code: BPF.JMP_JA, jt: 0, jf: 0, k: this.offset(label) });
   }
 
   and(k: number): number {
