@@ -2,12 +2,14 @@
 // Copied into bundle/ by bundle.mjs. Loads bundle/commands/<id>.cjs as require() would, with
 // V8's code cache: the functions a command compiled when it last ran are kept in <id>.cjs.cache
 // next to it and reused, instead of parsed and compiled again (node 20 has no
-// module.enableCompileCache). V8 refuses a cache made from other source, by another V8 or with
-// other flags; then, or when there is none, the cache is written when the command ends (temp +
-// rename, so a concurrent run never reads half of one), by a run of that command only (`tsbuild
-// --help` loads every command and runs none: its caches would hold next to nothing). Where
-// bundle/ is read-only, commands simply compile every time.
-const { readFileSync, renameSync, unlinkSync, writeFileSync } = require('node:fs');
+// module.enableCompileCache). V8 refuses a cache made by another V8 or with other flags, but it
+// knows the source only by its length: each cache starts with the identity of the file it was
+// made from (inode, size, mtime), and one made from another file is not used. When there is no
+// usable cache, one is written when the command ends (temp + rename, so a concurrent run never
+// reads half of one), by a run of that command only (`tsbuild --help` loads every command and
+// runs none: its caches would hold next to nothing). Where bundle/ is read-only, commands simply
+// compile every time.
+const { readFileSync, renameSync, statSync, unlinkSync, writeFileSync } = require('node:fs');
 const { createRequire } = require('node:module');
 const path = require('node:path');
 const vm = require('node:vm');
@@ -19,9 +21,12 @@ module.exports = function loadCommand(id) {
   const file = path.join(__dirname, 'commands', `${id}.cjs`);
   const cacheFile = `${file}.cache`;
   const source = readFileSync(file, 'utf8');
+  const st = statSync(file);
+  const identity = Buffer.from(`tsbuild code cache ${st.ino} ${st.size} ${st.mtimeMs}\n`);
   let cachedData;
   try {
-    cachedData = readFileSync(cacheFile);
+    const c = readFileSync(cacheFile);
+    if (c.subarray(0, identity.length).equals(identity)) cachedData = c.subarray(identity.length);
   } catch {
     cachedData = undefined;
   }
@@ -32,17 +37,17 @@ module.exports = function loadCommand(id) {
   });
   if ((cachedData === undefined || script.cachedDataRejected) && process.argv[2] === id) {
     if (unsaved.length === 0) process.once('exit', () => unsaved.forEach(saveCache));
-    unsaved.push({ script, cacheFile });
+    unsaved.push({ script, cacheFile, identity });
   }
   const module = { exports: {} };
   script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
   return module.exports;
 };
 
-function saveCache({ script, cacheFile }) {
+function saveCache({ script, cacheFile, identity }) {
   const tmp = `${cacheFile}.${process.pid}.tmp`;
   try {
-    writeFileSync(tmp, script.createCachedData());
+    writeFileSync(tmp, Buffer.concat([identity, script.createCachedData()]));
     renameSync(tmp, cacheFile);
   } catch {
     try {
