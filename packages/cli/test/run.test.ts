@@ -87,36 +87,29 @@ describe('tsbuild run', () => {
     expect(noTty.stderr).toMatch(/^Error: the input device is not a TTY/);
   });
 
+  /** `tsbuild ARGS` under script(1): a terminal of ROWSxCOLS (controlling, and stdin unless redirected); `input` is what is typed. */
+  const underTerminal = (rows: number, cols: number, args: string, input = '') => {
+    const r = spawnSync('script', ['-qec', `stty rows ${rows} cols ${cols}; ${BIN} ${args}`, '/dev/null'], { env: { ...process.env, TSBUILD_ROOT: t.root }, input, encoding: 'utf8' });
+    return { status: r.status, out: r.stdout.replace(/\r/g, '') };
+  };
+  const TYPED = 'stty size\necho typed-$((6*7))\nexit 3\n';
+
   it('-it relays a terminal: an interactive shell reads what is typed, gets the size, and its exit status is the run\'s', () => {
-    // script(1) gives tsbuild a pseudo-terminal (30x90); what it reads from its stdin is "typed".
-    const r = spawnSync('script', ['-qec', `stty rows 30 cols 90; ${BIN} run --rm -it busybox sh`, '/dev/null'], {
-      env: { ...process.env, TSBUILD_ROOT: t.root },
-      input: 'stty size\necho typed-$((6*7))\nexit 3\n',
-      encoding: 'utf8',
-    });
+    const r = underTerminal(30, 90, 'run --rm -it busybox sh', TYPED);
     expect(r.status).toBe(3);
-    const out = r.stdout.replace(/\r/g, '');
-    expect(out).toContain('\n30 90\n');
-    expect(out).toContain('\ntyped-42\n');
+    expect(r.out).toContain('\n30 90\n');
+    expect(r.out).toContain('\ntyped-42\n');
   });
 
   it('-t and -it with --runtime runc: runc makes the pty and relays it through tsbuild\'s terminal', () => {
-    // script(1) gives tsbuild a controlling terminal (25x70); -t alone, stdin from /dev/null.
-    const t1 = spawnSync('script', ['-qec', `stty rows 25 cols 70; ${BIN} run --rm -t --runtime runc busybox sh -c 'tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-ttys; stty size; echo err >&2; exit 5' </dev/null`, '/dev/null'], {
-      env: { ...process.env, TSBUILD_ROOT: t.root },
-      encoding: 'utf8',
-    });
+    // -t alone, stdin from /dev/null: runc relays through the controlling terminal.
+    const t1 = underTerminal(25, 70, "run --rm -t --runtime runc busybox sh -c 'tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-ttys; stty size; echo err >&2; exit 5' </dev/null");
     expect(t1.status).toBe(5);
-    expect(t1.stdout.replace(/\r/g, '')).toBe('/dev/pts/0\nall-ttys\n25 70\nerr\n');
-    const it2 = spawnSync('script', ['-qec', `stty rows 30 cols 90; ${BIN} run --rm -it --runtime runc busybox sh`, '/dev/null'], {
-      env: { ...process.env, TSBUILD_ROOT: t.root },
-      input: 'stty size\necho typed-$((6*7))\nexit 3\n',
-      encoding: 'utf8',
-    });
+    expect(t1.out).toBe('/dev/pts/0\nall-ttys\n25 70\nerr\n');
+    const it2 = underTerminal(30, 90, 'run --rm -it --runtime runc busybox sh', TYPED);
     expect(it2.status).toBe(3);
-    const out = it2.stdout.replace(/\r/g, '');
-    expect(out).toContain('\n30 90\n');
-    expect(out).toContain('\ntyped-42\n');
+    expect(it2.out).toContain('\n30 90\n');
+    expect(it2.out).toContain('\ntyped-42\n');
   });
 
   it('leaves no mount behind', () => {
