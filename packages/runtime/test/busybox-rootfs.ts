@@ -2,7 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Mount } from '../src/index.js';
+import type { Readable } from 'node:stream';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { run, type Mount, type RunSpec } from '../src/index.js';
+import { Collector } from './collector.js';
+import { tsbuildCgroups } from './cgroup-leftovers.js';
 
 /**
  * A busybox-static root filesystem in a temp dir (the lower layer) and a fresh overlay over it per
@@ -88,3 +92,51 @@ export async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_
 
 /** A Writable that collects text. */
 export { Collector } from './collector.js';
+
+/**
+ * The test file's fixture, made before its tests and removed after them (call at the top level).
+ * With `noLeftoverCgroups`, every test must also leave no cgroup of tsbuild's behind.
+ */
+export function useBusyboxFixture(opts: { noLeftoverCgroups?: boolean } = {}): Fixture {
+  let made: Fixture | undefined;
+  beforeAll(() => {
+    made = makeBusyboxFixture();
+  });
+  afterAll(() => made?.cleanup());
+  if (opts.noLeftoverCgroups) {
+    afterEach(() => {
+      expect(tsbuildCgroups()).toEqual([]);
+    });
+  }
+  const fx = (): Fixture => {
+    if (made === undefined) throw new Error('the busybox fixture is made in beforeAll');
+    return made;
+  };
+  return {
+    get dir() {
+      return fx().dir;
+    },
+    get lower() {
+      return fx().lower;
+    },
+    overlay: () => fx().overlay(),
+    scratch: () => fx().scratch(),
+    cleanup: () => fx().cleanup(),
+  };
+}
+
+/**
+ * `sh -c script` in a container on a fresh overlay of `fx` (or `opts.overlay`), PATH=/bin, cwd /:
+ * its status and what it printed, and the overlay's upper dir and the scratch dir it used.
+ */
+export async function shIn(fx: Fixture, script: string, extra: Partial<RunSpec> = {}, opts: { stdin?: Readable; overlay?: { upper: string; mounts: Mount[] } } = {}) {
+  const { upper, mounts } = opts.overlay ?? fx.overlay();
+  const scratchDir = fx.scratch();
+  const out = new Collector();
+  const err = new Collector();
+  const res = await run(
+    { args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: mounts, scratchDir, ...extra },
+    { stdout: out, stderr: err, ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}) },
+  );
+  return { ...res, out: out.text, err: err.text, upper, scratchDir };
+}

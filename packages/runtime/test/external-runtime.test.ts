@@ -1,29 +1,14 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CancelledError } from '@tsbuild/oci';
 import { run, type RunSpec } from '../src/index.js';
-import { Collector, makeBusyboxFixture, mountsMentioning, processesWithEnv, waitFor, type Fixture } from './busybox-rootfs.js';
-import { tsbuildCgroups } from './cgroup-leftovers.js';
+import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
 const RUNC = '/usr/sbin/runc';
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
-afterEach(() => {
-  expect(tsbuildCgroups()).toEqual([]);
-});
+const fx = useBusyboxFixture({ noLeftoverCgroups: true });
 
-async function sh(script: string, extra: Partial<RunSpec> = {}) {
-  const { upper, mounts } = fx.overlay();
-  const scratchDir = fx.scratch();
-  const out = new Collector();
-  const err = new Collector();
-  const res = await run({ args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: mounts, scratchDir, runtime: RUNC, ...extra }, { stdout: out, stderr: err });
-  return { ...res, out: out.text, err: err.text, upper, scratchDir };
-}
+const sh = (script: string, extra: Partial<RunSpec> = {}) => shIn(fx, script, { runtime: RUNC, ...extra });
 
 describe('external runtime (runc)', () => {
   it('runs the command as PID 1 with the hostname, propagates the exit code, and writes land in the upperdir', async () => {

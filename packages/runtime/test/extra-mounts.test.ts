@@ -1,28 +1,17 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run, type RunSpec } from '../src/index.js';
-import { Collector, makeBusyboxFixture, mountsMentioning, type Fixture } from './busybox-rootfs.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { RunSpec } from '../src/index.js';
+import { mountsMentioning, useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
-let fx: Fixture;
+const fx = useBusyboxFixture();
 const host = mkdtempSync(join(os.tmpdir(), 'tsbuild-extra-mounts-'));
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
 afterAll(() => {
-  fx.cleanup();
   rmSync(host, { recursive: true, force: true });
 });
 
-async function sh(script: string, mounts: RunSpec['mounts']) {
-  const { upper, mounts: rootfs } = fx.overlay();
-  const scratchDir = fx.scratch();
-  const out = new Collector();
-  const err = new Collector();
-  const res = await run({ args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs, scratchDir, mounts }, { stdout: out, stderr: err });
-  return { ...res, out: out.text, err: err.text, upper, scratchDir };
-}
+const sh = (script: string, mounts: RunSpec['mounts']) => shIn(fx, script, { mounts });
 
 describe('RunSpec.mounts', () => {
   it('binds a host directory read-write and a file read-only, and mounts a tmpfs; nothing stays mounted', async () => {

@@ -1,17 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { run } from '../src/index.js';
-import { Collector, makeBusyboxFixture, processesWithEnv, waitFor, type Fixture } from './busybox-rootfs.js';
-import { tsbuildCgroups } from './cgroup-leftovers.js';
+import { Collector, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
 
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
-afterEach(() => {
-  expect(tsbuildCgroups()).toEqual([]);
-});
+const fx = useBusyboxFixture({ noLeftoverCgroups: true });
 
 function ppid(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');

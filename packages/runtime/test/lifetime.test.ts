@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { removeStaleCgroups, run } from '../src/index.js';
-import { Collector, makeBusyboxFixture, mountsMentioning, processesWithEnv, waitFor, type Fixture } from './busybox-rootfs.js';
+import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
 import { tsbuildCgroups } from './cgroup-leftovers.js';
 
 /**
@@ -13,11 +13,7 @@ import { tsbuildCgroups } from './cgroup-leftovers.js';
  */
 const runtimeDist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
+const fx = useBusyboxFixture();
 
 async function killParentMidRun(script: string, user: { uid: number; gid: number } | undefined, extra: Record<string, unknown> = {}): Promise<void> {
   const marker = `TSBUILD_KILL9_TEST=${process.pid}-${Date.now()}-${user?.uid ?? 0}`;

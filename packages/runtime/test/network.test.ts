@@ -2,27 +2,18 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BRIDGE, GATEWAY, run, type RunSpec } from '../src/index.js';
-import { Collector, makeBusyboxFixture, type Fixture } from './busybox-rootfs.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BRIDGE, GATEWAY, type RunSpec } from '../src/index.js';
+import { useBusyboxFixture, shIn } from './busybox-rootfs.js';
 import { tsbuildCgroups } from './cgroup-leftovers.js';
 
 /**
  * SAFETY: these tests only talk to addresses of this machine: the bridge's address, where the
  * test's own server listens.
  */
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
+const fx = useBusyboxFixture();
 
-async function sh(script: string, extra: Partial<RunSpec> = {}) {
-  const out = new Collector();
-  const err = new Collector();
-  const res = await run({ args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir: fx.scratch(), ...extra }, { stdout: out, stderr: err });
-  return { ...res, out: out.text, err: err.text };
-}
+const sh = (script: string, extra: Partial<RunSpec> = {}) => shIn(fx, script, extra);
 
 function hostVeths(): string[] {
   return readdirSync('/sys/class/net').filter((n) => /^tsb[0-9a-f]{8}$/.test(n));

@@ -1,28 +1,12 @@
 import { readFileSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { run, type RunSpec } from '../src/index.js';
-import { Collector, makeBusyboxFixture, processesWithEnv, waitFor, type Fixture } from './busybox-rootfs.js';
-import { tsbuildCgroups } from './cgroup-leftovers.js';
+import { processesWithEnv, waitFor, useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
 /** cgroup v1 limits enforced for real (this machine is v1 hybrid); v2 file writes are unit-tested in src/cgroups. */
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
-afterEach(() => {
-  expect(tsbuildCgroups()).toEqual([]);
-});
+const fx = useBusyboxFixture({ noLeftoverCgroups: true });
 
-async function sh(script: string, extra: Partial<RunSpec> = {}) {
-  const out = new Collector();
-  const err = new Collector();
-  const res = await run(
-    { args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir: fx.scratch(), ...extra },
-    { stdout: out, stderr: err },
-  );
-  return { ...res, out: out.text, err: err.text };
-}
+const sh = (script: string, extra: Partial<RunSpec> = {}) => shIn(fx, script, extra);
 
 /** The host-side cgroup directory of `pid` in a v1 hierarchy. */
 function cgroupDir(pid: number, controller: string): string {

@@ -2,28 +2,14 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { run, type RunSpec } from '../src/index.js';
-import { Collector, makeBusyboxFixture, mountsMentioning, processesWithEnv, waitFor, type Fixture } from './busybox-rootfs.js';
+import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
+const fx = useBusyboxFixture();
 
-async function sh(script: string, extra: Partial<RunSpec> = {}, stdin?: Readable) {
-  const { upper, mounts } = fx.overlay();
-  const scratchDir = fx.scratch();
-  const out = new Collector();
-  const err = new Collector();
-  const res = await run(
-    { args: ['sh', '-c', script], env: ['PATH=/usr/bin:/bin', 'HOME=/root'], cwd: '/', rootfs: mounts, scratchDir, ...extra },
-    { stdout: out, stderr: err, stdin },
-  );
-  return { ...res, out: out.text, err: err.text, upper, scratchDir };
-}
+const sh = (script: string, extra: Partial<RunSpec> = {}, stdin?: Readable) => shIn(fx, script, { env: ['PATH=/usr/bin:/bin', 'HOME=/root'], ...extra }, stdin !== undefined ? { stdin } : {});
 
 function noMountsLeft(scratchDir: string): void {
   expect(mountsMentioning(scratchDir)).toEqual([]);

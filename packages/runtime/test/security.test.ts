@@ -1,26 +1,14 @@
 import { chmodSync, chownSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@tsbuild/oci';
-import { parseSecurityOpts, run, type RunSpec } from '../src/index.js';
-import { Collector, makeBusyboxFixture, type Fixture } from './busybox-rootfs.js';
+import { parseSecurityOpts, type RunSpec } from '../src/index.js';
+import { useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
 /** Every fact here is read from inside the container, from /proc/self/status and friends. */
-let fx: Fixture;
-beforeAll(() => {
-  fx = makeBusyboxFixture();
-});
-afterAll(() => fx.cleanup());
+const fx = useBusyboxFixture();
 
-async function sh(script: string, extra: Partial<RunSpec> = {}, overlay = fx.overlay()) {
-  const out = new Collector();
-  const err = new Collector();
-  const res = await run(
-    { args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: overlay.mounts, scratchDir: fx.scratch(), hostname: 'secbox', ...extra },
-    { stdout: out, stderr: err },
-  );
-  return { ...res, out: out.text, err: err.text, upper: overlay.upper };
-}
+const sh = (script: string, extra: Partial<RunSpec> = {}, overlay = fx.overlay()) => shIn(fx, script, { hostname: 'secbox', ...extra }, { overlay });
 
 function status(text: string): Record<string, string> {
   return Object.fromEntries(text.split('\n').filter((l) => l.includes(':\t')).map((l) => l.split(':\t') as [string, string]));
