@@ -1,9 +1,7 @@
-import { createHash } from 'node:crypto';
-import { Readable, type Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import type tarStream from 'tar-stream';
-import { DataLossError, isTsbuildError, type Digest } from '@tsbuild/oci';
-import { decompressed } from '@tsbuild/snapshotter';
+import { createHash, type Hash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { DataLossError, InvalidArgumentError, isTsbuildError, type Digest } from '@tsbuild/oci';
+import { TarParser, decompressed, type TarType } from '@tsbuild/snapshotter';
 import type { Layer } from '@tsbuild/store';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
@@ -35,16 +33,7 @@ export type LayerEntry = { kind: 'file'; meta: FileMeta } | { kind: 'whiteout'; 
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 
-const TYPES: Record<string, EntryType | undefined> = {
-  file: 'file',
-  'contiguous-file': 'file',
-  directory: 'dir',
-  symlink: 'symlink',
-  link: 'hardlink',
-  'character-device': 'char',
-  'block-device': 'block',
-  fifo: 'fifo',
-};
+const TYPES: Record<TarType, EntryType> = { file: 'file', dir: 'dir', symlink: 'symlink', link: 'hardlink', char: 'char', block: 'block', fifo: 'fifo' };
 
 /** "./usr/bin/", "/usr/bin" and "usr/bin" are one path: "usr/bin"; the root is "". */
 export function normalisePath(p: string): string {
@@ -65,47 +54,43 @@ export async function openLayerTar(layer: Layer): Promise<Readable> {
 /**
  * Streams a layer tar once and reports every entry with its metadata; regular files are hashed
  * on the way through (unless `hashes` is false), so memory holds one chunk at a time, whatever
- * the file sizes.
+ * the file sizes. The tar is read by the snapshotter's parser, as export and apply read it.
  */
 export async function scanLayerTar(src: Readable, where: string, opts: { hashes?: boolean } = {}): Promise<LayerEntry[]> {
   const hashes = opts.hashes ?? true;
   const entries: LayerEntry[] = [];
-  const { default: tar } = await import('tar-stream'); // loaded when used: builds share this chunk
-  const extract = tar.extract();
-  const consume = (async () => {
-    for await (const body of extract as AsyncIterable<Readable & { header: tarStream.Header }>) {
-      const h = body.header;
+  let hashing: { meta: FileMeta; hash: Hash } | undefined;
+  const parser = new TarParser({
+    entry(h) {
       const path = normalisePath(h.name);
       const base = path.slice(path.lastIndexOf('/') + 1);
       const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
-      let entry: LayerEntry | undefined;
-      if (base === OPAQUE_MARKER) entry = { kind: 'opaque', path: dir };
-      else if (base.startsWith(WHITEOUT_PREFIX)) entry = { kind: 'whiteout', path: dir === '' ? base.slice(WHITEOUT_PREFIX.length) : `${dir}/${base.slice(WHITEOUT_PREFIX.length)}` };
+      if (base === OPAQUE_MARKER) entries.push({ kind: 'opaque', path: dir });
+      else if (base.startsWith(WHITEOUT_PREFIX)) entries.push({ kind: 'whiteout', path: dir === '' ? base.slice(WHITEOUT_PREFIX.length) : `${dir}/${base.slice(WHITEOUT_PREFIX.length)}` });
       else if (path !== '') {
-        const type = TYPES[h.type ?? 'file'];
-        if (type === undefined) throw new DataLossError(`${where}: entry "${h.name}" has unsupported tar type ${h.type}`);
-        const meta: FileMeta = { path, type, size: type === 'file' ? (h.size ?? 0) : 0, mode: (h.mode ?? 0) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0 };
-        if (type === 'symlink') meta.linkname = h.linkname ?? '';
-        if (type === 'hardlink') meta.linkname = normalisePath(h.linkname ?? '');
-        entry = { kind: 'file', meta };
+        const type = TYPES[h.type];
+        const meta: FileMeta = { path, type, size: type === 'file' ? h.size : 0, mode: h.mode, uid: h.uid, gid: h.gid };
+        if (type === 'symlink') meta.linkname = h.linkname;
+        if (type === 'hardlink') meta.linkname = normalisePath(h.linkname);
+        entries.push({ kind: 'file', meta });
+        if (hashes && type === 'file') hashing = { meta, hash: createHash('sha256') };
       }
-      if (entry !== undefined) entries.push(entry);
-      if (hashes && entry?.kind === 'file' && entry.meta.type === 'file') {
-        const hash = createHash('sha256');
-        for await (const c of body) hash.update(c as Buffer);
-        entry.meta.sha256 = `sha256:${hash.digest('hex')}`;
-      } else {
-        body.resume();
-        await new Promise<void>((resolve) => (body.readableEnded ? resolve() : body.once('end', resolve)));
-      }
-    }
-  })();
+    },
+    data(chunk) {
+      hashing?.hash.update(chunk);
+    },
+    end() {
+      if (hashing !== undefined) hashing.meta.sha256 = `sha256:${hashing.hash.digest('hex')}`;
+      hashing = undefined;
+    },
+  });
   try {
-    await Promise.all([pipeline(src, extract as unknown as Writable), consume]);
+    for await (const chunk of src) parser.push(chunk as Buffer);
+    parser.finish();
   } catch (e) {
-    extract.destroy();
-    if (isTsbuildError(e)) throw e;
-    throw new DataLossError(`${where}: ${(e as Error).message}`);
+    src.destroy();
+    if (isTsbuildError(e) && !(e instanceof InvalidArgumentError)) throw e;
+    throw new DataLossError(`${where}: ${(e as Error).message}`, { cause: e });
   }
   return entries;
 }
