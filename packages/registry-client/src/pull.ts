@@ -44,8 +44,11 @@ export interface PullOptions {
  */
 export async function pull(client: RegistryClient, store: Store, ref: Reference, opts: PullOptions = {}): Promise<{ descriptor: Descriptor; name: string }> {
   const progress = (e: ProgressEvent) => opts.onProgress?.(e);
+  // The manifest needs no lock: it is asked for while the lock is taken.
+  const first = client.getManifest(ref);
+  first.catch(() => undefined); // awaited (and reported) below
   return store.withLock('shared', async () => {
-    const top = await client.getManifest(ref);
+    const top = await first;
     let manifest = top;
     const extra: { descriptor: Descriptor; body: Buffer }[] = [];
     let platform: Platform | undefined;

@@ -20,8 +20,11 @@ export default class Pull extends BaseCommand<typeof Pull> {
     const progress = ProgressPrinter.forStream(f.quiet);
     const client = await registryClient(f, progress.onProgress);
     try {
+      const ref = parseReference(args.image);
+      // Reach the registry while the store opens.
+      client.warmUp(ref.domain);
       const store = await this.store();
-      const r = await pull(client, store, parseReference(args.image), { onProgress: progress.onProgress, ...(f.platform ? { platform: parsePlatform(f.platform) } : {}) });
+      const r = await pull(client, store, ref, { onProgress: progress.onProgress, ...(f.platform ? { platform: parsePlatform(f.platform) } : {}) });
       progress.stop();
       const id = (await store.image(r.descriptor).configDescriptor()).digest;
       if (!f.quiet) process.stderr.write(`Pulled ${r.name} (${r.descriptor.digest})\n`);
