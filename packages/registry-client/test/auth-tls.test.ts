@@ -179,6 +179,21 @@ describe('bearer token auth (token server signing JWTs the registry verifies)', 
     await c.close();
   });
 
+  it('requests sent before the probe answers get 401 without credentials and go again with a token', async () => {
+    const c = new RegistryClient({ auth: creds });
+    tokens.requests.length = 0;
+    const ref = parseReference(`${tokenReg.host}/team/early`);
+    const b = randomBlob(3 << 20);
+    c.warmUp(tokenReg.host);
+    c.prepareUpload(ref);
+    c.checkBlobs(ref, [b.d]);
+    expect(await c.putBlob(ref, b.d, () => Readable.from([b.data]))).toBe('uploaded');
+    expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
+    expect(tokens.requests.every((r) => r.user === 'bob')).toBe(true);
+    expect(tokens.requests.map((r) => r.scopes.join(' '))).toContain('repository:team/early:pull,push');
+    await c.close();
+  });
+
   it('follows a blob redirect to another host without the Authorization header', async () => {
     const c = new RegistryClient({ auth: creds });
     const ref = parseReference(`${tokenReg.host}/team/redirect`);
