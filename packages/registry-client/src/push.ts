@@ -55,8 +55,12 @@ export interface PushOptions {
  */
 export async function push(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions = {}): Promise<Descriptor> {
   client.warmUp(dest.domain);
-  const { top, sources } = await prepare(client, store, image, dest, opts);
-  return store.withLock('shared', () => pushLocked(client, store, top, sources, dest, opts));
+  try {
+    const { top, sources } = await prepare(client, store, image, dest, opts);
+    return await store.withLock('shared', () => pushLocked(client, store, top, sources, dest, opts));
+  } finally {
+    client.forgetChecks({ domain: dest.domain, path: dest.path });
+  }
 }
 
 async function prepare(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions): Promise<{ top: Descriptor; sources: Reference[] }> {

@@ -239,6 +239,12 @@ export class RegistryClient {
     }
   }
 
+  /** Drops the answers checkBlobs got for `repo` that no putBlob took: later they could be stale. Push calls it as it ends. */
+  forgetChecks(repo: Reference): void {
+    const prefix = `${repositoryName(repo)}@`;
+    for (const k of [...this.knownBlobs.keys()]) if (k.startsWith(prefix)) this.knownBlobs.delete(k);
+  }
+
   /**
    * GET /v2/: the registry speaks the API. Succeeds on 200, and on 401 when no credentials are
    * configured (the registry is there; requests will authenticate per scope). With credentials,

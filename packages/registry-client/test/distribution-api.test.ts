@@ -128,6 +128,13 @@ describe('distribution API against docker-registry 2.8', () => {
     expect(await c.putBlob(repo, big.d, () => Readable.from([big.data]))).toBe('uploaded');
     // No second HEAD or POST: the blob went straight to its PUT.
     expect(proxy.log.map((l) => l.method).slice(3)).toEqual(['PUT']);
+    // An answer no putBlob took is dropped by forgetChecks (push calls it as it ends): asked again later.
+    const other = randomBlob(1000);
+    c.checkBlobs(repo, [other.d]);
+    c.forgetChecks(repo);
+    proxy.log.length = 0;
+    expect(await c.putBlob(repo, other.d, () => Readable.from([other.data]))).toBe('uploaded');
+    expect(proxy.log.map((l) => l.method)).toEqual(['HEAD', 'HEAD', 'POST', 'PUT']);
     await c.close();
     expect((await buffer(await client.getBlob(parseReference(`${reg.host}/api/early`), big.d))).equals(big.data)).toBe(true);
   });
