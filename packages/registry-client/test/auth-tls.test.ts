@@ -68,6 +68,18 @@ afterAll(async () => {
   await rm(pki.dir, { recursive: true, force: true });
 });
 
+/** Probe, session and HEAD sent at once (as push sends them), then the upload and a read back; closes the client. */
+async function uploadWithEarlyRequests(c: RegistryClient, repo: string): Promise<void> {
+  const ref = parseReference(repo);
+  const b = randomBlob(3 << 20);
+  c.warmUp(ref.domain);
+  c.prepareUpload(ref);
+  c.checkBlobs(ref, [b.d]);
+  expect(await c.putBlob(ref, b.d, () => Readable.from([b.data]))).toBe('uploaded');
+  expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
+  await c.close();
+}
+
 describe('TLS and basic auth (htpasswd)', () => {
   it('verifies the certificate by default: an unknown CA fails', async () => {
     const c = new RegistryClient({ certDir: join(dir, 'empty'), retries: 0 });
@@ -87,16 +99,8 @@ describe('TLS and basic auth (htpasswd)', () => {
   });
 
   it('requests sent before the scheme probe answers (plain http, no credentials) fall back over TLS with credentials', async () => {
-    const c = new RegistryClient({ certDir, auth: staticAuthProvider({ username: 'alice', password: PASSWORD }) });
-    const ref = parseReference(`${tlsReg.host}/basic/early`);
-    const b = randomBlob(3 << 20);
     // Loopback: the probe tries plain http first, and so do these; this port speaks TLS only.
-    c.warmUp(tlsReg.host);
-    c.prepareUpload(ref);
-    c.checkBlobs(ref, [b.d]);
-    expect(await c.putBlob(ref, b.d, () => Readable.from([b.data]))).toBe('uploaded');
-    expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
-    await c.close();
+    await uploadWithEarlyRequests(new RegistryClient({ certDir, auth: staticAuthProvider({ username: 'alice', password: PASSWORD }) }), `${tlsReg.host}/basic/early`);
   });
 
   it('tlsVerify false accepts the self-signed registry', async () => {
@@ -180,18 +184,10 @@ describe('bearer token auth (token server signing JWTs the registry verifies)', 
   });
 
   it('requests sent before the probe answers get 401 without credentials and go again with a token', async () => {
-    const c = new RegistryClient({ auth: creds });
     tokens.requests.length = 0;
-    const ref = parseReference(`${tokenReg.host}/team/early`);
-    const b = randomBlob(3 << 20);
-    c.warmUp(tokenReg.host);
-    c.prepareUpload(ref);
-    c.checkBlobs(ref, [b.d]);
-    expect(await c.putBlob(ref, b.d, () => Readable.from([b.data]))).toBe('uploaded');
-    expect((await buffer(await c.getBlob(ref, b.d))).equals(b.data)).toBe(true);
+    await uploadWithEarlyRequests(new RegistryClient({ auth: creds }), `${tokenReg.host}/team/early`);
     expect(tokens.requests.every((r) => r.user === 'bob')).toBe(true);
     expect(tokens.requests.map((r) => r.scopes.join(' '))).toContain('repository:team/early:pull,push');
-    await c.close();
   });
 
   it('follows a blob redirect to another host without the Authorization header', async () => {
