@@ -130,6 +130,8 @@ async function pushLocked(client: RegistryClient, store: Store, image: Descripto
     const body = await readManifest(store, d);
     const m = parseManifest(body, d);
     await pushBlobs([m.config, ...m.layers]);
+    // The last blobs are in place: an upload session no blob took is cancelled with the manifest.
+    if (d === top) client.cancelPreparedUpload(repo);
     const [out, mediaType] = convertManifest(m, body, d, opts.format);
     const pushed = await client.putManifest(target, out, mediaType);
     return { ...pushed, ...(d.platform !== undefined ? { platform: d.platform } : {}) };
@@ -148,6 +150,7 @@ async function pushLocked(client: RegistryClient, store: Store, image: Descripto
       children.push({ ...child, mediaType: pushed.mediaType, digest: pushed.digest, size: pushed.size });
     }
     const [out, mediaType] = convertIndex(index, body, top, children, opts.format);
+    client.cancelPreparedUpload(repo);
     return client.putManifest(dest, out, mediaType);
   }
   if (!isManifestMediaType(top.mediaType)) throw new InvalidArgumentError(`cannot push ${top.digest}: media type ${top.mediaType} is not an image`);

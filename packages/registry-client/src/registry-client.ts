@@ -101,6 +101,8 @@ export class RegistryClient {
   private readonly chunkSize: number;
   /** Upload sessions opened ahead of need (prepareUpload), one per repository, until a blob takes it. */
   private readonly spareSessions = new Map<string, { repo: Reference; session: Promise<URL | undefined> }>();
+  /** DELETEs of unused sessions under way (cancelPreparedUpload), for close() to wait for. */
+  private readonly cancellations: Promise<void>[] = [];
   /** Answers to HEADs sent ahead of need (checkBlobs), by `repository@digest`, until putBlob takes one; undefined when the HEAD failed. */
   private readonly knownBlobs = new Map<string, Promise<boolean | undefined>>();
 
@@ -120,19 +122,31 @@ export class RegistryClient {
 
   /**
    * Closes idle keep-alive connections, after cancelling (DELETE) any upload session that
-   * prepareUpload opened and no blob used.
+   * prepareUpload opened and no blob used (and waiting for those cancelPreparedUpload started).
    */
   async close(): Promise<void> {
-    const spares = [...this.spareSessions.values()];
-    this.spareSessions.clear();
-    await Promise.all(
-      spares.map(async ({ repo, session }) => {
-        const url = await session;
+    for (const repo of [...this.spareSessions.values()].map((s) => s.repo)) this.cancelPreparedUpload(repo);
+    await Promise.all(this.cancellations);
+    this.cancellations.length = 0;
+    return this.transport.close();
+  }
+
+  /**
+   * Cancels (DELETE) the session prepareUpload opened in `repo`, if no blob took it, without
+   * waiting for the answer (close() waits). Push calls it once every blob is in place, so the
+   * DELETE goes out with the manifest instead of after it.
+   */
+  cancelPreparedUpload(repo: Reference): void {
+    const key = repositoryName(repo);
+    const spare = this.spareSessions.get(key);
+    if (spare === undefined) return;
+    this.spareSessions.delete(key);
+    this.cancellations.push(
+      spare.session.then(async (url) => {
         if (url === undefined) return;
         await this.call(repo.domain, [scope(repo, 'push')], 'DELETE', url, {}, undefined, false).then((r) => r.body.dump(), () => undefined);
       }),
     );
-    return this.transport.close();
   }
 
   /**

@@ -109,6 +109,16 @@ describe('distribution API against docker-registry 2.8', () => {
     c.prepareUpload(parseReference(`${proxy.host}/api/unused`));
     await c.close();
     expect(proxy.log.map((l) => l.method)).toEqual(['POST', 'DELETE']);
+    // cancelPreparedUpload sends the DELETE at once, without close(); close() then waits for it only.
+    const c2 = new RegistryClient({ backoffMs: 10 });
+    const unused = parseReference(`${proxy.host}/api/unused2`);
+    c2.prepareUpload(unused);
+    proxy.log.length = 0;
+    c2.cancelPreparedUpload(unused);
+    for (let i = 0; i < 100 && !proxy.log.some((l) => l.method === 'DELETE'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(proxy.log.map((l) => l.method)).toEqual(['GET', 'POST', 'DELETE']);
+    await c2.close();
+    expect(proxy.log.map((l) => l.method)).toEqual(['GET', 'POST', 'DELETE']);
     expect((await buffer(await client.getBlob(parseReference(`${reg.host}/api/spare`), big.d))).equals(big.data)).toBe(true);
   });
 
