@@ -233,7 +233,6 @@ export class RegistryClient {
     return undefined;
   }
 
-
   /**
    * Asks now (HEAD) whether `repo` holds these blobs, so that putBlob, called for them later,
    * starts its upload at once. Push calls it while it takes the store lock and reads the image.
@@ -241,7 +240,7 @@ export class RegistryClient {
    */
   checkBlobs(repo: Reference, blobs: Descriptor[]): void {
     for (const d of blobs) {
-      const key = `${repositoryName(repo)}@${d.digest}`;
+      const key = blobKey(repo, d);
       if (this.knownBlobs.has(key)) continue;
       const path = `/v2/${repo.path}/blobs/${d.digest}`;
       const answer = this.early(repo.domain, 'HEAD', path, [200, 404]).then(async (r) => {
@@ -498,7 +497,7 @@ export class RegistryClient {
   async putBlob(repo: Reference, d: Descriptor, body: () => Readable, opts: PutBlobOptions = {}): Promise<'exists' | 'mounted' | 'uploaded'> {
     const progress = this.progress(opts.onProgress);
     const what = `blob ${repositoryName(repo)}@${d.digest}`;
-    const key = `${repositoryName(repo)}@${d.digest}`;
+    const key = blobKey(repo, d);
     const known = await this.knownBlobs.get(key);
     this.knownBlobs.delete(key);
     if (known ?? (await this.blobExists(repo, d, true))) {
@@ -523,8 +522,8 @@ export class RegistryClient {
     if (spare !== undefined) this.spareSessions.delete(repositoryName(repo));
     // A session opened before the scheme probe answered counts only where the probe says the registry is.
     const spared = await spare?.session;
-    const base = spared !== undefined ? await this.transport.base(repo.domain) : undefined;
-    let session = (spared !== undefined && spared.origin === base!.origin ? spared : undefined) ?? (await start(true));
+    const usable = spared !== undefined && spared.origin === (await this.transport.base(repo.domain)).origin ? spared : undefined;
+    let session = usable ?? (await start(true));
     if (session === 'mounted') {
       progress({ digest: d.digest, phase: 'mounted', current: d.size, total: d.size });
       return 'mounted';
@@ -690,6 +689,11 @@ function manifestReference(ref: Reference): string {
 function header(r: HttpResponse, name: string): string | undefined {
   const v = r.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** How checkBlobs files a blob's answer: `registry/repository@digest`. */
+function blobKey(repo: Reference, d: Descriptor): string {
+  return `${repositoryName(repo)}@${d.digest}`;
 }
 
 /** A HEAD's 200 or 404 on a blob: whether the repository holds it (at the descriptor's size, if the registry says). */
