@@ -383,10 +383,10 @@ export function commandHelp(c: typeof Command, width = helpWidth()): string {
 }
 
 /** `tsbuild --help`: the commands and their summaries. */
-export function rootHelp(commands: [string, typeof Command][], version: string, width = helpWidth()): string {
+export function rootHelp(commands: [id: string, summary: string][], version: string, width = helpWidth()): string {
   let out = `tsbuild ${version}: build, run, push and pull container images without a daemon\n\n`;
   out += `USAGE\n  $ ${BIN} COMMAND [FLAGS]\n  $ ${BIN} COMMAND --help\n\nCOMMANDS\n`;
-  out += columns(commands.map(([id, c]) => [id, c.summary ?? '']), width);
+  out += columns(commands.map(([id, summary]) => [id, summary]), width);
   return out;
 }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { BIN, CliError, type Command, commandHelp, report, rootHelp } from './cli-kit.js';
+import { commandSummaries } from './command-summaries.js';
 
 /** Every command, loaded only when it runs: a command imports just the packages it needs. */
 const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
@@ -43,8 +44,7 @@ async function load(id: string): Promise<typeof Command> {
 export async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv;
   if (first === undefined || first === '--help' || first === '-h' || (first === 'help' && rest.length === 0)) {
-    const all = await Promise.all(commandIds.map(async (id) => [id, await load(id)] as [string, typeof Command]));
-    process.stdout.write(rootHelp(all, version()));
+    process.stdout.write(rootHelp(await commandSummaries(commandIds, load), version()));
     return 0;
   }
   if (first === '--version' || first === '-v' || first === 'version') {

@@ -98,6 +98,17 @@ describe('usage errors exit 2, --help exits 0', () => {
     expect(r.stdout).toContain(`tsbuild ${cmd}`);
   });
 
+  it('--help lists every command with the summary its class gives', async () => {
+    const r = await t.run(['--help']);
+    expect(r.code).toBe(0);
+    const { commandIds } = await import('../src/main.js');
+    for (const id of commandIds) {
+      const { default: c } = (await import(/* @vite-ignore */ new URL(`../src/commands/${id}.ts`, import.meta.url).href)) as { default: { summary?: string } };
+      // The summary's first words (long ones wrap onto the next line).
+      expect(r.stdout, id).toMatch(new RegExp(`\\n  ${id} +${(c.summary ?? '').split(' ').slice(0, 3).join(' ').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    }
+  });
+
   it('an unknown image is exit 1 with one line', async () => {
     const r = await t.run(['inspect', 'nothere']);
     expect(r.code).toBe(1);
