@@ -1,6 +1,6 @@
 import { pipeline, Readable, Transform } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import type { Decompress } from 'fzstd';
+import { zlib } from '@tsbuild/oci';
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -32,7 +32,7 @@ export async function* decompressed(layer: Readable): AsyncGenerator<Buffer> {
     { objectMode: false },
   );
   let out: Readable;
-  if (head.subarray(0, 2).equals(GZIP_MAGIC)) out = pipeline(raw, createGunzip({ chunkSize: GUNZIP_CHUNK }), () => undefined);
+  if (head.subarray(0, 2).equals(GZIP_MAGIC)) out = pipeline(raw, zlib().createGunzip({ chunkSize: GUNZIP_CHUNK }), () => undefined);
   else if (head.subarray(0, 4).equals(ZSTD_MAGIC)) out = pipeline(raw, await zstdDecompressor(), () => undefined);
   else out = raw;
   yield* out as AsyncIterable<Buffer>;

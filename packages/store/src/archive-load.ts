@@ -5,7 +5,6 @@ import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import {
   DataLossError,
   InvalidArgumentError,
@@ -18,6 +17,7 @@ import {
   type ImageConfig,
   type ImageIndex,
   type ImageManifest,
+  zlib,
 } from '@tsbuild/oci';
 import type { Store } from './store.js';
 import { ingestLayer, type IngestedLayer } from './layer-ingest.js';
@@ -74,7 +74,7 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
   const { default: tar } = await import('tar-stream');
   const extract = tar.extract();
   const feeding = gzipped
-    ? pipeline(createReadStream(path), createGunzip(), extract)
+    ? pipeline(createReadStream(path), zlib().createGunzip(), extract)
     : pipeline(createReadStream(path), extract);
   try {
     for await (const entry of extract) {
@@ -225,7 +225,7 @@ async function layerDiffID(store: Store, d: Digest): Promise<{ gzip: boolean; di
   }
   if (!(head[0] === 0x1f && head[1] === 0x8b)) return { gzip: false, diffID: d };
   const hash = createHash('sha256');
-  for await (const chunk of (await store.content.read(d)).pipe(createGunzip())) hash.update(chunk as Buffer);
+  for await (const chunk of (await store.content.read(d)).pipe(zlib().createGunzip())) hash.update(chunk as Buffer);
   return { gzip: true, diffID: `sha256:${hash.digest('hex')}` };
 }
 

@@ -1,5 +1,4 @@
 import { pipeline, type Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import {
   DataLossError,
   FailedPreconditionError,
@@ -11,6 +10,7 @@ import {
   type ImageConfig,
   type ImageIndex,
   type ImageManifest,
+  zlib,
 } from '@tsbuild/oci';
 import type { ContentStore } from './content-store.js';
 import { createZstdDecompress } from './zstd-stream.js';
@@ -81,7 +81,7 @@ export function storedLayer(content: ContentStore, l: Descriptor, diffID: Digest
       if (compression === 'gzip') {
         // The callback form returns the last stream and destroys every stream on an error, so a
         // read error surfaces on the returned stream and an early destroy stops the read.
-        return pipeline(src, createGunzip(), () => undefined);
+        return pipeline(src, zlib().createGunzip(), () => undefined);
       }
       if (compression === 'zstd') return pipeline(src, createZstdDecompress(), () => undefined);
       src.destroy();

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Duplex } from 'node:stream';
-import { constants as zc, crc32, deflateRaw, type ZlibOptions } from 'node:zlib';
-import { InvalidArgumentError, releaseChunk } from '@tsbuild/oci';
+import type { ZlibOptions } from 'node:zlib';
+import { InvalidArgumentError, releaseChunk, zlib } from '@tsbuild/oci';
 import { checkLevel } from './compression-level.js';
 
 /**
@@ -115,7 +115,7 @@ async function* gzipChunks(
   const spare: Buffer[] = [];
 
   const dispatch = (input: Buffer, last: boolean): void => {
-    crc = crc32(input, crc);
+    crc = zlib().crc32(input, crc);
     isize = (isize + input.length) % 0x1_0000_0000;
     const job: Job = { input, out: compressChunk(input, level, dictionary, last), done: false };
     // Settle-tracking only; a rejection is still thrown where the job is awaited. The no-op
@@ -166,7 +166,7 @@ function compressChunk(input: Buffer, level: number, dictionary: Buffer | undefi
   const options: ZlibOptions = {
     level,
     memLevel: MEM_LEVEL,
-    finishFlush: last ? zc.Z_FINISH : zc.Z_SYNC_FLUSH,
+    finishFlush: last ? zlib().constants.Z_FINISH : zlib().constants.Z_SYNC_FLUSH,
     // One output buffer big enough for the whole chunk even when incompressible (stored blocks
     // add 5 bytes per 16 KiB): zlib then returns in one pass instead of one pool round trip per
     // default 16 KiB of output.
@@ -174,7 +174,7 @@ function compressChunk(input: Buffer, level: number, dictionary: Buffer | undefi
   };
   if (dictionary !== undefined) options.dictionary = dictionary;
   return new Promise((resolve, reject) => {
-    deflateRaw(input, options, (err, out) => (err ? reject(err) : resolve(out)));
+    zlib().deflateRaw(input, options, (err, out) => (err ? reject(err) : resolve(out)));
   });
 }
 
