@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { crypto } from './lazy-builtins.js';
 import type { Digest } from './digest.js';
 
 /**
@@ -21,5 +21,5 @@ export function chainId(diffIds: readonly Digest[]): Digest | undefined {
 
 /** sha256 digest of a small in-memory value (manifests, configs, keys). */
 export function sha256Of(data: string | Uint8Array): Digest {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  return `sha256:${crypto().createHash('sha256').update(data).digest('hex')}`;
 }

@@ -6,4 +6,4 @@ export * from './reference.js';
 export * from './chain-id.js';
 export * from './platform.js';
 export * from './chunk-release.js';
-export * from './lazy-zlib.js';
+export * from './lazy-builtins.js';

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { pipeline, Readable, Transform } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -14,6 +13,7 @@ import {
   type Descriptor,
   type Digest,
   type Reference,
+  crypto,
 } from '@tsbuild/oci';
 import { countedStream, PROGRESS_STEP } from '@tsbuild/store';
 import type { AuthProvider } from './auth-provider.js';
@@ -336,7 +336,7 @@ export class RegistryClient {
     const body = Buffer.concat(chunks);
     const expected = d?.digest ?? ref.digest ?? (header(r, 'docker-content-digest') as Digest | undefined);
     const alg = expected !== undefined && isDigest(expected) ? digestAlgorithm(expected) : 'sha256';
-    const digest = `${alg}:${createHash(alg).update(body).digest('hex')}` as Digest;
+    const digest = `${alg}:${crypto().createHash(alg).update(body).digest('hex')}` as Digest;
     if (expected !== undefined && isDigest(expected) && digest !== expected) {
       throw new DataLossError(`${what}: digest mismatch, expected ${expected}, got ${digest} (${body.length} bytes)`);
     }
@@ -399,7 +399,7 @@ export class RegistryClient {
     const call = (h: Headers) => this.call(repo.domain, scopes, 'GET', path, h);
     async function* verified(): AsyncGenerator<Buffer> {
       const alg = digestAlgorithm(d.digest);
-      const hash = opts.verifyDigest === false ? undefined : createHash(alg);
+      const hash = opts.verifyDigest === false ? undefined : crypto().createHash(alg);
       let got = 0;
       let reported = 0;
       let r: HttpResponse | undefined = first;
@@ -617,7 +617,7 @@ export class RegistryClient {
   async putManifest(ref: Reference, body: Buffer, mediaType: string): Promise<Descriptor> {
     if (!MANIFEST_MEDIA_TYPES.includes(mediaType as never)) throw new InvalidArgumentError(`cannot push a manifest of media type ${mediaType}`);
     if (body.length > MAX_MANIFEST_SIZE) throw new InvalidArgumentError(`manifest for ${formatReference(ref)} is ${body.length} bytes, over the 4 MiB limit`);
-    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}` as Digest;
+    const digest = `sha256:${crypto().createHash('sha256').update(body).digest('hex')}` as Digest;
     if (ref.digest !== undefined && ref.digest !== digest && ref.tag === undefined) {
       throw new InvalidArgumentError(`manifest for ${formatReference(ref)} hashes to ${digest}`);
     }

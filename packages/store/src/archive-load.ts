@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
@@ -18,6 +17,7 @@ import {
   type ImageIndex,
   type ImageManifest,
   zlib,
+  crypto,
 } from '@tsbuild/oci';
 import type { Store } from './store.js';
 import { ingestLayer, type IngestedLayer } from './layer-ingest.js';
@@ -224,7 +224,7 @@ async function layerDiffID(store: Store, d: Digest): Promise<{ gzip: boolean; di
     await fh.close();
   }
   if (!(head[0] === 0x1f && head[1] === 0x8b)) return { gzip: false, diffID: d };
-  const hash = createHash('sha256');
+  const hash = crypto().createHash('sha256');
   for await (const chunk of (await store.content.read(d)).pipe(zlib().createGunzip())) hash.update(chunk as Buffer);
   return { gzip: true, diffID: `sha256:${hash.digest('hex')}` };
 }

@@ -1,4 +1,3 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -18,6 +17,7 @@ import {
   type Digest,
   type ImageIndex,
   type ImageManifest,
+  crypto,
 } from '@tsbuild/oci';
 import type { Store } from './store.js';
 import { normaliseName } from './image-names.js';
@@ -49,7 +49,7 @@ export async function saveArchive(
   format: 'oci-archive' | 'docker-archive',
 ): Promise<void> {
   if (images.length === 0) throw new InvalidArgumentError(`nothing to save to ${out}: no images given`);
-  const tmp = join(dirname(out), `.${out.split('/').pop() ?? 'archive'}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = join(dirname(out), `.${out.split('/').pop() ?? 'archive'}.${crypto().randomBytes(6).toString('hex')}.tmp`);
   // tar-stream loads only when an archive is written: other commands share this module's chunk.
   const { default: tar } = await import('tar-stream');
   const pack = tar.pack();
@@ -156,7 +156,7 @@ async function packDockerArchive(store: Store, images: { name?: string; descript
           continue;
         }
         const file = join(scratch, name);
-        const hash = createHash('sha256');
+        const hash = crypto().createHash('sha256');
         await pipeline(
           await layer.uncompressed(),
           new Transform({

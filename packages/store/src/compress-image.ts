@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -15,6 +14,7 @@ import {
   type Digest,
   type ImageIndex,
   type ImageManifest,
+  crypto,
 } from '@tsbuild/oci';
 import { checkLevel } from './compression-level.js';
 import { countedStream } from './counted-stream.js';
@@ -259,7 +259,7 @@ async function readRecord(path: string): Promise<{ digest: Digest; size: number 
 async function writeRecord(path: string, r: { digest: Digest; size: number }): Promise<void> {
   const dir = join(path, '..');
   await mkdir(dir, { recursive: true });
-  const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
+  const tmp = `${path}.${process.pid}-${crypto().randomBytes(4).toString('hex')}.tmp`;
   try {
     await writeFile(tmp, JSON.stringify(r));
     await rename(tmp, path);

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, type Hash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { constants as fsConstants, readFileSync } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import {
   isDigest,
   releaseChunk,
   type Digest,
+  crypto,
 } from '@tsbuild/oci';
 import { fsyncDir } from './fs-sync.js';
 
@@ -119,7 +120,7 @@ export class FileContentStore implements ContentStore {
     }
     const alg = opts.expected !== undefined ? digestAlgorithm(opts.expected) : 'sha256';
     await mkdir(this.ingestDir, { recursive: true });
-    const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    const tmp = join(this.ingestDir, `${process.pid}-${crypto().randomBytes(8).toString('hex')}`);
     const fh = await open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
     return new FileBlobWriter(this, fh, tmp, alg, opts.expected, opts.size);
   }
@@ -128,7 +129,7 @@ export class FileContentStore implements ContentStore {
     // Small blobs (configs, manifests) are often written again as they are: a cached rebuild
     // writes the same config and manifest. A blob already committed is not written (and fsynced) twice.
     const alg = expected !== undefined ? digestAlgorithm(expected) : 'sha256';
-    const digest = `${alg}:${createHash(alg).update(buf).digest('hex')}` as Digest;
+    const digest = `${alg}:${crypto().createHash(alg).update(buf).digest('hex')}` as Digest;
     if (expected === undefined || expected === digest) {
       const have = await this.info(digest);
       if (have?.size === buf.byteLength) return have;
@@ -191,7 +192,7 @@ class FileBlobWriter extends Writable implements BlobWriter {
     private readonly expectedSize: number | undefined,
   ) {
     super({ highWaterMark: 1 << 20 });
-    this.hash = createHash(alg);
+    this.hash = crypto().createHash(alg);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {

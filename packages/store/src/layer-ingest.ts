@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
 import { Transform, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DataLossError, InvalidArgumentError, MediaType, type Digest } from '@tsbuild/oci';
+import { DataLossError, InvalidArgumentError, MediaType, type Digest, crypto } from '@tsbuild/oci';
 import type { ContentStore } from './content-store.js';
 import { DEFAULT_GZIP_LEVEL, createParallelGzip } from './parallel-gzip.js';
 import { createZstdCompress } from './zstd-stream.js';
@@ -81,7 +80,7 @@ export async function ingestLayer(
     const { digest, size } = await writer.commit();
     return { digest, size, diffID: digest, mediaType };
   }
-  const hash = createHash('sha256');
+  const hash = crypto().createHash('sha256');
   const hasher = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +12,7 @@ import {
   type Digest,
   type ImageIndex,
   type ImageManifest,
+  crypto,
 } from '@tsbuild/oci';
 import { FileContentStore, isErrno, type ContentStore } from './content-store.js';
 import { FileLock, type LockMode } from './file-lock.js';
@@ -246,7 +246,7 @@ export class Store {
     let blobsChecked = 0;
     let bytesChecked = 0;
     for await (const blob of this.content.list()) {
-      const hash = createHash(digestAlgorithm(blob.digest));
+      const hash = crypto().createHash(digestAlgorithm(blob.digest));
       let size = 0;
       for await (const chunk of await this.content.read(blob.digest)) {
         hash.update(chunk as Buffer);
