@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { koffi, lazy } from './ffi.js';
+import { lazy } from '@tsbuild/oci';
+import { koffi } from './ffi.js';
 import { check, sys } from './libc.js';
 
 /**

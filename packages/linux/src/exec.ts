@@ -1,6 +1,7 @@
 import { endianness } from 'node:os';
-import { koffi, lazy } from './ffi.js';
-import { check } from './libc.js';
+import { lazy } from '@tsbuild/oci';
+import { koffi } from './ffi.js';
+import { check, sys } from './libc.js';
 
 /**
  * The calls a process needs to become a container's command: credentials, descriptor hygiene,
@@ -16,10 +17,8 @@ const fn = lazy(() => {
     setresgid: libc.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)'),
     recv: libc.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
     socket: libc.func('int socket(int domain, int type, int protocol)'),
-    ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
     close: libc.func('int close(int fd)'),
     dup2: libc.func('int dup2(int oldfd, int newfd)'),
-    syscall: libc.func('long syscall(long number, ...)'),
   };
 });
 
@@ -59,7 +58,7 @@ const CLOSE_RANGE_CLOEXEC = 4; // Linux 5.11
  * using them (Node's event loop has several), but none reaches the program it execve's.
  */
 export function cloexecFrom(first: number): void {
-  check(fn().syscall(SYS_CLOSE_RANGE, 'unsigned int', first, 'unsigned int', 0xffffffff, 'unsigned int', CLOSE_RANGE_CLOEXEC), 'close_range');
+  check(sys().syscall(SYS_CLOSE_RANGE, 'unsigned int', first, 'unsigned int', 0xffffffff, 'unsigned int', CLOSE_RANGE_CLOEXEC), 'close_range');
 }
 
 const MSG_PEEK = 2;
@@ -95,11 +94,11 @@ export function setLinkUp(name: string): void {
   try {
     const ifr = Buffer.alloc(40);
     ifr.write(name, 0, 'utf8');
-    check(fn().ioctl(fd, SIOCGIFFLAGS, ifr), 'ioctl SIOCGIFFLAGS', name);
+    check(sys().ioctl(fd, SIOCGIFFLAGS, ifr), 'ioctl SIOCGIFFLAGS', name);
     // ifr_flags is a native-endian short
     if (endianness() === 'LE') ifr.writeUInt16LE(ifr.readUInt16LE(16) | IFF_UP, 16);
     else ifr.writeUInt16BE(ifr.readUInt16BE(16) | IFF_UP, 16);
-    check(fn().ioctl(fd, SIOCSIFFLAGS, ifr), 'ioctl SIOCSIFFLAGS', name);
+    check(sys().ioctl(fd, SIOCSIFFLAGS, ifr), 'ioctl SIOCSIFFLAGS', name);
   } finally {
     fn().close(fd);
   }

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { lazy } from '@tsbuild/oci';
 
 type Koffi = typeof import('koffi');
 
@@ -34,21 +35,4 @@ function nativeAddon(require: NodeRequire): Koffi | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * `make()` run once, on first call: declarations of libc functions and koffi types go through it,
- * so importing a module of this package loads nothing (bundlers may run every module of the
- * package's index when one is used).
- */
-export function lazy<T>(make: () => T): () => T {
-  let value: T | undefined;
-  let made = false;
-  return () => {
-    if (!made) {
-      value = make();
-      made = true;
-    }
-    return value as T;
-  };
 }

@@ -1,5 +1,6 @@
 import { constants } from 'node:os';
-import { koffi, lazy } from './ffi.js';
+import { lazy } from '@tsbuild/oci';
+import { koffi } from './ffi.js';
 
 /**
  * libc through koffi, declared on first use (see ffi.ts). Only what node:fs lacks lives here; each
@@ -23,6 +24,8 @@ function declare() {
     prctl: libc.func('int prctl(int option, ...)'),
     fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
     lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
+    ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
+    setsid: libc.func('int setsid(void)'),
   };
 }
 

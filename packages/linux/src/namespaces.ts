@@ -1,4 +1,5 @@
-import { koffi, lazy } from './ffi.js';
+import { lazy } from '@tsbuild/oci';
+import { koffi } from './ffi.js';
 import { check } from './libc.js';
 
 const fn = lazy(() => ({ unshare: koffi().load('libc.so.6').func('int unshare(int flags)') }));

@@ -1,4 +1,5 @@
-import { koffi, lazy } from './ffi.js';
+import { lazy } from '@tsbuild/oci';
+import { koffi } from './ffi.js';
 import { check, sys } from './libc.js';
 
 // struct sock_fprog (linux/filter.h): an unsigned short count, then a pointer to the instructions.

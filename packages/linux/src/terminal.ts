@@ -1,6 +1,5 @@
 import { closeSync, constants, openSync } from 'node:fs';
-import { koffi, lazy } from './ffi.js';
-import { check } from './libc.js';
+import { check, sys } from './libc.js';
 
 /**
  * Pseudo-terminals for `run -t`, as runc gives a container its console: the pty comes from the
@@ -9,15 +8,6 @@ import { check } from './libc.js';
  * helper's descriptors with pidfd_getfd(2) to relay it. ioctl numbers are asm-generic's (x86 and
  * arm64 share them).
  */
-const fn = lazy(() => {
-  const libc = koffi().load('libc.so.6');
-  return {
-    ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
-    setsid: libc.func('int setsid(void)'),
-    syscall: libc.func('long syscall(long number, ...)'),
-  };
-});
-
 const TIOCSPTLCK = 0x40045431;
 const TIOCGPTN = 0x80045430;
 const TIOCSCTTY = 0x540e;
@@ -34,8 +24,8 @@ export function openPty(): { master: number; slave: number; path: string } {
   const master = openSync('/dev/ptmx', constants.O_RDWR | constants.O_NOCTTY);
   try {
     const arg = new Int32Array(1);
-    check(fn().ioctl(master, TIOCSPTLCK, arg), 'ioctl TIOCSPTLCK', '/dev/ptmx');
-    check(fn().ioctl(master, TIOCGPTN, arg), 'ioctl TIOCGPTN', '/dev/ptmx');
+    check(sys().ioctl(master, TIOCSPTLCK, arg), 'ioctl TIOCSPTLCK', '/dev/ptmx');
+    check(sys().ioctl(master, TIOCGPTN, arg), 'ioctl TIOCGPTN', '/dev/ptmx');
     const path = `/dev/pts/${arg[0]}`;
     const slave = openSync(path, constants.O_RDWR | constants.O_NOCTTY);
     return { master, slave, path };
@@ -50,14 +40,14 @@ export function openPty(): { master: number; slave: number; path: string } {
  * (a pty slave), so the shell it runs gets job control and ^C reaches its foreground group.
  */
 export function becomeSessionLeader(fd: number): void {
-  check(fn().setsid(), 'setsid');
-  check(fn().ioctl(fd, TIOCSCTTY, null), 'ioctl TIOCSCTTY');
+  check(sys().setsid(), 'setsid');
+  check(sys().ioctl(fd, TIOCSCTTY, null), 'ioctl TIOCSCTTY');
 }
 
 /** TIOCSWINSZ: the terminal's size in rows and columns, as the program behind it reads it. */
 export function setWindowSize(fd: number, rows: number, cols: number): void {
   const ws = new Uint16Array([rows, cols, 0, 0]);
-  check(fn().ioctl(fd, TIOCSWINSZ, ws), 'ioctl TIOCSWINSZ');
+  check(sys().ioctl(fd, TIOCSWINSZ, ws), 'ioctl TIOCSWINSZ');
 }
 
 /**
@@ -65,9 +55,9 @@ export function setWindowSize(fd: number, rows: number, cols: number): void {
  * the right to ptrace it, as root has). Close-on-exec, as pidfd_getfd makes it.
  */
 export function takeDescriptor(pid: number, fd: number): number {
-  const pidfd = check(fn().syscall(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0), 'pidfd_open');
+  const pidfd = check(sys().syscall(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0), 'pidfd_open');
   try {
-    return check(fn().syscall(SYS_PIDFD_GETFD, 'int', pidfd, 'int', fd, 'unsigned int', 0), 'pidfd_getfd');
+    return check(sys().syscall(SYS_PIDFD_GETFD, 'int', pidfd, 'int', fd, 'unsigned int', 0), 'pidfd_getfd');
   } finally {
     closeSync(pidfd);
   }

@@ -3,20 +3,27 @@ import type * as Crypto from 'node:crypto';
 import type * as Zlib from 'node:zlib';
 
 /**
- * node:crypto and node:zlib, loaded on first use. Loading them takes ~1.5 and ~1.3 ms, and the CLI
- * bundle would otherwise do it at start-up, with the first module that names them: push and pull
- * now send their first requests before either loads, and images or inspect never load zlib.
+ * `make()` run once, on first call, its value kept. For what is costly to load and not always
+ * needed: node:crypto and node:zlib below, koffi and its declarations in @tsbuild/linux. The CLI
+ * bundle runs every module a command includes at start-up, so a module-level load would be paid
+ * by every command.
  */
+export function lazy<T>(make: () => T): () => T {
+  let value: T | undefined;
+  let made = false;
+  return () => {
+    if (!made) {
+      value = make();
+      made = true;
+    }
+    return value as T;
+  };
+}
+
 const load = createRequire(import.meta.url);
-let cryptoModule: typeof Crypto | undefined;
-let zlibModule: typeof Zlib | undefined;
 
-export function crypto(): typeof Crypto {
-  cryptoModule ??= load('node:crypto') as typeof Crypto;
-  return cryptoModule;
-}
+/** node:crypto on first use (~1.5 ms to load): push and pull send their first requests before it loads. */
+export const crypto = lazy(() => load('node:crypto') as typeof Crypto);
 
-export function zlib(): typeof Zlib {
-  zlibModule ??= load('node:zlib') as typeof Zlib;
-  return zlibModule;
-}
+/** node:zlib on first use (~1.3 ms to load): images, inspect and a push of stored gzip blobs never load it. */
+export const zlib = lazy(() => load('node:zlib') as typeof Zlib);
