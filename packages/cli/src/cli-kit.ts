@@ -386,7 +386,7 @@ export function commandHelp(c: typeof Command, width = helpWidth()): string {
 export function rootHelp(commands: [id: string, summary: string][], version: string, width = helpWidth()): string {
   let out = `tsbuild ${version}: build, run, push and pull container images without a daemon\n\n`;
   out += `USAGE\n  $ ${BIN} COMMAND [FLAGS]\n  $ ${BIN} COMMAND --help\n\nCOMMANDS\n`;
-  out += columns(commands.map(([id, summary]) => [id, summary]), width);
+  out += columns(commands, width);
   return out;
 }
 
