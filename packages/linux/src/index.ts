@@ -10,3 +10,4 @@ export * from './seccomp-filter.js';
 export * from './namespaces.js';
 export * from './thread-credentials.js';
 export * from './terminal.js';
+export * from './in-root.js';

@@ -7,3 +7,4 @@ export * from './chain-id.js';
 export * from './platform.js';
 export * from './chunk-release.js';
 export * from './lazy-builtins.js';
+export * from './in-root-path.js';
