@@ -99,33 +99,76 @@ export async function extractArchive(file: string, dir: string): Promise<void> {
 }
 
 /**
- * Downloads a URL to `dir/<name>` (name: the URL's last path segment, or `destName`), mode 0600
- * and mtime from Last-Modified as docker does. With `checksum` (`sha256:…`) the content must match.
+ * The file name ADD gives a download: the last segment of the URL's decoded path, as BuildKit
+ * takes path.Base of it. Decoding comes first, so `..%2F..%2Ftmp%2Fx` names `x`: a name never
+ * holds a slash and is never `.` or `..`, and the file lands in the download's own directory.
  */
-export async function download(url: string, dir: string, checksum: string | undefined, signal?: AbortSignal): Promise<string> {
-  const u = new URL(url);
-  const name = decodeURIComponent(path.posix.basename(u.pathname)) || 'index.html';
-  if (checksum !== undefined && !/^sha256:[a-f0-9]{64}$/.test(checksum)) throw new InvalidArgumentError(`ADD --checksum=${checksum}: want sha256:<64 hex digits>`);
-  let res: Response;
+export function downloadName(u: URL): string {
+  let decoded: string;
   try {
-    res = await fetch(u, { redirect: 'follow', ...(signal ? { signal } : {}) });
-  } catch (e) {
-    throw new UnavailableError(`ADD ${url}: ${(e as Error).message}${(e as { cause?: Error }).cause ? `: ${(e as { cause: Error }).cause.message}` : ''}`);
+    decoded = decodeURIComponent(u.pathname);
+  } catch {
+    decoded = u.pathname; // malformed %-escapes: the raw segment, still a plain name below
   }
-  if (!res.ok || !res.body) throw new UnavailableError(`ADD ${url}: the server answered ${res.status} ${res.statusText}`);
-  await fsp.mkdir(dir, { recursive: true });
-  const out = path.join(dir, name);
-  const hash = createHash('sha256');
-  const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-  body.on('data', (c: Buffer) => hash.update(c));
-  await pipeline(body, createWriteStream(out, { mode: 0o600 }));
-  const got = `sha256:${hash.digest('hex')}`;
-  if (checksum !== undefined && got !== checksum) {
-    await fsp.rm(out, { force: true });
-    throw new DataLossError(`ADD ${url}: checksum mismatch: want ${checksum}, got ${got}`);
+  const name = path.posix.basename(decoded.replace(/\/+$/, ''));
+  return name === '' || name === '.' || name === '..' || name.includes('\0') ? 'index.html' : name;
+}
+
+/** A download that sends nothing for this long has stalled (a server dripping nothing holds no build forever). */
+const DOWNLOAD_STALL_MS = 60_000;
+
+/**
+ * Downloads a URL to `dir/<name>` (name: see downloadName), mode 0600 and mtime from
+ * Last-Modified as docker does. With `checksum` (`sha256:…`) the content must match. The file is
+ * created new (O_EXCL: no existing entry, and no symlink, is ever written through) in `dir`,
+ * which must be a fresh directory of this build's.
+ */
+export async function download(url: string, dir: string, checksum: string | undefined, signal?: AbortSignal, stallMs = DOWNLOAD_STALL_MS): Promise<string> {
+  const u = new URL(url);
+  const name = downloadName(u);
+  if (checksum !== undefined && !/^sha256:[a-f0-9]{64}$/.test(checksum)) throw new InvalidArgumentError(`ADD --checksum=${checksum}: want sha256:<64 hex digits>`);
+  const stall = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const armStall = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => stall.abort(new UnavailableError(`ADD ${url}: the server sent nothing for ${Math.round(stallMs / 1000)} s`)), stallMs);
+  };
+  const aborted = signal ? AbortSignal.any([signal, stall.signal]) : stall.signal;
+  armStall();
+  try {
+    let res: Response;
+    try {
+      res = await fetch(u, { redirect: 'follow', signal: aborted });
+    } catch (e) {
+      if (stall.signal.aborted) throw stall.signal.reason;
+      throw new UnavailableError(`ADD ${url}: ${(e as Error).message}${(e as { cause?: Error }).cause ? `: ${(e as { cause: Error }).cause.message}` : ''}`);
+    }
+    if (!res.ok || !res.body) throw new UnavailableError(`ADD ${url}: the server answered ${res.status} ${res.statusText}`);
+    await fsp.mkdir(dir, { recursive: true });
+    const out = path.join(dir, name);
+    const hash = createHash('sha256');
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    body.on('data', (c: Buffer) => {
+      armStall();
+      hash.update(c);
+    });
+    try {
+      await pipeline(body, createWriteStream(out, { flags: 'wx', mode: 0o600 }));
+    } catch (e) {
+      await fsp.rm(out, { force: true });
+      if (stall.signal.aborted) throw stall.signal.reason;
+      throw e;
+    }
+    const got = `sha256:${hash.digest('hex')}`;
+    if (checksum !== undefined && got !== checksum) {
+      await fsp.rm(out, { force: true });
+      throw new DataLossError(`ADD ${url}: checksum mismatch: want ${checksum}, got ${got}`);
+    }
+    await fsp.chmod(out, 0o600);
+    const lm = res.headers.get('last-modified');
+    if (lm && !Number.isNaN(Date.parse(lm))) await fsp.utimes(out, new Date(Date.parse(lm)), new Date(Date.parse(lm)));
+    return out;
+  } finally {
+    clearTimeout(timer);
   }
-  await fsp.chmod(out, 0o600);
-  const lm = res.headers.get('last-modified');
-  if (lm && !Number.isNaN(Date.parse(lm))) await fsp.utimes(out, new Date(Date.parse(lm)), new Date(Date.parse(lm)));
-  return out;
 }

@@ -28,9 +28,10 @@ import {
 import { type CompressImageOptions, type Store, compressImage, ingestLayer } from '@tsbuild/store';
 import { type OverlaySnapshotter, diff, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, type ExtraMount, copyInto, run } from '@tsbuild/runtime';
+import { fdPath, removeEmptyBeneath, withFd } from '@tsbuild/linux';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
-import { BuildContext, resolveInside } from './context.js';
+import { BuildContext, readContextFile } from './context.js';
 import { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';
 import { makeParents, stageTree } from './staged-tree.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
@@ -158,7 +159,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   };
   const { store } = opts;
   const dockerfilePath = opts.dockerfileText === undefined ? (opts.dockerfile ?? path.join(opts.context, 'Dockerfile')) : opts.dockerfile;
-  const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!));
+  const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!, opts.context));
   const parsed = parseDockerfile(text, dockerfilePath ? path.basename(dockerfilePath) : 'Dockerfile');
   const tags = (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
   if (opts.format === 'docker' && opts.disableCompression === false && opts.compression?.format === 'zstd') {
@@ -190,9 +191,15 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   });
 }
 
-async function readDockerfile(p: string): Promise<string> {
+/** A Dockerfile is text a person wrote: 10 MiB is far beyond any real one (BuildKit's frontend reads at most 10 MiB too). */
+const MAX_DOCKERFILE = 10 << 20;
+
+/** The Dockerfile, opened inside the context when it lies there (see readContextFile). */
+async function readDockerfile(p: string, context: string): Promise<string> {
   try {
-    return await fsp.readFile(p, 'utf8');
+    const buf = readContextFile(context, p, MAX_DOCKERFILE);
+    if (buf === undefined) throw Object.assign(new Error(p), { code: 'ENOENT' });
+    return buf.toString('utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`Dockerfile ${p}: no such file`);
     if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new InvalidArgumentError(`Dockerfile ${p}: is a directory`);
@@ -852,29 +859,35 @@ class Builder {
             break;
           }
           case 'bind': {
-            let host: string;
+            // The source is resolved inside its root (the context, or the other stage's
+            // filesystem), the last component too: a symlink to / stays a symlink to that root.
+            let bind: { source: string; sourcePath?: string };
             if (m.from === undefined) {
               const ctx = await this.context();
-              const p = await resolveInside(ctx.dir, m.source);
-              if (p === undefined || !(await fsp.lstat(p).catch(() => undefined))) this.failAt(ins, m.source, `RUN --mount source ${m.source}: no such file or directory in the build context`);
-              host = p;
+              const fd = await ctx.open(m.source).catch((e: NodeJS.ErrnoException) => {
+                if (e.code === 'ENOENT' || e.code === 'ENOTDIR') this.failAt(ins, m.source, `RUN --mount source ${m.source}: no such file or directory in the build context`);
+                this.failAt(ins, m.source, `RUN --mount source ${m.source}: ${e.message}`);
+              });
+              // Kept open until the copy below is made: the copy is of the very object resolved.
+              bind = withFd(fd, (at) => (m.readwrite ? { source: fdPath(at) } : { source: ctx.dir, sourcePath: m.source }));
             } else {
               const state = await this.stateOf(ins, sr, m.from, `RUN --mount from=${m.from}`, `from=${m.from}`);
               await this.ensureSnapshot(state);
               const view = await MergedView.open(this.opts.snapshotter, state.snapshot);
-              if (!(await view.stat(m.source))) this.failAt(ins, m.source, `RUN --mount from=${m.from} source ${m.source}: no such file or directory in ${m.from}`);
-              host = path.join(dir, 'view');
+              if (!(await view.stat(m.source, true))) this.failAt(ins, m.source, `RUN --mount from=${m.from} source ${m.source}: no such file or directory in ${m.from}`);
+              const host = path.join(dir, 'view');
               await fsp.mkdir(dir, { recursive: true });
-              await view.materialize(m.source, host);
+              await view.materialize(m.source, host, true);
+              bind = { source: host };
             }
             if (m.readwrite) {
               // rw: writes go to a copy that is thrown away after the RUN (never the context, never a layer).
               const copy = path.join(dir, 'rw');
               await fsp.mkdir(dir, { recursive: true });
-              await fsp.cp(host, copy, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
-              host = copy;
+              await fsp.cp(bind.source, copy, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+              bind = { source: copy };
             }
-            out.push({ destination: m.target, type: 'bind', source: host, options: m.readwrite ? [] : ['ro'] });
+            out.push({ destination: m.target, type: 'bind', ...bind, options: m.readwrite ? [] : ['ro'] });
             break;
           }
           case 'secret': {
@@ -1308,12 +1321,9 @@ const CACHE_MOUNTS_IN_USE = new Map<string, { promise: Promise<void> }>();
 async function removeMountpoints(rootfs: Mounts, paths: string[]): Promise<void> {
   const upper = rootfs.flatMap((m) => m.options).find((o) => o.startsWith('upperdir='))?.slice('upperdir='.length);
   if (upper === undefined) return;
-  for (const p of paths) {
-    const abs = path.join(upper, p);
-    const st = await fsp.lstat(abs).catch(() => undefined);
-    if (st?.isDirectory()) await fsp.rmdir(abs).catch(() => undefined);
-    else if (st?.isFile() && st.size === 0) await fsp.unlink(abs).catch(() => undefined);
-  }
+  // Never through a link: the RUN may have replaced a directory on the way with a symlink to a
+  // host path (BuildKit CVE-2024-23652); then the path is no longer the mountpoint we made.
+  for (const p of paths) removeEmptyBeneath(upper, p);
 }
 
 function truncate(s: string, n = 60): string {

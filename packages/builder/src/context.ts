@@ -2,8 +2,10 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
-import { NotFoundError } from '@tsbuild/oci';
-import { resolveInRoot } from './root-walk.js';
+import { closeSync, constants, openSync, readdirSync, readFileSync } from 'node:fs';
+import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { fdLink, lstatBeneath, openInRoot, openRoot, resolvePathInRoot, withFd } from '@tsbuild/linux';
+import { globPaths } from './path-glob.js';
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
 const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;
@@ -34,26 +36,48 @@ export class BuildContext {
 
   /**
    * Host paths of the sources a COPY names, relative to the context root. Wildcards follow Go's
-   * filepath.Match (`*`, `?`, `[…]`) per path segment; `..` cannot leave the context. A source
-   * that matches nothing is an error naming it.
+   * filepath.Match (`*`, `?`, `[…]`) per path segment, and `**` any number of directories.
+   * Every path, a wildcard's directories included, is resolved inside the context (a symlink to
+   * /etc is the context's /etc, never the host's). A source that matches nothing is an error naming it.
    */
   async resolve(sources: string[]): Promise<string[]> {
     const out: string[] = [];
     for (const src of sources) {
       const rel = path.posix.normalize(`/${src}`).slice(1);
       if (/[*?[]/.test(rel)) {
-        // tinyglobby (with picomatch) loads for wildcard sources only.
-        const { glob } = await import('tinyglobby');
-        const matches = await glob(rel, { cwd: this.dir, dot: true, onlyFiles: false, followSymbolicLinks: false, expandDirectories: false });
+        const root = openRoot(this.dir);
+        let matches: string[];
+        try {
+          matches = await globPaths(rel, {
+            lstat: async (p) => lstatBeneath(root, resolvePathInRoot(root, p, false)),
+            list: async (dir) => {
+              try {
+                return withFd(openInRoot(root, dir, { flags: constants.O_RDONLY | constants.O_DIRECTORY }), (fd) => readdirSync(fdLink(fd)).sort());
+              } catch {
+                return undefined;
+              }
+            },
+          });
+        } finally {
+          closeSync(root);
+        }
         if (matches.length === 0) throw new NotFoundError(`COPY source ${src}: no source files were specified (nothing in the context matches)`);
-        for (const m of matches.sort()) out.push(path.join(this.dir, m.replace(/\/$/, '')));
+        for (const m of matches.sort()) out.push(resolveInside(this.dir, m));
         continue;
       }
-      const p = await resolveInside(this.dir, rel);
-      if (p === undefined || !(await fsp.lstat(p).catch(() => undefined))) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
-      out.push(p);
+      const parts = resolvePathInRoot(this.dir, rel, false);
+      if (withFd(openRoot(this.dir), (root) => lstatBeneath(root, parts)) === undefined) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
+      out.push(path.join(this.dir, ...parts));
     }
     return out;
+  }
+
+  /**
+   * An O_PATH descriptor of `p` in the context, resolved inside it (the last component too), for
+   * the caller to use and close: a RUN --mount bind source. Fails with node's errno codes.
+   */
+  async open(p: string): Promise<number> {
+    return openInRoot(this.dir, p);
   }
 }
 
@@ -63,18 +87,40 @@ export class BuildContext {
  * source never reaches out of the context. The last component is not followed: a symlink is
  * copied as a symlink.
  */
-export async function resolveInside(root: string, rel: string): Promise<string | undefined> {
-  const parts = await resolveInRoot(rel, async (at) => {
-    const abs = path.join(root, ...at);
-    return (await fsp.lstat(abs).catch(() => undefined))?.isSymbolicLink() ? fsp.readlink(abs) : undefined;
-  });
-  return parts === undefined ? undefined : path.join(root, ...parts);
+export function resolveInside(root: string, rel: string): string {
+  return path.join(root, ...resolvePathInRoot(root, rel, false));
 }
+
+/**
+ * A file that may lie in the build context (the Dockerfile, an ignore file), read whole up to
+ * `maxBytes`: inside the context it is opened inside it (a Dockerfile that is a symlink to
+ * /etc/shadow reads the context's /etc/shadow, which does not exist); outside it, where the user
+ * named it with -f, as the user named it. Undefined when missing.
+ */
+export function readContextFile(contextDir: string, file: string, maxBytes: number): Buffer | undefined {
+  const rel = path.relative(contextDir, file);
+  const inside = rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+  let fd: number;
+  try {
+    fd = inside ? openInRoot(contextDir, rel, { flags: constants.O_RDONLY }) : openSync(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw e;
+  }
+  return withFd(fd, (f) => {
+    const buf = readFileSync(f);
+    if (buf.length > maxBytes) throw new InvalidArgumentError(`${file}: larger than ${maxBytes} bytes`);
+    return buf;
+  });
+}
+
+/** An ignore file is a list of patterns: 16 MiB is far beyond any real one and keeps a hostile one out of memory. */
+const MAX_IGNORE_FILE = 16 << 20;
 
 async function readIgnore(contextDir: string, dockerfilePath: string | undefined): Promise<string[] | undefined> {
   const candidates = [...(dockerfilePath ? [`${dockerfilePath}.dockerignore`] : []), path.join(contextDir, '.dockerignore')];
   for (const c of candidates) {
-    const text = await fsp.readFile(c, 'utf8').catch(() => undefined);
+    const text = readContextFile(contextDir, c, MAX_IGNORE_FILE)?.toString('utf8');
     if (text !== undefined) {
       return text
         .split(/\r?\n/)

@@ -1,9 +1,9 @@
 import { type Stats, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { NotFoundError } from '@tsbuild/oci';
+import { NotFoundError, SymlinkLoopError, resolveInRoot } from '@tsbuild/oci';
 import { getXattr } from '@tsbuild/linux';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
-import { pathParts, resolveInRoot } from './root-walk.js';
+import { globPaths } from './path-glob.js';
 
 /**
  * The filesystem of a committed snapshot chain, read without mounting it: what overlayfs would
@@ -55,20 +55,22 @@ export class MergedView {
     return found;
   }
 
-  /** Resolves symlinks inside the view: absolute targets start again at the view's root. */
+  /** Resolves symlinks inside the view (the one in-root rule): absolute targets start again at the view's root. */
   async resolve(p: string, followFinal = false): Promise<string[]> {
-    const parts = await resolveInRoot(
-      p,
-      async (at) => {
-        const e = await this.lookup(at);
-        return e?.stat.isSymbolicLink() ? fsp.readlink(e.abs) : undefined;
-      },
-      followFinal,
-    );
-    if (parts === undefined) throw new NotFoundError(`${p}: too many levels of symbolic links`);
-    return parts;
+    try {
+      return await resolveInRoot(
+        p,
+        async (at) => {
+          const e = await this.lookup(at);
+          return e?.stat.isSymbolicLink() ? fsp.readlink(e.abs) : undefined;
+        },
+        { followFinal },
+      );
+    } catch (e) {
+      if (e instanceof SymlinkLoopError) throw new NotFoundError(e.message);
+      throw e;
+    }
   }
-
 
   /** The entry at already resolved components (from `resolve`): its lstat and the layer path it is read from. */
   async entry(rel: string[]): Promise<{ stat: Stats; abs: string } | undefined> {
@@ -80,8 +82,9 @@ export class MergedView {
     return (await this.lookup(rel))?.stat;
   }
 
-  async stat(p: string): Promise<Stats | undefined> {
-    return (await this.lookup(await this.resolve(p)))?.stat;
+  /** lstat of `p` in the view (stat with `followFinal`), or undefined. */
+  async stat(p: string, followFinal = false): Promise<Stats | undefined> {
+    return (await this.lookup(await this.resolve(p, followFinal)))?.stat;
   }
 
   /** Names in a directory of the view, sorted; undefined if it is not a directory. */
@@ -99,10 +102,12 @@ export class MergedView {
   /**
    * Copies `p` (a file, symlink or whole directory) out of the view to the host path `dest`:
    * files as hard links to the layer's file (same content, mode and owner), directories made
-   * with the top layer's mode, owner and mtime.
+   * with the top layer's mode, owner and mtime. With `followFinal` a symlink at `p` is followed
+   * inside the view and its target copied (a bind mount's source must never be a link, which
+   * the kernel would follow on the host).
    */
-  async materialize(p: string, dest: string): Promise<void> {
-    const rel = await this.resolve(p);
+  async materialize(p: string, dest: string, followFinal = false): Promise<void> {
+    const rel = await this.resolve(p, followFinal);
     const e = await this.lookup(rel);
     if (!e) throw new NotFoundError(`${p}: no such file or directory`);
     await this.copyOut(rel, e, dest);
@@ -129,44 +134,7 @@ export class MergedView {
   }
 
   /** Paths in the view matching a pattern with Go filepath.Match wildcards per segment. */
-  async glob(pattern: string): Promise<string[]> {
-    let matches = [''];
-    for (const seg of pathParts(pattern)) {
-      const next: string[] = [];
-      for (const m of matches) {
-        if (!/[*?[]/.test(seg)) {
-          if (await this.stat(`${m}/${seg}`)) next.push(`${m}/${seg}`);
-          continue;
-        }
-        const re = segmentRegExp(seg);
-        for (const n of (await this.readdir(m || '/')) ?? []) if (re.test(n)) next.push(`${m}/${n}`);
-      }
-      matches = next;
-    }
-    return matches;
+  glob(pattern: string): Promise<string[]> {
+    return globPaths(pattern, { lstat: (p) => this.stat(p), list: (dir) => this.readdir(dir) });
   }
-}
-
-
-/** Go's filepath.Match for one path segment: `*`, `?`, `[...]` (with `^`/`!` negation). */
-export function segmentRegExp(seg: string): RegExp {
-  let re = '';
-  for (let i = 0; i < seg.length; i++) {
-    const c = seg[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const end = seg.indexOf(']', i + 1);
-      if (end < 0) {
-        re += '\\[';
-        continue;
-      }
-      let cls = seg.slice(i + 1, end);
-      if (cls.startsWith('!') || cls.startsWith('^')) cls = `^${cls.slice(1)}`;
-      re += `[${cls.replace(/\\/g, '\\\\')}]`;
-      i = end;
-    } else if (c === '\\' && i + 1 < seg.length) re += `\\${seg[++i]}`;
-    else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
 }

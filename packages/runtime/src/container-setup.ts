@@ -1,10 +1,10 @@
-import { existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { CLONE, MNT_DETACH, MS, mount, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces } from '@tsbuild/linux';
+import { CLONE, MNT_DETACH, MS, O_PATH, RESOLVE, fdLink, mkdirAllInRoot, mount, openInRoot, openat2, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
 import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
 import type { ExtraMount, RunRequest } from './helper-protocol.js';
-import { mountAll } from './mount-spec.js';
+import { mountAll, mountCall } from './mount-spec.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 import { maskPaths } from './security-paths.js';
 
@@ -81,16 +81,64 @@ export function enterContainer(req: RunRequest): void {
 }
 
 /**
- * A RUN --mount: a bind of a host file or directory, or a tmpfs. A file is bound onto an empty
- * file (a bind needs a mountpoint of the same kind as its source, mount(2) ENOTDIR).
+ * A RUN --mount: a bind of a host file or directory, or a tmpfs, made by descriptor at both ends
+ * (as runc does since CVE-2021-30465). The source is opened inside its root by the kernel
+ * (`sourcePath` resolved in `source` with RESOLVE_IN_ROOT: a symlink there, even as the last
+ * component, never leads out of that root), the mountpoint is made inside the rootfs through
+ * descriptors, and mount(2) gets /proc/self/fd links of both, so no path string that a symlink
+ * could redirect is ever passed to the kernel. A file is bound onto an empty file (a bind needs a
+ * mountpoint of the same kind as its source, mount(2) ENOTDIR).
  */
 function mountExtra(root: string, m: ExtraMount): void {
-  const file = m.type === 'bind' && !statSync(m.source!).isDirectory();
-  const p = mountpoint(root, m.destination, file);
+  const what = m.type === 'bind' ? `${m.source!}${m.sourcePath !== undefined ? `:${m.sourcePath}` : ''}` : 'tmpfs';
+  const fail = (e: unknown): never => {
+    if (e instanceof HelperFailure) throw e;
+    throw new HelperFailure('FAILED_PRECONDITION', `cannot mount ${what} at ${m.destination}: ${(e as Error).message}`);
+  };
+  let src: number | undefined;
   try {
-    mountAll([{ type: m.type, source: m.type === 'bind' ? m.source! : 'tmpfs', options: m.type === 'bind' ? ['rbind', ...m.options] : m.options }], p);
+    // A source tsbuild made (a cache directory, a secret's file, a copy) is opened as it is, never
+    // through a final symlink; a source named by the Dockerfile is resolved inside its root.
+    if (m.type === 'bind') src = m.sourcePath === undefined ? openSync(m.source!, O_PATH | constants.O_NOFOLLOW) : openInRoot(m.source!, m.sourcePath);
+    const st = src !== undefined ? fstatSync(src) : undefined;
+    if (st?.isSymbolicLink()) throw new HelperFailure('FAILED_PRECONDITION', `cannot mount ${what} at ${m.destination}: the source is a symbolic link`);
+    const file = st !== undefined && !st.isDirectory();
+    const dest = resolveInRoot(root, m.destination);
+    const { flags, data } = mountCall({ type: m.type, source: what, options: m.options });
+    withFd(mountpointFd(root, dest, file), (at) => {
+      if (src !== undefined) mount(fdLink(src), fdLink(at), null, MS.BIND | MS.REC);
+      else mount('tmpfs', fdLink(at), 'tmpfs', flags, data.length > 0 ? data : null);
+    });
+    // A read-only (nosuid, …) bind needs a second call on the new mount, reached by a fresh lookup
+    // (the descriptor above still names the directory underneath it): mount(2), "Creating a bind mount".
+    const extra = flags & ~(MS.BIND | MS.REC);
+    if (src !== undefined && extra !== 0) withFd(openInRoot(root, dest, { followFinal: false }), (at) => mount(null, fdLink(at), null, MS.REMOUNT | MS.BIND | extra));
   } catch (e) {
-    throw new HelperFailure('FAILED_PRECONDITION', `cannot mount ${m.type === 'bind' ? m.source! : 'tmpfs'} at ${m.destination}: ${(e as Error).message}`);
+    fail(e);
+  } finally {
+    if (src !== undefined) closeSync(src);
+  }
+}
+
+/**
+ * A descriptor of the mountpoint at `dest` (already resolved inside the rootfs), created if
+ * missing: a directory, or for a file source an empty file, made through the parent directory's
+ * descriptor without following any link.
+ */
+function mountpointFd(root: string, dest: string, file: boolean): number {
+  try {
+    if (!file) return mkdirAllInRoot(root, dest);
+    const name = posix.basename(dest);
+    return withFd(mkdirAllInRoot(root, posix.dirname(dest)), (dir) => {
+      try {
+        closeSync(openat2(dir, name, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, RESOLVE.BENEATH | RESOLVE.NO_SYMLINKS, 0o644));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EISDIR') throw e; // a directory there: the bind says ENOTDIR
+      }
+      return openat2(dir, name, O_PATH | constants.O_NOFOLLOW, RESOLVE.BENEATH | RESOLVE.NO_SYMLINKS);
+    });
+  } catch (e) {
+    throw new HelperFailure('FAILED_PRECONDITION', `cannot create mountpoint ${dest} in the rootfs (read-only?): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
 }
 
@@ -98,13 +146,10 @@ function mountExtra(root: string, m: ExtraMount): void {
  * The host path of a mountpoint inside the rootfs, created if missing. An image's symlink in its
  * place is resolved inside the rootfs, so a crafted image cannot make us mount over a host path.
  */
-function mountpoint(root: string, path: string, file = false): string {
+function mountpoint(root: string, path: string): string {
   const p = hostPath(root, resolveInRoot(root, path));
   try {
-    if (file) {
-      mkdirSync(posix.dirname(p), { recursive: true, mode: 0o755 });
-      if (!existsSync(p)) writeFileSync(p, '', { mode: 0o644 });
-    } else mkdirSync(p, { recursive: true, mode: 0o755 });
+    mkdirSync(p, { recursive: true, mode: 0o755 });
   } catch (e) {
     throw new HelperFailure('FAILED_PRECONDITION', `cannot create mountpoint ${path} in the rootfs (read-only?): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }

@@ -41,8 +41,17 @@ export interface ExtraMount {
   /** Absolute path inside the container; symlinks on the way resolve inside the rootfs. */
   destination: string;
   type: 'bind' | 'tmpfs';
-  /** The host path (bind only). */
+  /**
+   * Bind only: the host directory the source lies in (given by tsbuild, trusted), or the source
+   * itself when `sourcePath` is absent.
+   */
   source?: string;
+  /**
+   * Bind only: the source inside `source`, resolved there by the kernel as if `source` were `/`
+   * (openat2 RESOLVE_IN_ROOT): symlinks, the last component's too, never lead out of it. For
+   * paths that come from a Dockerfile (a build context file, a file of another stage).
+   */
+  sourcePath?: string;
   /** mount(8)-style options: 'ro', 'rbind', 'nosuid'…; for tmpfs also 'size=64m', 'mode=1777'. */
   options: string[];
 }
