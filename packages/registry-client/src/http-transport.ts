@@ -179,7 +179,9 @@ interface TlsOptions {
  * failures. Bodies stream both ways. A request fails with code STALLED when nothing moves for
  * `timeoutMs`: while connecting, sending or waiting for the answer (the socket's idle timeout),
  * and while its response body is read (a watchdog that does not count time the consumer spends
- * not reading).
+ * not reading). Bytes that keep trickling in do not hold a request forever either: an answer
+ * read into memory must be complete within `deadlineMs` (an UnavailableError), a streamed blob
+ * must keep above `minBytesPerSecond` (STALLED).
  */
 export class HttpTransport {
   private readonly agents = new Map<string, Promise<Pool>>();
@@ -433,8 +435,14 @@ export class HttpTransport {
         if (timer !== undefined) return;
         timer = setTimeout(() => {
           const e = new UnavailableError(`${what}: no complete answer within ${deadlineMs} ms`);
-          if (answered !== undefined) answered.destroy(e);
-          else req.destroy(e);
+          if (answered !== undefined) {
+            // A body nobody reads yet must not crash the process with an unhandled 'error'; a
+            // reader that comes later still gets the error (the stream is destroyed with it).
+            answered.on('error', () => undefined);
+            answered.destroy(e);
+          } else {
+            req.destroy(e);
+          }
         }, deadlineMs);
         timer.unref();
       };
