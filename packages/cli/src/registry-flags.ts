@@ -11,6 +11,11 @@ export const registryFlags = {
   'cert-dir': Flags.string({ description: 'directory with ca.crt and client certificates (per host:port subdirectories)', helpGroup: 'REGISTRY' }),
   creds: Flags.string({ description: 'credentials USER[:PASSWORD] for the registry', helpGroup: 'REGISTRY' }),
   authfile: Flags.string({ description: 'auth file (default ${XDG_RUNTIME_DIR}/containers/auth.json, then ~/.docker/config.json)', env: 'REGISTRY_AUTH_FILE', helpGroup: 'REGISTRY' }),
+  'registry-timeout': Flags.integer({
+    description: 'fail a registry request after this many seconds without progress (default 60)',
+    min: 1,
+    helpGroup: 'REGISTRY',
+  }),
 };
 
 export interface RegistryFlagValues {
@@ -18,6 +23,7 @@ export interface RegistryFlagValues {
   'cert-dir'?: string;
   creds?: string;
   authfile?: string;
+  'registry-timeout'?: number;
 }
 
 /** The client for these flags; the registry client and its HTTP stack load only when one is needed. */
@@ -27,6 +33,7 @@ export async function registryClient(f: RegistryFlagValues, onProgress?: (e: Pro
     auth: authFileProvider({ ...(f.authfile ? { authFile: f.authfile } : {}), ...(f.creds ? { creds: f.creds } : {}) }),
     ...(f['tls-verify'] !== undefined ? { tlsVerify: f['tls-verify'] } : {}),
     ...(f['cert-dir'] ? { certDir: f['cert-dir'] } : {}),
+    ...(f['registry-timeout'] !== undefined ? { timeoutMs: f['registry-timeout'] * 1000 } : {}),
     ...(onProgress ? { onProgress } : {}),
   });
 }

@@ -3,8 +3,8 @@ import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type In
 import { join } from 'node:path';
 import { pipeline, Readable, Transform } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY, UnavailableError } from '@tsbuild/oci';
-import { redactUrl } from './registry-error.js';
+import { DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY, FailedPreconditionError, InvalidArgumentError, UnavailableError, isTsbuildError } from '@tsbuild/oci';
+import { printable, redactUrl } from './registry-error.js';
 
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export type Headers = Record<string, string>;
@@ -15,7 +15,11 @@ export type BodySource = Buffer | (() => Readable);
 export interface HttpResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Readable & { text(): Promise<string>; dump(): Promise<void> };
+  /**
+   * The body read into memory, at most `cap` bytes (default MAX_TEXT_BODY): more is an error
+   * naming the request and the cap (`label` says what it is a limit of: "manifest").
+   */
+  body: Readable & { text(cap?: number, label?: string): Promise<string>; buffer(cap?: number, label?: string): Promise<Buffer>; dump(): Promise<void> };
   /** The URL that answered, after redirects. */
   url: URL;
 }
@@ -25,10 +29,51 @@ export interface TransportOptions {
   certDir?: string;
   userAgent?: string;
   retries?: number;
+  /** No progress for this long fails a request (STALLED, retryable). Default 60 s. */
   timeoutMs?: number;
+  /**
+   * A request whose body is read into memory (manifests, tokens, errors, tag lists) must be
+   * answered, body and all, within this long after it was sent. Default 2 minutes.
+   */
+  deadlineMs?: number;
+  /**
+   * A streamed response body (a blob) that brings fewer than this many bytes per second over a
+   * window of `timeoutMs` fails (STALLED, retryable). Default 4096.
+   */
+  minBytesPerSecond?: number;
   /** First backoff delay; doubled per attempt. */
   backoffMs?: number;
 }
+
+/**
+ * Every body read into memory is capped, as containers/image does since CVE-2020-1702 (an
+ * endless answer otherwise grows the process until the kernel kills it): this is the cap of
+ * `text()` when the caller names none; what a token server answers is well below it
+ * (containers/image allows 1 MiB for tokens and error bodies).
+ */
+export const MAX_TEXT_BODY = 1 << 20;
+
+/**
+ * Why a deadline as well as the stall timeout: a server that sends one byte now and then never
+ * lets the stall timeout fire. Two minutes is ample for what is read into memory (at most a
+ * 4 MiB manifest or a 16 MiB tag list page: 4 MiB takes ~35 s at 1 Mbit/s).
+ */
+const DEFAULT_DEADLINE_MS = 120_000;
+
+/**
+ * Blobs stream to disk and may be gigabytes, so no flat deadline fits them: a 5 GB layer takes
+ * over an hour at 10 Mbit/s. Nor does one scaled by size: the size comes from the manifest, which
+ * the same server wrote. They get a floor on throughput instead, as curl's
+ * CURLOPT_LOW_SPEED_LIMIT/LOW_SPEED_TIME and git's http.lowSpeedLimit/lowSpeedTime do: fewer than
+ * this many bytes per second, averaged over each `timeoutMs` window, fails the transfer (a
+ * dropped transfer resumes with a Range request). A blob then takes at most size / floor, and a
+ * server dripping a byte every few seconds is cut after one window. 4 KiB/s (32 kbit/s) is far
+ * below any link an image is pulled over.
+ */
+const DEFAULT_MIN_BYTES_PER_SECOND = 4096;
+
+/** The schemes a request (or a redirect) may use; node:http would throw a TypeError for others. */
+const SCHEMES = new Set(['http:', 'https:']);
 
 const MAX_REDIRECTS = 5;
 const MAX_BACKOFF_MS = 10_000;
@@ -134,7 +179,9 @@ interface TlsOptions {
  * failures. Bodies stream both ways. A request fails with code STALLED when nothing moves for
  * `timeoutMs`: while connecting, sending or waiting for the answer (the socket's idle timeout),
  * and while its response body is read (a watchdog that does not count time the consumer spends
- * not reading).
+ * not reading). Bytes that keep trickling in do not hold a request forever either: an answer
+ * read into memory must be complete within `deadlineMs` (an UnavailableError), a streamed blob
+ * must keep above `minBytesPerSecond` (STALLED).
  */
 export class HttpTransport {
   private readonly agents = new Map<string, Promise<Pool>>();
@@ -146,12 +193,16 @@ export class HttpTransport {
   readonly probeChallenges = new Map<string, string>();
   readonly retries: number;
   readonly timeoutMs: number;
+  readonly deadlineMs: number;
+  readonly minBytesPerSecond: number;
   private readonly backoffMs: number;
   private readonly userAgent: string;
 
   constructor(private readonly opts: TransportOptions = {}) {
     this.retries = opts.retries ?? 4;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    this.minBytesPerSecond = opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND;
     this.backoffMs = opts.backoffMs ?? 250;
     this.userAgent = opts.userAgent ?? 'tsbuild';
   }
@@ -295,57 +346,130 @@ export class HttpTransport {
     return tls;
   }
 
-  /** One exchange, following redirects; `auth` goes only to `authHost`. No retries. */
-  async once(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined, authHost?: string): Promise<HttpResponse> {
+  /**
+   * One exchange, following redirects. No retries.
+   *
+   * Credentials in the Authorization header go to the origin (scheme, host and port) of the first
+   * URL only, and only when that URL is on `authHost` (default: any host): a redirect anywhere
+   * else drops them for the rest of the exchange, as RFC 9110 §15.4 warns and as docker and
+   * containers/image do; registries redirect blob GETs to object storage with a pre-signed URL,
+   * which must not see them (and which an extra header breaks). A 307/308 would send the request
+   * body again: it goes to the first URL's origin only (a token request's body carries the
+   * identity token). Only http and https are followed: node:http throws a TypeError for any
+   * other scheme, and a registry has no business pointing us at file:// or ftp://.
+   *
+   * `streamed`: the caller streams the response body to disk (a blob). The deadline then ends
+   * with the response headers and the body is held to the minimum throughput instead; any other
+   * exchange must be over, body and all, within `deadlineMs`.
+   */
+  async once(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined, authHost?: string, streamed = false): Promise<HttpResponse> {
     let current = url;
     let m = method;
     let b = body;
     let hs = headers;
+    let trusted: string | undefined = authHost === undefined || url.host === authHost ? url.origin : undefined;
+    const deadline = Date.now() + this.deadlineMs;
     for (let i = 0; ; i++) {
+      if (!SCHEMES.has(current.protocol)) {
+        const what = `${method} ${redactUrl(url)}`;
+        throw new FailedPreconditionError(
+          i === 0 ? `${what}: only http and https are supported` : `${what}: redirected to ${printable(redactUrl(current))}, which is not http or https`,
+        );
+      }
       const h: Headers = { 'user-agent': this.userAgent, ...hs };
-      // RFC 9110 §15.4: a redirect to another origin must not carry our credentials; registries
-      // redirect blob GETs to object storage with a pre-signed URL that an extra header breaks.
-      if (authHost !== undefined && current.host !== authHost) delete h.authorization;
-      const res = await this.exchange(m, current, h, b);
+      if (current.origin !== trusted) {
+        trusted = undefined;
+        delete h.authorization;
+      }
+      // A streamed request body may take long to send: its deadline starts once it is sent.
+      const left = typeof b === 'function' ? this.deadlineMs : Math.max(1, deadline - Date.now());
+      const res = await this.exchange(m, current, h, b, left, streamed);
       const status = res.statusCode ?? 0;
       const loc = res.headers.location;
       if ([301, 302, 303, 307, 308].includes(status) && typeof loc === 'string' && i < MAX_REDIRECTS) {
         await dump(res);
-        current = new URL(loc, current);
+        let next: URL;
+        try {
+          next = new URL(loc, current);
+        } catch {
+          throw new FailedPreconditionError(`${method} ${redactUrl(url)}: redirected (${status}) to an invalid URL "${printable(loc, 100)}"`);
+        }
         if (status === 303 || ((status === 301 || status === 302) && m !== 'HEAD')) {
           m = m === 'HEAD' ? 'HEAD' : 'GET';
           b = undefined;
           // The body's own headers describe a body that no longer goes out.
           hs = Object.fromEntries(Object.entries(hs).filter(([k]) => !BODY_HEADERS.has(k.toLowerCase())));
+        } else if (b !== undefined && !(Buffer.isBuffer(b) && b.length === 0) && next.origin !== url.origin) {
+          throw new FailedPreconditionError(
+            `${method} ${redactUrl(url)}: redirected (${status}) to another host, ${printable(next.origin)}; the request body is not sent there`,
+          );
         }
+        current = next;
         continue;
       }
-      const r = Object.assign(res, { text: () => text(res), dump: () => dump(res) });
+      const what = `${m} ${redactUrl(current)}`;
+      const r = Object.assign(res, {
+        text: async (cap = MAX_TEXT_BODY, label?: string) => (await readAll(res, cap, what, label)).toString('utf8'),
+        buffer: (cap = MAX_TEXT_BODY, label?: string) => readAll(res, cap, what, label),
+        dump: () => dump(res),
+      });
       return { status, headers: res.headers, body: r, url: current };
     }
   }
 
   /**
    * One request and its response headers. The socket's idle timeout watches connecting, sending
-   * and waiting for the answer; once the answer is there, `watchBody` takes over.
+   * and waiting for the answer; once the answer is there, `watchBody` takes over. A timer fails
+   * the exchange `deadlineMs` after it was sent (after its body was, for a streamed body), at the
+   * response headers for a `streamed` response, else when the response body ends.
    */
-  private async exchange(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined): Promise<IncomingMessage> {
+  private async exchange(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined, deadlineMs: number, streamed: boolean): Promise<IncomingMessage> {
     const { agent, send } = await this.agent(url);
     const ms = this.timeoutMs;
     const what = `${method} ${redactUrl(url)}`;
     return new Promise<IncomingMessage>((resolve, reject) => {
       const req = send(url, { method, headers, agent, timeout: ms });
-      let answered = false;
+      let answered: IncomingMessage | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const arm = () => {
+        if (timer !== undefined) return;
+        timer = setTimeout(() => {
+          const e = new UnavailableError(`${what}: no complete answer within ${deadlineMs} ms`);
+          if (answered !== undefined) {
+            // A body nobody reads yet must not crash the process with an unhandled 'error'; a
+            // reader that comes later still gets the error (the stream is destroyed with it).
+            answered.on('error', () => undefined);
+            answered.destroy(e);
+          } else {
+            req.destroy(e);
+          }
+        }, deadlineMs);
+        timer.unref();
+      };
+      const disarm = () => clearTimeout(timer);
+      if (typeof body === 'function') req.once('finish', arm);
+      else arm();
       req.on('timeout', () => req.destroy(stalled(what, ms)));
       // After the answer, a failure of the request side (the server closed while we were still
       // sending) is the response body's to report, if it is cut short.
       req.on('error', (e) => {
-        if (!answered) reject(e);
+        if (answered === undefined) {
+          disarm();
+          reject(e);
+        }
       });
       req.on('response', (res: IncomingMessage) => {
-        answered = true;
+        answered = res;
         req.setTimeout(0);
-        watchBody(res, ms, what);
+        if (streamed) {
+          disarm();
+          watchBody(res, ms, what, Math.max(1, Math.ceil((this.minBytesPerSecond * ms) / 1000)));
+        } else {
+          arm();
+          res.once('end', disarm);
+          res.once('close', disarm);
+          watchBody(res, ms, what, 1);
+        }
         resolve(res);
       });
       if (body === undefined) {
@@ -377,13 +501,22 @@ export class HttpTransport {
    * `once` with retries: connection failures, 5xx and 429 are tried again after 250 ms, 500 ms,
    * 1 s … (or the Retry-After the server asked for, capped at a minute). The last answer is
    * returned as is; the last connection error is thrown as UnavailableError naming the URL.
+   * `authHost` and `streamed` as for `once`.
    */
-  async send(method: HttpMethod, url: URL, headers: Headers, body: BodySource | undefined, authHost?: string, retry = true): Promise<HttpResponse> {
+  async send(
+    method: HttpMethod,
+    url: URL,
+    headers: Headers,
+    body: BodySource | undefined,
+    authHost?: string,
+    retry = true,
+    streamed = false,
+  ): Promise<HttpResponse> {
     const retries = retry ? this.retries : 0;
     for (let attempt = 0; ; attempt++) {
       let r: HttpResponse;
       try {
-        r = await this.once(method, url, headers, body, authHost);
+        r = await this.once(method, url, headers, body, authHost, streamed);
       } catch (e) {
         if (attempt < retries && isRetryableError(e)) {
           await sleep(this.backoff(attempt));
@@ -427,12 +560,13 @@ function stalled(what: string, ms: number): Error {
 }
 
 /**
- * Fails a response body with STALLED when no byte arrives for `ms` while the consumer is waiting
- * for one. Time the consumer spends not reading (bytes sit in the body's buffer, the socket is
- * paused) is not a stall of the server. Polled a few times per period from the socket's byte
+ * Fails a response body with STALLED when fewer than `minBytes` arrive within `ms` while the
+ * consumer is waiting for them (1: no byte at all; more: the throughput floor of a streamed
+ * blob). Time the consumer spends not reading (bytes sit in the body's buffer, the socket is
+ * paused) is not the server's doing. Polled a few times per period from the socket's byte
  * count, so the body's data path carries no per-chunk work.
  */
-function watchBody(res: IncomingMessage, ms: number, what: string): void {
+function watchBody(res: IncomingMessage, ms: number, what: string, minBytes: number): void {
   const socket = res.socket;
   if (socket === null || res.complete) return;
   let seen = socket.bytesRead;
@@ -446,12 +580,17 @@ function watchBody(res: IncomingMessage, ms: number, what: string): void {
       return;
     }
     const now = Date.now();
-    if (s.bytesRead !== seen || res.readableLength > 0) {
+    if (s.bytesRead - seen >= minBytes || res.readableLength > 0) {
       seen = s.bytesRead;
       idleSince = now;
     } else if (now - idleSince >= ms) {
       clearInterval(timer);
-      res.destroy(stalled(what, ms));
+      const got = s.bytesRead - seen;
+      res.destroy(
+        got === 0
+          ? stalled(what, ms)
+          : Object.assign(new Error(`${what}: ${got} bytes in ${ms} ms, below the floor of ${Math.round((minBytes * 1000) / ms)} bytes/s`), { code: 'STALLED' }),
+      );
     }
   }, step);
   timer.unref();
@@ -460,10 +599,42 @@ function watchBody(res: IncomingMessage, ms: number, what: string): void {
   res.once('close', stop);
 }
 
-async function text(res: IncomingMessage): Promise<string> {
+/** "4 MiB", "512 KiB", "100 bytes": a cap as messages name it. */
+export function formatCap(n: number): string {
+  if (n >= 1 << 20 && n % (1 << 20) === 0) return `${n >> 20} MiB`;
+  if (n >= 1 << 10 && n % (1 << 10) === 0) return `${n >> 10} KiB`;
+  return `${n} bytes`;
+}
+
+/**
+ * A response body read into memory, `cap` bytes at most: a bigger one (announced by
+ * Content-Length, or found while reading) is dropped with one line naming the request and the
+ * cap. A body cut short, stalled or past its deadline is an UnavailableError naming the request.
+ */
+async function readAll(res: IncomingMessage, cap: number, what: string, label?: string): Promise<Buffer> {
+  const tooBig = (n?: number) =>
+    new InvalidArgumentError(`${what}: the answer${n !== undefined ? ` (${n} bytes)` : ''} is over the ${formatCap(cap)}${label !== undefined ? ` ${label}` : ''} limit`);
+  const announced = Number(res.headers['content-length']);
+  if (Number.isFinite(announced) && announced > cap) {
+    res.on('error', () => undefined);
+    res.destroy();
+    throw tooBig(announced);
+  }
   const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  let n = 0;
+  try {
+    for await (const raw of res) {
+      const c = raw as Buffer;
+      n += c.length;
+      if (n > cap) throw tooBig();
+      chunks.push(c);
+    }
+  } catch (e) {
+    if (isTsbuildError(e)) throw e;
+    const said = describeError(e);
+    throw new UnavailableError(said.startsWith(what) ? said : `${what}: ${said}`, { cause: e });
+  }
+  return Buffer.concat(chunks, n);
 }
 
 /**

@@ -6,6 +6,8 @@ import {
   formatPlatform,
   formatReference,
   hostPlatform,
+  isDigest,
+  repositoryName,
   isIndexMediaType,
   isManifestMediaType,
   type Descriptor,
@@ -35,7 +37,8 @@ export interface PullOptions {
  *   1. the manifest (and, for an index, the platform's manifest) is fetched and verified in memory;
  *   2. the config and layers go into the content store, `client.concurrency` at a time, each
  *      verified while streaming and committed only when its digest and size match; blobs the
- *      store has already are not fetched again;
+ *      store has already are not fetched again. The config is read into memory and must be a
+ *      JSON object, or nothing is named (commands that list images read every config);
  *   3. the manifests are stored after the blobs they reference;
  *   4. the name is set last.
  * A pull stopped anywhere leaves at most verified, unnamed blobs, which the next pull reuses and
@@ -54,7 +57,9 @@ export async function pull(client: RegistryClient, store: Store, ref: Reference,
     let platform: Platform | undefined;
     if (isIndexMediaType(top.descriptor.mediaType)) {
       const index = parseJSON<ImageIndex>(top.body, ref);
-      if (!Array.isArray(index.manifests)) throw new DataLossError(`index ${formatReference(ref)} has no manifests list`);
+      const where = `index ${repositoryName(ref)}@${top.descriptor.digest}`;
+      if (!Array.isArray(index.manifests)) throw new DataLossError(`${where} has no manifests list`);
+      index.manifests.forEach((d, i) => checkDescriptor(d, `${where}: manifest ${i}`));
       const want = opts.platform ?? hostPlatform();
       const child = selectPlatform(index.manifests, want);
       if (child === undefined) {
@@ -69,9 +74,12 @@ export async function pull(client: RegistryClient, store: Store, ref: Reference,
       throw new InvalidArgumentError(`${formatReference(ref)}: expected an image manifest, got ${manifest.descriptor.mediaType}`);
     }
     const m = parseJSON<ImageManifest>(manifest.body, ref);
+    const where = `manifest ${repositoryName(ref)}@${manifest.descriptor.digest}`;
     if (typeof m.config !== 'object' || m.config === null || !Array.isArray(m.layers)) {
-      throw new DataLossError(`manifest ${manifest.descriptor.digest} of ${formatReference(ref)} has no config or layers`);
+      throw new DataLossError(`${where} has no config or no layers list`);
     }
+    checkDescriptor(m.config, `${where}: config`);
+    m.layers.forEach((d, i) => checkDescriptor(d, `${where}: layer ${i}`));
     const seen = new Set<string>();
     const blobs = [m.config, ...m.layers].filter((b) => !seen.has(b.digest) && seen.add(b.digest));
     for (const b of blobs) progress({ digest: b.digest, phase: 'waiting', current: 0, total: b.size });
@@ -79,6 +87,12 @@ export async function pull(client: RegistryClient, store: Store, ref: Reference,
       const have = await store.content.info(b.digest);
       if (have !== undefined && have.size === b.size) {
         progress({ digest: b.digest, phase: 'exists', current: b.size, total: b.size });
+        progress({ digest: b.digest, phase: 'done', current: b.size, total: b.size });
+        return;
+      }
+      if (b === m.config) {
+        // Checked in memory before it is stored (see RegistryClient.getConfig).
+        await store.content.writeBuffer(await client.getConfig(ref, b), b.digest);
         progress({ digest: b.digest, phase: 'done', current: b.size, total: b.size });
         return;
       }
@@ -107,6 +121,18 @@ export async function pull(client: RegistryClient, store: Store, ref: Reference,
     await store.addImage(descriptor);
     return { descriptor, name: formatReference(ref) };
   });
+}
+
+/**
+ * A descriptor from a manifest or index as the registry sent it: its digest goes into URLs and
+ * store paths and its size bounds what is read, so both must be well formed before either is used.
+ */
+function checkDescriptor(d: unknown, where: string): asserts d is Descriptor {
+  const x = d as Partial<Descriptor> | null;
+  if (typeof x !== 'object' || x === null) throw new DataLossError(`${where} is not a descriptor`);
+  if (typeof x.digest !== 'string' || !isDigest(x.digest)) throw new DataLossError(`${where} has an invalid digest`);
+  if (typeof x.size !== 'number' || !Number.isSafeInteger(x.size) || x.size < 0) throw new DataLossError(`${where} has an invalid size`);
+  if (typeof x.mediaType !== 'string') throw new DataLossError(`${where} has no media type`);
 }
 
 function parseJSON<T>(body: Buffer, ref: Reference): T {

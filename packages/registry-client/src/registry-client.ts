@@ -20,6 +20,7 @@ import type { AuthProvider } from './auth-provider.js';
 import {
   HttpTransport,
   describeError,
+  formatCap,
   isRetryableError,
   registryHost,
   type BodySource,
@@ -27,11 +28,29 @@ import {
   type HttpMethod,
   type HttpResponse,
 } from './http-transport.js';
-import { redactUrl, registryError, registryErrorInfo } from './registry-error.js';
+import { printable, redactUrl, registryError, registryErrorInfo } from './registry-error.js';
 import { Authenticator } from './token-auth.js';
 
-/** Registries cap manifests at 4 MiB (distribution's default); a bigger one is refused unread. */
+/**
+ * Registries cap manifests at 4 MiB (distribution's default; the distribution spec says a
+ * registry should accept at least that much), and so does containers/image
+ * (iolimits.MaxManifestBodySize): a bigger one is refused unread.
+ */
 export const MAX_MANIFEST_SIZE = 4 << 20;
+
+/**
+ * An image config is read into memory to check it is JSON before the image is named.
+ * containers/image allows 4 MiB (iolimits.MaxConfigBodySize); a config holds one history entry
+ * per layer and every label and environment variable, so twice that, for images built with
+ * many long RUN lines, is still far from a memory problem.
+ */
+export const MAX_CONFIG_SIZE = 8 << 20;
+
+/** One page of a tag list: 16 MiB holds ~500,000 tags, for registries that do not paginate. */
+const MAX_TAG_PAGE_SIZE = 16 << 20;
+
+/** What of an error body goes into the message; the rest is not read. */
+const MAX_ERROR_BODY = 64 << 10;
 
 /** Manifest media types we read and write, in the order we ask for them. */
 export const MANIFEST_MEDIA_TYPES = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest];
@@ -61,6 +80,13 @@ export interface RegistryClientOptions {
   retries?: number;
   /** No bytes for this long fails a request or transfer (and counts as a retryable failure). Default 60 s. */
   timeoutMs?: number;
+  /**
+   * A request whose answer is read into memory (manifest, token, config, error, tag list) fails
+   * when it is not over within this long, however steadily bytes arrive. Default 2 minutes.
+   */
+  deadlineMs?: number;
+  /** A blob download slower than this, averaged over each `timeoutMs`, fails (and is resumed). Default 4096. */
+  minBytesPerSecond?: number;
   /** Blobs transferred at once by pull and push. Default 3. */
   concurrency?: number;
   /** First retry delay, doubled per attempt. Default 250 ms. */
@@ -115,6 +141,8 @@ export class RegistryClient {
       ...(opts.userAgent !== undefined ? { userAgent: opts.userAgent } : {}),
       ...(opts.retries !== undefined ? { retries: opts.retries } : {}),
       ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(opts.deadlineMs !== undefined ? { deadlineMs: opts.deadlineMs } : {}),
+      ...(opts.minBytesPerSecond !== undefined ? { minBytesPerSecond: opts.minBytesPerSecond } : {}),
       ...(opts.backoffMs !== undefined ? { backoffMs: opts.backoffMs } : {}),
     });
     this.auth = new Authenticator(this.transport, opts.auth);
@@ -152,6 +180,7 @@ export class RegistryClient {
   /**
    * One request to a registry with authorization: the header for the known challenge goes out
    * first; a 401 fetches a new one (refreshing a bearer token) and the request is sent again once.
+   * `streamed`: the response body is a blob streamed to disk (see HttpTransport.once).
    */
   private async call(
     registry: string,
@@ -161,6 +190,7 @@ export class RegistryClient {
     headers: Headers = {},
     body?: BodySource,
     retry = true,
+    streamed = false,
   ): Promise<HttpResponse> {
     const base = await this.transport.base(registry);
     const url = typeof pathOrUrl === 'string' ? new URL(pathOrUrl, base) : pathOrUrl;
@@ -168,7 +198,7 @@ export class RegistryClient {
     let authz = await this.auth.header(registry, host, scopes);
     for (let attempt = 0; ; attempt++) {
       const h: Headers = { ...headers, ...(authz !== undefined ? { authorization: authz } : {}) };
-      const r = await this.transport.send(method, url, h, body, host, retry);
+      const r = await this.transport.send(method, url, h, body, host, retry, streamed);
       if (r.status !== 401 || attempt > 0) return r;
       const www = r.headers['www-authenticate'];
       const next = await this.auth.unauthorized(registry, host, scopes, Array.isArray(www) ? www.join(', ') : www);
@@ -179,8 +209,8 @@ export class RegistryClient {
   }
 
   private async fail(what: string, r: HttpResponse): Promise<never> {
-    const text = r.body !== undefined ? await readCapped(r.body, 64 << 10).catch(() => '') : '';
-    throw registryError(what, r.status, text);
+    const text = r.body !== undefined ? await readCapped(r.body, MAX_ERROR_BODY).catch(() => '') : '';
+    throw registryError(what, r.status, this.auth.scrub(text));
   }
 
   /**
@@ -318,22 +348,7 @@ export class RegistryClient {
       accept: MANIFEST_MEDIA_TYPES.join(', '),
     });
     if (r.status !== 200) await this.fail(what, r);
-    const length = Number(header(r, 'content-length'));
-    if (Number.isFinite(length) && length > MAX_MANIFEST_SIZE) {
-      discard(r.body);
-      throw new InvalidArgumentError(`${what} is ${length} bytes, over the ${MAX_MANIFEST_SIZE >> 20} MiB manifest limit`);
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of r.body) {
-      size += (c as Buffer).length;
-      if (size > MAX_MANIFEST_SIZE) {
-        discard(r.body);
-        throw new InvalidArgumentError(`${what} is over the ${MAX_MANIFEST_SIZE >> 20} MiB manifest limit`);
-      }
-      chunks.push(c as Buffer);
-    }
-    const body = Buffer.concat(chunks);
+    const body = await r.body.buffer(MAX_MANIFEST_SIZE, 'manifest');
     const expected = d?.digest ?? ref.digest ?? (header(r, 'docker-content-digest') as Digest | undefined);
     const alg = expected !== undefined && isDigest(expected) ? digestAlgorithm(expected) : 'sha256';
     const digest = `${alg}:${crypto().createHash(alg).update(body).digest('hex')}` as Digest;
@@ -343,12 +358,14 @@ export class RegistryClient {
     if (d !== undefined && d.size !== body.length) {
       throw new DataLossError(`${what}: size mismatch, expected ${d.size} bytes, got ${body.length}`);
     }
+    const named = reference === digest ? what : `${what} (${digest})`;
     let parsed: { mediaType?: unknown; manifests?: unknown; config?: unknown; schemaVersion?: unknown };
     try {
       parsed = JSON.parse(body.toString('utf8')) as typeof parsed;
     } catch {
-      throw new DataLossError(`${what} is not valid JSON`);
+      throw new DataLossError(`${named} is not valid JSON`);
     }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new DataLossError(`${named} is not a JSON object`);
     const contentType = header(r, 'content-type')?.split(';')[0]?.trim();
     let mediaType = typeof parsed.mediaType === 'string' ? parsed.mediaType : contentType;
     if (mediaType === undefined || mediaType === 'application/json' || mediaType === 'application/octet-stream') {
@@ -357,7 +374,7 @@ export class RegistryClient {
     }
     if (mediaType === undefined || !MANIFEST_MEDIA_TYPES.includes(mediaType as never)) {
       throw new InvalidArgumentError(
-        `${what} has unsupported media type ${mediaType ?? '(none)'}${parsed.schemaVersion === 1 ? ' (Docker schema 1 is not supported)' : ''}`,
+        `${named} has unsupported media type ${mediaType !== undefined ? printable(mediaType, 100) : '(none)'}${parsed.schemaVersion === 1 ? ' (Docker schema 1 is not supported)' : ''}`,
       );
     }
     return { descriptor: { mediaType, digest, size: body.length }, body };
@@ -385,7 +402,7 @@ export class RegistryClient {
     const what = `blob ${repositoryName(repo)}@${d.digest}`;
     const path = `/v2/${repo.path}/blobs/${d.digest}`;
     const scopes = [scope(repo, 'pull')];
-    const first = await this.call(repo.domain, scopes, 'GET', path);
+    const first = await this.call(repo.domain, scopes, 'GET', path, {}, undefined, true, true);
     if (first.status !== 200) await this.fail(what, first);
     const length = Number(header(first, 'content-length'));
     if (Number.isFinite(length) && length !== d.size) {
@@ -396,7 +413,7 @@ export class RegistryClient {
     const retries = this.transport.retries;
     const backoff = (n: number) => this.transport.backoff(n);
     const fail = (r: HttpResponse) => this.fail(what, r);
-    const call = (h: Headers) => this.call(repo.domain, scopes, 'GET', path, h);
+    const call = (h: Headers) => this.call(repo.domain, scopes, 'GET', path, h, undefined, true, true);
     async function* verified(): AsyncGenerator<Buffer> {
       const alg = digestAlgorithm(d.digest);
       const hash = opts.verifyDigest === false ? undefined : crypto().createHash(alg);
@@ -474,6 +491,28 @@ export class RegistryClient {
       progress({ digest: d.digest, phase: 'downloading', current: got, total: d.size });
     }
     return Readable.from(verified(), { objectMode: false, highWaterMark: 1 << 20 });
+  }
+
+  /**
+   * An image config, read into memory (at most MAX_CONFIG_SIZE, refused unread when the
+   * descriptor says more), verified against its digest and checked to be a JSON object: a store
+   * that names an image whose config it cannot parse fails every command that lists images.
+   */
+  async getConfig(repo: Reference, d: Descriptor): Promise<Buffer> {
+    const what = `config ${repositoryName(repo)}@${d.digest}`;
+    if (d.size > MAX_CONFIG_SIZE) throw new InvalidArgumentError(`${what} is ${d.size} bytes, over the ${formatCap(MAX_CONFIG_SIZE)} config limit`);
+    const chunks: Buffer[] = [];
+    // getBlob enforces the descriptor's size (so the cap) and digest while it reads.
+    for await (const c of await this.getBlob(repo, d)) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new DataLossError(`${what} is not valid JSON`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new DataLossError(`${what} is not a JSON object`);
+    return body;
   }
 
   /** HEAD on the blob: true when the repository has it (at the descriptor's size, if the registry says). */
@@ -586,7 +625,13 @@ export class RegistryClient {
         // after a partial request) are worth another attempt; anything else is the answer.
         const info = registryErrorInfo(e);
         const again = isRetryableError(e) || e instanceof UnavailableError || info?.registryCode === 'BLOB_UPLOAD_INVALID' || info?.registryCode === 'BLOB_UPLOAD_UNKNOWN';
-        if (!again || attempt >= this.transport.retries) throw e;
+        if (!again || attempt >= this.transport.retries) {
+          // A connection failure (STALLED, ECONNRESET) is still a plain node error here.
+          if (isRetryableError(e) && !(e instanceof UnavailableError)) {
+            throw new UnavailableError(`upload of ${what}: ${describeError(e)} (${attempt + 1} attempts)`, { cause: e });
+          }
+          throw e;
+        }
         await sleep(this.transport.backoff(attempt));
         // Ask the registry how much of the session it kept, and continue from there.
         const status = await this.call(repo.domain, scopes, 'GET', session).catch(() => undefined);
@@ -647,7 +692,7 @@ export class RegistryClient {
       if (page > 10_000) throw new DataLossError(`tags of ${repositoryName(repo)}: the registry keeps sending next pages`);
       const r = await this.call(repo.domain, [scope(repo, 'pull')], 'GET', next);
       if (r.status !== 200) await this.fail(`tags of ${repositoryName(repo)}`, r);
-      const text = await readCapped(r.body, 16 << 20);
+      const text = (await r.body.buffer(MAX_TAG_PAGE_SIZE, 'tag list')).toString('utf8');
       let j: { tags?: unknown };
       try {
         j = JSON.parse(text) as typeof j;

@@ -51,7 +51,9 @@ export function parseErrorBody(body: string): { code?: string; message?: string 
  * (upload `_state` tokens) and credentials never reach this function.
  */
 export function registryError(what: string, status: number, body: string): TsbuildError & RegistryErrorInfo {
-  const { code, message } = parseErrorBody(body);
+  const parsed = parseErrorBody(body);
+  const code = parsed.code !== undefined ? printable(parsed.code, 64) : undefined;
+  const message = parsed.message !== undefined ? printable(parsed.message) : undefined;
   const said = code !== undefined ? `${code}${message !== undefined ? `: ${message}` : ''}` : statusText(status);
   let e: TsbuildError;
   const line = `${what}: ${status} ${said}`;
@@ -91,6 +93,17 @@ function statusText(status: number): string {
     504: 'Gateway Timeout',
   };
   return t[status] ?? 'error';
+}
+
+/**
+ * Text a server chose (an error message, a media type, a header) as it may appear in our
+ * one-line messages: control characters, newlines included, become spaces, so that a registry
+ * can neither break the line nor send escape sequences to the user's terminal; at most `max`
+ * characters.
+ */
+export function printable(s: string, max = 300): string {
+  const flat = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
 }
 
 /** A URL as it may appear in a message: no user info, no query (upload state, signatures). */

@@ -1,7 +1,7 @@
 import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import type { AuthProvider, Credentials } from './auth-provider.js';
-import type { HttpTransport } from './http-transport.js';
-import { parseErrorBody, redactUrl } from './registry-error.js';
+import { MAX_TEXT_BODY, type HttpTransport } from './http-transport.js';
+import { parseErrorBody, printable, redactUrl } from './registry-error.js';
 import { parseWwwAuthenticate, type Challenge } from './www-authenticate.js';
 
 interface CachedToken {
@@ -13,6 +13,11 @@ interface CachedToken {
 const EXPIRY_MARGIN_MS = 10_000;
 /** The token spec's default lifetime when the server names none. */
 const DEFAULT_TOKEN_SECONDS = 60;
+/**
+ * A token response is a small JSON object; containers/image reads at most 1 MiB of it
+ * (iolimits.MaxAuthTokenBodySize, after CVE-2020-1702), and so do we.
+ */
+const MAX_TOKEN_BODY = MAX_TEXT_BODY;
 
 /**
  * Authorization for one client, per registry host:
@@ -24,7 +29,8 @@ const DEFAULT_TOKEN_SECONDS = 60;
  *      as docker does. Tokens are cached per (host, scopes) until shortly before they expire.
  *   3. The request is sent once more with the new header; a 401 then is the caller's error.
  * Credentials never leave this class except as Authorization headers to the registry and its
- * token realm, and never appear in an error message.
+ * token realm (never to where either redirects: see HttpTransport.once), and never appear in an
+ * error message: `scrub` takes them out of what a server says back.
  */
 export class Authenticator {
   private readonly challenges = new Map<string, Challenge>();
@@ -32,6 +38,8 @@ export class Authenticator {
   private readonly creds = new Map<string, Promise<Credentials | undefined>>();
   /** How many tokens were fetched; tests check that the cache works. */
   tokenFetches = 0;
+  /** Every secret seen (passwords, identity tokens, their Basic encodings, bearer tokens), for `scrub`. */
+  private readonly secrets = new Set<string>();
 
   constructor(
     private readonly transport: HttpTransport,
@@ -42,10 +50,28 @@ export class Authenticator {
     let c = this.creds.get(registry);
     if (c === undefined) {
       c = this.provider !== undefined ? this.provider.credentials(registry) : Promise.resolve(undefined);
+      c = c.then((found) => {
+        if (found !== undefined && 'identityToken' in found) this.secrets.add(found.identityToken);
+        else if (found !== undefined) {
+          this.secrets.add(found.password);
+          this.secrets.add(basic(found));
+        }
+        return found;
+      });
       this.creds.set(registry, c);
       c.catch(() => this.creds.delete(registry));
     }
     return c;
+  }
+
+  /**
+   * `text` with every secret this client holds replaced by `***`: a hostile server may echo the
+   * credentials it was sent in its error message, which we print.
+   */
+  scrub(text: string): string {
+    let out = text;
+    for (const s of this.secrets) if (s !== '') out = out.split(s).join('***');
+    return out;
   }
 
   /** The Authorization header for a request with these scopes, when the host's challenge is known. */
@@ -81,7 +107,7 @@ export class Authenticator {
     const creds = await this.credentials(registry);
     if (ch.scheme === 'Basic') {
       if (creds === undefined || !('username' in creds)) return undefined;
-      return `Basic ${Buffer.from(`${creds.username}:${creds.password}`, 'utf8').toString('base64')}`;
+      return `Basic ${basic(creds)}`;
     }
     const key = `${host} ${[...scopes].sort().join(' ')}`;
     const cached = this.tokens.get(key);
@@ -102,7 +128,7 @@ export class Authenticator {
     try {
       url = new URL(realm);
     } catch {
-      throw new InvalidArgumentError(`registry ${registry} sent a Bearer challenge with a bad realm "${realm}"`);
+      throw new InvalidArgumentError(`registry ${registry} sent a Bearer challenge with a bad realm "${printable(realm, 100)}"`);
     }
     this.tokenFetches++;
     let r;
@@ -110,21 +136,23 @@ export class Authenticator {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: creds.identityToken, client_id: 'tsbuild' });
       if (ch.params.service !== undefined) form.set('service', ch.params.service);
       if (scopes.length > 0) form.set('scope', scopes.join(' '));
-      r = await this.transport.send('POST', url, { 'content-type': 'application/x-www-form-urlencoded' }, Buffer.from(form.toString()));
+      r = await this.transport.send('POST', url, { 'content-type': 'application/x-www-form-urlencoded' }, Buffer.from(form.toString()), url.host);
     } else {
       if (ch.params.service !== undefined) url.searchParams.set('service', ch.params.service);
       for (const s of scopes) url.searchParams.append('scope', s);
       const headers: Record<string, string> = {};
       if (creds !== undefined) {
         url.searchParams.set('account', creds.username);
-        headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`, 'utf8').toString('base64')}`;
+        headers.authorization = `Basic ${basic(creds)}`;
       }
-      r = await this.transport.send('GET', url, headers, undefined);
+      // The realm named by the registry gets the credentials, as docker sends them; where it
+      // redirects does not (url.host as the only host they go to).
+      r = await this.transport.send('GET', url, headers, undefined, url.host);
     }
-    const text = await r.body.text();
+    const text = await r.body.text(MAX_TOKEN_BODY, 'token response');
     if (r.status !== 200) {
       const { code, message } = parseErrorBody(text);
-      const said = code !== undefined ? ` ${code}${message !== undefined ? `: ${message}` : ''}` : '';
+      const said = code !== undefined ? ` ${printable(this.scrub(code), 64)}${message !== undefined ? `: ${printable(this.scrub(message))}` : ''}` : '';
       throw Object.assign(
         new FailedPreconditionError(
           `token request to ${redactUrl(url)} for ${registry} failed: ${r.status}${said}${r.status === 401 ? ' (check your credentials)' : ''}`,
@@ -138,10 +166,17 @@ export class Authenticator {
     } catch {
       throw new FailedPreconditionError(`token server ${redactUrl(url)} for ${registry} answered something that is not JSON`);
     }
-    const token = j.token ?? j.access_token;
+    const token = typeof j === 'object' && j !== null ? (j.token ?? j.access_token) : undefined;
     if (typeof token !== 'string' || token === '') throw new FailedPreconditionError(`token server ${redactUrl(url)} for ${registry} sent no token`);
+    // It becomes a header value: anything else would make node:http throw a TypeError (RFC 6750 b64token is narrower still).
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new FailedPreconditionError(`token server ${redactUrl(url)} for ${registry} sent a token that is not printable ASCII`);
     const issued = j.issued_at !== undefined && !Number.isNaN(Date.parse(j.issued_at)) ? Math.min(Date.parse(j.issued_at), Date.now()) : Date.now();
     const seconds = typeof j.expires_in === 'number' && j.expires_in > 0 ? j.expires_in : DEFAULT_TOKEN_SECONDS;
+    this.secrets.add(token);
     return { header: `Bearer ${token}`, expiresAt: issued + seconds * 1000 };
   }
+}
+
+function basic(creds: { username: string; password: string }): string {
+  return Buffer.from(`${creds.username}:${creds.password}`, 'utf8').toString('base64');
 }
