@@ -1,5 +1,5 @@
 import { Flags, oneLine } from '../cli-kit.js';
-import { DataLossError, type ImageManifest, type Reference, familiarReference, parseReference, shortId } from '@tsbuild/oci';
+import { DataLossError, type ImageManifest, familiarReference, parseReference, shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
 
 export default class Images extends BaseCommand<typeof Images> {
@@ -18,10 +18,22 @@ export default class Images extends BaseCommand<typeof Images> {
       const what = rec.name ?? rec.descriptor.digest;
       const warn = (e: unknown, outcome: string) => process.stderr.write(`Warning: image ${what}: ${oneLine((e as Error).message)} (${outcome}; see: tsbuild fsck)\n`);
       const img = store.image(rec.descriptor);
-      let ref: Reference | undefined;
+      let repository = '<none>';
+      let tag = '<none>';
+      if (rec.name !== undefined) {
+        try {
+          const ref = parseReference(rec.name);
+          repository = familiarReference({ domain: ref.domain, path: ref.path });
+          tag = ref.tag ?? '<none>';
+        } catch (e) {
+          // A name stored before the reference rules were as strict: shown as stored, so `rmi ID` can remove it.
+          warn(e, 'listed under its stored name');
+          const colon = rec.name.lastIndexOf(':');
+          [repository, tag] = colon > rec.name.lastIndexOf('/') ? [rec.name.slice(0, colon), rec.name.slice(colon + 1)] : [rec.name, '<none>'];
+        }
+      }
       let manifest: ImageManifest;
       try {
-        ref = rec.name !== undefined ? parseReference(rec.name) : undefined;
         manifest = await img.manifest();
         imageSize(manifest);
       } catch (e) {
@@ -38,8 +50,8 @@ export default class Images extends BaseCommand<typeof Images> {
       }
       rows.push({
         name: rec.name ?? null,
-        repository: ref ? familiarReference({ domain: ref.domain, path: ref.path }) : '<none>',
-        tag: ref?.tag ?? '<none>',
+        repository,
+        tag,
         id: manifest.config.digest,
         digest: rec.descriptor.digest,
         created,
