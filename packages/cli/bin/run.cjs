@@ -2,34 +2,38 @@
 'use strict';
 // The bundle (scripts/bundle.mjs) of dist/main.js. CommonJS, so node never starts its ES module
 // loader (~3 ms) for a command.
-const { main } = require('../bundle/main.cjs');
+const { main, internalError } = require('../bundle/main.cjs');
 
 // A warning is one line, like an error: "Warning: …" without node's "(node:PID)" prefix and its
 // "--trace-warnings" hint.
 process.removeAllListeners('warning');
 process.on('warning', (w) => process.stderr.write(`Warning: ${w.message}\n`));
 
+// Whatever escapes a command (a bug, a stream's 'error' nothing listened to, a promise nothing
+// awaited) is still one line and status 1; TSBUILD_DEBUG=1 prints the stack trace as well.
+// Without these, node prints the stack and the source line and exits with its own status.
+let settled = false;
+const crash = (e) => {
+  settled = true;
+  process.stderr.write(`Error: ${internalError(e)}\n`);
+  process.exit(1);
+};
+process.on('uncaughtException', crash);
+process.on('unhandledRejection', crash);
+
 // A command whose work stalled (nothing left to wait on, its promise never settled) would end
 // with node's status 0 and nothing said: say so in one line, and fail with status 1.
-let settled = false;
 process.on('beforeExit', () => {
   if (settled) return;
   process.stderr.write('Error: internal error: the command stopped before it finished (a stream stalled)\n');
   process.exit(1);
 });
 
-main(process.argv.slice(2)).then(
-  (status) => {
-    settled = true;
-    if (status !== 0) {
-      // Leave at once on failure: nothing the failed command started may keep the process alive.
-      process.exitCode = status;
-      process.stdout.write('', () => process.stderr.write('', () => process.exit(status)));
-    }
-  },
-  (e) => {
-    settled = true;
-    process.stderr.write(`Error: internal error: ${e?.stack ?? e}\n`);
-    process.exit(1);
-  },
-);
+main(process.argv.slice(2)).then((status) => {
+  settled = true;
+  if (status !== 0) {
+    // Leave at once on failure: nothing the failed command started may keep the process alive.
+    process.exitCode = status;
+    process.stdout.write('', () => process.stderr.write('', () => process.exit(status)));
+  }
+}, crash);

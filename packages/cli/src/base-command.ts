@@ -45,10 +45,10 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   protected override async catch(err: Error): Promise<unknown> {
-    if (isTsbuildError(err)) throw new CliError(err.message, 1);
+    if (isTsbuildError(err)) throw new CliError(err.message, 1, { cause: err });
     const code = (err as NodeJS.ErrnoException).code;
     // A system error that escaped a library: still one line, never a stack trace.
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new CliError(err.message, 1);
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) throw new CliError(err.message, 1, { cause: err });
     throw err;
   }
 }

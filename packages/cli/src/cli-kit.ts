@@ -91,8 +91,9 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: number,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'CliError';
   }
 }
@@ -331,18 +332,41 @@ export abstract class Command {
   }
 }
 
-/** Prints what an error means for the user and gives the exit status. */
+/** TSBUILD_DEBUG=1: errors are printed with their stack traces (and causes), for a bug report. */
+export function debugEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.TSBUILD_DEBUG === '1';
+}
+
+/** Prints what an error means for the user, as one line on stderr, and gives the exit status. */
 export function report(e: unknown, id: string): number {
   if (e instanceof ExitRequest) return e.exitCode;
+  const debug = debugEnabled();
   if (e instanceof CliError) {
     const hint = e.exitCode === 2 && id ? ` (see: ${BIN} ${id} --help)` : '';
-    process.stderr.write(`Error: ${e.message}${hint}\n`);
+    process.stderr.write(`Error: ${oneLine(e.message)}${hint}\n`);
+    if (debug && e.cause instanceof Error && e.cause.stack !== undefined) process.stderr.write(`${e.cause.stack}\n`);
     return e.exitCode;
   }
-  // Not one of ours: a bug. Keep the stack so it can be reported.
-  const err = e as Error;
-  process.stderr.write(`Error: ${err?.stack ?? String(e)}\n`);
+  process.stderr.write(`Error: ${internalError(e, debug)}\n`);
   return 1;
+}
+
+/**
+ * An error that is not one of ours (a bug, or a library's error nothing mapped): its name, code
+ * and message on one line, like every other error; the stack trace only with TSBUILD_DEBUG=1,
+ * where it is worth its lines.
+ */
+export function internalError(e: unknown, debug = debugEnabled()): string {
+  if (!(e instanceof Error)) return `internal error: ${oneLine(String(e))}`;
+  if (debug && e.stack !== undefined) return `internal error: ${e.stack}`;
+  const code = (e as NodeJS.ErrnoException).code;
+  const kind = `${e.name}${typeof code === 'string' ? ` [${code}]` : ''}`;
+  return `internal error: ${kind}: ${oneLine(e.message)} (set TSBUILD_DEBUG=1 for a stack trace)`;
+}
+
+/** A message made one line: a multi-line one (from a library, a registry) has its lines joined. */
+export function oneLine(message: string): string {
+  return message.trim().replace(/\s*\n\s*/g, ' ');
 }
 
 /** `tsbuild CMD --help`. */

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { BIN, CliError, type Command, commandHelp, report, rootHelp } from './cli-kit.js';
+
+export { internalError } from './cli-kit.js';
 import { commandSummaries } from './command-summaries.js';
 
 /** Every command, loaded only when it runs: a command imports just the packages it needs. */

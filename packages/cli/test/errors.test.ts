@@ -115,3 +115,76 @@ describe('usage errors exit 2, --help exits 0', () => {
     expect(r.stderr).toBe('Error: image not known: nothere\n');
   });
 });
+
+/** stderr is exactly one line (what a user sees for any error). */
+function expectOneLine(stderr: string): void {
+  expect(stderr).toMatch(/^Error: [^\n]+\n$/);
+}
+
+describe('every error is one line, exit 1 (issue 14)', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  it.each([
+    ['UPPER/case', 'repository name must be lowercase'],
+    ['Myorg/app:1', 'repository name must be lowercase'],
+    ['127.0.0.1:99999/x', 'port 99999 of registry host "127.0.0.1:99999" is not in 1..65535'],
+  ])('tag busybox %s is refused, naming the reference and what is wrong', async (target, why) => {
+    const r = await t.run(['tag', 'busybox', target]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`Error: invalid reference "${target}": ${why}\n`);
+    expect((await t.run(['images', '--format', 'json'])).stdout).not.toContain(target.split('/')[0]);
+  });
+
+  it('pull of a reference with a port out of range is one line, not a stack trace', async () => {
+    const r = await t.run(['pull', '--tls-verify=false', '127.0.0.1:99999/x']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: invalid reference "127.0.0.1:99999/x": port 99999 of registry host "127.0.0.1:99999" is not in 1..65535\n');
+  });
+
+  it.each(['save', 'export'])('%s -o into a missing directory names the path', async (cmd) => {
+    const out = path.join(t.tmp, 'no/such/dir/x.tar');
+    const r = await t.run([cmd, 'busybox', '-o', out]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`Error: cannot write ${out}: no such directory\n`);
+  });
+
+  it.each(['save', 'export'])('%s -o onto a directory names it and leaves no temp file', async (cmd) => {
+    const parent = await fsp.mkdtemp(path.join(t.tmp, `${cmd}-`));
+    const out = path.join(parent, 'taken');
+    await fsp.mkdir(out);
+    const r = await t.run([cmd, 'busybox', '-o', out]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`Error: cannot write ${out}: it is a directory\n`);
+    expect(await fsp.readdir(parent)).toEqual(['taken']);
+  });
+
+  it('an error no command expected (a bug) is one line with its name; TSBUILD_DEBUG=1 adds the stack', async () => {
+    // A preload that throws from a timer while `images` runs: an exception nothing catches.
+    const preload = path.join(t.tmp, 'bug.cjs');
+    await fsp.writeFile(preload, "setTimeout(() => { const e = new TypeError('boom'); e.code = 'ERR_TEST'; throw e; }, 0);\n");
+    const env = { NODE_OPTIONS: `--require ${preload}` };
+    const r = await t.run(['images'], { env });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: internal error: TypeError [ERR_TEST]: boom (set TSBUILD_DEBUG=1 for a stack trace)\n');
+    const debug = await t.run(['images'], { env: { ...env, TSBUILD_DEBUG: '1' } });
+    expect(debug.code).toBe(1);
+    expect(debug.stderr).toMatch(/^Error: internal error: TypeError: boom\n\s+at .*bug\.cjs/);
+  });
+
+  it('a promise nothing awaited that fails is one line too', async () => {
+    const preload = path.join(t.tmp, 'reject.cjs');
+    await fsp.writeFile(preload, "Promise.reject(new RangeError('lost'));\n");
+    const r = await t.run(['images'], { env: { NODE_OPTIONS: `--require ${preload}` } });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('Error: internal error: RangeError: lost (set TSBUILD_DEBUG=1 for a stack trace)\n');
+  });
+
+  it('usage errors still exit 2 in one line', async () => {
+    const r = await t.run(['tag', 'busybox']);
+    expect(r.code).toBe(2);
+    expectOneLine(r.stderr);
+    expect(r.stderr).toContain('Missing 1 required arg');
+  });
+});

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestStore } from './harness.js';
 
@@ -153,5 +154,147 @@ describe('prune and untagged images', () => {
     expect((await t.run(['inspect', id])).code).toBe(1);
     expect((await t.run(['inspect', 'busybox'])).code).toBe(0);
     expect((await t.run(['fsck'])).code).toBe(0);
+  });
+});
+
+describe('load of a bad archive: one line, exit 1, nothing left in ingest/ and nothing named', () => {
+  const t = new TestStore();
+  let before: string;
+  let whole: Buffer;
+  beforeAll(async () => {
+    await t.importBusybox();
+    const file = path.join(t.tmp, 'whole.tar');
+    expect((await t.run(['save', 'busybox', '-o', file, '--format', 'docker-archive'])).code).toBe(0);
+    whole = await fsp.readFile(file);
+  });
+  afterAll(() => t.cleanup());
+
+  /** An empty store to load into (the one that saved has every blob already). */
+  const fresh = async () => {
+    const s = new TestStore();
+    const r = await s.run(['images', '--format', 'json']);
+    expect(r.code).toBe(0);
+    before = r.stdout;
+    return s;
+  };
+
+  it.each([
+    ['plain', (b: Buffer) => b],
+    ['gzip', (b: Buffer) => gzipSync(b)],
+  ])('a truncated %s archive', async (_kind, encode) => {
+    const s = await fresh();
+    try {
+      const bytes = encode(whole);
+      const cut = path.join(s.tmp, 'cut.tar');
+      await fsp.writeFile(cut, bytes.subarray(0, Math.floor(bytes.length / 2)));
+      const r = await s.run(['load', '-i', cut]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^Error: ${cut}: not a readable archive: [^\\n]+\\n$`));
+      expect(await fsp.readdir(path.join(s.root, 'ingest'))).toEqual([]);
+      expect((await s.run(['images', '--format', 'json'])).stdout).toBe(before);
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  it.each([
+    ['[null]', 'manifest.json: entry 0 is not an object'],
+    ['{"Config":"c.json"}', 'manifest.json is not a list'],
+    ['[{"Layers":[]}]', 'manifest.json: entry 0 has no Config path'],
+    ['[{"Config":"c.json","Layers":[{}]}]', 'manifest.json: entry 0: Layers is not a list of paths'],
+    ['[{"Config":"../c.json","Layers":[]}]', `manifest.json: entry 0: path "../c.json" has a '..' component`],
+  ])('manifest.json %s', async (manifest, why) => {
+    const s = await fresh();
+    try {
+      const dir = path.join(s.tmp, 'archive');
+      await fsp.mkdir(dir);
+      await fsp.writeFile(path.join(dir, 'c.json'), '{"rootfs":{"type":"layers","diff_ids":[]}}');
+      await fsp.writeFile(path.join(dir, 'manifest.json'), manifest);
+      const file = path.join(s.tmp, 'bad.tar');
+      execFileSync('tar', ['-C', dir, '-cf', file, 'c.json', 'manifest.json']);
+      const r = await s.run(['load', '-i', file]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`Error: ${file}: ${why}\n`);
+      expect((await s.run(['images', '--format', 'json'])).stdout).toBe(before);
+    } finally {
+      await s.cleanup();
+    }
+  });
+});
+
+describe('fsck finds what is corrupt beyond blobs; images keeps working', () => {
+  /** A store with busybox and a built image (so there are committed snapshots). */
+  async function storeWithSnapshots(): Promise<TestStore> {
+    const t = new TestStore();
+    await t.importBusybox();
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN echo x > /x\n' });
+    expect((await t.run(['build', '-t', 'built', ctx])).code).toBe(0);
+    expect((await t.run(['fsck'])).code).toBe(0);
+    return t;
+  }
+
+  async function expectCorrupt(t: TestStore, line: RegExp): Promise<void> {
+    const r = await t.run(['fsck']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(line);
+    expect(r.stderr).toMatch(/^Error: store .* is corrupt: \d+ problem\(s\)\n$/);
+  }
+
+  it('a corrupt snapshots/metadata.json', async () => {
+    const t = await storeWithSnapshots();
+    try {
+      await fsp.writeFile(path.join(t.root, 'snapshots/metadata.json'), '{"version":1,"nextId":');
+      await expectCorrupt(t, /^snapshot: snapshot metadata .*metadata\.json is corrupt: .+$/m);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('a deleted snapshot directory', async () => {
+    const t = await storeWithSnapshots();
+    try {
+      const ids = (await fsp.readdir(path.join(t.root, 'snapshots'))).filter((n) => /^\d+$/.test(n));
+      expect(ids.length).toBeGreaterThan(0);
+      await fsp.rm(path.join(t.root, 'snapshots', ids[0]!), { recursive: true });
+      await expectCorrupt(t, new RegExp(`^snapshot: snapshot ".+": its directory .*/snapshots/${ids[0]}/fs is missing$`, 'm'));
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it("an image's config that does not parse: fsck names it, images lists the others", async () => {
+    const t = await storeWithSnapshots();
+    try {
+      const id = JSON.parse((await t.run(['inspect', 'built'])).stdout).Id as string;
+      // Rewritten in place with as many bytes (its descriptor's size still holds): the re-hash
+      // finds it too, but the parse check must name the config.
+      const file = path.join(t.root, 'blobs/sha256', id.slice('sha256:'.length));
+      const { size } = await fsp.stat(file);
+      await fsp.writeFile(file, `{"rootfs":${' '.repeat(size - 10)}`);
+      await expectCorrupt(t, new RegExp(`^bad-json: config ${id} is not valid JSON`, 'm'));
+      const r = await t.run(['images']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/\nbusybox\s+latest\s/);
+      expect(r.stdout).toMatch(/\nbuilt\s+latest\s+[0-9a-f]{12}\s+N\/A\s/);
+      expect(r.stderr).toMatch(/^Warning: image docker\.io\/library\/built:latest: [^\n]+\n$/);
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('a manifest of the wrong shape: fsck names it, images leaves it out with a warning', async () => {
+    const t = await storeWithSnapshots();
+    try {
+      const images = JSON.parse(await fsp.readFile(path.join(t.root, 'images.json'), 'utf8')) as { images: Record<string, { digest: string }> };
+      const digest = images.images['docker.io/library/built:latest']!.digest;
+      await fsp.writeFile(path.join(t.root, 'blobs/sha256', digest.slice('sha256:'.length)), '[null]');
+      await expectCorrupt(t, new RegExp(`^bad-shape: manifest ${digest}: not a JSON object$`, 'm'));
+      const r = await t.run(['images', '--format', 'json']);
+      expect(r.code).toBe(0);
+      expect((JSON.parse(r.stdout) as { name: string }[]).map((i) => i.name)).toEqual(['docker.io/library/busybox:latest']);
+      expect(r.stderr).toMatch(/^Warning: image docker\.io\/library\/built:latest: [^\n]+\(not listed; see: tsbuild fsck\)\n$/);
+    } finally {
+      await t.cleanup();
+    }
   });
 });

@@ -22,7 +22,8 @@ export const DOCKER_HUB_REGISTRY = 'registry-1.docker.io';
 
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
-const DOMAIN = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$/;
+const DOMAIN = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::([0-9]+))?$/;
+const MAX_PORT = 65535;
 const MAX_NAME = 255;
 
 /**
@@ -56,12 +57,20 @@ export function parseReference(input: string, opts: { defaultTag?: boolean } = {
   const slash = rest.indexOf('/');
   if (slash >= 0) {
     const first = rest.slice(0, slash);
-    if (first.includes('.') || first.includes(':') || first === 'localhost' || first !== first.toLowerCase()) {
+    // A registry host has a '.' or a port, or is localhost (docker's rule before 2018, and what
+    // podman's short names assume). Current distribution/reference also takes a first component
+    // with upper case for a host, so `UPPER/case` would name repository "case" on a registry
+    // called "UPPER", which no one means: it is a repository path, and must be lowercase.
+    if (first.includes('.') || first.includes(':') || first === 'localhost') {
       domain = first;
       path = rest.slice(slash + 1);
     }
   }
-  if (!DOMAIN.test(domain)) bad(`bad registry host "${domain}"`);
+  const host = DOMAIN.exec(domain);
+  if (host === null) bad(`bad registry host "${domain}"`);
+  // The grammar's port is any digits; a TCP port is 1..65535 (a bigger one only fails at connect).
+  const port = host?.[1];
+  if (port !== undefined && !(Number(port) >= 1 && Number(port) <= MAX_PORT)) bad(`port ${port} of registry host "${domain}" is not in 1..${MAX_PORT}`);
   if (domain === 'index.docker.io') domain = DEFAULT_DOMAIN;
   if (path !== path.toLowerCase()) bad('repository name must be lowercase');
   if (domain === DEFAULT_DOMAIN && !path.includes('/')) path = `library/${path}`;

@@ -48,7 +48,9 @@ export class MetadataStore {
     }
     try {
       const m = JSON.parse(text) as Metadata;
-      if (m.version !== 1 || typeof m.nextId !== 'number' || typeof m.snapshots !== 'object') throw new Error('unexpected shape');
+      if (typeof m !== 'object' || m === null || m.version !== 1 || typeof m.nextId !== 'number' || typeof m.snapshots !== 'object' || m.snapshots === null || Array.isArray(m.snapshots)) {
+        throw new Error('want {"version":1,"nextId":N,"snapshots":{…}}');
+      }
       return m;
     } catch (e) {
       throw new DataLossError(`snapshot metadata ${this.file} is corrupt: ${(e as Error).message}`, { cause: e });

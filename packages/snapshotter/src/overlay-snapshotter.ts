@@ -1,6 +1,6 @@
 import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { AlreadyExistsError, DataLossError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
 import { MetadataStore, type Metadata, type SnapshotRecord } from './metadata-store.js';
 import type { Mount, SnapshotInfo, SnapshotKind, Snapshotter } from './snapshotter.js';
 
@@ -145,6 +145,73 @@ export class OverlaySnapshotter implements Snapshotter {
       }
       return { write: false, result: undefined };
     });
+  }
+
+  /**
+   * For `tsbuild fsck`: what is wrong between metadata.json and the snapshot directories, one
+   * message per problem (none for a healthy root). metadata.json must parse; every record must
+   * be well-formed, its parent a committed snapshot that exists, and its `<id>/fs` (and for an
+   * active snapshot `<id>/work`) a directory. A directory no record names is not a problem: it is
+   * what a crash leaves, and cleanup() removes it. Read under the metadata lock, so a snapshot
+   * being created or removed is never seen half done. Needs no open(): a corrupt metadata.json is
+   * a finding here, not an error.
+   */
+  static async check(root: string): Promise<string[]> {
+    const abs = resolve(root);
+    if ((await lstat(abs).catch(() => undefined)) === undefined) return [];
+    const s = new OverlaySnapshotter(abs);
+    try {
+      return await s.meta.update(async (m) => ({ write: false, result: await s.problems(m) }));
+    } catch (e) {
+      if (e instanceof DataLossError) return [e.message];
+      throw e;
+    }
+  }
+
+  private async problems(m: Metadata): Promise<string[]> {
+    const out: string[] = [];
+    const ids = new Map<number, string>();
+    const kinds = new Set<string>(['active', 'view', 'committed']);
+    for (const [key, rec] of Object.entries(m.snapshots) as [string, unknown][]) {
+      const at = `snapshot "${key}" (${join(this.root, 'metadata.json')})`;
+      if (typeof rec !== 'object' || rec === null) {
+        out.push(`${at}: its record is not an object`);
+        continue;
+      }
+      const r = rec as Partial<SnapshotRecord>;
+      if (!Number.isSafeInteger(r.id) || (r.id as number) < 1) {
+        out.push(`${at}: invalid id ${JSON.stringify(r.id)}`);
+        continue;
+      }
+      const id = r.id as number;
+      if (ids.has(id)) out.push(`${at}: id ${id} is also the id of snapshot "${ids.get(id)}"`);
+      ids.set(id, key);
+      if (id >= m.nextId) out.push(`${at}: id ${id} is not below nextId ${m.nextId}`);
+      if (typeof r.kind !== 'string' || !kinds.has(r.kind)) out.push(`${at}: invalid kind ${JSON.stringify(r.kind)}`);
+      if (r.parent !== undefined) {
+        const p = typeof r.parent === 'string' && Object.hasOwn(m.snapshots, r.parent) ? m.snapshots[r.parent] : undefined;
+        if (p === undefined) out.push(`${at}: parent ${JSON.stringify(r.parent)} does not exist`);
+        else if (p.kind !== 'committed') out.push(`${at}: parent "${r.parent}" is not committed (it is ${String(p.kind)})`);
+        else if (this.inCycle(m, key)) out.push(`${at}: its parents form a cycle`);
+      }
+      const dirs = r.kind === 'active' ? ['fs', 'work'] : ['fs'];
+      for (const d of dirs) {
+        const path = join(this.root, String(id), d);
+        const st = await lstat(path).catch(() => undefined);
+        if (st === undefined) out.push(`snapshot "${key}": its directory ${path} is missing`);
+        else if (!st.isDirectory()) out.push(`snapshot "${key}": ${path} is not a directory`);
+      }
+    }
+    return out;
+  }
+
+  private inCycle(m: Metadata, key: string): boolean {
+    const seen = new Set<string>([key]);
+    for (let p = m.snapshots[key]?.parent; p !== undefined; p = m.snapshots[p]?.parent) {
+      if (seen.has(p)) return true;
+      seen.add(p);
+    }
+    return false;
   }
 
   private async create(kind: SnapshotKind, key: string, parent: string | undefined, labels: Record<string, string> | undefined): Promise<Mount[]> {

@@ -11,6 +11,18 @@ export interface TarSink {
   end(): void;
 }
 
+/**
+ * The most a pax extended header ('x', 'g') or a GNU long name or long link ('L', 'K') may hold,
+ * and the most the pax records in force for one entry (global plus local) may add up to. These
+ * bodies are kept in memory before the entry they describe, so without a bound a few KB of gzip
+ * declaring a 1 GiB pax header make us allocate gigabytes. Go's archive/tar, which writes most
+ * layers in the wild, caps them the same way (maxSpecialFileSize = 1 MiB, reader.go): a layer it
+ * could read, we read.
+ */
+export const MAX_META_SIZE = 1 << 20;
+
+const META_KIND: Record<string, string> = { x: 'pax header', g: 'global pax header', L: 'GNU long name', K: 'GNU long link name' };
+
 const TYPES: Record<string, TarType> = { '0': 'file', '7': 'file', '1': 'link', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo' };
 
 type State =
@@ -34,6 +46,8 @@ export class TarParser {
   private partial: Buffer | undefined;
   private global = new Map<string, Buffer>();
   private local = new Map<string, Buffer>();
+  /** Bytes held in `global` and `local` (keys and values), bounded by MAX_META_SIZE together. */
+  private paxBytes = { global: 0, local: 0 };
   private longName: string | undefined;
   private longLink: string | undefined;
   private index = 0;
@@ -117,12 +131,16 @@ export class TarParser {
     }
     const tf = raw.typeflag;
     if (tf === 'x' || tf === 'g' || tf === 'L' || tf === 'K') {
+      if (raw.size > MAX_META_SIZE) {
+        throw new InvalidArgumentError(`layer is not a valid tar: ${META_KIND[tf]} of ${raw.size} bytes ${this.where} "${raw.name}" (the limit is ${MAX_META_SIZE})`);
+      }
       this.state = { kind: 'meta', typeflag: tf, size: raw.size, parts: [], got: 0 };
       if (raw.size === 0) this.meta(tf, Buffer.alloc(0));
       return;
     }
     const pax = this.global.size === 0 ? this.local : new Map([...this.global, ...this.local]);
     this.local = new Map();
+    this.paxBytes.local = 0;
     const name = pax.get('path')?.toString('utf8') ?? this.longName ?? raw.name;
     const linkname = pax.get('linkpath')?.toString('utf8') ?? this.longLink ?? raw.linkname;
     this.longName = undefined;
@@ -171,9 +189,19 @@ export class TarParser {
   }
 
   private meta(typeflag: string, body: Buffer): void {
-    if (typeflag === 'x') for (const [k, v] of parsePax(body, this.where)) this.local.set(k, v);
-    else if (typeflag === 'g') for (const [k, v] of parsePax(body, this.where)) this.global.set(k, v);
-    else if (typeflag === 'L') this.longName = cut(body);
+    if (typeflag === 'x' || typeflag === 'g') {
+      const scope = typeflag === 'x' ? 'local' : 'global';
+      const map = this[scope];
+      for (const [k, v] of parsePax(body, this.where)) {
+        const old = map.get(k);
+        this.paxBytes[scope] += k.length + v.length - (old === undefined ? 0 : k.length + old.length);
+        map.set(k, v);
+      }
+      // Many headers in a row, each under the limit, must not add up past it either.
+      if (this.paxBytes.global + this.paxBytes.local > MAX_META_SIZE) {
+        throw new InvalidArgumentError(`layer is not a valid tar: pax records add up to more than ${MAX_META_SIZE} bytes ${this.where}`);
+      }
+    } else if (typeflag === 'L') this.longName = cut(body);
     else this.longLink = cut(body);
     this.toSkip(padding(body.length));
   }

@@ -29,8 +29,15 @@ export interface LoadedImage {
   descriptor: Descriptor;
 }
 
-/** Metadata files (manifest.json, index.json, configs) are small; bigger unknown entries are skipped. */
+/**
+ * Metadata files (manifest.json, index.json, configs) are read into memory, so what they may take
+ * is bounded: each one (bigger unknown entries are skipped, a bigger manifest.json or index.json
+ * is refused) and all of them together (an archive of many small files must not add up to
+ * gigabytes). A config is a few KB; docker's own daemon caps a config at 8 MiB.
+ */
 const MAX_METADATA = 32 << 20;
+const MAX_METADATA_TOTAL = 64 << 20;
+const INDEX_FILES = new Set(['manifest.json', 'index.json', 'oci-layout']);
 const BLOB_PATH = /^blobs\/(sha256|sha512)\/([a-f0-9]+)$/;
 
 /**
@@ -66,6 +73,7 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
   const gzipped = head[0] === 0x1f && head[1] === 0x8b;
 
   const smallFiles = new Map<string, Buffer>();
+  let smallBytes = 0;
   const layerFiles = new Map<string, IngestedLayer>();
   const links = new Map<string, string>();
   const blobs = new Set<Digest>();
@@ -76,6 +84,10 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
   const feeding = gzipped
     ? pipeline(createReadStream(path), zlib().createGunzip(), extract)
     : pipeline(createReadStream(path), extract);
+  // Awaited after the loop; a truncated or corrupt archive rejects it while the loop is still
+  // busy with an entry, and an unhandled rejection would end the process there, leaving the
+  // blob being written in ingest/. The loop sees the same error through the entry it reads.
+  feeding.catch(() => undefined);
   try {
     for await (const entry of extract) {
       const name = cleanPath(entry.header.name);
@@ -100,7 +112,13 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
         } else if (name.endsWith('.tar')) {
           layerFiles.set(name, await ingestLayer(store.content, body, { compression: 'none' }));
         } else if ((entry.header.size ?? 0) <= MAX_METADATA) {
+          smallBytes += entry.header.size ?? 0;
+          if (smallBytes > MAX_METADATA_TOTAL) {
+            throw new DataLossError(`${path}: metadata files add up to more than ${MAX_METADATA_TOTAL} bytes (at ${name})`);
+          }
           smallFiles.set(name, await buffer(body));
+        } else if (INDEX_FILES.has(name)) {
+          throw new DataLossError(`${path}: ${name} is ${entry.header.size} bytes, more than the ${MAX_METADATA} a metadata file may have`);
         } else {
           body.resume();
         }
@@ -130,12 +148,11 @@ async function loadTar(store: Store, path: string): Promise<LoadedImage[]> {
   };
 
   if (smallFiles.has('index.json') && smallFiles.has('oci-layout')) {
-    const index = parseJSON<ImageIndex>(smallFiles.get('index.json') as Buffer, `${path}: index.json`);
-    return ociImages(store, index, path);
+    const index = parseJSON<unknown>(smallFiles.get('index.json') as Buffer, `${path}: index.json`);
+    return ociImages(store, index, `${path}: index.json`);
   }
   if (smallFiles.has('manifest.json')) {
-    const manifest = parseJSON<DockerManifestEntry[]>(smallFiles.get('manifest.json') as Buffer, `${path}: manifest.json`);
-    if (!Array.isArray(manifest)) throw new DataLossError(`${path}: manifest.json is not a list`);
+    const manifest = dockerManifest(parseJSON<unknown>(smallFiles.get('manifest.json') as Buffer, `${path}: manifest.json`), `${path}: manifest.json`);
     const out: LoadedImage[] = [];
     for (const m of manifest) {
       out.push(...(await dockerImage(store, m, path, resolveLink, smallFiles, layerFiles)));
@@ -151,6 +168,67 @@ interface DockerManifestEntry {
   Layers: string[];
 }
 
+/**
+ * manifest.json as `docker save` writes it: a list of {Config, RepoTags, Layers}, paths relative
+ * to the archive's root. Anything else is refused here, in one line naming the entry, before a
+ * field of it is used.
+ */
+function dockerManifest(value: unknown, where: string): DockerManifestEntry[] {
+  if (!Array.isArray(value)) throw new DataLossError(`${where} is not a list`);
+  return value.map((m: unknown, i) => {
+    const at = `${where}: entry ${i}`;
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new DataLossError(`${at} is not an object`);
+    const { Config, RepoTags, Layers } = m as Record<string, unknown>;
+    if (typeof Config !== 'string' || Config === '') throw new DataLossError(`${at} has no Config path`);
+    if (!Array.isArray(Layers) || !Layers.every((l) => typeof l === 'string' && l !== '')) throw new DataLossError(`${at}: Layers is not a list of paths`);
+    if (RepoTags != null && (!Array.isArray(RepoTags) || !RepoTags.every((t) => typeof t === 'string'))) {
+      throw new DataLossError(`${at}: RepoTags is not a list of names`);
+    }
+    // Paths name files inside the archive; one that climbs out of it is not docker's.
+    for (const p of [Config, ...(Layers as string[])]) {
+      if (p.split('/').includes('..')) throw new DataLossError(`${at}: path "${p}" has a '..' component`);
+    }
+    const tags = (RepoTags ?? []) as string[];
+    for (const t of tags) nameOf(t, `${at}: RepoTags`);
+    return { Config, RepoTags: tags, Layers: Layers as string[] };
+  });
+}
+
+/** A name from an archive, normalised; a bad one is refused naming where it was found. */
+function nameOf(name: string, where: string): string {
+  try {
+    return normaliseName(name);
+  } catch (e) {
+    throw new DataLossError(`${where}: ${(e as Error).message}`);
+  }
+}
+
+/** A descriptor read from an archive or an image layout: checked before any field is used. */
+function descriptorOf(value: unknown, where: string): Descriptor {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new DataLossError(`${where}: a descriptor is not an object`);
+  const d = value as Record<string, unknown>;
+  if (typeof d.mediaType !== 'string') throw new DataLossError(`${where}: a descriptor has no mediaType`);
+  if (typeof d.digest !== 'string' || !isDigest(d.digest)) throw new DataLossError(`${where}: invalid digest "${String(d.digest)}"`);
+  if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0) throw new DataLossError(`${where}: blob ${d.digest} has an invalid size "${String(d.size)}"`);
+  return value as Descriptor;
+}
+
+/** The descriptors an index (its manifests) or a manifest (config, layers) refers to; none for other blobs. */
+async function childrenOf(store: Store, d: Descriptor, where: string): Promise<Descriptor[]> {
+  const isIndex = isIndexMediaType(d.mediaType);
+  if (!isIndex && d.mediaType !== MediaType.OciManifest && d.mediaType !== MediaType.DockerManifest) return [];
+  const body = await store.readJSON<unknown>(d.digest);
+  const at = `${where}: ${isIndex ? 'index' : 'manifest'} ${d.digest}`;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new DataLossError(`${at} is not a JSON object`);
+  const b = body as Record<string, unknown>;
+  if (isIndex) {
+    if (!Array.isArray(b.manifests)) throw new DataLossError(`${at} has no manifests list`);
+    return b.manifests.map((m) => descriptorOf(m, at));
+  }
+  if (!Array.isArray(b.layers)) throw new DataLossError(`${at} has no layers list`);
+  return [descriptorOf(b.config, at), ...b.layers.map((l) => descriptorOf(l, at))];
+}
+
 async function dockerImage(
   store: Store,
   m: DockerManifestEntry,
@@ -159,9 +237,6 @@ async function dockerImage(
   smallFiles: Map<string, Buffer>,
   layerFiles: Map<string, IngestedLayer>,
 ): Promise<LoadedImage[]> {
-  if (typeof m.Config !== 'string' || !Array.isArray(m.Layers)) {
-    throw new DataLossError(`${path}: manifest.json entry lacks Config or Layers`);
-  }
   const configPath = resolveLink(m.Config);
   const configBlob = BLOB_PATH.exec(configPath);
   let configBytes = smallFiles.get(configPath);
@@ -174,8 +249,9 @@ async function dockerImage(
   const configInfo = await store.content.writeBuffer(configBytes, named !== null ? (`sha256:${named[1]}` as Digest) : undefined).catch((e: Error) => {
     throw new DataLossError(`${path}: config ${m.Config}: ${e.message}`);
   });
-  const config = parseJSON<ImageConfig>(configBytes, `${path}: config ${m.Config}`);
-  const diffIDs = config.rootfs?.diff_ids ?? [];
+  const config = parseJSON<ImageConfig | null>(configBytes, `${path}: config ${m.Config}`);
+  const diffIDs: unknown = config?.rootfs?.diff_ids ?? [];
+  if (!Array.isArray(diffIDs)) throw new DataLossError(`${path}: config ${m.Config}: rootfs.diff_ids is not a list`);
   if (diffIDs.length !== m.Layers.length) {
     throw new DataLossError(`${path}: manifest.json lists ${m.Layers.length} layers but config ${m.Config} lists ${diffIDs.length} diff_ids`);
   }
@@ -210,7 +286,7 @@ async function dockerImage(
     layers,
   };
   const descriptor = await store.putJSON(manifest, MediaType.OciManifest);
-  const tags = (m.RepoTags ?? []).map((t) => normaliseName(t));
+  const tags = (m.RepoTags ?? []).map((t) => nameOf(t, `${path}: manifest.json: RepoTags`));
   return tags.length === 0 ? [{ descriptor }] : tags.map((name) => ({ name, descriptor }));
 }
 
@@ -229,26 +305,28 @@ async function layerDiffID(store: Store, d: Digest): Promise<{ gzip: boolean; di
   return { gzip: true, diffID: `sha256:${hash.digest('hex')}` };
 }
 
-/** Checks that every image of an OCI index is complete in the store and names it. */
-async function ociImages(store: Store, index: ImageIndex, where: string): Promise<LoadedImage[]> {
-  if (!Array.isArray(index.manifests)) throw new DataLossError(`${where}: index.json has no manifests list`);
+/** Checks that every image of an OCI index (`where` names index.json) is complete in the store and names it. */
+async function ociImages(store: Store, index: unknown, where: string): Promise<LoadedImage[]> {
+  const manifests = (index as ImageIndex | null)?.manifests;
+  if (!Array.isArray(manifests)) throw new DataLossError(`${where} has no manifests list`);
   const out: LoadedImage[] = [];
-  for (const m of index.manifests) {
+  for (const value of manifests as unknown[]) {
+    const m = descriptorOf(value, where);
     await checkComplete(store, m, where);
     const descriptor: Descriptor = { mediaType: m.mediaType, digest: m.digest, size: m.size };
     if (m.platform !== undefined) descriptor.platform = m.platform;
-    const name = ociName(m);
+    const name = ociName(m, where);
     out.push(name !== undefined ? { name, descriptor } : { descriptor });
   }
   return out;
 }
 
-function ociName(m: Descriptor): string | undefined {
+function ociName(m: Descriptor, where: string): string | undefined {
   const full = m.annotations?.[ANNOTATION_IMAGE_NAME];
-  if (full !== undefined) return normaliseName(full);
+  if (typeof full === 'string') return nameOf(full, `${where}: ${ANNOTATION_IMAGE_NAME}`);
   const ref = m.annotations?.[ANNOTATION_REF_NAME];
   // A tag holds neither ':' nor '/': anything with one is a reference (skopeo `oci-archive:F:x/y:z`).
-  if (ref !== undefined && /[:/]/.test(ref)) return normaliseName(ref);
+  if (typeof ref === 'string' && /[:/]/.test(ref)) return nameOf(ref, `${where}: ${ANNOTATION_REF_NAME}`);
   return undefined;
 }
 
@@ -256,24 +334,19 @@ async function checkComplete(store: Store, d: Descriptor, where: string): Promis
   const info = await store.content.info(d.digest);
   if (info === undefined) throw new DataLossError(`${where}: blob ${d.digest} (${d.mediaType}) is not in the archive`);
   if (info.size !== d.size) throw new DataLossError(`${where}: blob ${d.digest} is ${info.size} bytes, its descriptor says ${d.size}`);
-  if (isIndexMediaType(d.mediaType)) {
-    const idx = await store.readJSON<ImageIndex>(d.digest);
-    for (const c of idx.manifests ?? []) await checkComplete(store, c, where);
-  } else if (d.mediaType === MediaType.OciManifest || d.mediaType === MediaType.DockerManifest) {
-    const man = await store.readJSON<ImageManifest>(d.digest);
-    for (const c of [man.config, ...(man.layers ?? [])]) await checkComplete(store, c, where);
-  }
+  for (const c of await childrenOf(store, d, where)) await checkComplete(store, c, where);
 }
 
 /** An OCI image layout directory: blobs referenced from index.json are copied in and verified. */
 async function loadLayoutDir(store: Store, dir: string): Promise<LoadedImage[]> {
   const indexPath = join(dir, 'index.json');
-  const index = parseJSON<ImageIndex>(await readFile(indexPath).catch(() => {
+  const indexSize = (await stat(indexPath).catch(() => {
     throw new InvalidArgumentError(`${dir} is not an OCI image layout: no index.json`);
-  }), indexPath);
-  if (!Array.isArray(index.manifests)) throw new DataLossError(`${indexPath}: no manifests list`);
+  })).size;
+  if (indexSize > MAX_METADATA) throw new DataLossError(`${indexPath} is ${indexSize} bytes, more than the ${MAX_METADATA} a metadata file may have`);
+  const index = parseJSON<ImageIndex | null>(await readFile(indexPath), indexPath);
+  if (!Array.isArray(index?.manifests)) throw new DataLossError(`${indexPath} has no manifests list`);
   const copy = async (d: Descriptor): Promise<void> => {
-    if (!isDigest(d.digest)) throw new DataLossError(`${indexPath}: invalid digest "${d.digest}"`);
     if ((await store.content.info(d.digest)) === undefined) {
       const [alg, hex] = d.digest.split(':') as [string, string];
       const file = join(dir, 'blobs', alg, hex);
@@ -288,15 +361,10 @@ async function loadLayoutDir(store: Store, dir: string): Promise<LoadedImage[]> 
         throw new DataLossError(`${file}: ${e.message}`);
       });
     }
-    if (isIndexMediaType(d.mediaType)) {
-      for (const c of (await store.readJSON<ImageIndex>(d.digest)).manifests ?? []) await copy(c);
-    } else if (d.mediaType === MediaType.OciManifest || d.mediaType === MediaType.DockerManifest) {
-      const man = await store.readJSON<ImageManifest>(d.digest);
-      for (const c of [man.config, ...(man.layers ?? [])]) await copy(c);
-    }
+    for (const c of await childrenOf(store, d, indexPath)) await copy(c);
   };
-  for (const m of index.manifests) await copy(m);
-  return ociImages(store, index, dir);
+  for (const m of index!.manifests as unknown[]) await copy(descriptorOf(m, indexPath));
+  return ociImages(store, index, indexPath);
 }
 
 function cleanPath(p: string): string {

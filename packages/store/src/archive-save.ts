@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, open, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type tarStream from 'tar-stream';
@@ -21,7 +21,7 @@ import {
 } from '@tsbuild/oci';
 import type { Store } from './store.js';
 import { normaliseName } from './image-names.js';
-import { fsyncDir } from './fs-sync.js';
+import { writeOutputFile } from './output-file.js';
 
 /** image-spec annotations: the tag (as skopeo writes it) and the full name (as containerd writes it). */
 export const ANNOTATION_REF_NAME = 'org.opencontainers.image.ref.name';
@@ -40,7 +40,8 @@ const EPOCH = new Date(0);
  *   byte-identical to the stored config so the image ID is kept, and each layer as an
  *   uncompressed `<diffIDHex>.tar` whose sha256 equals its diffID: a plain-tar layer is copied
  *   as stored, a compressed one decompressed).
- * The archive is written to a temp file beside `out` and renamed at the end: `out` is never torn.
+ * The archive is written to a temp file beside `out` and renamed at the end: `out` is never torn
+ * (writeOutputFile).
  */
 export async function saveArchive(
   store: Store,
@@ -49,31 +50,27 @@ export async function saveArchive(
   format: 'oci-archive' | 'docker-archive',
 ): Promise<void> {
   if (images.length === 0) throw new InvalidArgumentError(`nothing to save to ${out}: no images given`);
-  const tmp = join(dirname(out), `.${out.split('/').pop() ?? 'archive'}.${crypto().randomBytes(6).toString('hex')}.tmp`);
+  if (format !== 'oci-archive' && format !== 'docker-archive') {
+    throw new InvalidArgumentError(`unknown archive format "${String(format)}": want oci-archive or docker-archive`);
+  }
   // tar-stream loads only when an archive is written: other commands share this module's chunk.
   const { default: tar } = await import('tar-stream');
-  const pack = tar.pack();
-  const written = pipeline(pack, createWriteStream(tmp, { mode: 0o644 }));
-  try {
-    if (format === 'oci-archive') await packOciLayout(store, images, pack);
-    else if (format === 'docker-archive') await packDockerArchive(store, images, pack);
-    else throw new InvalidArgumentError(`unknown archive format "${String(format)}": want oci-archive or docker-archive`);
-    pack.finalize();
-    await written;
-    const fh = await open(tmp, 'r+');
+  await writeOutputFile(out, async (file) => {
+    const pack = tar.pack();
+    const written = pipeline(pack, file);
+    // Awaited below; a failed write rejects it while an entry is still being packed.
+    written.catch(() => undefined);
     try {
-      await fh.sync();
-    } finally {
-      await fh.close();
+      if (format === 'oci-archive') await packOciLayout(store, images, pack);
+      else await packDockerArchive(store, images, pack);
+      pack.finalize();
+      await written;
+    } catch (e) {
+      pack.destroy(e as Error);
+      await written.catch(() => undefined);
+      throw e;
     }
-    await rename(tmp, out);
-    await fsyncDir(dirname(out));
-  } catch (e) {
-    pack.destroy(e as Error);
-    await written.catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  });
 }
 
 async function packOciLayout(store: Store, images: { name?: string; descriptor: Descriptor }[], pack: Pack): Promise<void> {

@@ -25,5 +25,6 @@ export {
 } from './compress-image.js';
 export { saveArchive, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from './archive-save.js';
 export { loadArchive, type LoadedImage } from './archive-load.js';
+export { writeOutputFile } from './output-file.js';
 export { type LockMode } from './file-lock.js';
 export { countedStream, PROGRESS_STEP } from './counted-stream.js';

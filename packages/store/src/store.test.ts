@@ -206,6 +206,42 @@ describe('fsck', () => {
     const r = await store.fsck();
     expect(r.problems).toEqual([expect.objectContaining({ kind: 'missing-blob', digest: layer.digest, name: 'docker.io/library/partial:latest' })]);
   });
+
+  /** Names an image whose manifest is `manifest` as stored bytes (which may not be a manifest at all). */
+  async function nameRaw(name: string, manifest: string): Promise<Descriptor> {
+    const { digest, size } = await store.content.writeBuffer(Buffer.from(manifest));
+    const d = { mediaType: MediaType.OciManifest, digest, size };
+    await store.setName(name, d);
+    return d;
+  }
+
+  it.each([
+    ['not JSON', '{"config":', 'bad-json', /^blob sha256:\w+ is not valid JSON/],
+    ['[null]', '[null]', 'bad-shape', /^manifest sha256:\w+: not a JSON object$/],
+    ['null', 'null', 'bad-shape', /^manifest sha256:\w+: not a JSON object$/],
+    ['config null', '{"config":null,"layers":[]}', 'bad-shape', /^manifest sha256:\w+: config: not a descriptor object$/],
+    ['layers not a list', `{"config":{"mediaType":"x","digest":"${sha256Of('c')}","size":1},"layers":{}}`, 'bad-shape', /^manifest sha256:\w+: no layers list$/],
+    ['a layer with a bad digest', `{"config":{"mediaType":"x","digest":"${sha256Of('c')}","size":1},"layers":[{"mediaType":"x","digest":"../../x","size":1}]}`, 'bad-shape', /^manifest sha256:\w+: layers\[0\]: invalid digest "..\/..\/x"$/],
+  ])('detects a manifest that is %s', async (_what, manifest, kind, message) => {
+    const d = await nameRaw('broken', manifest);
+    const problems = (await store.fsck()).problems.filter((p) => p.digest === d.digest);
+    expect(problems).toEqual([expect.objectContaining({ kind, name: 'docker.io/library/broken:latest', message: expect.stringMatching(message) })]);
+  });
+
+  it.each([
+    ['not JSON', '{"rootfs":', 'bad-json', ' is not valid JSON'],
+    ['null', 'null', 'bad-shape', ': not a JSON object'],
+    ['without rootfs', '{"architecture":"amd64"}', 'bad-shape', ': rootfs.diff_ids is not a list'],
+    ['with a diffID that is not a digest', '{"rootfs":{"type":"layers","diff_ids":[7]}}', 'bad-shape', ': rootfs.diff_ids[0] is not a digest'],
+    ['with more diffIDs than layers', `{"rootfs":{"type":"layers","diff_ids":["${sha256Of('a')}","${sha256Of('b')}"]}}`, 'bad-shape', ": lists 2 diff_ids for the manifest's 1 layers"],
+  ])('detects a config that is %s', async (_what, configText, kind, message) => {
+    const { layer } = await makeImage('a layer');
+    const config = { mediaType: MediaType.OciConfig, ...(await store.content.writeBuffer(Buffer.from(configText))) };
+    await store.setName('badconfig', await store.putJSON({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }, MediaType.OciManifest));
+    expect((await store.fsck()).problems).toEqual([
+      expect.objectContaining({ kind, digest: config.digest, name: 'docker.io/library/badconfig:latest', message: expect.stringContaining(`config ${config.digest}${message}`) }),
+    ]);
+  });
 });
 
 describe('image', () => {

@@ -10,8 +10,10 @@ import {
   isIndexMediaType,
   type Descriptor,
   type Digest,
+  type ImageConfig,
   type ImageIndex,
   type ImageManifest,
+  MediaType,
   crypto,
 } from '@tsbuild/oci';
 import { FileContentStore, isErrno, type ContentStore } from './content-store.js';
@@ -25,7 +27,8 @@ export const DEFAULT_ROOT = '/var/lib/tsbuild';
 const MAX_MANIFEST_SIZE = 4 << 20;
 
 export interface FsckProblem {
-  kind: 'corrupt-blob' | 'missing-blob' | 'bad-json' | 'bad-name';
+  /** bad-json: a manifest, index, config or images.json does not parse; bad-shape: it parses, but not as what it must be. */
+  kind: 'corrupt-blob' | 'missing-blob' | 'bad-json' | 'bad-shape' | 'bad-name';
   digest?: Digest;
   name?: string;
   message: string;
@@ -308,30 +311,99 @@ export class Store {
       }
       return;
     }
-    if (typeof body !== 'object' || body === null) return;
-    if ('manifests' in body && Array.isArray(body.manifests)) {
-      for (const m of body.manifests) await this.walk(m, visit, problem);
+    // A `keep` root of unknown type is only followed when it looks like a manifest or an index.
+    const sniffed = d.mediaType === 'application/octet-stream';
+    const what = isIndexMediaType(d.mediaType) ? 'index' : 'manifest';
+    const shape = (why: string) => {
+      if (!sniffed) problem({ kind: 'bad-shape', digest: d.digest, message: `${what} ${d.digest}: ${why}` });
+    };
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      shape('not a JSON object');
+      return;
     }
-    if ('config' in body && typeof body.config === 'object' && body.config !== null) {
-      await this.walkLeaf(body.config, visit, problem);
-      for (const l of Array.isArray(body.layers) ? body.layers : []) await this.walkLeaf(l, visit, problem);
-      if (body.subject !== undefined) await this.walkLeaf(body.subject, visit, problem);
+    if (isIndexMediaType(d.mediaType) || 'manifests' in body) {
+      const manifests: unknown = (body as ImageIndex).manifests;
+      if (!Array.isArray(manifests)) return shape('no manifests list');
+      for (const [i, m] of manifests.entries()) {
+        const why = descriptorProblem(m);
+        if (why !== undefined) shape(`manifests[${i}]: ${why}`);
+        else await this.walk(m as Descriptor, visit, problem);
+      }
+      return;
+    }
+    const m = body as ImageManifest;
+    if (sniffed && !('config' in m && 'layers' in m)) return;
+    // What is well-formed is still visited (gc marks it) when something beside it is not.
+    const layers: Descriptor[] = [];
+    if (!Array.isArray(m.layers)) shape('no layers list');
+    else {
+      for (const [i, l] of (m.layers as unknown[]).entries()) {
+        const why = descriptorProblem(l);
+        if (why !== undefined) shape(`layers[${i}]: ${why}`);
+        else layers.push(l as Descriptor);
+      }
+    }
+    const configWhy = descriptorProblem(m.config);
+    if (configWhy !== undefined) shape(`config: ${configWhy}`);
+    else if ((await this.walkLeaf(m.config, visit, problem)) && Array.isArray(m.layers)) await this.checkConfig(m, layers.length, problem);
+    for (const l of layers) await this.walkLeaf(l, visit, problem);
+    if (m.subject !== undefined) {
+      const why = descriptorProblem(m.subject);
+      if (why !== undefined) shape(`subject: ${why}`);
+      else await this.walkLeaf(m.subject, visit, problem);
     }
   }
 
-  private async walkLeaf(d: Descriptor, visit: (d: Descriptor) => void, problem: (p: FsckProblem) => void): Promise<void> {
+  /**
+   * An image config must parse and list one diffID per layer: `images`, `run` and `build` read it
+   * first thing. Other config types (artifacts) are only checked to exist.
+   */
+  private async checkConfig(m: ImageManifest, layers: number, problem: (p: FsckProblem) => void): Promise<void> {
+    const d = m.config;
+    if (d.mediaType !== MediaType.OciConfig && d.mediaType !== MediaType.DockerConfig) return;
+    const bad = (why: string) => problem({ kind: 'bad-shape', digest: d.digest, message: `config ${d.digest}: ${why}` });
+    if (d.size > MAX_MANIFEST_SIZE) return bad(`${d.size} bytes, more than the ${MAX_MANIFEST_SIZE} a config may have here`);
+    let config: unknown;
+    try {
+      config = JSON.parse((await this.content.readBuffer(d.digest)).toString('utf8'));
+    } catch (e) {
+      problem({ kind: 'bad-json', digest: d.digest, message: `config ${d.digest} is not valid JSON: ${(e as Error).message}` });
+      return;
+    }
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) return bad('not a JSON object');
+    const diffIDs: unknown = (config as ImageConfig).rootfs?.diff_ids;
+    if (!Array.isArray(diffIDs)) return bad('rootfs.diff_ids is not a list');
+    const wrong = diffIDs.findIndex((x) => typeof x !== 'string' || !isDigest(x));
+    if (wrong !== -1) return bad(`rootfs.diff_ids[${wrong}] is not a digest`);
+    if (diffIDs.length !== layers) bad(`lists ${diffIDs.length} diff_ids for the manifest's ${layers} layers`);
+  }
+
+  /** Checks a config, layer or subject blob is there with its size; true when it is. */
+  private async walkLeaf(d: Descriptor, visit: (d: Descriptor) => void, problem: (p: FsckProblem) => void): Promise<boolean> {
     // Foreign layers (urls set) may legitimately be absent: they are fetched from their urls.
-    if (d.urls !== undefined && d.urls.length > 0 && (await this.content.info(d.digest)) === undefined) return;
+    if (d.urls !== undefined && d.urls.length > 0 && (await this.content.info(d.digest)) === undefined) return false;
     const info = await this.content.info(d.digest);
     if (info === undefined) {
       problem({ kind: 'missing-blob', digest: d.digest, message: `blob ${d.digest} (${d.mediaType}) is missing` });
-      return;
+      return false;
     }
     visit(d);
     if (info.size !== d.size) {
       problem({ kind: 'corrupt-blob', digest: d.digest, message: `blob ${d.digest} is ${info.size} bytes, descriptor says ${d.size}` });
+      return false;
     }
+    return true;
   }
+}
+
+/** What is wrong with a descriptor read from a stored manifest or index, if anything. */
+function descriptorProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a descriptor object';
+  const d = value as Record<string, unknown>;
+  if (typeof d.mediaType !== 'string') return 'no mediaType';
+  if (typeof d.digest !== 'string' || !isDigest(d.digest)) return `invalid digest "${String(d.digest)}"`;
+  if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0) return `invalid size "${String(d.size)}"`;
+  return undefined;
 }
 
 function storedDescriptor(desc: Descriptor): Descriptor {

@@ -26,6 +26,9 @@ export async function exportRootfs(image: Image, out: Writable, opts: { onProgre
   let wanted: (() => void) | undefined;
   const tar = new Readable({ highWaterMark: 4 << 20, read: () => wanted?.() });
   const written = pipeline(tar, out);
+  // Awaited at the end; `out` failing (disk full) rejects it while a layer is being read, and an
+  // unhandled rejection there would end the process with a stack trace.
+  written.catch(() => undefined);
   let full = false;
   const put = (b: Buffer): void => {
     if (!tar.push(b)) full = true;

@@ -1,8 +1,6 @@
-import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { Args, Flags } from '../cli-kit.js';
 import { exportRootfs, openImageArg } from '@tsbuild/builder';
+import { writeOutputFile } from '@tsbuild/store';
 import { BaseCommand } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { registryClient, registryFlags } from '../registry-flags.js';
@@ -30,14 +28,7 @@ export default class Export extends BaseCommand<typeof Export> {
         return;
       }
       // Written beside the target and renamed at the end, so a failed export leaves no partial tar.
-      const tmp = path.join(path.dirname(path.resolve(f.output)), `.${path.basename(f.output)}.${process.pid}.tmp`);
-      try {
-        await exportRootfs(image, createWriteStream(tmp));
-        await rename(tmp, f.output);
-      } catch (e) {
-        await rm(tmp, { force: true });
-        throw e;
-      }
+      await writeOutputFile(f.output, (file) => exportRootfs(image, file).then(() => undefined));
     } finally {
       await client?.close();
     }

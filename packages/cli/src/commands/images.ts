@@ -1,5 +1,5 @@
-import { Flags } from '../cli-kit.js';
-import { type ImageManifest, type ImageConfig, familiarReference, parseReference, shortId } from '@tsbuild/oci';
+import { Flags, oneLine } from '../cli-kit.js';
+import { DataLossError, type ImageManifest, familiarReference, parseReference, shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
 
 export default class Images extends BaseCommand<typeof Images> {
@@ -13,16 +13,48 @@ export default class Images extends BaseCommand<typeof Images> {
     const store = await this.store();
     const rows = [];
     for (const rec of await store.listImages()) {
+      // One damaged image (fsck names what is wrong) must not hide the others: it is listed with
+      // what can be read, or left out when not even its manifest can, each time with a warning.
+      const what = rec.name ?? rec.descriptor.digest;
+      const warn = (e: unknown, outcome: string) => process.stderr.write(`Warning: image ${what}: ${oneLine((e as Error).message)} (${outcome}; see: tsbuild fsck)\n`);
       const img = store.image(rec.descriptor);
-      const [manifest, config, configDesc] = await Promise.all([img.manifest(), img.config(), img.configDescriptor()]);
-      const ref = rec.name !== undefined ? parseReference(rec.name) : undefined;
+      let repository = '<none>';
+      let tag = '<none>';
+      if (rec.name !== undefined) {
+        try {
+          const ref = parseReference(rec.name);
+          repository = familiarReference({ domain: ref.domain, path: ref.path });
+          tag = ref.tag ?? '<none>';
+        } catch (e) {
+          // A name stored before the reference rules were as strict: shown as stored, so `rmi ID` can remove it.
+          warn(e, 'listed under its stored name');
+          const colon = rec.name.lastIndexOf(':');
+          [repository, tag] = colon > rec.name.lastIndexOf('/') ? [rec.name.slice(0, colon), rec.name.slice(colon + 1)] : [rec.name, '<none>'];
+        }
+      }
+      let manifest: ImageManifest;
+      try {
+        manifest = await img.manifest();
+        imageSize(manifest);
+      } catch (e) {
+        warn(e, 'not listed');
+        continue;
+      }
+      let created: string | undefined;
+      try {
+        const config = await img.config();
+        if (typeof config !== 'object' || config === null) throw new DataLossError(`config ${manifest.config.digest} is not a JSON object`);
+        created = typeof config.created === 'string' ? config.created : undefined;
+      } catch (e) {
+        warn(e, 'listed without its creation time');
+      }
       rows.push({
         name: rec.name ?? null,
-        repository: ref ? familiarReference({ domain: ref.domain, path: ref.path }) : '<none>',
-        tag: ref?.tag ?? '<none>',
-        id: configDesc.digest,
+        repository,
+        tag,
+        id: manifest.config.digest,
         digest: rec.descriptor.digest,
-        created: (config as ImageConfig).created,
+        created,
         size: imageSize(manifest),
       });
     }
@@ -38,5 +70,7 @@ export default class Images extends BaseCommand<typeof Images> {
 
 /** Bytes the image takes in the store: its layers (as stored, compressed) plus config and manifest. */
 export function imageSize(m: ImageManifest): number {
-  return m.layers.reduce((n, l) => n + l.size, m.config.size);
+  const size = m.layers.reduce((n, l) => n + l.size, m.config.size);
+  if (!Number.isSafeInteger(size)) throw new DataLossError(`manifest lists sizes that are not numbers`);
+  return size;
 }
