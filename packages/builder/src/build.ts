@@ -37,8 +37,19 @@ import { makeParents, stageTree } from './staged-tree.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
-import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile, type Stage, parseDockerfile, parseJsonForm } from './dockerfile.js';
-import { UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
+import {
+  DockerfileError,
+  KEYWORDS,
+  MAX_DOCKERFILE_SIZE,
+  type Instruction,
+  type ParsedDockerfile,
+  type Stage,
+  atLine,
+  parseDockerfile,
+  parseJsonForm,
+  withContext,
+} from './dockerfile.js';
+import { InstructionVars, UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
 import { MergedView } from './merged-view.js';
 import { copyDirect, emptyDir } from './direct-copy.js';
@@ -158,6 +169,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
     ...(options.dockerfile !== undefined ? { dockerfile: path.resolve(options.dockerfile) } : {}),
   };
   const { store } = opts;
+  checkEpoch(opts.sourceDateEpoch);
   const dockerfilePath = opts.dockerfileText === undefined ? (opts.dockerfile ?? path.join(opts.context, 'Dockerfile')) : opts.dockerfile;
   const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!, opts.context));
   const parsed = parseDockerfile(text, dockerfilePath ? path.basename(dockerfilePath) : 'Dockerfile');
@@ -191,21 +203,43 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   });
 }
 
-/** A Dockerfile is text a person wrote: 10 MiB is far beyond any real one (BuildKit's frontend reads at most 10 MiB too). */
-const MAX_DOCKERFILE = 10 << 20;
-
-/** The Dockerfile, opened inside the context when it lies there (see readContextFile). */
+/**
+ * The Dockerfile's text, opened inside the context when it lies there (see readContextFile), read
+ * up to one byte past MAX_DOCKERFILE_SIZE whatever the file is (a 10 GB file, /dev/zero):
+ * parseDockerfile then refuses it, naming the line.
+ */
 async function readDockerfile(p: string, context: string): Promise<string> {
   try {
-    const buf = readContextFile(context, p, MAX_DOCKERFILE);
+    const buf = await readContextFile(context, p, MAX_DOCKERFILE_SIZE + 1);
     if (buf === undefined) throw Object.assign(new Error(p), { code: 'ENOENT' });
     return buf.toString('utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`Dockerfile ${p}: no such file`);
     if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new InvalidArgumentError(`Dockerfile ${p}: is a directory`);
-    throw e;
+    throw withContext(e, `Dockerfile ${p}`);
   }
 }
+
+/**
+ * The most seconds `sourceDateEpoch` may be either side of 1970: a JavaScript Date spans ±8.64e15
+ * ms (ECMA-262 §21.4.1.22), and a time outside it has no ISO form for `created`.
+ */
+export const MAX_SOURCE_DATE_EPOCH = 8.64e12;
+
+function checkEpoch(epoch: number | undefined): void {
+  if (epoch === undefined) return;
+  if (!Number.isSafeInteger(epoch) || Math.abs(epoch) > MAX_SOURCE_DATE_EPOCH) {
+    throw new InvalidArgumentError(`source date epoch ${epoch}: want whole seconds between -${MAX_SOURCE_DATE_EPOCH} and ${MAX_SOURCE_DATE_EPOCH}`);
+  }
+}
+
+/**
+ * The largest image config a step may leave: 8 MiB. Each instruction's expansions are bounded
+ * (MAX_EXPANSION), but ENV and LABEL add up across instructions, and every step serialises the
+ * whole config again (writeImage). Real configs, long histories included, stay under a few
+ * hundred KB.
+ */
+const MAX_CONFIG_SIZE = 8 << 20;
 
 type Mounts = Awaited<ReturnType<OverlaySnapshotter['prepare']>>;
 /** A just-prepared active snapshot: its (empty) upperdir and the committed snapshot it is on. */
@@ -253,6 +287,7 @@ class Builder {
   private readonly stepStates = new Map<Digest, Descriptor>();
   /** Cache entries that came from a --cache-from repository, by key: not pushed back there. */
   private readonly importedFrom = new Map<Digest, string>();
+  private globals?: Map<string, string>;
 
   constructor(
     private readonly opts: BuildOptions,
@@ -361,7 +396,13 @@ class Builder {
       const froms = ins.keyword === 'COPY' ? (ins.flags.get('from') ?? []).slice(-1) : [];
       if (ins.keyword === 'RUN') for (const m of ins.flags.get('mount') ?? []) froms.push(...[.../(?:^|,)from=([^,]+)/.exec(m) ?? []].slice(1));
       for (const from of froms) {
-        const dep = this.stageByName(expandWord(from, this.globalArgs(), this.df.escape), s.index);
+        let name: string;
+        try {
+          name = expandWord(from, new InstructionVars(this.globalArgs()), this.df.escape);
+        } catch (e) {
+          throw this.located(ins, e);
+        }
+        const dep = this.stageByName(name, s.index);
         if (dep && !deps.includes(dep)) deps.push(dep);
       }
     }
@@ -373,23 +414,56 @@ class Builder {
     return this.df.stages.find((s) => s.index < before && (s.name === n || String(s.index) === n));
   }
 
-  /** Global ARGs (before the first FROM), with the platform ARGs docker predefines there. */
+  /**
+   * Global ARGs (before the first FROM), with the platform ARGs docker predefines there; worked
+   * out once. Callers must not change the map.
+   */
   private globalArgs(): Map<string, string> {
+    if (this.globals) return this.globals;
     const m = platformArgs();
     for (const ins of this.df.globalArgs) {
-      for (const w of expandWords(ins.args, m, this.df.escape)) {
-        const eq = w.indexOf('=');
-        const name = eq >= 0 ? w.slice(0, eq) : w;
-        const v = this.opts.buildArgs?.[name] ?? (eq >= 0 ? w.slice(eq + 1) : undefined);
-        if (v !== undefined) m.set(name, v);
+      try {
+        for (const w of expandWords(ins.args, new InstructionVars(m), this.df.escape)) {
+          const eq = w.indexOf('=');
+          const name = eq >= 0 ? w.slice(0, eq) : w;
+          const v = this.opts.buildArgs?.[name] ?? (eq >= 0 ? w.slice(eq + 1) : undefined);
+          if (v !== undefined) m.set(name, v);
+        }
+      } catch (e) {
+        throw this.located(ins, e);
       }
     }
+    this.globals = m;
     return m;
   }
 
+  /**
+   * The image (or stage) a stage's FROM names: its first word, expanded with the global ARGs.
+   * Only that word: `FROM ${UNSET} AS x` must not take `AS` for the image.
+   */
   private fromImage(stage: Stage): string {
-    const words = expandWords(stage.from.args, this.globalArgs(), this.df.escape);
-    return words[0]!;
+    const ins = stage.from;
+    const raw = splitRaw(ins.args, this.df.escape)[0] ?? '';
+    let name: string;
+    try {
+      name = expandWord(raw, new InstructionVars(this.globalArgs()), this.df.escape);
+    } catch (e) {
+      throw this.located(ins, e, `FROM ${truncate(raw)}`);
+    }
+    // docker: "base name (${NOPE}) should not be blank"
+    if (name === '') this.fail(ins, `FROM ${truncate(raw)}: the image name is empty`);
+    return name;
+  }
+
+  /**
+   * An error raised while working on `ins`, as the user sees it: `Dockerfile:LINE: …` once, the
+   * error's kind kept. `${VAR:?}` errors point at the substitution's column. Errors that are not
+   * tsbuild's own (a system error such as ENOSPC) also name the instruction, as their message
+   * says nothing of what was being done.
+   */
+  private located(ins: Instruction, e: unknown, what?: string): unknown {
+    if (e instanceof UnsetVariableError) return DockerfileError.at(this.df.file, ins, e.fragment, `${e.message} (in ${e.fragment})`);
+    return atLine(this.df.file, ins.line, e, what ?? (e instanceof TsbuildError ? undefined : truncate(ins.text)));
   }
 
   private fail(ins: Instruction, message: string): never {
@@ -436,8 +510,15 @@ class Builder {
 
   private async buildStage(stage: Stage, final: boolean): Promise<{ state: ImageState; key: Digest }> {
     const started = Date.now();
-    const from = await this.fromState(stage);
-    this.opts.onEvent?.({ type: 'step-done', step: this.emitStep(stage, stage.from.text, false), ms: Date.now() - started });
+    let from: { state: ImageState; key: Digest };
+    try {
+      from = await this.fromState(stage);
+    } catch (e) {
+      throw this.located(stage.from, e);
+    }
+    // Counted outside the event: `onEvent?.(…)` skips evaluating its argument when there is no listener.
+    const fromStep = this.emitStep(stage, stage.from.text, false);
+    this.opts.onEvent?.({ type: 'step-done', step: fromStep, ms: Date.now() - started });
     const layered = this.opts.layers !== false && !(this.opts.squash && final);
     // Every image gets a PATH, as docker and buildah give one: a base without it (scratch, an
     // imported rootfs) gets the default, first in Env.
@@ -453,7 +534,7 @@ class Builder {
       this.checkAbort();
       const t0 = Date.now();
       try {
-        const vars = new Map([...sr.args, ...sr.state.env()]);
+        const vars = new InstructionVars([...sr.args, ...sr.state.env()]);
         if (ins.keyword === 'ARG') this.declareArgs(ins, vars, sr.args, globals);
         const prepared = await this.prepare(ins, sr, vars);
         const key = cacheKey({ parent: sr.key, instruction: ins.text, args: [...sr.args].filter(([k]) => !PROXY_ARGS.has(k)).sort(), ...prepared.key });
@@ -468,6 +549,8 @@ class Builder {
         }
         const step = this.emitStep(stage, ins.text, false);
         await this.execute(sr, ins, vars, step, prepared);
+        const size = JSON.stringify(sr.state.config).length;
+        if (size > MAX_CONFIG_SIZE) this.fail(ins, `${ins.keyword}: the image config would grow to ${size} bytes, more than the ${MAX_CONFIG_SIZE >> 20} MiB allowed`);
         sr.key = key;
         if (layered) {
           const { descriptor } = await writeImage(this.opts.store, sr.state, { format: 'oci' });
@@ -477,13 +560,19 @@ class Builder {
         }
         this.opts.onEvent?.({ type: 'step-done', step, ms: Date.now() - t0 });
       } catch (e) {
-        if (e instanceof UnsetVariableError) throw DockerfileError.at(this.df.file, ins, e.fragment, `${e.message} (in ${e.fragment})`);
-        if (e instanceof DockerfileError || !(e instanceof TsbuildError)) throw e;
         // Name the Dockerfile line in every error an instruction raises.
-        throw new DockerfileError(this.df.file, ins.line, e.message);
+        throw this.located(ins, e);
       }
     }
-    if (sr.pending) await this.commitPending(sr);
+    if (sr.pending) {
+      // With layers off the stage's one layer is written after its last instruction: the error
+      // is the stage's, named at its FROM.
+      try {
+        await this.commitPending(sr);
+      } catch (e) {
+        throw this.located(stage.from, e, `stage ${stage.name ?? stage.index}`);
+      }
+    }
     return { state: sr.state, key: sr.key };
   }
 
@@ -523,7 +612,7 @@ class Builder {
     try {
       ins = parseDockerfile(`FROM scratch\n${text}\n`, this.df.file).stages[0]!.instructions[0]!;
     } catch (e) {
-      this.fail(stage.from, `ONBUILD trigger "${text}": ${(e as Error).message.replace(/^[^:]*:\d+: /, '')}`);
+      this.fail(stage.from, `ONBUILD trigger "${truncate(text)}": ${(e as Error).message.replace(/^[^:]*:\d+(:\d+)?: /, '')}`);
     }
     return { ...ins, line: stage.from.line, column: stage.from.column, source: stage.from.source };
   }
@@ -1180,6 +1269,15 @@ class Builder {
   }
 
   private async commitLayer(state: ImageState, key: string, step: number, history: HistoryEntry, historyIndex?: number): Promise<void> {
+    try {
+      await this.commitLayerUnwrapped(state, key, step, history, historyIndex);
+    } catch (e) {
+      // An I/O error here (ENOSPC while the layer's blob is written) says nothing of the step.
+      throw withContext(e, `writing the layer of step ${step}`);
+    }
+  }
+
+  private async commitLayerUnwrapped(state: ImageState, key: string, step: number, history: HistoryEntry, historyIndex?: number): Promise<void> {
     const s = this.opts.snapshotter;
     // Plain tar by default (buildah's --disable-compression): compression waits for a push.
     const compression = this.opts.disableCompression === false ? (this.opts.compression?.format ?? 'gzip') : 'none';

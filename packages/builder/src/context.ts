@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
-import { closeSync, constants, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, readdirSync } from 'node:fs';
 import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
 import { fdLink, lstatBeneath, openInRoot, openRoot, resolvePathInRoot, withFd } from '@tsbuild/linux';
 import { globPaths } from './path-glob.js';
@@ -92,26 +92,41 @@ export function resolveInside(root: string, rel: string): string {
 }
 
 /**
- * A file that may lie in the build context (the Dockerfile, an ignore file), read whole up to
- * `maxBytes`: inside the context it is opened inside it (a Dockerfile that is a symlink to
- * /etc/shadow reads the context's /etc/shadow, which does not exist); outside it, where the user
- * named it with -f, as the user named it. Undefined when missing.
+ * A file that may lie in the build context (the Dockerfile, an ignore file), read up to `limit`
+ * bytes (the caller refuses a file that fills them): inside the context it is opened inside it (a
+ * Dockerfile that is a symlink to /etc/shadow reads the context's /etc/shadow, which does not
+ * exist) and must be a regular file (a FIFO there would hold the build); outside it, where the
+ * user named it with -f (`<(…)` included), as the user named it. Undefined when missing.
  */
-export function readContextFile(contextDir: string, file: string, maxBytes: number): Buffer | undefined {
+export async function readContextFile(contextDir: string, file: string, limit: number): Promise<Buffer | undefined> {
   const rel = path.relative(contextDir, file);
   const inside = rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-  let fd: number;
+  let fh: fsp.FileHandle;
   try {
-    fd = inside ? openInRoot(contextDir, rel, { flags: constants.O_RDONLY }) : openSync(file, 'r');
+    if (inside) {
+      const fd = openInRoot(contextDir, rel, { flags: constants.O_RDONLY | constants.O_NONBLOCK });
+      if (!fstatSync(fd).isFile()) {
+        closeSync(fd);
+        throw new InvalidArgumentError(`${file}: not a regular file`);
+      }
+      fh = await fsp.open(fdLink(fd), 'r').finally(() => closeSync(fd));
+    } else fh = await fsp.open(file, 'r');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
     throw e;
   }
-  return withFd(fd, (f) => {
-    const buf = readFileSync(f);
-    if (buf.length > maxBytes) throw new InvalidArgumentError(`${file}: larger than ${maxBytes} bytes`);
-    return buf;
-  });
+  try {
+    const buf = Buffer.alloc(limit);
+    let n = 0;
+    while (n < limit) {
+      const { bytesRead } = await fh.read(buf, n, limit - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** An ignore file is a list of patterns: 16 MiB is far beyond any real one and keeps a hostile one out of memory. */
@@ -120,7 +135,9 @@ const MAX_IGNORE_FILE = 16 << 20;
 async function readIgnore(contextDir: string, dockerfilePath: string | undefined): Promise<string[] | undefined> {
   const candidates = [...(dockerfilePath ? [`${dockerfilePath}.dockerignore`] : []), path.join(contextDir, '.dockerignore')];
   for (const c of candidates) {
-    const text = readContextFile(contextDir, c, MAX_IGNORE_FILE)?.toString('utf8');
+    const buf = await readContextFile(contextDir, c, MAX_IGNORE_FILE + 1);
+    if (buf !== undefined && buf.length > MAX_IGNORE_FILE) throw new InvalidArgumentError(`${c}: larger than ${MAX_IGNORE_FILE >> 20} MiB`);
+    const text = buf?.toString('utf8');
     if (text !== undefined) {
       return text
         .split(/\r?\n/)

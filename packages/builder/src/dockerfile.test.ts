@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseDockerfile } from './dockerfile.js';
+import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { DockerfileError, MAX_DOCKERFILE_SIZE, MAX_LINE_LENGTH, atLine, parseDockerfile, withContext } from './dockerfile.js';
 
 describe('parseDockerfile', () => {
   it('splits stages and keeps 1-based lines', () => {
@@ -69,5 +70,52 @@ describe('heredocs', () => {
 
   it('an unterminated heredoc names its line', () => {
     expect(() => parseDockerfile('FROM scratch\nRUN <<EOF\necho hi\n')).toThrow('Dockerfile:2:5: unterminated heredoc <<EOF');
+  });
+});
+
+describe('bounds on the Dockerfile itself', () => {
+  it(`refuses more than ${MAX_DOCKERFILE_SIZE} bytes, naming the line where the limit falls`, () => {
+    const content = 'FROM scratch\n' + '# filler\n'.repeat(MAX_DOCKERFILE_SIZE / 9 + 1);
+    const line = content.slice(0, MAX_DOCKERFILE_SIZE).split('\n').length;
+    expect(() => parseDockerfile(content)).toThrow(`Dockerfile:${line}: the Dockerfile is larger than 1 MiB, the most tsbuild reads`);
+    // Counted in bytes: multi-byte characters count as what they take on disk.
+    expect(() => parseDockerfile(`FROM scratch\nLABEL a="${'é'.repeat(MAX_DOCKERFILE_SIZE / 2)}"\n`)).toThrow('Dockerfile:2: the Dockerfile is larger');
+    expect(parseDockerfile('FROM scratch\n' + '#\n'.repeat(1000)).stages).toHaveLength(1);
+  });
+
+  it(`refuses an instruction longer than ${MAX_LINE_LENGTH >> 10} KiB once continuations are joined`, () => {
+    const long = 'FROM scratch\nRUN true \\\n' + `  && echo ${'a'.repeat(1000)} \\\n`.repeat(MAX_LINE_LENGTH / 1000) + '  && true\nCMD x\n';
+    expect(() => parseDockerfile(long)).toThrow('Dockerfile:2:1: RUN: the instruction is longer than 256 KiB');
+    expect(parseDockerfile(`FROM scratch\nRUN echo ${'a'.repeat(MAX_LINE_LENGTH - 20)}\n`).stages[0]!.instructions).toHaveLength(1);
+  });
+});
+
+describe('errors located at a Dockerfile line', () => {
+  it('keep their kind and their cause', () => {
+    const cause = new NotFoundError('no such user');
+    const e = atLine('Dockerfile', 3, cause) as Error;
+    expect(e).toBeInstanceOf(NotFoundError);
+    expect(e.message).toBe('Dockerfile:3: no such user');
+    expect(e.cause).toBe(cause);
+  });
+
+  it('a system error keeps its code (ENOSPC), with what was being done', () => {
+    const cause = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+    const e = atLine('Dockerfile', 2, withContext(cause, 'writing the layer of step 2'), 'COPY big /big') as NodeJS.ErrnoException;
+    expect(e.message).toBe('Dockerfile:2: COPY big /big: writing the layer of step 2: ENOSPC: no space left on device, write');
+    expect(e.code).toBe('ENOSPC');
+    expect(e.errno).toBe(-28);
+  });
+
+  it('name the line once, however often they are located', () => {
+    const once = atLine('Dockerfile', 3, new InvalidArgumentError('bad'));
+    expect(atLine('Dockerfile', 1, once)).toBe(once);
+    const df = new DockerfileError('Dockerfile', 4, 'bad');
+    expect(atLine('Dockerfile', 1, df)).toBe(df);
+  });
+
+  it('leave bugs (errors of no kind) as they are', () => {
+    const bug = new TypeError('x is undefined');
+    expect(atLine('Dockerfile', 1, bug)).toBe(bug);
   });
 });

@@ -1,5 +1,15 @@
 import { DockerfileParser } from 'dockerfile-ast';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import {
+  type ErrorCode,
+  AlreadyExistsError,
+  CancelledError,
+  DataLossError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  TsbuildError,
+  UnavailableError,
+} from '@tsbuild/oci';
 import { splitRaw } from './expand.js';
 
 /**
@@ -55,6 +65,21 @@ export interface ParsedDockerfile {
   stages: Stage[];
 }
 
+/**
+ * The largest Dockerfile tsbuild reads: 1 MiB. Real ones are far smaller (a few hundred lines,
+ * tens of KB), and parsing costs: dockerfile-ast took ~12 s of CPU and ~300 MB per MiB of long
+ * lines of short words (measured on this machine), so a 10 GB file must be refused unread.
+ */
+export const MAX_DOCKERFILE_SIZE = 1 << 20;
+
+/**
+ * The longest instruction line, continuations joined (here-document bodies excluded): 256 KiB.
+ * Twice what any command can receive: the kernel refuses one argument longer than MAX_ARG_STRLEN
+ * (128 KiB) at execve, so a longer shell-form RUN could not run anyway; and everything else done
+ * with an instruction (splitting, expansion) is then bounded by it.
+ */
+export const MAX_LINE_LENGTH = 256 << 10;
+
 export const KEYWORDS = new Set([
   'ADD', 'ARG', 'CMD', 'COPY', 'ENTRYPOINT', 'ENV', 'EXPOSE', 'FROM', 'HEALTHCHECK', 'LABEL',
   'MAINTAINER', 'ONBUILD', 'RUN', 'SHELL', 'STOPSIGNAL', 'USER', 'VOLUME', 'WORKDIR',
@@ -85,6 +110,52 @@ export class DockerfileError extends InvalidArgumentError {
   }
 }
 
+const KINDS: Record<ErrorCode, new (message: string, options?: { cause?: unknown }) => TsbuildError> = {
+  NOT_FOUND: NotFoundError,
+  ALREADY_EXISTS: AlreadyExistsError,
+  INVALID_ARGUMENT: InvalidArgumentError,
+  FAILED_PRECONDITION: FailedPreconditionError,
+  UNAVAILABLE: UnavailableError,
+  DATA_LOSS: DataLossError,
+  CANCELLED: CancelledError,
+  INTERNAL: TsbuildError,
+};
+
+/** Errors made by atLine: they name their line already. */
+const LOCATED = new WeakSet<Error>();
+
+/**
+ * `err` with `prefix` before its message and its kind kept (STYLE.md: wrap with context, keep the
+ * kind): a NotFoundError stays one, a system error keeps its code (ENOSPC), so callers and the
+ * CLI still tell what failed. Cancellations, and errors of neither sort (bugs, which must stay
+ * visible as such), come back as they are.
+ */
+export function withContext(err: unknown, prefix: string): unknown {
+  if (!(err instanceof Error) || err instanceof CancelledError) return err;
+  const message = `${prefix}: ${err.message}`;
+  if (err instanceof TsbuildError) return new KINDS[err.code](message, { cause: err });
+  const { code, errno, syscall, path } = err as NodeJS.ErrnoException;
+  if (typeof code !== 'string') return err;
+  return Object.assign(new Error(message, { cause: err }), {
+    code,
+    ...(errno !== undefined ? { errno } : {}),
+    ...(syscall !== undefined ? { syscall } : {}),
+    ...(path !== undefined ? { path } : {}),
+  });
+}
+
+/**
+ * `err` as raised by the instruction at `line`: `FILE:LINE: ` (and `what: `, when given) before its
+ * message, its kind kept (see withContext). An error that names its line already (a
+ * DockerfileError, one made here) comes back as it is, so no line is ever named twice.
+ */
+export function atLine(file: string, line: number, err: unknown, what?: string): unknown {
+  if (err instanceof DockerfileError || (err instanceof Error && LOCATED.has(err))) return err;
+  const out = withContext(err, `${file}:${line}${what !== undefined ? `: ${what}` : ''}`);
+  if (out !== err) LOCATED.add(out as Error);
+  return out;
+}
+
 /** Line and 1-based column of `needle` in an instruction's text; its keyword when absent. */
 export function locate(ins: Pick<Instruction, 'line' | 'column' | 'source'>, needle: string | undefined): { line: number; column: number } {
   if (needle !== undefined && needle !== '') {
@@ -96,7 +167,20 @@ export function locate(ins: Pick<Instruction, 'line' | 'column' | 'source'>, nee
   return { line: ins.line, column: ins.column };
 }
 
+/**
+ * Refuses content over MAX_DOCKERFILE_SIZE, naming the line where the limit falls. Readers stop
+ * reading one byte past the limit and hand over what they have, so this is the one check.
+ */
+function checkSize(content: string, file: string): void {
+  if (content.length <= MAX_DOCKERFILE_SIZE / 3 || Buffer.byteLength(content) <= MAX_DOCKERFILE_SIZE) return;
+  const head = Buffer.from(content).subarray(0, MAX_DOCKERFILE_SIZE);
+  let line = 1;
+  for (let i = head.indexOf(10); i >= 0; i = head.indexOf(10, i + 1)) line++;
+  throw new DockerfileError(file, line, `the Dockerfile is larger than ${MAX_DOCKERFILE_SIZE >> 20} MiB, the most tsbuild reads`);
+}
+
 export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDockerfile {
+  checkSize(content, file);
   const df = DockerfileParser.parse(content);
   const escape = df.getEscapeCharacter();
   // `# syntax=` names a BuildKit frontend image; this builder is its own frontend and ignores it.
@@ -115,6 +199,7 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
     const physical = lines.slice(range.start.line, range.end.line + 1);
     if (!KEYWORDS.has(keyword)) throw new DockerfileError(file, line, `unknown instruction: ${physical[0]!.trim().split(/\s+/)[0]}`, column);
     const { logical, used } = joinContinuations(physical, escape);
+    if (logical.length > MAX_LINE_LENGTH) throw new DockerfileError(file, line, `${keyword}: the instruction is longer than ${MAX_LINE_LENGTH >> 10} KiB`, column);
     const where = { line, column, source: physical };
     const heredocs = HEREDOC_KEYWORDS.has(keyword) ? readHeredocs(logical, physical.slice(used), where, file) : [];
     const rest = logical.replace(/^\s*\S+/, '').trim();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expandWord, expandWords } from './expand.js';
+import { ExpansionLimitError, InstructionVars, MAX_EXPANSION, MAX_NESTING, expandWord, expandWords } from './expand.js';
 
 const vars = new Map([
   ['A', 'alpha'],
@@ -57,5 +57,46 @@ describe('word splitting', () => {
   });
   it('drops a word that expands to nothing', () => {
     expect(expandWords('a $UNSET b', vars)).toEqual(['a', 'b']);
+  });
+});
+
+describe('bounds on what an expansion may produce', () => {
+  const big = new Map([['A', 'x'.repeat(MAX_EXPANSION / 2 + 1)]]);
+
+  it('a word that would pass MAX_EXPANSION fails before it is built (the ENV A=$A$A bomb)', () => {
+    expect(expandWord('$A', big)).toHaveLength(MAX_EXPANSION / 2 + 1);
+    expect(() => expandWord('$A$A', big)).toThrow(ExpansionLimitError);
+    expect(() => expandWord('"$A$A"', big)).toThrow('variable expansion is too large: more than 1 MiB in one instruction');
+    expect(() => expandWord('${U:-$A$A}', big)).toThrow(ExpansionLimitError);
+  });
+
+  it('the words of one call count together: EXPOSE $A $A fails', () => {
+    expect(() => expandWords('$A $A', big)).toThrow(ExpansionLimitError);
+  });
+
+  it('InstructionVars bounds every expansion of one instruction in all', () => {
+    const vars = new InstructionVars([['A', 'x'.repeat(MAX_EXPANSION / 4)]]);
+    for (let i = 0; i < 4; i++) expect(expandWord('$A', vars)).toHaveLength(MAX_EXPANSION / 4);
+    expect(() => expandWord('$A', vars)).toThrow(ExpansionLimitError);
+    // A fresh instruction starts with the whole budget again.
+    expect(expandWord('$A', new InstructionVars(vars))).toHaveLength(MAX_EXPANSION / 4);
+  });
+
+  it(`substitutions nest at most ${MAX_NESTING} deep: a one-line error, not a stack overflow`, () => {
+    const nest = (n: number) => `\${A:-`.repeat(n) + 'x' + '}'.repeat(n);
+    expect(expandWord(nest(MAX_NESTING), new Map())).toBe('x');
+    expect(() => expandWord(nest(MAX_NESTING + 1), new Map())).toThrow(`variable substitutions nested more than ${MAX_NESTING} deep`);
+    expect(() => expandWord(nest(100_000), new Map())).toThrow(ExpansionLimitError);
+  });
+
+  it('an unset-variable message quotes at most a short piece of a long substitution', () => {
+    let message = '';
+    try {
+      expandWord(`\${X:?${'m'.repeat(100_000)}}`, new Map());
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/^X: m+…$/);
+    expect(message.length).toBeLessThan(120);
   });
 });

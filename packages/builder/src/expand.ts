@@ -9,6 +9,33 @@ import { InvalidArgumentError } from '@tsbuild/oci';
  */
 export type Vars = ReadonlyMap<string, string>;
 
+/**
+ * What the variable expansions of one instruction may produce in all (and so any one word):
+ * 1 MiB. Without a bound, `ENV A=$A$A` repeated doubles a value per line (28 lines reached 4 GB
+ * and a crash). No value that large has a use: the kernel refuses any one argument or
+ * environment string over MAX_ARG_STRLEN (128 KiB) at execve, so a RUN could never receive it,
+ * and a whole argv plus environment is capped near 2 MiB (a quarter of the default 8 MiB stack).
+ */
+export const MAX_EXPANSION = 1 << 20;
+
+/**
+ * How deeply `${A:-${B:-…}}` may nest. Each level is a recursive call: without a bound a long line
+ * of openings overflowed the stack (a RangeError). No real Dockerfile nests more than two or three.
+ */
+export const MAX_NESTING = 32;
+
+/**
+ * The variables one instruction sees, carrying what its expansions may still produce: every
+ * expansion against it is charged, so that an instruction of many words (`EXPOSE $A $A …`, one
+ * ENV of many pairs) is bounded in all, not only word by word. A plain map bounds each call alone.
+ */
+export class InstructionVars extends Map<string, string> {
+  remaining = MAX_EXPANSION;
+}
+
+/** An expansion that would pass MAX_EXPANSION or MAX_NESTING. */
+export class ExpansionLimitError extends InvalidArgumentError {}
+
 /** `${VAR:?message}` with VAR unset (or empty): carries the offending text so errors can point at it. */
 export class UnsetVariableError extends InvalidArgumentError {
   constructor(
@@ -28,22 +55,36 @@ interface Piece {
 
 class Lexer {
   private i = 0;
+  private depth = 0;
+  /** What this call may produce: the instruction's remaining budget, else MAX_EXPANSION. */
+  readonly limit: number;
   constructor(
     private readonly s: string,
     private readonly vars: Vars,
     private readonly escape: string,
     private readonly used: Set<string> | undefined,
-  ) {}
+  ) {
+    this.limit = vars instanceof InstructionVars ? vars.remaining : MAX_EXPANSION;
+  }
+
+  /** Fails once a word being built passes the limit, before it can grow any further. */
+  private check(length: number): void {
+    if (length > this.limit) {
+      throw new ExpansionLimitError(`variable expansion is too large: more than ${MAX_EXPANSION >> 20} MiB in one instruction`);
+    }
+  }
 
   /** Lexes the whole input into pieces, honouring quotes; stops at the end (or a `}` when nested). */
   pieces(stopAtBrace = false): Piece[] {
     const out: Piece[] = [];
     let lit = '';
+    let done = 0;
     const flush = () => {
       if (lit.length > 0) out.push({ text: lit, quoted: true });
       lit = '';
     };
     while (this.i < this.s.length) {
+      this.check(done + lit.length);
       const c = this.s[this.i]!;
       if (stopAtBrace && c === '}') break;
       if (c === this.escape) {
@@ -62,12 +103,13 @@ class Lexer {
       }
       if (c === '"') {
         this.i++;
-        lit += this.doubleQuoted();
+        lit += this.doubleQuoted(done + lit.length);
         continue;
       }
       if (c === '$') {
         const v = this.dollar();
         if (v !== undefined) {
+          done += lit.length + v.length;
           flush();
           out.push({ text: v, quoted: false });
           continue;
@@ -78,13 +120,16 @@ class Lexer {
       lit += c;
       this.i++;
     }
+    this.check(done + lit.length);
     flush();
     return out;
   }
 
-  private doubleQuoted(): string {
+  /** A double-quoted string's text; `before` is what the word holds already (for the limit). */
+  private doubleQuoted(before: number): string {
     let out = '';
     while (this.i < this.s.length) {
+      this.check(before + out.length);
       const c = this.s[this.i]!;
       if (c === '"') {
         this.i++;
@@ -121,7 +166,7 @@ class Lexer {
     if (c === '{') {
       this.i++;
       const name = this.name();
-      if (name === '') throw new InvalidArgumentError(`bad substitution in "${this.s}"`);
+      if (name === '') throw new InvalidArgumentError(`bad substitution in "${clip(this.s)}"`);
       this.used?.add(name);
       const value = this.vars.get(name);
       const c2 = this.s[this.i];
@@ -137,7 +182,9 @@ class Lexer {
       const op = this.s[this.i];
       if (op !== '-' && op !== '+' && op !== '?') throw new InvalidArgumentError(`unsupported modifier (${op ?? 'end'}) in substitution of ${name}`);
       this.i++;
+      if (++this.depth > MAX_NESTING) throw new ExpansionLimitError(`variable substitutions nested more than ${MAX_NESTING} deep`);
       const word = this.pieces(true).map((p) => p.text).join('');
+      this.depth--;
       if (this.s[this.i] !== '}') throw new InvalidArgumentError(`missing '}' in substitution of ${name}`);
       this.i++;
       const set = colon ? value !== undefined && value !== '' : value !== undefined;
@@ -147,7 +194,7 @@ class Lexer {
         case '+':
           return set ? word : '';
         default:
-          if (!set) throw new UnsetVariableError(`${name}: ${word || 'is not allowed to be unset'}`, this.s.slice(start, this.i));
+          if (!set) throw new UnsetVariableError(`${name}: ${clip(word) || 'is not allowed to be unset'}`, clip(this.s.slice(start, this.i)));
           return value!;
       }
     }
@@ -159,16 +206,32 @@ class Lexer {
 
   private name(): string {
     // A name, or digits: docker's lexer reads `$1` as the (never set) positional variable 1.
-    const m = /^(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)/.exec(this.s.slice(this.i));
+    // Sticky, not a match on a slice of the rest: linear on a long line of `$`s.
+    NAME.lastIndex = this.i;
+    const m = NAME.exec(this.s);
     if (!m) return '';
     this.i += m[0].length;
     return m[0];
   }
 }
 
+const NAME = /[A-Za-z_][A-Za-z0-9_]*|[0-9]+/y;
+
+/** At most `n` characters of `s` for an error message (a substitution may be a megabyte long). */
+function clip(s: string, n = 100): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}
+
+/** Charges what one expansion produced to its instruction's budget. */
+function charge(vars: Vars, produced: number): void {
+  if (vars instanceof InstructionVars) vars.remaining -= produced;
+}
+
 /** Expands one word: quotes removed, variables substituted, no splitting. */
 export function expandWord(s: string, vars: Vars, escape = '\\', used?: Set<string>): string {
-  return new Lexer(s, vars, escape, used).pieces().map((p) => p.text).join('');
+  const out = new Lexer(s, vars, escape, used).pieces().map((p) => p.text).join('');
+  charge(vars, out.length);
+  return out;
 }
 
 /**
@@ -177,8 +240,12 @@ export function expandWord(s: string, vars: Vars, escape = '\\', used?: Set<stri
  */
 export function expandWords(s: string, vars: Vars, escape = '\\', used?: Set<string>): string[] {
   const out: string[] = [];
+  let produced = 0;
   for (const raw of splitRaw(s, escape)) {
-    const pieces = new Lexer(raw, vars, escape, used).pieces();
+    const lexer = new Lexer(raw, vars, escape, used);
+    const pieces = lexer.pieces();
+    produced += pieces.reduce((n, p) => n + p.text.length, 0);
+    if (produced > lexer.limit) throw new ExpansionLimitError(`variable expansion is too large: more than ${MAX_EXPANSION >> 20} MiB in one instruction`);
     let cur: string | undefined;
     for (const p of pieces) {
       if (p.quoted) {
@@ -196,6 +263,7 @@ export function expandWords(s: string, vars: Vars, escape = '\\', used?: Set<str
     }
     if (cur !== undefined) out.push(cur);
   }
+  charge(vars, produced);
   return out;
 }
 

@@ -7,3 +7,5 @@ export { prune, type PruneResult } from './prune.js';
 export { resolveUser } from './user.js';
 export { runImage, type RunImageOptions, type RunDefaults } from './run-image.js';
 export * from './inspect/index.js';
+export { MAX_SOURCE_DATE_EPOCH } from './build.js';
+export { MAX_DOCKERFILE_SIZE } from './dockerfile.js';

@@ -1,8 +1,26 @@
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, promises as fsp, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HELLO, IMAGE_ID_LINE, TestStore, mountsUnder } from './harness.js';
+import { BIN, HELLO, IMAGE_ID_LINE, REPO, type Result, TestStore, mountsUnder } from './harness.js';
+
+/** TestStore.run, for input the command may stop reading early: EPIPE on our end is expected then. */
+function runWithInput(t: TestStore, args: string[], input: string): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, args, { cwd: REPO, env: { ...process.env, TSBUILD_ROOT: t.root }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e);
+    });
+    child.on('error', reject);
+    child.stdin.end(input);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
 
 describe('tsbuild build of the bundled example', () => {
   const t = new TestStore();
@@ -82,5 +100,85 @@ describe('tsbuild build of the bundled example', () => {
     const r = await t.run(['fsck']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/0 problem\(s\)/);
+  });
+});
+
+/** Issue 14: whatever a Dockerfile (or a flag) says, the user gets one line and a status, never a stack trace. */
+describe('tsbuild build of hostile input: one line, the right status', () => {
+  const t = new TestStore();
+  beforeAll(() => t.importBusybox());
+  afterAll(() => t.cleanup());
+
+  async function buildOf(dockerfile: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}) {
+    const ctx = await t.context({ Dockerfile: dockerfile });
+    return t.run(['build', '-q', ...flags, ctx], { env });
+  }
+
+  it.each([
+    ['ENV A=$A$A 28 times', `FROM busybox\nENV A=x\n${'ENV A=$A$A\n'.repeat(28)}`, 'Dockerfile:22: variable expansion is too large: more than 1 MiB in one instruction'],
+    ['${a:-${a:-…}} nested 40,000 deep', `FROM busybox\nENV B=${'${a:-'.repeat(40_000)}x${'}'.repeat(40_000)}\n`, 'Dockerfile:2: variable substitutions nested more than 32 deep'],
+    ['FROM ${NOPE}', 'FROM busybox\nFROM ${NOPE}\n', 'Dockerfile:2: FROM ${NOPE}: the image name is empty'],
+    ['a quote in the reference', 'FROM busybox":latest\n', 'Dockerfile:1: FROM busybox":latest: unexpected end of statement while looking for matching double-quote'],
+    ['an unknown modifier in FROM', 'FROM busybox:${TAG!x}\n', 'Dockerfile:1: FROM busybox:${TAG!x}: unsupported modifier (!) in substitution of TAG'],
+    ['${TAG:?} with TAG unset', 'FROM busybox:${TAG:?}\n', 'Dockerfile:1:14: TAG: is not allowed to be unset (in ${TAG:?})'],
+    ['an instruction over 256 KiB', `FROM busybox\nRUN echo ${'a '.repeat(140_000)}\n`, 'Dockerfile:2:1: RUN: the instruction is longer than 256 KiB'],
+  ])('%s', async (_name, dockerfile, line) => {
+    const r = await buildOf(dockerfile);
+    expect(r.stderr).toBe(`Error: ${line}\n`);
+    expect(r.code).toBe(1);
+  });
+
+  it('--timestamp out of the range of a date is a usage error naming the flag', async () => {
+    const r = await buildOf('FROM busybox\nRUN true\n', ['--timestamp=99999999999999999']);
+    expect(r.stderr).toBe('Error: Expected an integer for --timestamp of at most 8640000000000 but received: 99999999999999999 (see: tsbuild build --help)\n');
+    expect(r.code).toBe(2);
+  });
+
+  it('SOURCE_DATE_EPOCH out of range names the variable', async () => {
+    const r = await buildOf('FROM busybox\nRUN true\n', [], { SOURCE_DATE_EPOCH: '99999999999999999' });
+    expect(r.stderr).toBe('Error: SOURCE_DATE_EPOCH=99999999999999999: want whole seconds between -8640000000000 and 8640000000000\n');
+    expect(r.code).toBe(1);
+  });
+
+  it('a 10 GB Dockerfile is refused after its first MiB, from a file or from stdin', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN true\n' });
+    await fsp.truncate(path.join(ctx, 'Dockerfile'), 10 * 2 ** 30);
+    const r = await t.run(['build', '-q', ctx]);
+    expect(r.stderr).toBe('Error: Dockerfile:3: the Dockerfile is larger than 1 MiB, the most tsbuild reads\n');
+    expect(r.code).toBe(1);
+    const stdin = await runWithInput(t, ['build', '-q', '-f', '-', ctx], 'FROM busybox\n' + 'RUN true\n'.repeat(200_000));
+    expect(stdin.stderr).toBe(`Error: Dockerfile:${Math.floor((2 ** 20 - 13) / 9) + 2}: the Dockerfile is larger than 1 MiB, the most tsbuild reads\n`);
+    expect(stdin.code).toBe(1);
+  });
+});
+
+describe('tsbuild build on a full disk', () => {
+  const t = new TestStore();
+  let mnt: string;
+  beforeAll(() => {
+    // The store on a 2 MiB tmpfs: a 1.5 MB file fits as the snapshot's content, not again as its layer.
+    mnt = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+  });
+  afterAll(async () => {
+    execFileSync('umount', [mnt]);
+    await fsp.rm(mnt, { recursive: true, force: true });
+    await t.cleanup();
+  });
+
+  it('ENOSPC while a layer is written: one line with Dockerfile:LINE and the step, exit 1, and a consistent store', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM scratch\nCOPY big /big\n' });
+    await fsp.writeFile(path.join(ctx, 'big'), Buffer.alloc(1_500_000, 7));
+    const root = ['--root', path.join(mnt, 'store')];
+    const r = await t.run(['build', '-q', ...root, ctx]);
+    expect(r.stderr).toBe('Error: Dockerfile:2: COPY big /big: writing the layer of step 2: ENOSPC: no space left on device, write\n');
+    expect(r.code).toBe(1);
+    const snaps = JSON.parse((await t.run(['snapshots', '--format', 'json', ...root])).stdout) as { kind: string }[];
+    expect(snaps.filter((s) => s.kind !== 'committed')).toEqual([]);
+    const fsck = await t.run(['fsck', ...root]);
+    expect(fsck.stdout).toMatch(/0 problem\(s\)/);
+    expect(fsck.code).toBe(0);
+    expect(await fsp.readdir(path.join(mnt, 'store', 'tmp'))).toEqual([]);
+    expect(mountsUnder(mnt)).toEqual([mnt]);
   });
 });

@@ -1,11 +1,10 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { text } from 'node:stream/consumers';
+import { type Readable, Writable } from 'node:stream';
 import { Args, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, digestHex, formatPlatform, hostPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
-import { build } from '@tsbuild/builder';
+import { MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, build } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -35,7 +34,12 @@ export default class Build extends BaseCommand<typeof Build> {
     'compression-format': Flags.string({ description: 'layer compression at commit (with --disable-compression=false) and for --cache-to', options: ['gzip', 'zstd'], default: 'gzip' }),
     'compression-level': Flags.integer({ description: 'compression level (gzip 1-9, zstd 1-19)' }),
     platform: Flags.string({ description: 'target platform os/arch[/variant] (this machine\'s only)' }),
-    timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes (reproducible builds); default $SOURCE_DATE_EPOCH' }),
+    timestamp: Flags.integer({
+      description: 'seconds since the epoch for created times and file mtimes (reproducible builds); default $SOURCE_DATE_EPOCH',
+      // A date must have an ISO form for `created`: JavaScript's span, ±8.64e12 s.
+      min: -MAX_SOURCE_DATE_EPOCH,
+      max: MAX_SOURCE_DATE_EPOCH,
+    }),
     iidfile: Flags.string({ description: 'write the image ID to this file' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
     progress: Flags.string({ description: 'output style: plain lines, or tty (bold steps, dim timings); auto picks tty on a terminal', options: ['plain', 'tty', 'auto'], default: 'auto' }),
@@ -68,7 +72,9 @@ export default class Build extends BaseCommand<typeof Build> {
     let epoch = f.timestamp;
     if (epoch === undefined && process.env.SOURCE_DATE_EPOCH) {
       epoch = Number(process.env.SOURCE_DATE_EPOCH);
-      if (!Number.isInteger(epoch)) throw new InvalidArgumentError(`SOURCE_DATE_EPOCH=${process.env.SOURCE_DATE_EPOCH}: want whole seconds`);
+      if (!Number.isSafeInteger(epoch) || Math.abs(epoch) > MAX_SOURCE_DATE_EPOCH) {
+        throw new InvalidArgumentError(`SOURCE_DATE_EPOCH=${process.env.SOURCE_DATE_EPOCH}: want whole seconds between -${MAX_SOURCE_DATE_EPOCH} and ${MAX_SOURCE_DATE_EPOCH}`);
+      }
     }
     if (f.platform !== undefined && formatPlatform(parsePlatform(f.platform)) !== formatPlatform(hostPlatform())) {
       throw new InvalidArgumentError(`--platform ${f.platform}: this machine builds ${formatPlatform(hostPlatform())} only`);
@@ -98,7 +104,7 @@ export default class Build extends BaseCommand<typeof Build> {
         await apply(process.stdin, context);
         dockerfile = { dockerfile: path.join(context, f.file ?? 'Dockerfile') };
       } else if (f.file === '-') {
-        dockerfile = { dockerfileText: await text(process.stdin) };
+        dockerfile = { dockerfileText: await readCapped(process.stdin, MAX_DOCKERFILE_SIZE + 1) };
       } else if (f.file !== undefined) {
         dockerfile = { dockerfile: path.resolve(f.file) };
       }
@@ -197,6 +203,21 @@ function keyValues(list: string[], flag: string): Record<string, string> {
     out[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return out;
+}
+
+/**
+ * At most `max` bytes of a stream as UTF-8: a Dockerfile on stdin is read only one byte past its
+ * limit (the builder refuses it then, naming the line), never whole, however much is sent.
+ */
+async function readCapped(stream: Readable, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    chunks.push(chunk.subarray(0, max - n));
+    n += Math.min(chunk.length, max - n);
+    if (n >= max) break;
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function devNull(): Writable {
