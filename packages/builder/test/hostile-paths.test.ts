@@ -147,6 +147,17 @@ describe('RUN --mount sources never leave their root', () => {
   });
 });
 
+describe('mount targets procfs refuses', () => {
+  it('fail at once with one line naming the target instead of looping', async () => {
+    const started = Date.now();
+    for (const mount of ['type=tmpfs,target=/proc/nope/x', 'type=bind,source=f,target=/proc/nope', 'type=cache,target=/proc/self/fd/19/x']) {
+      const r = await attempt({ Dockerfile: `FROM busybox\nRUN --mount=${mount} true\n`, f: 'x' });
+      expect(r.error).toMatch(/^Dockerfile:2: cannot (mount|create mountpoint) [^\n]*$/);
+    }
+    expect(Date.now() - started).toBeLessThan(30_000);
+  });
+});
+
 describe('COPY and ADD sources and destinations never leave their root', () => {
   it('a wildcard source does not glob through a context symlink to a host directory', async () => {
     for (const [shape, link] of Object.entries(linkShapes(canary))) {

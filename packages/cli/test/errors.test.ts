@@ -187,4 +187,12 @@ describe('every error is one line, exit 1 (issue 14)', () => {
     expectOneLine(r.stderr);
     expect(r.stderr).toContain('Missing 1 required arg');
   });
+
+  it('import --timestamp beyond the span of a date is a usage error naming the flag, not a RangeError', async () => {
+    const dir = await t.context({ f: 'x' });
+    const r = await t.run(['import', '--timestamp', '99999999999999999', dir, 'late']);
+    expect(r.code).toBe(2);
+    expectOneLine(r.stderr);
+    expect(r.stderr).toContain('--timestamp of at most 8640000000000');
+  });
 });

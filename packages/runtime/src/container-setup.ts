@@ -144,14 +144,16 @@ function mountpointFd(root: string, dest: string, file: boolean): number {
 
 /**
  * The host path of a mountpoint inside the rootfs, created if missing. An image's symlink in its
- * place is resolved inside the rootfs, so a crafted image cannot make us mount over a host path.
+ * place is resolved inside the rootfs, so a crafted image cannot make us mount over a host path;
+ * the directories are made one at a time through descriptors (mkdirAllInRoot), so a link into
+ * /proc, where mkdir answers ENOENT under an existing parent, fails at once instead of looping.
  */
 function mountpoint(root: string, path: string): string {
-  const p = hostPath(root, resolveInRoot(root, path));
+  const inRoot = resolveInRoot(root, path);
   try {
-    mkdirSync(p, { recursive: true, mode: 0o755 });
+    closeSync(mkdirAllInRoot(root, inRoot));
   } catch (e) {
     throw new HelperFailure('FAILED_PRECONDITION', `cannot create mountpoint ${path} in the rootfs (read-only?): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
-  return p;
+  return hostPath(root, inRoot);
 }

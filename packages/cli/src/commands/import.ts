@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Args, Flags } from '../cli-kit.js';
 import { digestHex } from '@tsbuild/oci';
-import { importRootfs } from '@tsbuild/builder';
+import { MAX_SOURCE_DATE_EPOCH, importRootfs } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 
 export default class Import extends BaseCommand<typeof Import> {
@@ -14,7 +14,8 @@ export default class Import extends BaseCommand<typeof Import> {
   static override flags = {
     env: Flags.string({ description: 'Env entry KEY=VALUE for the image config (repeatable)', multiple: true }),
     cmd: Flags.string({ description: 'default command, as a JSON array or a shell string' }),
-    timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes' }),
+    // A date must have an ISO form for `created`: JavaScript's span, ±8.64e12 s (as build --timestamp).
+    timestamp: Flags.integer({ description: 'seconds since the epoch for created times and file mtimes', min: -MAX_SOURCE_DATE_EPOCH, max: MAX_SOURCE_DATE_EPOCH }),
   };
 
   async run(): Promise<void> {
