@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FailedPreconditionError } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
 /** What a Dockerfile or an image controls must neither hang the runtime nor reach the host. */
@@ -49,5 +49,15 @@ describe('capabilities', () => {
     expect(capStatus(r.out, 'CapEff')).toBe(capStatus(own, 'CapPrm'));
     expect(capStatus(r.out, 'Seccomp')).toBe('2');
     expect(r.out).toContain('unshare-ok'); // CAP_SYS_ADMIN's syscalls let through by the filter
+  });
+});
+
+describe('user', () => {
+  it('an id the kernel cannot take is refused before anything starts, instead of wrapping to 32 bits', async () => {
+    await expect(shIn(fx, 'id -u', { user: { uid: 99999999999, gid: 1 } })).rejects.toThrow(new InvalidArgumentError('run: uid 99999999999 is not an id from 0 to 4294967294'));
+    await expect(shIn(fx, 'id -u', { user: { uid: 1, gid: 4294967295 } })).rejects.toThrow(/^run: gid 4294967295 /);
+    await expect(shIn(fx, 'id -u', { user: { uid: 1, gid: 1, additionalGids: [-1] } })).rejects.toThrow(/^run: additional gid -1 /);
+    const r = await shIn(fx, 'id -u; id -g', { user: { uid: 4294967294, gid: 4294967294 } });
+    expect(r.out).toBe('4294967294\n4294967294\n');
   });
 });
