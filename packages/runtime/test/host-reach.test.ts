@@ -1,5 +1,7 @@
-import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { useBusyboxFixture, shIn } from './busybox-rootfs.js';
@@ -60,4 +62,66 @@ describe('user', () => {
     const r = await shIn(fx, 'id -u; id -g', { user: { uid: 4294967294, gid: 4294967294 } });
     expect(r.out).toBe('4294967294\n4294967294\n');
   });
+});
+
+/** An overlay of the busybox rootfs plus the shared libraries node needs, so that node can start inside. */
+function overlayWithNodeLibraries(): { upper: string; mounts: ReturnType<typeof fx.overlay>['mounts'] } {
+  const o = fx.overlay();
+  const libs = execFileSync('ldd', [process.execPath], { encoding: 'utf8' }).matchAll(/(\/\S+) \(0x/g);
+  for (const [, lib] of libs) {
+    const dest = join(o.upper, lib);
+    mkdirSync(dirname(dest), { recursive: true });
+    copyFileSync(realpathSync(lib), dest);
+  }
+  return o;
+}
+
+const sha256 = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/** Run by node inside the container: can it write the file it was executed from? */
+const PROBE = `const fs = require('fs'); const r = {};
+try { fs.accessSync('/proc/self/exe', fs.constants.W_OK); r.access = 'writable'; } catch (e) { r.access = e.code; }
+try { fs.closeSync(fs.openSync('/proc/self/exe', 'r+')); r.open = 'opened'; } catch (e) { r.open = e.code; }
+console.log(JSON.stringify(r));`;
+
+describe("the runtime's own binary (runc CVE-2019-5736)", () => {
+  it('/proc/self/exe executed by the helper is node on a read-only mount: no write reaches the host binary', async () => {
+    const before = sha256(process.execPath);
+    const o = overlayWithNodeLibraries();
+    const r = await shIn(fx, '', { args: ['/proc/self/exe', '-e', PROBE] }, { overlay: o });
+    expect(r.err).toBe('');
+    expect(r.exitCode).toBe(0);
+    // EROFS from access(2) is the mount's answer; ETXTBSY alone would only mean node runs somewhere.
+    expect(JSON.parse(r.out)).toEqual({ access: 'EROFS', open: expect.stringMatching(/^(EROFS|ETXTBSY)$/) });
+    expect(sha256(process.execPath)).toBe(before);
+  });
+
+  it('so is a #!/proc/self/exe interpreter, which the kernel resolves in the helper', async () => {
+    const before = sha256(process.execPath);
+    const o = overlayWithNodeLibraries();
+    writeFileSync(join(o.upper, 'probe'), `#!/proc/self/exe\n${PROBE}\n`);
+    chmodSync(join(o.upper, 'probe'), 0o755);
+    const r = await shIn(fx, '', { args: ['/probe'] }, { overlay: o });
+    expect(r.exitCode).toBe(0);
+    expect(JSON.parse(r.out)).toEqual({ access: 'EROFS', open: expect.stringMatching(/^(EROFS|ETXTBSY)$/) });
+    expect(sha256(process.execPath)).toBe(before);
+  });
+
+  it('with an init, PID 1 (tini from the host) runs from a read-only mount too, and shows as tini', async () => {
+    // With every capability the command may open /proc/1/exe (ptrace's rules want the caller's
+    // capabilities to cover the target's); by default it may not even read the link.
+    const probe = `const fs = require('fs'); const r = { comm: fs.readFileSync('/proc/1/comm', 'utf8').trim() };
+try { fs.accessSync('/proc/1/exe', fs.constants.W_OK); r.access = 'writable'; } catch (e) { r.access = e.code; }
+console.log(JSON.stringify(r));`;
+    const r = await shIn(fx, '', { init: true, capabilities: { add: ['ALL'] }, args: ['/proc/self/exe', '-e', probe] }, { overlay: overlayWithNodeLibraries() });
+    expect(r.err).toBe('');
+    expect(JSON.parse(r.out)).toEqual({ comm: expect.stringMatching(/^tini(-static)?$/), access: 'EROFS' });
+  });
+
+  it("none of the helper's descriptors can be executed, the ones of node's binary included", async () => {
+    for (let fd = 3; fd < 12; fd++) {
+      const r = await shIn(fx, '', { args: [`/proc/self/fd/${fd}`] });
+      expect([126, 127], `/proc/self/fd/${fd}: ${r.err}`).toContain(r.exitCode);
+    }
+  }, 60_000);
 });
