@@ -97,7 +97,8 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
     await removeDirs(dirs);
     throw e;
   }
-  reapOnExit(dirs);
+  // Every hierarchy's <name>, not only ours: an OCI runtime nests its cgroup in each (see destroy).
+  if (dirs.length > 0) reapOnExit([...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, PARENT, name))])]);
   return {
     name,
     dirs,
