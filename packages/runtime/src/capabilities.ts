@@ -62,7 +62,7 @@ export function resolveCapabilities(changes: CapabilityChanges | undefined, last
   const result = known.filter((c) => set.has(c));
   const lacking = result.filter((c) => !isHeld(c));
   if (lacking.length > 0) {
-    throw new FailedPreconditionError(`cannot give the container ${lacking.join(', ')}: tsbuild itself does not hold ${lacking.length === 1 ? 'it' : 'them'} (drop ${lacking.length === 1 ? 'it' : 'them'} with --cap-drop)`);
+    throw new FailedPreconditionError(`cannot give the container ${lacking.join(', ')}: tsbuild itself does not hold ${lacking.length === 1 ? 'it' : 'them'}`);
   }
   return result;
 }
