@@ -17,7 +17,8 @@ describe('working directory', () => {
       const t0 = Date.now();
       const e = await shIn(fx, 'true', { cwd }).catch((err: unknown) => err);
       expect(e).toBeInstanceOf(FailedPreconditionError);
-      expect((e as Error).message).toBe(`cannot use working directory ${cwd}: ENOENT`);
+      // fd 19 may be one of node's own descriptors in the helper (not a directory) or none.
+      expect((e as Error).message).toMatch(new RegExp(`^cannot use working directory ${cwd}: (ENOENT|ENOTDIR)$`));
       expect(Date.now() - t0).toBeLessThan(5000);
     }
   }, 30_000);
