@@ -99,29 +99,34 @@ describe('kill -9 of a real `tsbuild run`', () => {
 
   it('leaves no process, no mount and no cgroup, with no later command to sweep them', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'tsbuild-kill9-'));
+    let tsbuild: ReturnType<typeof spawn> | undefined;
     try {
       const env = { ...process.env, TSBUILD_ROOT: join(tmp, 'store') };
       makeBusyboxRootfs(join(tmp, 'rootfs'));
       execFileSync(bin, ['import', join(tmp, 'rootfs'), 'busybox'], { env, stdio: 'ignore' });
       const marker = `TSBUILD_CLI_KILL9=${process.pid}-${Date.now()}`;
       // bin/tsbuild exec's node: the pid is tsbuild's own.
-      const tsbuild = spawn(bin, ['run', '--memory', '64m', '--pids-limit', '50', '-e', marker, 'busybox', 'sh', '-c', 'setsid sleep 1000 & sleep 1000'], { env, stdio: 'ignore' });
-      const exited = new Promise((r) => tsbuild.on('exit', (code, sig) => r(sig ?? code)));
+      const child = spawn(bin, ['run', '--memory', '64m', '--pids-limit', '50', '-e', marker, 'busybox', 'sh', '-c', 'setsid sleep 1000 & sleep 1000'], { env, stdio: 'ignore' });
+      tsbuild = child;
+      const pid = child.pid as number;
+      const exited = new Promise((r) => child.on('exit', (code, sig) => r(sig ?? code)));
       await waitFor('the container processes', () => processesWithEnv(marker).length >= 2);
-      expect(tsbuildCgroups(tsbuild.pid).length).toBeGreaterThan(1); // memory, pids and unified
+      expect(tsbuildCgroups(pid).length).toBeGreaterThan(1); // memory, pids and unified
       expect(mountsMentioning(tmp).length).toBeGreaterThan(0);
       // Other test processes sweep dead pids' cgroups too (removeStaleCgroups before each run), so
       // that they vanish proves little alone: the reaper tsbuild started must do it, and end.
-      const reapers = cgroupReapersOf(tsbuild.pid as number);
+      const reapers = cgroupReapersOf(pid);
       expect(reapers).toHaveLength(1);
 
-      tsbuild.kill('SIGKILL');
+      child.kill('SIGKILL');
       expect(await exited).toBe('SIGKILL');
       await waitFor('every container process to die', () => processesWithEnv(marker).length === 0, 5000);
       await waitFor('every mount to go', () => mountsMentioning(tmp).length === 0, 5000);
-      await waitFor('its cgroups to be removed', () => tsbuildCgroups(tsbuild.pid).length === 0, 5000);
+      await waitFor('its cgroups to be removed', () => tsbuildCgroups(pid).length === 0, 5000);
       await waitFor('the reaper to end', () => !existsSync(`/proc/${reapers[0]}`), 5000);
     } finally {
+      // A failed assertion before the kill must not leave it running (its container sleeps 1000 s).
+      if (tsbuild?.exitCode === null && tsbuild.signalCode === null) tsbuild.kill('SIGKILL');
       rmSync(tmp, { recursive: true, force: true });
     }
   });
@@ -129,7 +134,7 @@ describe('kill -9 of a real `tsbuild run`', () => {
   it('a stale cgroup whose reaper died too is swept by the next run', async () => {
     const hierarchy = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
     const dir = `${hierarchy}/tsbuild/tsbuild-${2 ** 22 + 1}-deadbeef`;
-    mkdirSync(dir, { recursive: true }); // pid 4194305: above pid_max's default, never alive
+    mkdirSync(dir, { recursive: true }); // pid 4194305: above PID_MAX_LIMIT (2^22), never alive
     const removed = await removeStaleCgroups();
     expect(removed).toContain(dir);
     expect(existsSync(dir)).toBe(false);
