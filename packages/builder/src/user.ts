@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError } from '@tsbuild/oci';
+import { MAX_ID, isValidId } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 
 export interface ResolvedUser {
@@ -19,6 +20,12 @@ export async function resolveUser(s: OverlaySnapshotter, snapshot: string | unde
   if (spec === '') return { uid: 0, gid: 0, additionalGids: chown ? [] : [0] };
   const [u, g] = spec.split(':', 2) as [string, string | undefined];
   const numeric = (x: string) => /^\d+$/.test(x);
+  // A number beyond the 32-bit range would wrap on its way to the kernel: refuse it, naming it.
+  const id = (text: string, what: string, where = `user "${spec}"`): number => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !isValidId(n)) throw new InvalidArgumentError(`invalid ${where}: ${what} ${text} is not a number from 0 to ${MAX_ID}`);
+    return n;
+  };
   let passwd: string[][] | undefined;
   let group: string[][] | undefined;
   const readTable = async (file: string) => (await readFromChain(s, snapshot, file))?.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(':')) ?? [];
@@ -26,28 +33,28 @@ export async function resolveUser(s: OverlaySnapshotter, snapshot: string | unde
   let gid: number | undefined;
   let userName: string | undefined;
   if (numeric(u)) {
-    uid = Number(u);
+    uid = id(u, 'uid');
     passwd = await readTable('etc/passwd');
     const ent = passwd.find((e) => e[2] === u);
     if (ent) {
       userName = ent[0];
-      gid = Number(ent[3]);
+      gid = id(ent[3] ?? '', 'gid', `passwd entry of ${ent[0]} in /etc/passwd`);
     }
   } else {
     passwd = await readTable('etc/passwd');
     const ent = passwd.find((e) => e[0] === u);
     if (!ent) throw new InvalidArgumentError(`unable to find user ${u}: no matching entries in passwd file`);
     userName = u;
-    uid = Number(ent[2]);
-    gid = Number(ent[3]);
+    uid = id(ent[2] ?? '', 'uid', `passwd entry of ${u} in /etc/passwd`);
+    gid = id(ent[3] ?? '', 'gid', `passwd entry of ${u} in /etc/passwd`);
   }
   if (g !== undefined && g !== '') {
-    if (numeric(g)) gid = Number(g);
+    if (numeric(g)) gid = id(g, 'gid');
     else {
       group = await readTable('etc/group');
       const ent = group.find((e) => e[0] === g);
       if (!ent) throw new InvalidArgumentError(`unable to find group ${g}: no matching entries in group file`);
-      gid = Number(ent[2]);
+      gid = id(ent[2] ?? '', 'gid', `group entry of ${g} in /etc/group`);
     }
   }
   // A numeric --chown uid without a group takes gid = uid, as docker does.
@@ -57,7 +64,7 @@ export async function resolveUser(s: OverlaySnapshotter, snapshot: string | unde
     group ??= await readTable('etc/group');
     for (const e of group) {
       const members = (e[3] ?? '').split(',');
-      if (members.includes(userName) && Number(e[2]) !== gid) additionalGids.push(Number(e[2]));
+      if (members.includes(userName) && Number(e[2]) !== gid) additionalGids.push(id(e[2] ?? '', 'gid', `group entry of ${e[0]} in /etc/group`));
     }
   }
   // runc (and so buildah) always lists the primary group among the supplementary ones; checked

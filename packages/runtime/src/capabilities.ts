@@ -1,5 +1,5 @@
 import { CAPABILITIES } from '@tsbuild/linux';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 
 /**
  * Docker's default capability set (moby oci/caps/defaults.go); with bounding = permitted =
@@ -33,8 +33,15 @@ export interface CapabilityChanges {
  * from the default set (or from nothing when ALL is dropped), add the added ones (ALL = every
  * capability the kernel knows), then remove the dropped ones; a capability both added and
  * dropped is added. Returns CAP_… names in capability-number order.
+ *
+ * `held` is the permitted set of tsbuild itself (capget(2)): a process can give its child no
+ * capability it lacks (capset(2) answers EPERM). ALL therefore means every capability tsbuild
+ * holds, as podman reads it (its bounding set); where tsbuild runs with fewer (inside another
+ * container, under a systemd CapabilityBoundingSet), a capability named on its own, or one of the
+ * default set, that it lacks is an error naming it, before anything starts.
  */
-export function resolveCapabilities(changes: CapabilityChanges | undefined, lastCap: number): string[] {
+export function resolveCapabilities(changes: CapabilityChanges | undefined, lastCap: number, held: bigint = (1n << BigInt(lastCap + 1)) - 1n): string[] {
+  const isHeld = (name: string): boolean => ((held >> BigInt(CAPABILITIES[name.slice(4)] ?? 63)) & 1n) === 1n;
   const known = Object.entries(CAPABILITIES)
     .filter(([, n]) => n <= lastCap)
     .map(([name]) => `CAP_${name}`);
@@ -49,10 +56,15 @@ export function resolveCapabilities(changes: CapabilityChanges | undefined, last
   const add = norm(changes?.add, '--cap-add');
   const drop = norm(changes?.drop, '--cap-drop');
   let set = new Set<string>(drop.includes('ALL') ? [] : DEFAULT_CAPABILITIES);
-  if (add.includes('ALL')) set = new Set(known);
+  if (add.includes('ALL')) set = new Set(known.filter(isHeld));
   for (const c of add) if (c !== 'ALL') set.add(c);
   for (const c of drop) if (c !== 'ALL' && !add.includes(c)) set.delete(c);
-  return known.filter((c) => set.has(c));
+  const result = known.filter((c) => set.has(c));
+  const lacking = result.filter((c) => !isHeld(c));
+  if (lacking.length > 0) {
+    throw new FailedPreconditionError(`cannot give the container ${lacking.join(', ')}: tsbuild itself does not hold ${lacking.length === 1 ? 'it' : 'them'}`);
+  }
+  return result;
 }
 
 /** The names as a mask, bit n for capability n. */

@@ -3,6 +3,7 @@ import { networkInterfaces } from 'node:os';
 import { posix } from 'node:path';
 import { MS, mount } from '@tsbuild/linux';
 import { mountCall, type Mount } from './mount-spec.js';
+import { makeDirectories } from './make-directories.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 
 /** Contents for the run's /etc/hosts, /etc/resolv.conf and /etc/hostname; defaults are derived. */
@@ -94,7 +95,7 @@ export function bindEtcFiles(root: string, scratch: string, contents: Record<'ho
     const target = hostPath(root, resolveInRoot(root, f.path));
     if (!existsSync(target)) {
       try {
-        mkdirSync(posix.dirname(target), { recursive: true, mode: 0o755 });
+        makeDirectories(posix.dirname(target));
         writeFileSync(target, '', { mode: 0o644, flag: 'wx' });
       } catch {
         continue; // a read-only rootfs: the command sees the image's (missing) file

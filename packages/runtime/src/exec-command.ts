@@ -1,4 +1,4 @@
-import { accessSync, constants, mkdirSync, statSync, writeSync } from 'node:fs';
+import { accessSync, constants, statSync, writeSync } from 'node:fs';
 import { posix } from 'node:path';
 import {
   PR,
@@ -26,6 +26,7 @@ import {
 import { capabilityMask } from './capabilities.js';
 import { EXEC_LINE, type RunRequest } from './helper-protocol.js';
 import { HelperFailure } from './helper-failure.js';
+import { makeDirectories } from './make-directories.js';
 
 /** Docker's default PATH when the image sets none. */
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -38,9 +39,15 @@ const SIGKILL = 9;
  */
 export function execCommand(req: RunRequest, controlFd: number, terminal?: number): never {
   if (!req.cwd.startsWith('/')) throw new HelperFailure('INVALID_ARGUMENT', `working directory must be absolute: ${req.cwd}`);
+  // After pivot_root: the path resolves in the container's root (magic links of /proc aside, see
+  // below). Created as root, as docker does.
   try {
-    mkdirSync(req.cwd, { recursive: true, mode: 0o755 });
+    makeDirectories(req.cwd);
     process.chdir(req.cwd);
+    // A /proc/self/fd/N or /proc/self/cwd magic link can lead to a directory outside the root
+    // (runc CVE-2024-21626: a leaked descriptor of a host directory as WORKDIR). getcwd(3) fails
+    // with ENOENT for a directory the root does not reach ("(unreachable)", getcwd(2)).
+    process.cwd();
   } catch (e) {
     throw new HelperFailure('FAILED_PRECONDITION', `cannot use working directory ${req.cwd}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }

@@ -9,7 +9,7 @@ import { constants, release } from 'node:os';
 import { isatty } from 'node:tty';
 import { promisify } from 'node:util';
 import { FailedPreconditionError } from '@tsbuild/oci';
-import { lastCapability, shortenOverlayData } from '@tsbuild/linux';
+import { capGet, lastCapability, shortenOverlayData } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 import { resolveProfile } from './seccomp/profile.js';
@@ -249,7 +249,7 @@ function killTree(pid: number | undefined): void {
 
 /** The run's capabilities, no_new_privs and seccomp profile for the bundle, as the built-in runtime applies them. */
 function bundleSecurity(spec: RunSpec): Pick<BundleOptions, 'capabilities' | 'noNewPrivileges' | 'seccomp'> {
-  const capabilities = resolveCapabilities(spec.capabilities, lastCapability());
+  const capabilities = resolveCapabilities(spec.capabilities, lastCapability(), capGet().permitted);
   const seccomp = spec.seccomp ?? 'default';
   return {
     capabilities,

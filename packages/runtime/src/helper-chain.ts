@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { constants } from 'node:os';
@@ -11,8 +12,8 @@ import {
   NotFoundError,
   TsbuildError,
 } from '@tsbuild/oci';
-import { takeDescriptor } from '@tsbuild/linux';
-import { EXEC_LINE, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+import { readOnlyFileMount, takeDescriptor } from '@tsbuild/linux';
+import { EXEC_LINE, INIT_EXE_FD, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { HELPER, ID_MAP_TOOLS } from './package-files.js';
 import { userNamespaceArgs } from './security-spec.js';
 
@@ -84,14 +85,33 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
   if (userns !== undefined) args.push(...userNamespaceArgs(userns));
   if (opts.network !== 'host') args.push('--net');
   args.push('--');
-  if (opts.init !== undefined) args.push(opts.init, '--');
-  args.push(process.execPath, HELPER);
+  let exes: number[];
+  try {
+    // Always both descriptors (node's twice without an init): the helper closes both, and an fd 6
+    // left to node would be one of its own (its epoll or signal pipe), closed under it.
+    const node = readOnlyExecutable(process.execPath);
+    exes = [node, opts.init !== undefined ? readOnlyExecutable(opts.init) : node];
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  // Executed through symlinks to /proc/self/fd/N, resolved by unshare and the init in their own
+  // /proc/self: the kernel names a process after the last component of the path it was executed
+  // by, and PID 1 should show as `tini` in ps, not as `6`.
+  const links = posix.join(posix.dirname(request.target), 'exe');
+  try {
+    mkdirSync(links, { recursive: true });
+    for (const [name, fd] of [['node', NODE_EXE_FD], [posix.basename(opts.init ?? 'init'), INIT_EXE_FD]] as const) symlinkSync(`/proc/self/fd/${fd}`, posix.join(links, name));
+  } catch (e) {
+    return Promise.reject(new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e }));
+  }
+  if (opts.init !== undefined) args.push(posix.join(links, posix.basename(opts.init)), '--');
+  args.push(posix.join(links, 'node'), HELPER);
   const terminal = request.kind === 'run' && request.terminal === true;
   const needContainerPid = opts.init !== undefined || opts.beforeRequest !== undefined || userns !== undefined || terminal;
 
   return new Promise<ChainResult>((resolve, reject) => {
     const child = spawn('setpriv', args, {
-      stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe'],
+      stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
       // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
       env: { PATH: `${userns !== undefined ? `${ID_MAP_TOOLS}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
     });
@@ -201,6 +221,32 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
       }
     });
   });
+}
+
+const readOnlyExecutables = new Map<string, number>();
+
+/**
+ * The helper is node, and until it execve's the command, /proc/self/exe (and so
+ * `RUN ["/proc/self/exe"]` or a `#!/proc/self/exe` script, resolved by the kernel in the helper's
+ * context) is the node binary tsbuild runs from: the container could execute it, and open it for
+ * writing once no node runs any more (runc CVE-2019-5736). So the chain executes node, and the
+ * init, from a read-only bind of that one file, attached nowhere (readOnlyFileMount): writes
+ * through any such path fail with EROFS, and nothing of the host's tree beyond the file is
+ * reachable from it. One per command, kept open for the next runs: two syscalls, no copy (a sealed
+ * memfd copy of node would cost ~95 MB and tens of ms). The descriptor is close-on-exec in
+ * tsbuild and passed to the chain only.
+ */
+function readOnlyExecutable(path: string): number {
+  let fd = readOnlyExecutables.get(path);
+  if (fd === undefined) {
+    try {
+      fd = readOnlyFileMount(path);
+    } catch (e) {
+      throw new FailedPreconditionError(`cannot make a read-only mount of ${path} for the container (open_tree and mount_setattr need Linux 5.12 and CAP_SYS_ADMIN): ${(e as Error).message}`, { cause: e });
+    }
+    readOnlyExecutables.set(path, fd);
+  }
+  return fd;
 }
 
 /**

@@ -97,3 +97,11 @@ export const PTY_TAKEN_LINE = '{"ptyTaken":true}';
 
 /** Exit status of a helper that failed before execve; the reply on fd 3 says why. */
 export const HELPER_SETUP_FAILED = 125;
+
+/**
+ * Descriptors the chain starts with beyond the control socket (3) and the command's stderr (4):
+ * node's binary (and the init's) on a read-only mount of its own (helper-chain.ts), which unshare
+ * and the init execute through /proc/self/fd/N. The helper closes them first thing.
+ */
+export const NODE_EXE_FD = 5;
+export const INIT_EXE_FD = 6;

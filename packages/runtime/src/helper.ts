@@ -1,6 +1,7 @@
 /**
  * The helper process: started by tsbuild as
  *   setpriv --pdeathsig KILL -- unshare --mount --uts --ipc --pid --fork --kill-child [--net] -- node helper.js
+ * (node being a read-only mount of node's binary, passed as fd 5: see readOnlyExecutable in helper-chain.ts)
  * it reads one request (a JSON line) on fd 3, does the mounts in its own mount namespace and then
  * either execve's a RUN command (which thereby becomes PID 1) or performs COPY operations and exits.
  * Node itself is multi-threaded, so namespaces cannot be entered from tsbuild's own process.
@@ -11,7 +12,7 @@ import { applyCopyOps } from './copy-ops.js';
 import { enterContainer } from './container-setup.js';
 import { execCommand } from './exec-command.js';
 import { HelperFailure } from './helper-failure.js';
-import { HELPER_SETUP_FAILED, PTY_TAKEN_LINE, ptyLine, type HelperReply, type HelperRequest } from './helper-protocol.js';
+import { HELPER_SETUP_FAILED, INIT_EXE_FD, NODE_EXE_FD, PTY_TAKEN_LINE, ptyLine, type HelperReply, type HelperRequest } from './helper-protocol.js';
 import { mountAll } from './mount-spec.js';
 
 const CONTROL_FD = 3;
@@ -58,6 +59,15 @@ function hostParentPid(): number {
 }
 
 function main(): void {
+  // Our own executable's descriptor (and the init's) must not be there for the command to reach
+  // through /proc/self/fd while we execve it.
+  for (const fd of [NODE_EXE_FD, INIT_EXE_FD]) {
+    try {
+      closeSync(fd);
+    } catch {
+      // EBADF: no init
+    }
+  }
   const req = JSON.parse(readLine()) as HelperRequest;
   // unshare sets our parent-death signal after fork; if it died before that we would be orphaned
   // without knowing it. Our parent must still be the process tsbuild started.

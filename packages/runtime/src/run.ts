@@ -11,6 +11,7 @@ import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/r
 import { runExternal } from './external-runtime.js';
 import { runChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
+import { MAX_ID, isValidId } from './ids.js';
 import type { ExtraMount } from './helper-protocol.js';
 import type { Mount } from './mount-spec.js';
 import { securityRequest, type SecurityOptions } from './security-spec.js';
@@ -210,6 +211,12 @@ function validate(spec: RunSpec): void {
   // HOST_NAME_MAX (limits.h); sethostname(2) fails with EINVAL beyond it.
   if (spec.hostname !== undefined && (spec.hostname.length === 0 || Buffer.byteLength(spec.hostname) > 64)) {
     throw new InvalidArgumentError(`run: hostname must be 1 to 64 bytes: ${spec.hostname}`);
+  }
+  const u = spec.user;
+  if (u !== undefined) {
+    for (const [what, id] of [['uid', u.uid], ['gid', u.gid], ...(u.additionalGids ?? []).map((g) => ['additional gid', g] as const)] as const) {
+      if (!isValidId(id)) throw new InvalidArgumentError(`run: ${what} ${id} is not an id from 0 to ${MAX_ID}`);
+    }
   }
   for (const e of spec.env) if (!e.includes('=')) throw new InvalidArgumentError(`run: environment entry is not KEY=VALUE: ${e}`);
   if (spec.network !== undefined && !['host', 'none', 'private'].includes(spec.network)) throw new InvalidArgumentError(`run: network must be host, none or private: ${String(spec.network)}`);

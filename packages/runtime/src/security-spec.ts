@@ -1,6 +1,6 @@
 import { chownSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { lastCapability } from '@tsbuild/linux';
+import { capGet, lastCapability } from '@tsbuild/linux';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { resolveCapabilities, type CapabilityChanges } from './capabilities.js';
 import type { EtcFiles } from './etc-files.js';
@@ -68,7 +68,7 @@ const compiledDefault = new Map<string, string>();
  * helper, root inside but an unprivileged uid outside, writes the /etc files there.
  */
 export function securityRequest(spec: SecurityOptions & { scratchDir: string; rootfs: { options: string[] }[] }): SecurityRequest {
-  const capabilities = resolveCapabilities(spec.capabilities, lastCapability());
+  const capabilities = resolveCapabilities(spec.capabilities, lastCapability(), capGet().permitted);
   const req: SecurityRequest = {
     capabilities,
     noNewPrivileges: spec.noNewPrivileges === true,

@@ -1,11 +1,14 @@
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { removeStaleCgroups, run } from '../src/index.js';
 import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
 import { tsbuildCgroups } from './cgroup-leftovers.js';
+// @ts-expect-error plain .mjs fixture without types
+import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
 
 /**
  * kill -9 of tsbuild in the middle of a RUN: a separate Node process (standing in for tsbuild)
@@ -35,11 +38,9 @@ async function killParentMidRun(script: string, user: { uid: number; gid: number
   expect(await exited).toBe('SIGKILL');
   await waitFor('every container process to die', () => processesWithEnv(marker).length === 0, 5000);
   await waitFor('every mount to go', () => mountsMentioning(upper).length === 0, 5000);
-  // Its cgroups stay behind, empty, named after the dead pid: the next run (or this) removes them.
-  expect(tsbuildCgroups(parent.pid).length).toBeGreaterThan(0);
-  const removed = await removeStaleCgroups();
-  expect(removed.filter((d) => d.includes(`/tsbuild-${parent.pid}-`)).length).toBeGreaterThan(0);
-  expect(tsbuildCgroups(parent.pid)).toEqual([]);
+  // Its cgroups go too, without another run sweeping them: the reaper the dead process started
+  // removes them once the pipe from it ends.
+  await waitFor('its cgroups to be removed', () => tsbuildCgroups(parent.pid).length === 0, 5000);
 }
 
 describe('lifetime', () => {
@@ -64,7 +65,7 @@ describe('lifetime', () => {
     expect(tsbuildCgroups()).toEqual([]);
   });
 
-  it('kill -9 of the parent with limits and an init: no process, no mount, and stale cgroups are swept', async () => {
+  it('kill -9 of the parent with limits and an init: no process, no mount, no cgroup', async () => {
     await killParentMidRun('setsid sleep 1000 & sleep 1000', undefined, { init: true, resources: { memory: 64 * 1024 * 1024, pidsLimit: 50 } });
   });
 
@@ -74,5 +75,68 @@ describe('lifetime', () => {
 
   it('also when the command runs as another user (setuid clears the parent-death signal)', async () => {
     await killParentMidRun('sleep 1000 & sleep 1000', { uid: 1000, gid: 1000 });
+  });
+});
+
+/** Children of `pid` that are the cgroup reaper of run-cgroup.ts (`sh -c` of its script). */
+function cgroupReapersOf(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        return ppid === pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('dirs=$(cat)');
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+describe('kill -9 of a real `tsbuild run`', () => {
+  const bin = fileURLToPath(new URL('../../cli/bin/tsbuild', import.meta.url));
+
+  it('leaves no process, no mount and no cgroup, with no later command to sweep them', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'tsbuild-kill9-'));
+    let tsbuild: ReturnType<typeof spawn> | undefined;
+    try {
+      const env = { ...process.env, TSBUILD_ROOT: join(tmp, 'store') };
+      makeBusyboxRootfs(join(tmp, 'rootfs'));
+      execFileSync(bin, ['import', join(tmp, 'rootfs'), 'busybox'], { env, stdio: 'ignore' });
+      const marker = `TSBUILD_CLI_KILL9=${process.pid}-${Date.now()}`;
+      // bin/tsbuild exec's node: the pid is tsbuild's own.
+      const child = spawn(bin, ['run', '--memory', '64m', '--pids-limit', '50', '-e', marker, 'busybox', 'sh', '-c', 'setsid sleep 1000 & sleep 1000'], { env, stdio: 'ignore' });
+      tsbuild = child;
+      const pid = child.pid as number;
+      const exited = new Promise((r) => child.on('exit', (code, sig) => r(sig ?? code)));
+      await waitFor('the container processes', () => processesWithEnv(marker).length >= 2);
+      expect(tsbuildCgroups(pid).length).toBeGreaterThan(1); // memory, pids and unified
+      expect(mountsMentioning(tmp).length).toBeGreaterThan(0);
+      // Other test processes sweep dead pids' cgroups too (removeStaleCgroups before each run), so
+      // that they vanish proves little alone: the reaper tsbuild started must do it, and end.
+      const reapers = cgroupReapersOf(pid);
+      expect(reapers).toHaveLength(1);
+
+      child.kill('SIGKILL');
+      expect(await exited).toBe('SIGKILL');
+      await waitFor('every container process to die', () => processesWithEnv(marker).length === 0, 5000);
+      await waitFor('every mount to go', () => mountsMentioning(tmp).length === 0, 5000);
+      await waitFor('its cgroups to be removed', () => tsbuildCgroups(pid).length === 0, 5000);
+      await waitFor('the reaper to end', () => !existsSync(`/proc/${reapers[0]}`), 5000);
+    } finally {
+      // A failed assertion before the kill must not leave it running (its container sleeps 1000 s).
+      if (tsbuild?.exitCode === null && tsbuild.signalCode === null) tsbuild.kill('SIGKILL');
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('a stale cgroup whose reaper died too is swept by the next run', async () => {
+    const hierarchy = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+    const dir = `${hierarchy}/tsbuild/tsbuild-${2 ** 22 + 1}-deadbeef`;
+    mkdirSync(dir, { recursive: true }); // pid 4194305: above PID_MAX_LIMIT (2^22), never alive
+    const removed = await removeStaleCgroups();
+    expect(removed).toContain(dir);
+    expect(existsSync(dir)).toBe(false);
   });
 });

@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
+import type { Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { type Resources, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { alive } from '../pid-alive.js';
@@ -24,10 +27,17 @@ import { alive } from '../pid-alive.js';
  * `destroy()` kills whatever is left, waits until the cgroups are empty and removes them (and the
  * `tsbuild` parents once no other run uses them).
  *
- * If tsbuild itself dies (kill -9) the directories stay behind, empty once the kernel has killed
- * the container. `removeStaleCgroups` (called before every run) kills what is left in, and removes,
- * every tsbuild-<pid>-* cgroup whose creator pid is no longer alive. A reused pid only postpones
- * that removal until the new owner of the pid is gone.
+ * If tsbuild itself dies (kill -9), nothing of it runs to remove them; the kernel removes no
+ * cgroup directory on its own (v1's release_agent is one global program per hierarchy, and a
+ * known escape route: CVE-2022-0492). So the first cgroup a tsbuild process makes starts a reaper
+ * (`cgroupReaper`): a small `sh` in a session of its own, outside every run's cgroup, that reads
+ * the directories of each run on a pipe from tsbuild. When the pipe ends (tsbuild exited, however
+ * it died) it kills what is left in them and removes them, then exits: after a normal exit they
+ * are gone already and it ends at once; after kill -9 it lives the few ms the kernel takes to
+ * empty the container. `removeStaleCgroups` (called before every run) is the second line, for a
+ * reaper killed with tsbuild (a whole systemd unit stopped): it removes every tsbuild-<pid>-*
+ * cgroup whose creator pid is no longer alive. A reused pid only postpones that removal until
+ * the new owner of the pid is gone.
  */
 export interface RunCgroup {
   name: string;
@@ -87,6 +97,8 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
     await removeDirs(dirs);
     throw e;
   }
+  // Every hierarchy's <name>, not only ours: an OCI runtime nests its cgroup in each (see destroy).
+  if (dirs.length > 0) reapOnExit([...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, PARENT, name))])]);
   return {
     name,
     dirs,
@@ -117,6 +129,61 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
       await removeDirs(all);
     },
   };
+}
+
+/**
+ * Run by the reaper once its stdin ends: every directory it was given, with whatever was made
+ * inside it (an OCI runtime's own cgroup), deepest first; what still runs there is SIGKILLed
+ * (cgroup.kill where the kernel has it), a busy directory retried for up to 5 s, then the
+ * `tsbuild` parent removed if empty. Names are tsbuild-<pid>-<hex> under /sys/fs/cgroup: no
+ * blanks, one a line.
+ */
+const REAPER_SCRIPT = `
+dirs=$(cat)
+IFS='
+'
+i=0
+while [ $i -lt 500 ]; do
+  left=
+  for d in $dirs; do
+    [ -d "$d" ] || continue
+    for sub in $(find "$d" -depth -type d 2>/dev/null); do
+      [ -e "$sub/cgroup.kill" ] && echo 1 >"$sub/cgroup.kill" 2>/dev/null
+      for p in $(cat "$sub/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+      rmdir "$sub" 2>/dev/null
+    done
+    if [ -d "$d" ]; then left=1; else rmdir "\${d%/*}" 2>/dev/null; fi
+  done
+  [ -z "$left" ] && exit 0
+  sleep 0.01
+  i=$((i+1))
+done
+exit 1
+`;
+
+let reaper: Writable | undefined;
+
+/** Hands the directories of a new run cgroup to this process's reaper, started on first use. */
+function reapOnExit(dirs: string[]): void {
+  if (dirs.length === 0) return;
+  if (reaper === undefined || reaper.destroyed) {
+    const child = spawn('sh', ['-c', REAPER_SCRIPT], {
+      // setsid: a ^C or a kill of tsbuild's process group does not reach it; no stdout/stderr of
+      // ours held open after we exit.
+      detached: true,
+      stdio: ['pipe', 'ignore', 'ignore'],
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    });
+    child.on('error', () => {}); // no sh: the sweep before the next run is what is left
+    child.unref();
+    const stdin = child.stdin as Socket;
+    stdin.on('error', () => {});
+    // The pipe must not keep tsbuild's event loop alive: its end, when tsbuild exits, is the signal.
+    stdin.unref();
+    reaper = stdin;
+  }
+  // A pipe write of a few hundred bytes goes out at once (libuv tries it synchronously).
+  reaper.write(`${dirs.join('\n')}\n`);
 }
 
 /**

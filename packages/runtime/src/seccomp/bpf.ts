@@ -314,8 +314,14 @@ class Emitter {
   }
 
   jump(code: number, k: number, jt: number, jf: number): number {
-    if (this.offset(jt) > 255) jt = this.push({ code: BPF.JMP_JA, jt: 0, jf: 0, k: this.offset(jt) });
-    if (this.offset(jf) > 255) jf = this.push({ code: BPF.JMP_JA, jt: 0, jf: 0, k: this.offset(jf) });
+    // Every `ja` placed here moves the other target one instruction further away: a target at
+    // exactly 255 becomes 256 once the other side got its `ja` (what --cap-add ALL ran into with
+    // docker's profile). So both are checked again until both fit; at most two `ja` are placed.
+    for (;;) {
+      if (this.offset(jt) > 255) jt = this.push({ code: BPF.JMP_JA, jt: 0, jf: 0, k: this.offset(jt) });
+      else if (this.offset(jf) > 255) jf = this.push({ code: BPF.JMP_JA, jt: 0, jf: 0, k: this.offset(jf) });
+      else break;
+    }
     return this.push({ code, jt: this.offset(jt), jf: this.offset(jf), k: k >>> 0 });
   }
 
