@@ -150,6 +150,23 @@ describe('tsbuild build of hostile input: one line, the right status', () => {
     expect(stdin.stderr).toBe(`Error: Dockerfile:${Math.floor((2 ** 20 - 13) / 9) + 2}: the Dockerfile is larger than 1 MiB, the most tsbuild reads\n`);
     expect(stdin.code).toBe(1);
   });
+
+  it('build - whose tar holds a Dockerfile that is a symlink to a host file reads nothing of the host', async () => {
+    const canary = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-canary-'));
+    const ctx = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-ctx-'));
+    try {
+      await fsp.writeFile(path.join(canary, 'secret'), 'CANARY-LINE-ONE\n');
+      await fsp.symlink(path.join(canary, 'secret'), path.join(ctx, 'Dockerfile'));
+      const tar = execFileSync('tar', ['-C', ctx, '-cf', '-', 'Dockerfile']);
+      const r = await t.run(['build', '-q', '-'], { input: tar.toString('latin1') });
+      expect(r.stderr).not.toContain('CANARY');
+      expect(r.stderr).toMatch(/^Error: Dockerfile .*\/Dockerfile: no such file\n$/);
+      expect(r.code).toBe(1);
+    } finally {
+      await fsp.rm(canary, { recursive: true, force: true });
+      await fsp.rm(ctx, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('tsbuild build on a full disk', () => {

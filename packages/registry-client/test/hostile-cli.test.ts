@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { fakeImage, serveImage, startServer, type TestServer } from './hostile-registry.js';
+import { fakeImage, serveImage, stallingManifest, startServer, type TestServer } from './hostile-registry.js';
 import { tempDir } from './registry-server.js';
 
 /**
@@ -71,14 +71,7 @@ describe('tsbuild pull from a hostile registry', () => {
   });
 
   it('a manifest that stalls is one line (an UnavailableError) after --registry-timeout, exit 1', async () => {
-    reg.handle = (req, res) => {
-      if (req.url?.includes('/manifests/')) {
-        res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': '1000' });
-        res.write('{"schemaVersion":');
-        return;
-      }
-      if (!serveImage(fakeImage(), req, res)) res.writeHead(404).end();
-    };
+    reg.handle = stallingManifest;
     const t0 = Date.now();
     const line = await pullFails(['--registry-timeout', '1']);
     expect(line).toContain(`http://${reg.host}/v2/evil/img/manifests/v1: no progress for 1000 ms`);

@@ -142,3 +142,13 @@ export function stream(
   next();
   return { written: () => written };
 }
+
+/** A registry whose manifest sends its headers and a few bytes, then nothing: a stalled body. */
+export const stallingManifest: TestServer['handle'] = (req, res) => {
+  if (req.url?.includes('/manifests/')) {
+    res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': '1000' });
+    res.write('{"schemaVersion":');
+    return;
+  }
+  if (!serveImage(fakeImage(), req, res)) res.writeHead(404).end();
+};

@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DataLossError, UnavailableError, isTsbuildError, parseReference, type Descriptor } from '@tsbuild/oci';
 import { Store } from '@tsbuild/store';
 import { RegistryClient, pull, staticAuthProvider, type RegistryClientOptions } from '../src/index.js';
-import { fakeImage, serveImage, startServer, stream, type FakeImage, type TestServer } from './hostile-registry.js';
+import { fakeImage, serveImage, stallingManifest, startServer, stream, type FakeImage, type TestServer } from './hostile-registry.js';
 import { tempDir } from './registry-server.js';
 
 /**
@@ -356,14 +356,7 @@ describe('one line for every failure', () => {
   }
 
   it('a manifest body that stalls is a one-line UnavailableError naming the URL', async () => {
-    reg.handle = (req, res) => {
-      if (req.url?.includes('/manifests/')) {
-        res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': '1000' });
-        res.write('{"schemaVersion":');
-        return;
-      }
-      if (!serveImage(fakeImage(), req, res)) res.writeHead(404).end();
-    };
+    reg.handle = stallingManifest;
     const e = await oneLineError(client({ timeoutMs: 300 }).getManifest(ref()));
     expect(e).toBeInstanceOf(UnavailableError);
     expect(e.message).toContain(`${reg.url}/v2/evil/img/manifests/v1`);
