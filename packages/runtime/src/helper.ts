@@ -1,6 +1,6 @@
 /**
  * The helper process: started by tsbuild as
- *   setpriv --pdeathsig KILL -- unshare --mount --uts --ipc --pid --fork --kill-child [--net] -- node helper.js
+ *   setpriv --pdeathsig KILL -- unshare --mount --uts --ipc --pid --fork --kill-child [--net] -- node helper.cjs
  * (node being a read-only mount of node's binary, passed as fd 5: see readOnlyExecutable in helper-chain.ts)
  * it reads one request (a JSON line) on fd 3, does the mounts in its own mount namespace and then
  * either execve's a RUN command (which thereby becomes PID 1) or performs COPY operations and exits.

@@ -8,8 +8,8 @@ import path from 'node:path';
  */
 const root = path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
 
-/** The compiled helper a RUN step's namespaces are set up by. */
-export const HELPER = path.join(root, 'dist', 'helper.js');
+/** The helper a RUN step's namespaces are set up by: dist/helper.js bundled into one file (scripts/bundle-helper.mjs). */
+export const HELPER = path.join(root, 'dist', 'helper.cjs');
 
 /** Directory of our newuidmap/newgidmap stand-ins. */
 export const ID_MAP_TOOLS = path.join(root, 'bin');
