@@ -957,7 +957,8 @@ class Builder {
                 if (e.code === 'ENOENT' || e.code === 'ENOTDIR') this.failAt(ins, m.source, `RUN --mount source ${m.source}: no such file or directory in the build context`);
                 this.failAt(ins, m.source, `RUN --mount source ${m.source}: ${e.message}`);
               });
-              // Kept open until the copy below is made: the copy is of the very object resolved.
+              // rw copies the resolved object by the path the kernel gives its descriptor (no link left in
+              // it; the build never writes the context); ro is resolved again by the helper, at mount time.
               bind = withFd(fd, (at) => (m.readwrite ? { source: fdPath(at) } : { source: ctx.dir, sourcePath: m.source }));
             } else {
               const state = await this.stateOf(ins, sr, m.from, `RUN --mount from=${m.from}`, `from=${m.from}`);
