@@ -92,10 +92,14 @@ export async function isArchive(file: string): Promise<boolean> {
   return first.length >= 512 && first.subarray(257, 262).toString('latin1') === 'ustar';
 }
 
-/** Unpacks a local archive into `dir` (the snapshotter's hardened apply: nothing lands outside). */
+/**
+ * Unpacks a local archive into `dir` as docker's ADD does (the snapshotter's apply with archive
+ * rules: paths and the archive's own links resolve inside `dir`, nothing lands outside; owners
+ * recorded in the archive are kept when we run as root).
+ */
 export async function extractArchive(file: string, dir: string): Promise<void> {
   await fsp.mkdir(dir, { recursive: true });
-  await apply(uncompressedStream(file, compressionOf(await head(file, 8))), dir);
+  await apply(uncompressedStream(file, compressionOf(await head(file, 8))), dir, { rules: 'archive' });
 }
 
 /**

@@ -4,6 +4,7 @@ import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, u
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import tar from 'tar-stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Harness, openHarness } from './conformance/harness.js';
 
@@ -189,6 +190,25 @@ describe('COPY and ADD sources and destinations never leave their root', () => {
     expectCanaryUntouched(r);
   });
 
+  it('ADD of a tar whose own symlinks point at a host directory writes through them inside the destination only', async () => {
+    // docker unpacks an ADD tar chrooted to the destination, so such links lead inside it
+    // (go-archive chrootarchive.Untar); tsbuild resolves them with the same in-root rule.
+    const entries: (tar.Headers & { body?: string })[] = [];
+    for (const [shape, link] of Object.entries(linkShapes(canary))) {
+      entries.push({ name: shape, type: 'symlink', linkname: link });
+      for (const p of ['secret', 'dir/file', 'pwned', 'dir/y/v/x']) entries.push({ name: `${shape}/${p}`, body: 'from the archive\n' });
+      entries.push({ name: `${shape}-hl`, type: 'link', linkname: `${shape}/secret` });
+    }
+    entries.push({ name: 'hop1', type: 'symlink', linkname: 'hop2' }, { name: 'hop2', type: 'symlink', linkname: `../../../..${canary}` });
+    // the hops come last: `chained` dangles until then, so its entries went into a directory named hop1
+    entries.push({ name: 'chained2', type: 'symlink', linkname: 'hop1' }, { name: 'chained2/secret', body: 'through hops\n' }, { name: 'up', type: 'symlink', linkname: '../../../..' }, { name: `up${canary}/pwned`, body: 'x' });
+    const r = await attempt({ Dockerfile: `FROM busybox\nADD a.tar /a/\nRUN cat /a${canary}/secret /a/relative-hl /a${canary}/pwned\n`, 'a.tar': await tarStreamOf(entries) });
+    expect(r.error).toBeUndefined();
+    // every link led to /a/<canary path> (a link is followed inside /a, not inside the image)
+    expect(r.output).toMatch(/through hops\nfrom the archive\nx/);
+    expectCanaryUntouched(r);
+  });
+
   it('COPY --from: a source that is a symlink to a host path is resolved in the stage', async () => {
     const r = await attempt({
       Dockerfile: `FROM busybox AS e\nRUN ln -s ${canary} /link && ln -s /link/secret /s\nFROM busybox\nCOPY --from=e /link/secret /a\nCOPY --from=e /s /b\nCOPY --from=e /link/* /c/\n`,
@@ -222,6 +242,18 @@ describe('the Dockerfile and ignore files are read inside the context', () => {
     expectCanaryUntouched(r);
   });
 });
+
+/** An archive written entry by entry (tar(1) cannot write a file below a symlink it wrote). */
+async function tarStreamOf(entries: (tar.Headers & { body?: string })[]): Promise<Buffer> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c: Buffer) => chunks.push(c));
+  const done = new Promise((resolve) => pack.on('end', resolve));
+  for (const { body, ...hd } of entries) await new Promise<void>((resolve, reject) => pack.entry(hd, body ?? '', (e) => (e ? reject(e) : resolve())));
+  pack.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
 
 /** A one-file ustar archive, made by tar(1). */
 function tarWith(name: string, content: string): Buffer {

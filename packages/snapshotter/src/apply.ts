@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fchownSync, linkSync, lstatSync, mkdirSync, openSync, rmSync, symlinkSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { lchown, lutimens, mknod, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
+import { lchown, lutimens, mknod, openRoot, resolvePathInRoot, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
 import { InvalidArgumentError, type Digest } from '@tsbuild/oci';
 import { decompressed } from './decompress.js';
 import type { TarHeader } from './tar-format.js';
@@ -27,6 +27,30 @@ export interface ApplyOptions {
    *   work: overlayfs whiteouts (char 0/0) may be created without it since Linux 5.8.
    */
   unprivileged?: boolean;
+  /**
+   * Whose rules the tar follows. 'layer' (the default): an image layer, as described at `apply`.
+   * 'archive': a tar that ADD unpacks into its destination, with docker's rules. BuildKit's file
+   * op (solver/llbsolver/file/unpack.go) hands the tar to go-archive's chrootarchive.Untar, which
+   * runs archive.Unpack chrooted to the destination, so every path is resolved by the kernel as
+   * if the destination were `/`: our one in-root rule (inRootWalk in @tsbuild/oci, walked by
+   * resolvePathInRoot in @tsbuild/linux). Hence, unlike a layer:
+   * - a name is cleaned lexically first (filepath.Clean): `..` stops at the destination root, so
+   *   `../x` and `a/../../x` land at `x` (in the chroot, Join("/", "../x") is "/x", and
+   *   Unpack's breakoutError check never fires);
+   * - an entry naming the root itself (``, `.`, `./`) is skipped, whatever its type, and the
+   *   destination keeps its own owner and mode (Unpack: `if fi.IsDir() && hdr.Name == "." { continue }`);
+   * - a symlink on the way, one the archive made itself included, is followed inside the
+   *   destination: an absolute target starts again at the destination root, a relative one's
+   *   `..` stops there (the chroot). A link never leads out, so there is nothing to refuse:
+   *   createTarFile's breakoutError checks (HasPrefix of "/") cannot fail inside the chroot;
+   * - a hardlink target is resolved the same way (link(2) in the chroot follows symlinks in the
+   *   target's directories, not in its last component);
+   * - `.wh.*` entries are ordinary files: Untar uses no whiteout converter (the default
+   *   AUFSWhiteoutFormat has none), so an archive cannot delete or hide anything.
+   * What stays as for layers: an existing entry is replaced (RemoveAll) unless both are
+   * directories, which merge; later entries win; owners, modes, xattrs and times are restored.
+   */
+  rules?: 'layer' | 'archive';
 }
 
 /**
@@ -42,6 +66,7 @@ export interface ApplyOptions {
  *   rejected, so writes never follow links (a final-component symlink is replaced, not followed:
  *   files are created with O_CREAT|O_EXCL|O_NOFOLLOW);
  * - a hardlink must point at an existing non-directory inside dir, reached the same way.
+ * (A tar that ADD unpacks follows docker's rules instead: see ApplyOptions.rules.)
  * Ownership, mode (after chown, which clears setuid/setgid and security.capability), xattrs,
  * and mtime/atime with nanoseconds (pax records) are restored; directory times last, as
  * creating children changes them. A pax-less entry gets atime = mtime.
@@ -56,7 +81,7 @@ export async function apply(layer: Readable, dir: string, opts: ApplyOptions = {
   if (!rootStat.isDirectory()) throw new InvalidArgumentError(`cannot apply a layer into ${root}: not a directory`);
   const unprivileged = opts.unprivileged ?? process.getuid?.() !== 0;
   const hash = createHash('sha256');
-  const w = new TreeWriter(root, unprivileged);
+  const w = new TreeWriter(root, unprivileged, opts.rules === 'archive');
   const parser = new TarParser(w);
   try {
     for await (const c of decompressed(layer)) {
@@ -80,12 +105,29 @@ class TreeWriter implements TarSink {
   /** The file whose body is being written. */
   private file: { fd: number; path: string; h: TarHeader } | undefined;
 
+  /** Archive rules only: an O_PATH descriptor of the root, for in-root lookups. */
+  private readonly rootFd: number | undefined;
+  /** How errors name an entry. */
+  private readonly what: string;
+
   constructor(
     private readonly root: string,
     private readonly unprivileged: boolean,
-  ) {}
+    private readonly archive: boolean,
+  ) {
+    this.rootFd = archive ? openRoot(root) : undefined;
+    this.what = archive ? 'archive entry' : 'layer entry';
+  }
 
   entry(h: TarHeader): void {
+    if (this.archive) {
+      const comps = cleanInRoot(h.name);
+      if (comps.length === 0) return; // the destination itself: see ApplyOptions.rules
+      this.checkDevice(h);
+      const p = this.abs(this.inRoot(comps, h.name));
+      this.write(h, p, () => this.abs(this.inRoot(cleanInRoot(h.linkname), h.name, `hardlink target "${h.linkname}": `)));
+      return;
+    }
     const comps = clean(h.name, h.name);
     const base = comps.at(-1);
     const parent = comps.slice(0, -1);
@@ -108,11 +150,47 @@ class TreeWriter implements TarSink {
       this.metadata(this.root, h);
       return;
     }
-    if (this.unprivileged && (h.type === 'char' || h.type === 'block')) {
-      throw new InvalidArgumentError(`layer entry "${h.name}": cannot create a ${h.type === 'char' ? 'character' : 'block'} device in an unprivileged apply`);
-    }
+    this.checkDevice(h);
     this.parents(parent, h.name);
-    const p = this.abs(comps);
+    this.write(h, this.abs(comps), () => {
+      const target = clean(h.linkname, h.name);
+      this.parents(target.slice(0, -1), h.name, `hardlink target "${h.linkname}": `);
+      return this.abs(target);
+    });
+  }
+
+  private checkDevice(h: TarHeader): void {
+    if (this.unprivileged && (h.type === 'char' || h.type === 'block')) {
+      throw new InvalidArgumentError(`${this.what} "${h.name}": cannot create a ${h.type === 'char' ? 'character' : 'block'} device in an unprivileged apply`);
+    }
+  }
+
+  /**
+   * Archive rules: `comps` (already clean) with every directory on the way resolved inside the
+   * root, the last component kept as it is (it is replaced, never written through); the
+   * directories on the way exist afterwards (created 0755 when missing, as go-archive's
+   * createImpliedDirectories does, or, with `mustExist` (what to call them in the error), required).
+   */
+  private inRoot(comps: string[], entry: string, mustExist?: string): string[] {
+    if (comps.length === 0) return comps;
+    const parent = comps.slice(0, -1);
+    let resolved = parent;
+    // A chain of real directories seen on the way needs no lookup (the cache forgets everything
+    // when a directory is replaced, so nothing in it has become a link since).
+    if (!this.dirs.has(parent.join('/'))) {
+      try {
+        resolved = resolvePathInRoot(this.rootFd!, parent.join('/'));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new InvalidArgumentError(`${this.what} "${entry}": too many levels of symbolic links in "${parent.join('/')}"`);
+        throw e;
+      }
+    }
+    this.parents(resolved, entry, mustExist);
+    return [...resolved, comps.at(-1)!];
+  }
+
+  /** Creates the entry `h` at `p`; `linkTarget()` gives a hardlink's target path (its directories checked). */
+  private write(h: TarHeader, p: string, linkTarget: () => string): void {
     switch (h.type) {
       case 'dir': {
         try {
@@ -125,7 +203,7 @@ class TreeWriter implements TarSink {
             mkdirSync(p, 0o700);
           }
         }
-        this.dirs.add(comps.join('/'));
+        this.dirs.add(relative(this.root, p));
         this.metadata(p, h);
         return;
       }
@@ -135,12 +213,11 @@ class TreeWriter implements TarSink {
         return;
       }
       case 'link': {
-        const target = clean(h.linkname, h.name);
-        const tp = this.abs(target);
-        this.parents(target.slice(0, -1), h.name, false);
-        const st = target.length === 0 ? undefined : lstatSync(tp, { throwIfNoEntry: false });
-        if (st === undefined) throw new InvalidArgumentError(`layer entry "${h.name}": hardlink target "${h.linkname}" does not exist in the layer`);
-        if (st.isDirectory()) throw new InvalidArgumentError(`layer entry "${h.name}": hardlink target "${h.linkname}" is a directory`);
+        const tp = linkTarget();
+        // A layer's empty target names nothing; an archive's names the root, as link(2) in docker's chroot sees it.
+        const st = tp === this.root && !this.archive ? undefined : lstatSync(tp, { throwIfNoEntry: false });
+        if (st === undefined) throw new InvalidArgumentError(`${this.what} "${h.name}": hardlink target "${h.linkname}" does not exist in the ${this.archive ? 'archive' : 'layer'}`);
+        if (st.isDirectory()) throw new InvalidArgumentError(`${this.what} "${h.name}": hardlink target "${h.linkname}" is a directory`);
         if (tp === p) return;
         // link(2) does not follow a symlink at the target: the link names the symlink itself.
         this.create(p, () => linkSync(tp, p));
@@ -162,7 +239,8 @@ class TreeWriter implements TarSink {
   }
 
   data(chunk: Buffer): void {
-    const fd = this.file!.fd;
+    if (this.file === undefined) return; // the body of an entry archive rules skip (one naming the root)
+    const fd = this.file.fd;
     for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
   }
 
@@ -194,6 +272,7 @@ class TreeWriter implements TarSink {
   close(): void {
     if (this.file !== undefined) closeSync(this.file.fd);
     this.file = undefined;
+    if (this.rootFd !== undefined) closeSync(this.rootFd);
   }
 
   private abs(comps: string[]): string {
@@ -211,8 +290,11 @@ class TreeWriter implements TarSink {
     return make();
   }
 
-  /** Makes sure every component of `comps` is a real directory, creating missing ones (unless told not to). */
-  private parents(comps: string[], entry: string, create = true): void {
+  /**
+   * Makes sure every component of `comps` is a real directory, creating missing ones; with
+   * `mustExist` (what to call them in the error, say a hardlink target) a missing one is an error.
+   */
+  private parents(comps: string[], entry: string, mustExist?: string): void {
     let rel = '';
     for (const c of comps) {
       rel = rel === '' ? c : `${rel}/${c}`;
@@ -220,12 +302,12 @@ class TreeWriter implements TarSink {
       const p = join(this.root, rel);
       const st = lstatSync(p, { throwIfNoEntry: false });
       if (st === undefined) {
-        if (!create) throw new InvalidArgumentError(`layer entry "${entry}": "${rel}" does not exist`);
+        if (mustExist !== undefined) throw new InvalidArgumentError(`${this.what} "${entry}": ${mustExist}"${rel}" does not exist`);
         mkdirSync(p, 0o755);
       } else if (st.isSymbolicLink()) {
-        throw new InvalidArgumentError(`layer entry "${entry}": parent "${rel}" is a symlink; refusing to write through it`);
+        throw new InvalidArgumentError(`${this.what} "${entry}": parent "${rel}" is a symlink; refusing to write through it`);
       } else if (!st.isDirectory()) {
-        throw new InvalidArgumentError(`layer entry "${entry}": parent "${rel}" is not a directory`);
+        throw new InvalidArgumentError(`${this.what} "${entry}": parent "${rel}" is not a directory`);
       }
       this.dirs.add(rel);
     }
@@ -276,5 +358,20 @@ function mtimeOf(h: TarHeader): Timespec {
 function clean(name: string, entry: string): string[] {
   const comps = name.split('/').filter((c) => c !== '' && c !== '.');
   if (comps.includes('..')) throw new InvalidArgumentError(`layer entry "${entry}": path "${name}" has a '..' component`);
+  return comps;
+}
+
+/**
+ * Archive rules: the components of a tar name or hardlink target as go-archive's Unpack sees
+ * them in its chroot, filepath.Clean of it joined to "/": empty and `.` components dropped, `..`
+ * stopping at the root.
+ */
+function cleanInRoot(name: string): string[] {
+  const comps: string[] = [];
+  for (const c of name.split('/')) {
+    if (c === '' || c === '.') continue;
+    if (c === '..') comps.pop();
+    else comps.push(c);
+  }
   return comps;
 }
