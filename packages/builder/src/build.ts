@@ -49,12 +49,12 @@ import {
   parseJsonForm,
   withContext,
 } from './dockerfile.js';
-import { InstructionVars, UnsetVariableError, expandWord, expandWords, splitRaw } from './expand.js';
+import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
 import { MergedView } from './merged-view.js';
 import { copyDirect, emptyDir } from './direct-copy.js';
 import { download, extractArchive, isArchive } from './add-sources.js';
-import { resolveUser } from './user.js';
+import { type ResolvedUser, resolveOwner, resolveUser } from './user.js';
 import type { RunDefaults } from './run-image.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -423,10 +423,8 @@ class Builder {
     const m = platformArgs();
     for (const ins of this.df.globalArgs) {
       try {
-        for (const w of expandWords(ins.args, new InstructionVars(m), this.df.escape)) {
-          const eq = w.indexOf('=');
-          const name = eq >= 0 ? w.slice(0, eq) : w;
-          const v = this.opts.buildArgs?.[name] ?? (eq >= 0 ? w.slice(eq + 1) : undefined);
+        for (const { name, value } of expandArgWords(ins.args, new InstructionVars(m), this.df.escape)) {
+          const v = this.opts.buildArgs?.[name] ?? value;
           if (v !== undefined) m.set(name, v);
         }
       } catch (e) {
@@ -674,11 +672,9 @@ class Builder {
   }
 
   private declareArgs(ins: Instruction, vars: Map<string, string>, args: Map<string, string>, globals: Map<string, string>): void {
-    for (const w of expandWords(ins.args, vars, this.df.escape)) {
-      const eq = w.indexOf('=');
-      const name = eq >= 0 ? w.slice(0, eq) : w;
+    for (const { name, value } of expandArgWords(ins.args, vars, this.df.escape)) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) this.fail(ins, `ARG name "${name}" is not a valid variable name`);
-      const v = this.opts.buildArgs?.[name] ?? (eq >= 0 ? w.slice(eq + 1) : globals.get(name));
+      const v = this.opts.buildArgs?.[name] ?? value ?? globals.get(name);
       if (v !== undefined) args.set(name, v);
     }
   }
@@ -720,11 +716,13 @@ class Builder {
       case 'WORKDIR': {
         const dir = expandWord(ins.args, vars, esc);
         if (dir === '') this.fail(ins, 'WORKDIR requires a path');
-        const resolved = path.posix.resolve(c.WorkingDir || '/', dir);
-        c.WorkingDir = resolved;
-        const user = await this.user(state, vars);
-        await this.layerStep(sr, step, `/bin/sh -c #(nop) WORKDIR ${resolved}`, async (mounts, dirScratch, fresh) => {
-          await this.copyOps(mounts, dirScratch, [{ op: 'mkdir', path: resolved, uid: user.uid, gid: user.gid, mode: 0o755 }], fresh);
+        // BuildKit keeps an absolute WORKDIR as written (`/tmp/` stays `/tmp/` in the config,
+        // util/system NormalizeWorkdir) and joins a relative one onto the previous, cleaned.
+        const wd = dir.startsWith('/') ? dir : path.posix.join(c.WorkingDir || '/', dir);
+        c.WorkingDir = wd;
+        const owner = await this.owner(state, vars);
+        await this.layerStep(sr, step, `/bin/sh -c #(nop) WORKDIR ${wd}`, async (mounts, dirScratch, fresh) => {
+          await this.copyOps(mounts, dirScratch, [{ op: 'mkdir', path: path.posix.resolve(wd), uid: owner.uid, gid: owner.gid, mode: 0o755 }], fresh);
         }, true);
         return;
       }
@@ -819,10 +817,18 @@ class Builder {
     return new Date(epoch !== undefined ? epoch * 1000 : Date.now()).toISOString();
   }
 
-  private async user(state: ImageState, vars: Map<string, string>): Promise<{ uid: number; gid: number; additionalGids: number[] }> {
+  /** Who a RUN runs as: USER resolved as runc resolves it, failing on a name the image lacks. */
+  private async user(state: ImageState, vars: Map<string, string>): Promise<ResolvedUser> {
     const spec = state.container.User ? expandWord(state.container.User, vars, this.df.escape) : '';
     await this.ensureSnapshot(state);
     return resolveUser(this.opts.snapshotter, state.snapshot, spec);
+  }
+
+  /** Who owns what WORKDIR makes: USER resolved as BuildKit's file operations do (see resolveOwner). */
+  private async owner(state: ImageState, vars: Map<string, string>): Promise<{ uid: number; gid: number }> {
+    const spec = state.container.User ? expandWord(state.container.User, vars, this.df.escape) : '';
+    await this.ensureSnapshot(state);
+    return resolveOwner(this.opts.snapshotter, state.snapshot, spec);
   }
 
   private async runStep(sr: StageRun, ins: Instruction, vars: Map<string, string>, step: number): Promise<void> {
@@ -851,7 +857,10 @@ class Builder {
       if (v !== undefined && !env.has(k)) env.set(k, v);
     }
     if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-    const user = await this.user(sr.state, vars);
+    const { home, ...user } = await this.user(sr.state, vars);
+    // runc sets HOME from the user's passwd entry when the environment has none (and so do
+    // buildah and docker): an ENV or a build arg named HOME wins. Not part of the image's Env.
+    if (!env.has('HOME')) env.set('HOME', home ?? '/');
     const createdBy = ins.json ? ins.json.join(' ') : `/bin/sh -c ${ins.args}`;
     const tail = new OutputTail();
     await this.layerStep(sr, step, createdBy, async (mounts, runScratch) => {
@@ -867,7 +876,9 @@ class Builder {
           ...(extra.mounts.length > 0 ? { mounts: extra.mounts } : {}),
           args: argv,
           env: [...env].map(([k, v]) => `${k}=${v}`),
-          cwd: c.WorkingDir || '/',
+          // The WORKDIR as its directory was made: without `..` components, which chdir(2)
+          // would otherwise resolve through directories that need not exist (as buildah does).
+          cwd: path.posix.resolve(c.WorkingDir || '/'),
           user,
           rootfs: mounts,
           scratchDir: runScratch,

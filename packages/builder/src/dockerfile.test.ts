@@ -18,6 +18,17 @@ describe('parseDockerfile', () => {
     expect(df.stages[0]!.instructions[0]!.args).toBe('echo a   && echo b');
   });
 
+  it.each([
+    ['FROM scratch\nRUN echo a \\', 'echo a'],
+    ['FROM scratch\nRUN echo a \\\n', 'echo a'],
+    ['FROM scratch\nRUN echo a \\ \t', 'echo a'],
+    ['FROM scratch\nRUN echo a \\\n  b \\', 'echo a   b'],
+    ['FROM scratch\nRUN echo a \\\n\n# end', 'echo a'],
+    ['# escape=`\nFROM scratch\nRUN echo a `', 'echo a'],
+  ])('%j: a continuation at the end of the file is dropped, as BuildKit\'s parser drops it', (text, args) => {
+    expect(parseDockerfile(text).stages[0]!.instructions[0]!.args).toBe(args);
+  });
+
   it('reads leading flags, repeated ones kept', () => {
     const df = parseDockerfile('FROM scratch\nCOPY --chown=1:2 --chmod=755 a b /dst/\n');
     const c = df.stages[0]!.instructions[0]!;

@@ -249,7 +249,9 @@ function joinContinuations(physical: string[], escape: string): { logical: strin
       const t = l.trim();
       if (t === '' || t.startsWith('#')) continue;
     }
-    if (cont.test(l) && k < physical.length - 1) {
+    // At the end of the file a continuation has nothing to continue: BuildKit's parser drops the
+    // escape character all the same and takes the line as it is (parser.go, trimContinuationCharacter).
+    if (cont.test(l)) {
       out += l.replace(cont, '');
       continue;
     }

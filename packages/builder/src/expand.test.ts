@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ExpansionLimitError, InstructionVars, MAX_EXPANSION, MAX_NESTING, expandWord, expandWords } from './expand.js';
+import { ExpansionLimitError, InstructionVars, MAX_EXPANSION, MAX_NESTING, expandArgWords, expandWord, expandWords } from './expand.js';
 
 const vars = new Map([
   ['A', 'alpha'],
@@ -57,6 +57,23 @@ describe('word splitting', () => {
   });
   it('drops a word that expands to nothing', () => {
     expect(expandWords('a $UNSET b', vars)).toEqual(['a', 'b']);
+  });
+});
+
+describe('ARG words', () => {
+  it.each([
+    ['E=$SPACED', 'one two'],
+    ['E="$SPACED"', 'one two'],
+    ['E=${SPACED}', 'one two'],
+    ["E='$SPACED'", '$SPACED'],
+    ['E=${UNSET:-$SPACED}', 'one two'],
+    ['E=pre\\ $SPACED', 'pre one two'],
+  ])('%s: a default that expands to spaces stays one value (BuildKit expands name and default as one word each)', (arg, want) => {
+    expect(expandArgWords(arg, vars)).toEqual([{ name: 'E', value: want }]);
+  });
+
+  it('splits the line on whitespace outside quotes only, before expansion', () => {
+    expect(expandArgWords('A B=$SPACED C="x y" D=', vars)).toEqual([{ name: 'A' }, { name: 'B', value: 'one two' }, { name: 'C', value: 'x y' }, { name: 'D', value: '' }]);
   });
 });
 

@@ -267,6 +267,20 @@ export function expandWords(s: string, vars: Vars, escape = '\\', used?: Set<str
   return out;
 }
 
+/**
+ * ARG's `name[=default]` words. The line is split on whitespace outside quotes first, then each
+ * name and default is expanded alone as one word, as BuildKit's ArgCommand.Expand does: a
+ * default that expands to text with spaces (`ARG e=$q` after `ARG q="a b"`) stays whole, where
+ * splitting after expansion cut it to `a` and declared `b` as a second ARG.
+ */
+export function expandArgWords(s: string, vars: Vars, escape = '\\'): { name: string; value?: string }[] {
+  return splitRaw(s, escape).map((raw) => {
+    const eq = raw.indexOf('=');
+    if (eq < 0) return { name: expandWord(raw, vars, escape) };
+    return { name: expandWord(raw.slice(0, eq), vars, escape), value: expandWord(raw.slice(eq + 1), vars, escape) };
+  });
+}
+
 /** Splits text into raw words on whitespace outside quotes, keeping quotes and escapes in place. */
 export function splitRaw(s: string, escape = '\\'): string[] {
   const out: string[] = [];

@@ -8,6 +8,11 @@ export interface ResolvedUser {
   uid: number;
   gid: number;
   additionalGids: number[];
+  /**
+   * For RUN: the HOME runc gives a process whose environment has none (libcontainer's
+   * setupUser): the home field of the passwd entry of the uid, else `/`.
+   */
+  home?: string;
 }
 
 /**
@@ -17,18 +22,16 @@ export interface ResolvedUser {
  * For RUN the user's supplementary groups are included; `--chown` takes only uid and gid.
  */
 export async function resolveUser(s: OverlaySnapshotter, snapshot: string | undefined, spec: string, chown = false): Promise<ResolvedUser> {
-  if (spec === '') return { uid: 0, gid: 0, additionalGids: chown ? [] : [0] };
+  const readTable = (file: string) => readTableFromChain(s, snapshot, file);
+  if (spec === '') {
+    if (chown) return { uid: 0, gid: 0, additionalGids: [] };
+    return { uid: 0, gid: 0, additionalGids: [0], home: (await readTable('etc/passwd')).find((e) => e[2] === '0')?.[5] || '/' };
+  }
   const [u, g] = spec.split(':', 2) as [string, string | undefined];
-  const numeric = (x: string) => /^\d+$/.test(x);
-  // A number beyond the 32-bit range would wrap on its way to the kernel: refuse it, naming it.
-  const id = (text: string, what: string, where = `user "${spec}"`): number => {
-    const n = Number(text);
-    if (!/^\d+$/.test(text) || !isValidId(n)) throw new InvalidArgumentError(`invalid ${where}: ${what} ${text} is not a number from 0 to ${MAX_ID}`);
-    return n;
-  };
+  const id = idParser(spec);
   let passwd: string[][] | undefined;
   let group: string[][] | undefined;
-  const readTable = async (file: string) => (await readFromChain(s, snapshot, file))?.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(':')) ?? [];
+  let home: string | undefined;
   let uid: number;
   let gid: number | undefined;
   let userName: string | undefined;
@@ -38,6 +41,7 @@ export async function resolveUser(s: OverlaySnapshotter, snapshot: string | unde
     const ent = passwd.find((e) => e[2] === u);
     if (ent) {
       userName = ent[0];
+      home = ent[5];
       gid = id(ent[3] ?? '', 'gid', `passwd entry of ${ent[0]} in /etc/passwd`);
     }
   } else {
@@ -45,6 +49,7 @@ export async function resolveUser(s: OverlaySnapshotter, snapshot: string | unde
     const ent = passwd.find((e) => e[0] === u);
     if (!ent) throw new InvalidArgumentError(`unable to find user ${u}: no matching entries in passwd file`);
     userName = u;
+    home = ent[5];
     uid = id(ent[2] ?? '', 'uid', `passwd entry of ${u} in /etc/passwd`);
     gid = id(ent[3] ?? '', 'gid', `passwd entry of ${u} in /etc/passwd`);
   }
@@ -69,8 +74,57 @@ export async function resolveUser(s: OverlaySnapshotter, snapshot: string | unde
   }
   // runc (and so buildah) always lists the primary group among the supplementary ones; checked
   // with buildah here: root → Groups 0, `USER 1000:10` → Groups 10, `USER app` → 10 1000.
-  if (!chown) additionalGids.push(gid);
-  return { uid, gid, additionalGids };
+  if (chown) return { uid, gid, additionalGids };
+  additionalGids.push(gid);
+  return { uid, gid, additionalGids, home: home || '/' };
+}
+
+/**
+ * The owner of a directory WORKDIR makes under USER `spec`, as BuildKit's file operations
+ * resolve it (solver/llbsolver/file/user_linux.go, readUser), checked with buildah 1.28 too: a
+ * number is used as it is, a uid alone for both ids (`USER 4242` → 4242:4242); a name is looked
+ * up, and one missing from /etc/passwd or /etc/group is no error here (root, or the user's own
+ * group, stands for it): only a RUN as that user fails, as runc refuses it.
+ */
+export async function resolveOwner(s: OverlaySnapshotter, snapshot: string | undefined, spec: string): Promise<{ uid: number; gid: number }> {
+  if (spec === '') return { uid: 0, gid: 0 };
+  const [u, g] = spec.split(':', 2) as [string, string | undefined];
+  const id = idParser(spec);
+  let uid = 0;
+  let gid = 0;
+  if (numeric(u)) uid = gid = id(u, 'uid');
+  else {
+    const ent = (await readTableFromChain(s, snapshot, 'etc/passwd')).find((e) => e[0] === u);
+    if (ent) {
+      uid = id(ent[2] ?? '', 'uid', `passwd entry of ${u} in /etc/passwd`);
+      gid = id(ent[3] ?? '', 'gid', `passwd entry of ${u} in /etc/passwd`);
+    }
+  }
+  if (g !== undefined && g !== '') {
+    if (numeric(g)) gid = id(g, 'gid');
+    else {
+      const ent = (await readTableFromChain(s, snapshot, 'etc/group')).find((e) => e[0] === g);
+      if (ent) gid = id(ent[2] ?? '', 'gid', `group entry of ${g} in /etc/group`);
+    }
+  }
+  return { uid, gid };
+}
+
+function numeric(x: string): boolean {
+  return /^\d+$/.test(x);
+}
+
+/** Parses an id of `spec`; a number beyond the 32-bit range would wrap on its way to the kernel: refuse it, naming it. */
+function idParser(spec: string): (text: string, what: string, where?: string) => number {
+  return (text, what, where = `user "${spec}"`) => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || !isValidId(n)) throw new InvalidArgumentError(`invalid ${where}: ${what} ${text} is not a number from 0 to ${MAX_ID}`);
+    return n;
+  };
+}
+
+async function readTableFromChain(s: OverlaySnapshotter, snapshot: string | undefined, file: string): Promise<string[][]> {
+  return (await readFromChain(s, snapshot, file))?.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(':')) ?? [];
 }
 
 async function readFromChain(s: OverlaySnapshotter, snapshot: string | undefined, rel: string): Promise<string | undefined> {
