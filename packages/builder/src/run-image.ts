@@ -62,13 +62,17 @@ export async function runImage(opts: RunImageOptions): Promise<RunResult & { con
     const mounts = await snapshotter.prepare(key, parent);
     const scratch = path.join(store.root, 'tmp', key);
     try {
-      const user = await resolveUser(snapshotter, parent, opts.user ?? c.User ?? '');
+      const { home, ...user } = await resolveUser(snapshotter, parent, opts.user ?? c.User ?? '');
+      // HOME from the user's passwd entry when the environment has none, as runc (and so docker
+      // and podman) give it, and as a RUN step gets it.
+      if (!env.has('HOME')) env.set('HOME', home ?? '/');
       const res = await run(
         {
           ...opts.runtime,
           args,
           env: [...env].map(([k, v]) => `${k}=${v}`),
-          cwd: opts.workdir ?? (c.WorkingDir || '/'),
+          // The config keeps WORKDIR as written (`/x/../y/`); the process starts in the clean path.
+          cwd: path.posix.resolve('/', opts.workdir ?? (c.WorkingDir || '/')),
           user,
           rootfs: mounts,
           scratchDir: scratch,
