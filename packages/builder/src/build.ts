@@ -52,6 +52,7 @@ import {
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
 import { ImageState } from './image-state.js';
 import { MergedView } from './merged-view.js';
+import { hasWildcard, unescapeGlob } from './path-glob.js';
 import { copyDirect, emptyDir } from './direct-copy.js';
 import { download, extractArchive, isArchive } from './add-sources.js';
 import { type ResolvedUser, resolveOwner, resolveUser } from './user.js';
@@ -683,7 +684,7 @@ class Builder {
   private async prepare(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<{ key: Record<string, unknown>; copy?: CopyFiles; entries?: number }> {
     if (ins.keyword !== 'COPY' && ins.keyword !== 'ADD') return { key: {} };
     const op = await this.copyOp(ins, sr, vars);
-    const sources = await hashSources(op.sources);
+    const sources = await hashSources(op.sources, op.keepOwners);
     return { key: { sources: sources.digest, dest: op.dest, uid: op.uid, gid: op.gid, mode: op.mode ?? null }, copy: op, entries: sources.entries };
   }
 
@@ -1065,7 +1066,7 @@ class Builder {
     }
     const words = ins.json ?? expandWords(rawArgs, vars, this.df.escape);
     if (words.length < 2) this.fail(ins, `${ins.keyword} requires at least two arguments: ${ins.keyword} <src>... <dest>`);
-    const srcs = words.slice(0, -1);
+    const srcs = ins.json ? words.slice(0, -1) : sourcePatterns(rawArgs, words.slice(0, -1), this.df.escape);
     let dest = words.at(-1)!;
     const wd = sr.state.container.WorkingDir || '/';
     const trailing = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
@@ -1075,6 +1076,9 @@ class Builder {
     /** For --parents: each host path's path inside its source tree (context or --from image). */
     const relOf = new Map<string, { rel: string; like?: string }>();
     const contextSources: string[] = [];
+    /** Host paths whose entries keep their owners: another stage's or image's files, unpacked archives. */
+    const keepOf = new Set<string>();
+    let unmatched: string | undefined;
     for (const src of srcs) {
       const heredoc = /^__tsbuild_heredoc_(.+)$/.exec(src);
       if (heredoc) hostPaths.push(heredocFiles.get(heredoc[1]!)!);
@@ -1082,30 +1086,41 @@ class Builder {
         hostPaths.push(await download(src, path.join(staging, `url-${hostPaths.length}`), ins.flags.get('checksum')?.at(-1), this.opts.signal));
       } else if (from === undefined) contextSources.push(src);
       else {
-        for (const m of await this.fromSources(ins, sr, expandWord(from, vars, this.df.escape), src, path.join(staging, `from-${hostPaths.length}`))) {
+        const found = await this.fromSources(ins, sr, expandWord(from, vars, this.df.escape), src, path.join(staging, `from-${hostPaths.length}`));
+        if (found.length === 0) unmatched ??= src;
+        for (const m of found) {
           hostPaths.push(m.host);
+          keepOf.add(m.host);
           relOf.set(m.host, { rel: pivot(src, m.path) });
         }
       }
     }
     if (contextSources.length > 0) {
       const ctx = await this.context();
-      const resolved = await ctx.resolve(contextSources);
-      for (const p of resolved) {
-        const rel = path.relative(ctx.dir, p);
-        const src = contextSources.find((c) => c.includes('/./')) ?? '';
-        relOf.set(p, { rel: pivot(src, rel), like: ctx.dir });
-      }
-      for (const p of resolved) {
+      const resolved = await ctx.resolve(contextSources, hostPaths.length > 0);
+      const pivotSrc = contextSources.find((c) => c.includes('/./')) ?? '';
+      for (const [i, cs] of resolved.entries()) {
+        let p = cs.host;
+        const st = await fsp.stat(p);
+        if (!st.isDirectory() && cs.name !== '' && path.basename(p) !== cs.name) {
+          // A followed symlink: its target is copied under the link's name (docker's rule).
+          p = path.join(staging, `link-${i}`, cs.name);
+          await fsp.mkdir(path.dirname(p), { recursive: true });
+          await stageTree(cs.host, p);
+        }
+        relOf.set(p, { rel: pivot(pivotSrc, cs.rel), like: ctx.dir });
         if (isAdd && (await isArchive(p))) {
-          // ADD unpacks a local archive into the destination directory.
+          // ADD unpacks a local archive into the destination directory, with the owners it records.
           const dir = path.join(staging, `archive-${hostPaths.length}`);
           await extractArchive(p, dir);
           hostPaths.push(dir);
+          keepOf.add(dir);
           if (!dest.endsWith('/')) dest += '/';
         } else hostPaths.push(p);
       }
     }
+    // A wildcard that matches nothing is skipped, unless nothing at all is left to copy (BuildKit).
+    if (hostPaths.length === 0) this.fail(ins, `${ins.keyword}${from !== undefined ? ` --from=${from}` : ''} ${unmatched ?? srcs.join(' ')}: no source files were specified (nothing matches)`);
     const excludes = ins.flags.get('exclude')?.map((x) => expandWord(x, vars, this.df.escape)) ?? [];
     const parents = ins.flags.has('parents') && ins.flags.get('parents')!.at(-1) !== 'false';
     if (excludes.length > 0 || parents) {
@@ -1114,6 +1129,7 @@ class Builder {
       // --parents keeps each source's directories from the context (or --from) root.
       const ig = dockerignore({ ignorecase: false }).add(excludes);
       const staged: string[] = [];
+      const stagedKeep = new Set<string>();
       const root = path.join(staging, 'parents');
       for (const [i, p] of hostPaths.entries()) {
         const base = path.basename(p);
@@ -1126,15 +1142,19 @@ class Builder {
           await makeParents(root, info.rel, info.like);
           await stageTree(p, path.join(root, info.rel), skip);
           if (!staged.includes(root)) staged.push(root);
+          if (keepOf.has(p)) stagedKeep.add(root);
         } else {
           const out = path.join(staging, `excluded-${i}`, base);
           await fsp.mkdir(path.dirname(out), { recursive: true });
           await stageTree(p, out, skip);
           staged.push(out);
+          if (keepOf.has(p)) stagedKeep.add(out);
         }
       }
       if (staged.length === 0) this.fail(ins, `${ins.keyword}: every source is excluded by --exclude`);
       hostPaths.splice(0, hostPaths.length, ...staged);
+      keepOf.clear();
+      for (const k of stagedKeep) keepOf.add(k);
       if (parents && !dest.endsWith('/')) dest += '/';
     }
     if (hostPaths.length > 1 && !dest.endsWith('/')) {
@@ -1155,22 +1175,35 @@ class Builder {
       if (!/^[0-7]{3,4}$/.test(chmod)) this.fail(ins, `${ins.keyword} --chmod=${chmod}: want an octal mode such as 755`);
       mode = parseInt(chmod, 8);
     }
-    return { op: 'copy', sources: hostPaths, dest, uid, gid, ...(mode !== undefined ? { mode } : {}) };
+    // Without --chown, COPY --from keeps the owners the files have in that stage or image, and ADD
+    // those an archive records (docker and BuildKit); everything else is 0:0.
+    const keepOwners = chown === undefined && keepOf.size > 0 ? hostPaths.map((p) => keepOf.has(p)) : undefined;
+    return { op: 'copy', sources: hostPaths, dest, uid, gid, ...(mode !== undefined ? { mode } : {}), ...(keepOwners ? { keepOwners } : {}) };
   }
 
-  /** COPY --from: sources out of an earlier stage (name or index) or an image, read through a MergedView. */
+  /**
+   * COPY --from: sources out of an earlier stage (name or index) or an image, read through a
+   * MergedView and staged with their owners. As in the context, a source that is a symlink is
+   * followed inside that filesystem and copied under the link's name; a wildcard may match
+   * nothing (an empty answer), a named source must exist.
+   */
   private async fromSources(ins: Instruction, sr: StageRun, from: string, src: string, staging: string): Promise<{ host: string; path: string }[]> {
     const state = await this.stateOf(ins, sr, from, `${ins.keyword} --from=${from}`);
     await this.ensureSnapshot(state);
     const view = await MergedView.open(this.opts.snapshotter, state.snapshot);
-    const matches = /[*?[]/.test(src) ? await view.glob(src) : (await view.stat(src)) ? [src] : [];
-    if (matches.length === 0) this.fail(ins, `COPY --from=${from} ${src}: no such file or directory in ${from}`);
+    const matches = hasWildcard(src) ? await view.glob(src) : [unescapeGlob(src)];
     const out: { host: string; path: string }[] = [];
     for (const [i, m] of matches.entries()) {
-      const target = path.join(staging, String(i), path.posix.basename(m) || 'root');
-      await fsp.mkdir(path.dirname(target), { recursive: true });
-      await view.materialize(m, target);
-      out.push({ host: target, path: path.posix.normalize(`/${m}`).slice(1) });
+      try {
+        const named = await view.resolve(m, false);
+        const target = path.join(staging, String(i), named.at(-1) ?? 'root');
+        await fsp.mkdir(path.dirname(target), { recursive: true });
+        await view.materialize(m, target, true);
+        out.push({ host: target, path: named.join('/') });
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        this.fail(ins, `COPY --from=${from} ${src}: no such file or directory in ${from}`);
+      }
     }
     return out;
   }
@@ -1407,6 +1440,38 @@ function parseKeyValues(ins: Instruction, vars: Map<string, string>, esc: string
     out.push([expandWord(w.slice(0, eq), vars, esc), expandWord(w.slice(eq + 1), vars, esc)]);
   }
   return out;
+}
+
+/**
+ * COPY/ADD sources (shell form) as wildcard patterns: the Dockerfile's escape character before a
+ * wildcard (`n\?pe`, `\[`, `\*`) makes it literal, as in the pattern Go's filepath.Match gets,
+ * while word expansion alone would drop the escape and leave a wildcard. Only words that expand
+ * to themselves (no `$`) and hold such an escape are re-read; every other word is kept as expanded.
+ */
+function sourcePatterns(rawArgs: string, srcs: string[], escape: string): string[] {
+  const raw = splitRaw(rawArgs, escape).slice(0, -1);
+  if (raw.length !== srcs.length) return srcs;
+  return srcs.map((w, i) => {
+    const r = raw[i]!;
+    if (r.includes('$') || !new RegExp(`${escape.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}[*?[\\]]`).test(r)) return w;
+    let out = '';
+    let quote: string | undefined;
+    for (let k = 0; k < r.length; k++) {
+      const c = r[k]!;
+      if (quote === "'") {
+        if (c === "'") quote = undefined;
+        else out += c;
+      } else if (c === escape && k + 1 < r.length) {
+        const n = r[++k]!;
+        if ('*?[]'.includes(n)) out += `\\${n}`;
+        else if (quote === '"' && !'"$`\n'.includes(n) && n !== escape) out += c + n;
+        else out += n === '\\' ? '\\\\' : n;
+      } else if (quote === '"' && c === '"') quote = undefined;
+      else if (quote === undefined && (c === '"' || c === "'")) quote = c;
+      else out += c;
+    }
+    return out;
+  });
 }
 
 /**

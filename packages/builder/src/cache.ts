@@ -57,15 +57,17 @@ export function cacheKey(parts: Record<string, unknown>): Digest {
 
 /**
  * What a COPY/ADD reads from its sources, for the cache key: every path (relative to its
- * source), type, permission bits, symlink target and content hash. Not mtimes, not owners (COPY
- * sets its own), not files the context leaves out. Also counts the entries it walked.
+ * source), type, permission bits, symlink target and content hash; owners only of a source whose
+ * owners the copy keeps (`keepOwners`: COPY --from, ADD archives), as COPY sets its own otherwise.
+ * Not mtimes, not files the context leaves out. Also counts the entries it walked.
  */
-export async function hashSources(sources: string[]): Promise<{ digest: Digest; entries: number }> {
+export async function hashSources(sources: string[], keepOwners?: boolean[]): Promise<{ digest: Digest; entries: number }> {
   const h = createHash('sha256');
   const count = { entries: 0 };
-  for (const src of sources) {
-    h.update(`source ${path.basename(src)}\n`);
-    await hashTree(src, '', h, count);
+  for (const [i, src] of sources.entries()) {
+    const owners = keepOwners?.[i] === true;
+    h.update(`source ${path.basename(src)}${owners ? ' owners' : ''}\n`);
+    await hashTree(src, '', h, count, owners);
   }
   return { digest: `sha256:${h.digest('hex')}`, entries: count.entries };
 }
@@ -75,16 +77,16 @@ export async function hashSources(sources: string[]): Promise<{ digest: Digest; 
  * each one on the libuv pool in turn took ~1.9 s here; sync calls take a fraction of that. The
  * build is waiting for this key anyway.
  */
-async function hashTree(abs: string, rel: string, h: ReturnType<typeof createHash>, count: { entries: number }): Promise<void> {
+async function hashTree(abs: string, rel: string, h: ReturnType<typeof createHash>, count: { entries: number }, owners: boolean): Promise<void> {
   count.entries++;
   const st = lstatSync(abs);
-  const mode = (st.mode & 0o7777).toString(8);
+  const mode = (st.mode & 0o7777).toString(8) + (owners ? ` ${st.uid}:${st.gid}` : '');
   if (st.isSymbolicLink()) {
     h.update(`L ${rel} ${mode} ${readlinkSync(abs)}\n`);
   } else if (st.isDirectory()) {
     h.update(`D ${rel} ${mode}\n`);
     const names = readdirSync(abs).sort();
-    for (const n of names) await hashTree(path.join(abs, n), rel === '' ? n : `${rel}/${n}`, h, count);
+    for (const n of names) await hashTree(path.join(abs, n), rel === '' ? n : `${rel}/${n}`, h, count, owners);
   } else if (st.isFile()) {
     h.update(`F ${rel} ${mode} ${st.size} ${await fileDigest(abs, st.size)}\n`);
   } else {

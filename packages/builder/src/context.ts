@@ -3,9 +3,9 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
 import { closeSync, constants, fstatSync, readdirSync } from 'node:fs';
-import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { InvalidArgumentError, NotFoundError, SymlinkLoopError } from '@tsbuild/oci';
 import { fdLink, lstatBeneath, openInRoot, openRoot, resolvePathInRoot, withFd } from '@tsbuild/linux';
-import { globPaths } from './path-glob.js';
+import { globPaths, hasWildcard, unescapeGlob } from './path-glob.js';
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
 const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;
@@ -35,20 +35,25 @@ export class BuildContext {
   }
 
   /**
-   * Host paths of the sources a COPY names, relative to the context root. Wildcards follow Go's
-   * filepath.Match (`*`, `?`, `[…]`) per path segment, and `**` any number of directories.
-   * Every path, a wildcard's directories included, is resolved inside the context (a symlink to
-   * /etc is the context's /etc, never the host's). A source that matches nothing is an error naming it.
+   * The sources a COPY names, relative to the context root. Wildcards follow Go's filepath.Match
+   * (`*`, `?`, `[…]`, `\` escaping the next one) per path segment, and `**` any number of
+   * directories. Every path, a wildcard's directories included, is resolved inside the context (a
+   * symlink to /etc is the context's /etc, never the host's). A source that is itself a symlink,
+   * named or matched, is followed inside the context, as docker does: its target is copied under
+   * the link's name; one that leads nowhere inside the context is missing. `""` or `.` is the whole
+   * context. A missing source is an error naming it; a wildcard that matches nothing is skipped
+   * (BuildKit's rule), unless nothing at all is copied: `alsoCopied` says whether the COPY has
+   * other sources (here-documents, URLs) that count.
    */
-  async resolve(sources: string[]): Promise<string[]> {
-    const out: string[] = [];
-    for (const src of sources) {
-      const rel = path.posix.normalize(`/${src}`).slice(1);
-      if (/[*?[]/.test(rel)) {
-        const root = openRoot(this.dir);
-        let matches: string[];
-        try {
-          matches = await globPaths(rel, {
+  async resolve(sources: string[], alsoCopied = false): Promise<ContextSource[]> {
+    const out: ContextSource[] = [];
+    let unmatched: string | undefined;
+    const root = openRoot(this.dir);
+    try {
+      for (const src of sources) {
+        const rel = path.posix.normalize(`/${src}`).slice(1);
+        if (hasWildcard(rel)) {
+          const matches = await globPaths(rel, {
             lstat: async (p) => lstatBeneath(root, resolvePathInRoot(root, p, false)),
             list: async (dir) => {
               try {
@@ -58,18 +63,30 @@ export class BuildContext {
               }
             },
           });
-        } finally {
-          closeSync(root);
+          if (matches.length === 0) unmatched ??= src;
+          for (const m of matches.sort()) out.push(this.follow(root, src, m));
+          continue;
         }
-        if (matches.length === 0) throw new NotFoundError(`COPY source ${src}: no source files were specified (nothing in the context matches)`);
-        for (const m of matches.sort()) out.push(resolveInside(this.dir, m));
-        continue;
+        out.push(this.follow(root, src, unescapeGlob(rel)));
       }
-      const parts = resolvePathInRoot(this.dir, rel, false);
-      if (withFd(openRoot(this.dir), (root) => lstatBeneath(root, parts)) === undefined) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
-      out.push(path.join(this.dir, ...parts));
+    } finally {
+      closeSync(root);
     }
+    if (out.length === 0 && !alsoCopied && unmatched !== undefined) throw new NotFoundError(`COPY source ${unmatched}: no source files were specified (nothing in the context matches)`);
     return out;
+  }
+
+  /** `rel` resolved inside the context, a final symlink followed there too; NotFoundError naming `src` when missing. */
+  private follow(root: number, src: string, rel: string): ContextSource {
+    let parts: string[] | undefined;
+    try {
+      parts = resolvePathInRoot(root, rel, true);
+    } catch (e) {
+      if (!(e instanceof SymlinkLoopError)) throw e;
+    }
+    if (parts === undefined || lstatBeneath(root, parts) === undefined) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
+    const named = resolvePathInRoot(root, rel, false);
+    return { host: path.join(this.dir, ...parts), rel: named.join('/'), name: named.at(-1) ?? '' };
   }
 
   /**
@@ -81,14 +98,14 @@ export class BuildContext {
   }
 }
 
-/**
- * The host path of `rel` inside `root`, with symlinks in its directory part resolved inside the
- * context (an absolute target starts again at the context root, `..` stops at it), so that a
- * source never reaches out of the context. The last component is not followed: a symlink is
- * copied as a symlink.
- */
-export function resolveInside(root: string, rel: string): string {
-  return path.join(root, ...resolvePathInRoot(root, rel, false));
+/** A COPY source in the build context. */
+export interface ContextSource {
+  /** The host path of what is copied: the source resolved inside the context, a final symlink followed. */
+  host: string;
+  /** Its path in the context as named (a final symlink not followed: --parents keeps this path). */
+  rel: string;
+  /** The name it is copied under: the link's name for a followed symlink ('' for the context root). */
+  name: string;
 }
 
 /**

@@ -73,16 +73,18 @@ class UpperWriter {
     const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
     const owner = { uid: op.uid, gid: op.gid };
     const destPath = `/${dest.join('/')}`;
-    for (const [src, st] of sources) {
+    for (const [i, [src, st]] of sources.entries()) {
+      // As the helper: directories made on the way get uid:gid, copied entries keep theirs if asked.
+      const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
       if (st.isDirectory()) {
         await this.mkdirAll(destPath, { ...owner, mode: op.mode ?? 0o755 });
-        for (const name of await fsp.readdir(src)) await this.copyEntry(path.join(src, name), [...dest, name], owner, op.mode);
+        for (const name of await fsp.readdir(src)) await this.copyEntry(path.join(src, name), [...dest, name], entryOwner, op.mode);
       } else if (intoDir) {
         await this.mkdirAll(destPath, { ...owner, mode: 0o755 });
-        await this.copyEntry(src, [...dest, path.basename(src)], owner, op.mode, st);
+        await this.copyEntry(src, [...dest, path.basename(src)], entryOwner, op.mode, st);
       } else {
         await this.mkdirAll(`/${dest.slice(0, -1).join('/')}`, { ...owner, mode: 0o755 });
-        await this.copyEntry(src, dest, owner, op.mode, st);
+        await this.copyEntry(src, dest, entryOwner, op.mode, st);
       }
     }
   }
@@ -137,12 +139,13 @@ class UpperWriter {
   }
 
   /**
-   * One source entry (never followed if a symlink) to `rel`, whose parent is a directory of the
+   * One source entry (never followed if a symlink) to `rel`, owned by `owner` (or by the source's
+   * owner when undefined), whose parent is a directory of the
    * image. Directories merge into an existing directory; anything else replaces what is there.
    * The per-entry calls are synchronous, as in the helper: a COPY of many small files is bound by
    * the round trip of each async call through the thread pool, not by the disk.
    */
-  private async copyEntry(src: string, rel: string[], owner: Owner, mode: number | undefined, st?: Stats): Promise<void> {
+  private async copyEntry(src: string, rel: string[], owner: Owner | undefined, mode: number | undefined, st?: Stats): Promise<void> {
     st ??= lstatSync(src);
     await this.copyUp(rel.slice(0, -1));
     const dest = this.host(rel);
@@ -177,7 +180,7 @@ class UpperWriter {
       } else if (st.isBlockDevice()) mknod(dest, S_IFBLK | 0o600, major(st.rdev), minor(st.rdev));
       else return; // a socket has no meaning in an image
     }
-    lchownSync(dest, owner.uid, owner.gid);
+    lchownSync(dest, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
     // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
     if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
     // Last: creating children changed the directory's mtime.

@@ -128,7 +128,12 @@ export class MergedView {
       await fsp.symlink(await fsp.readlink(e.abs), dest);
       await fsp.lchown(dest, st.uid, st.gid);
     } else if (st.isFile()) {
-      await fsp.link(e.abs, dest).catch(() => fsp.cp(e.abs, dest, { preserveTimestamps: true }));
+      // A hard link shares the layer file's owner; a copy (across filesystems) must be given it.
+      await fsp.link(e.abs, dest).catch(async () => {
+        await fsp.cp(e.abs, dest, { preserveTimestamps: true });
+        await fsp.lchown(dest, st.uid, st.gid);
+        await fsp.chmod(dest, st.mode & 0o7777);
+      });
     }
     // fifos, sockets and devices are not copied, as COPY --from of them is not meaningful
   }

@@ -16,7 +16,8 @@ export interface GlobTree {
  * Paths (`/a/b`) in `tree` matching `pattern`, with Go filepath.Match wildcards per segment (as
  * docker's COPY): segments without wildcards are looked up, the others matched against the
  * directory's names. A `**` segment matches any number of directories, none included (as
- * BuildKit's file patterns do). Dot files match too.
+ * BuildKit's file patterns do). Dot files match too. A `\` makes the next character literal, as
+ * in Go's filepath.Match.
  */
 export async function globPaths(pattern: string, tree: GlobTree): Promise<string[]> {
   let matches = [''];
@@ -27,8 +28,9 @@ export async function globPaths(pattern: string, tree: GlobTree): Promise<string
         for (const d of await descendants(tree, m)) if (!next.includes(d)) next.push(d);
         continue;
       }
-      if (!/[*?[]/.test(seg)) {
-        if ((await tree.lstat(`${m}/${seg}`)) !== undefined) next.push(`${m}/${seg}`);
+      if (!hasWildcard(seg)) {
+        const name = unescapeGlob(seg);
+        if ((await tree.lstat(`${m}/${name}`)) !== undefined) next.push(`${m}/${name}`);
         continue;
       }
       const re = segmentRegExp(seg);
@@ -71,4 +73,22 @@ export function segmentRegExp(seg: string): RegExp {
     else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
   }
   return new RegExp(`^${re}$`);
+}
+
+/** Whether `pattern` has a wildcard (`*`, `?`, `[`) not escaped by a `\`: otherwise it names one path. */
+export function hasWildcard(pattern: string): boolean {
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '\\') i++;
+    else if (c === '*' || c === '?' || c === '[') return true;
+  }
+  return false;
+}
+
+/**
+ * The path a pattern without wildcards names: an escaped wildcard (`\*`, `\?`, `\[`, `\]`) or
+ * backslash is that character; any other backslash stays part of the name.
+ */
+export function unescapeGlob(pattern: string): string {
+  return pattern.replace(/\\([*?[\]\\])/g, '$1');
 }

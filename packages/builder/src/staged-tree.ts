@@ -24,7 +24,12 @@ export async function stageTree(src: string, dst: string, skip: (rel: string) =>
     await fsp.lchown(dst, st.uid, st.gid);
     await fsp.lutimes(dst, st.atime, st.mtime);
   } else {
-    await fsp.link(src, dst).catch(() => fsp.cp(src, dst, { preserveTimestamps: true }));
+    // A hard link shares the owner (COPY --from and ADD archives keep it); a copy must be given it.
+    await fsp.link(src, dst).catch(async () => {
+      await fsp.cp(src, dst, { preserveTimestamps: true });
+      await fsp.lchown(dst, st.uid, st.gid);
+      await fsp.chmod(dst, st.mode & 0o7777);
+    });
   }
 }
 

@@ -18,7 +18,7 @@ import { build, importRootfs } from '../src/index.js';
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
 
 const FIXTURES = path.resolve(import.meta.dirname, '../../../fixtures/differential');
-const NAMES = ['basic', 'copy', 'args', 'multistage', 'config', 'dockerignore', 'run-mounts', 'user-workdir', 'add-files', 'heredoc'];
+const NAMES = ['basic', 'copy', 'copy-fidelity', 'args', 'multistage', 'config', 'dockerignore', 'run-mounts', 'user-workdir', 'add-files', 'heredoc'];
 
 /**
  * Documented, justified differences:

@@ -65,6 +65,12 @@ beforeAll(async () => {
   await write(path.join(src, 'over/x/inside'), 'inside\n');
   await write(path.join(src, 'over/sub'), 'now a file\n');
   await write(path.join(src, 'over/added'), 'added\n');
+  // Owned as another stage's files are (COPY --from keeps them).
+  await write(path.join(src, 'owned/sub/f'), 'owned\n');
+  await fsp.symlink('f', path.join(src, 'owned/sub/l'));
+  await fsp.lchown(path.join(src, 'owned/sub'), 7, 8);
+  await fsp.lchown(path.join(src, 'owned/sub/f'), 123, 456);
+  await fsp.lchown(path.join(src, 'owned/sub/l'), 11, 12);
   await fsp.utimes(path.join(src, 'over'), 1_000_000, 1_000_000);
   await fsp.utimes(path.join(src, 'tree/nested'), 2_000_000, 2_000_000);
   await fsp.utimes(path.join(src, 'one.txt'), 3_000_000, 3_000_000);
@@ -92,6 +98,7 @@ const cases: [string, CopyOp[]][] = [
   ['into a directory with an xattr (copied up)', [copy([f('one.txt')], '/opt/data/')]],
   ['copy then copy again over own files', [copy([f('tree')], '/t'), copy([f('over')], '/t'), copy([f('one.txt')], '/t/nested')]],
   ['directory source to the root', [copy([f('over')], '/')]],
+  ['sources that keep their owners beside one that gets uid:gid', [copy([f('owned'), f('owned/sub/f'), f('one.txt')], '/kept/', { uid: 3, gid: 4, keepOwners: [true, true, false] })]],
 ];
 
 interface Entry {
@@ -190,6 +197,14 @@ describe('direct COPY/WORKDIR into the upperdir', () => {
       const names = (await layerEntries(key)).map((e) => e.name);
       expect(names).toContain('adir/x/.wh..wh..opq');
       expect(names).not.toContain('adir/.wh..wh..opq');
+    }
+  });
+
+  it('keeps the owners of a keepOwners source in both paths', async () => {
+    const { helper, direct } = await applyBothWays([copy([f('owned'), f('one.txt')], '/ko/', { uid: 3, gid: 4, keepOwners: [true, false] })]);
+    for (const key of [helper, direct]) {
+      const owners = Object.fromEntries((await layerEntries(key)).map((e) => [e.name.replace(/\/$/, ''), `${e.uid}:${e.gid}`]));
+      expect([owners['ko'], owners['ko/sub'], owners['ko/sub/f'], owners['ko/sub/l'], owners['ko/one.txt']]).toEqual(['3:4', '7:8', '123:456', '11:12', '3:4']);
     }
   });
 

@@ -13,7 +13,7 @@ import type { Mount } from './mount-spec.js';
  *    copied into `dest` (created);
  *  - a non-directory goes to dest/<basename> when dest ends with '/', there are several sources or
  *    dest is an existing directory, otherwise it becomes dest;
- *  - every entry gets owner uid:gid; modes (or `mode`, like --chmod) and mtimes are kept; missing
+ *  - every entry gets owner uid:gid (below a source marked in `keepOwners`, its own owner); modes (or `mode`, like --chmod) and mtimes are kept; missing
  *    parents are created 0755 owned uid:gid; an existing file is replaced.
  * Rejects with NotFoundError for a missing source, CancelledError on abort. Removes `scratchDir`.
  */
@@ -22,6 +22,7 @@ export async function copyInto(rootfs: Mount[], scratchDir: string, ops: CopyOp[
   for (const op of ops) {
     if (op.op === 'copy') {
       for (const s of op.sources) if (!posix.isAbsolute(s)) throw new InvalidArgumentError(`COPY source must be an absolute host path: ${s}`);
+      if (op.keepOwners !== undefined && op.keepOwners.length !== op.sources.length) throw new InvalidArgumentError(`COPY to ${op.dest}: keepOwners has ${op.keepOwners.length} entries for ${op.sources.length} sources`);
       if (!op.dest.startsWith('/')) throw new InvalidArgumentError(`COPY destination must be absolute: ${op.dest}`);
     } else if (!op.path.startsWith('/')) {
       throw new InvalidArgumentError(`mkdir: path must be absolute: ${op.path}`);

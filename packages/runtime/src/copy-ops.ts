@@ -43,18 +43,20 @@ function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
   const destStat = lstatIfExists(hostPath(root, dest));
   const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
   const owner = { uid: op.uid, gid: op.gid };
-  for (const [src, st] of sources) {
+  for (const [i, [src, st]] of sources.entries()) {
+    // Directories the copy creates on the way to dest get uid:gid; the copied entries keep theirs if asked.
+    const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
     try {
       if (st.isDirectory()) {
         mkdirInRoot(root, dest, { ...owner, mode: op.mode ?? 0o755 });
         const destHost = hostPath(root, dest);
-        for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(destHost, name), owner, op.mode);
+        for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(destHost, name), entryOwner, op.mode);
       } else if (intoDir) {
         mkdirInRoot(root, dest, { ...owner, mode: 0o755 });
-        copyEntry(src, posix.join(hostPath(root, dest), posix.basename(src)), owner, op.mode, st);
+        copyEntry(src, posix.join(hostPath(root, dest), posix.basename(src)), entryOwner, op.mode, st);
       } else {
         mkdirInRoot(root, posix.dirname(dest), { ...owner, mode: 0o755 });
-        copyEntry(src, hostPath(root, dest), owner, op.mode, st);
+        copyEntry(src, hostPath(root, dest), entryOwner, op.mode, st);
       }
     } catch (e) {
       if (e instanceof HelperFailure) throw e;
@@ -85,11 +87,12 @@ function mkdirInRoot(root: string, dir: string, opts: Owner & { mode: number }):
 }
 
 /**
- * Copies one source entry (never following a symlink) to `dest`, a path whose parent is a real
+ * Copies one source entry (never following a symlink) to `dest`, owned by `owner` (by the source's
+ * own owner when undefined), a path whose parent is a real
  * directory inside the rootfs. Directories merge into an existing directory; anything else
  * replaces what is there (Docker: "the only exception is when both are directories").
  */
-function copyEntry(src: string, dest: string, owner: Owner, mode: number | undefined, st = lstatSync(src)): void {
+function copyEntry(src: string, dest: string, owner: Owner | undefined, mode: number | undefined, st = lstatSync(src)): void {
   const existing = lstatIfExists(dest);
   if (st.isDirectory()) {
     if (existing !== undefined && !existing.isDirectory()) unlinkSync(dest);
@@ -105,7 +108,7 @@ function copyEntry(src: string, dest: string, owner: Owner, mode: number | undef
     else if (st.isBlockDevice()) mknod(dest, S_IFBLK | 0o600, major(st.rdev), minor(st.rdev));
     else return; // a socket has no meaning in an image: Docker skips it too
   }
-  lchownSync(dest, owner.uid, owner.gid);
+  lchownSync(dest, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
   // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
   if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
   // Last: creating children changed the directory's mtime.

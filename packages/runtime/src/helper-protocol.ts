@@ -56,8 +56,13 @@ export interface ExtraMount {
   options: string[];
 }
 
+/**
+ * `copy`: every copied entry gets owner uid:gid, except below a source whose `keepOwners[i]` is
+ * true, whose entries keep the owners they have (COPY --from keeps the stage's owners, ADD of an
+ * archive the archive's: docker's and BuildKit's rule; --chown sets uid:gid for all, and no keepOwners).
+ */
 export type CopyOp =
-  | { op: 'copy'; sources: string[]; dest: string; uid: number; gid: number; mode?: number }
+  | { op: 'copy'; sources: string[]; dest: string; uid: number; gid: number; mode?: number; keepOwners?: boolean[] }
   | { op: 'mkdir'; path: string; uid: number; gid: number; mode: number };
 
 export interface CopyRequest {

@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,6 +99,29 @@ describe('copyInto', () => {
       expect(perm(join(upper, p))).toBe(0o700);
     }
     expect(own(join(upper, 'chm/sub/link'))).toBe('123:456');
+  });
+
+  it('keeps the owners of a source marked in keepOwners (COPY --from, ADD archives), others get uid:gid', async () => {
+    const owned = mkdtempSync(join(tmpdir(), 'tsbuild-owned-'));
+    try {
+      mkdirSync(join(owned, 'tree/sub'), { recursive: true });
+      writeFileSync(join(owned, 'tree/sub/f'), 'f\n');
+      symlinkSync('f', join(owned, 'tree/sub/l'));
+      writeFileSync(join(owned, 'single'), 's\n');
+      lchownSync(join(owned, 'tree/sub'), 7, 8);
+      lchownSync(join(owned, 'tree/sub/f'), 123, 456);
+      lchownSync(join(owned, 'tree/sub/l'), 11, 12);
+      lchownSync(join(owned, 'single'), 5, 6);
+      const { upper } = await copy([{ op: 'copy', sources: [join(owned, 'tree'), join(owned, 'single'), join(ctx, 'a.txt')], dest: '/kept/', uid: 1, gid: 2, keepOwners: [true, true, false] }]);
+      expect(['kept', 'kept/sub', 'kept/sub/f', 'kept/sub/l', 'kept/single', 'kept/a.txt'].map((p) => own(join(upper, p)))).toEqual(['1:2', '7:8', '123:456', '11:12', '5:6', '1:2']);
+    } finally {
+      rmSync(owned, { recursive: true, force: true });
+    }
+  });
+
+  it('rejects keepOwners that does not match the sources', async () => {
+    const { mounts } = fx.overlay();
+    await expect(copyInto(mounts, fx.scratch(), [{ op: 'copy', sources: [join(ctx, 'a.txt')], dest: '/x', uid: 0, gid: 0, keepOwners: [true, false] }])).rejects.toThrow(/keepOwners has 2 entries for 1 sources/);
   });
 
   it('replaces an existing file, and a symlink in the way is replaced, not written through', async () => {
