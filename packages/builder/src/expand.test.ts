@@ -58,6 +58,10 @@ describe('word splitting', () => {
   it('drops a word that expands to nothing', () => {
     expect(expandWords('a $UNSET b', vars)).toEqual(['a', 'b']);
   });
+  it('keeps a quoted empty word (COPY "" /dest/ names the whole context)', () => {
+    expect(expandWords('"" /dest/', vars)).toEqual(['', '/dest/']);
+    expect(expandWords("a '' \"$EMPTY\" b", vars)).toEqual(['a', '', '', 'b']);
+  });
 });
 
 describe('ARG words', () => {

@@ -79,9 +79,12 @@ class Lexer {
     const out: Piece[] = [];
     let lit = '';
     let done = 0;
+    // A quoted empty string is still a word (`COPY "" /dest/` names the whole context).
+    let quotedEmpty = false;
     const flush = () => {
-      if (lit.length > 0) out.push({ text: lit, quoted: true });
+      if (lit.length > 0 || quotedEmpty) out.push({ text: lit, quoted: true });
       lit = '';
+      quotedEmpty = false;
     };
     while (this.i < this.s.length) {
       this.check(done + lit.length);
@@ -95,6 +98,7 @@ class Lexer {
       }
       if (c === "'") {
         this.i++;
+        quotedEmpty = true;
         const end = this.s.indexOf("'", this.i);
         if (end < 0) throw new InvalidArgumentError('unexpected end of statement while looking for matching single-quote');
         lit += this.s.slice(this.i, end);
@@ -103,6 +107,7 @@ class Lexer {
       }
       if (c === '"') {
         this.i++;
+        quotedEmpty = true;
         lit += this.doubleQuoted(done + lit.length);
         continue;
       }
