@@ -1,7 +1,7 @@
 import { type Stats, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { NotFoundError, SymlinkLoopError, resolveInRoot } from '@tsbuild/oci';
-import { getXattr } from '@tsbuild/linux';
+import { copyXattrs, getXattr } from '@tsbuild/linux';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { globPaths } from './path-glob.js';
 
@@ -123,16 +123,20 @@ export class MergedView {
       }
       await fsp.chmod(dest, st.mode & 0o7777);
       await fsp.lchown(dest, st.uid, st.gid);
+      copyXattrs(e.abs, dest); // the top layer's, as overlayfs shows them (its own opaque marker left out)
       await fsp.utimes(dest, st.atime, st.mtime);
     } else if (st.isSymbolicLink()) {
       await fsp.symlink(await fsp.readlink(e.abs), dest);
       await fsp.lchown(dest, st.uid, st.gid);
+      copyXattrs(e.abs, dest);
+      await fsp.lutimes(dest, st.atime, st.mtime);
     } else if (st.isFile()) {
-      // A hard link shares the layer file's owner; a copy (across filesystems) must be given it.
+      // A hard link shares the layer file's owner, xattrs and times; a copy (across filesystems) must be given them.
       await fsp.link(e.abs, dest).catch(async () => {
         await fsp.cp(e.abs, dest, { preserveTimestamps: true });
         await fsp.lchown(dest, st.uid, st.gid);
         await fsp.chmod(dest, st.mode & 0o7777);
+        copyXattrs(e.abs, dest);
       });
     }
     // fifos, sockets and devices are not copied, as COPY --from of them is not meaningful

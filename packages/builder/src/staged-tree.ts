@@ -1,5 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { copyXattrs } from '@tsbuild/linux';
 
 /**
  * Re-creates the tree at `src` under `dst` from hard links (copies across filesystems), keeping
@@ -18,17 +19,20 @@ export async function stageTree(src: string, dst: string, skip: (rel: string) =>
     }
     await fsp.chmod(dst, st.mode & 0o7777);
     await fsp.lchown(dst, st.uid, st.gid);
+    copyXattrs(src, dst);
     await fsp.utimes(dst, st.atime, st.mtime);
   } else if (st.isSymbolicLink()) {
     await fsp.symlink(await fsp.readlink(src), dst);
     await fsp.lchown(dst, st.uid, st.gid);
+    copyXattrs(src, dst);
     await fsp.lutimes(dst, st.atime, st.mtime);
   } else {
-    // A hard link shares the owner (COPY --from and ADD archives keep it); a copy must be given it.
+    // A hard link shares the owner (COPY --from and ADD archives keep it) and xattrs; a copy must be given them.
     await fsp.link(src, dst).catch(async () => {
       await fsp.cp(src, dst, { preserveTimestamps: true });
       await fsp.lchown(dst, st.uid, st.gid);
       await fsp.chmod(dst, st.mode & 0o7777);
+      copyXattrs(src, dst);
     });
   }
 }

@@ -48,3 +48,33 @@ function tryErr(f: () => unknown): NodeJS.ErrnoException {
   }
   throw new Error('expected an error');
 }
+
+/**
+ * xattrs that describe the host, not the file: overlayfs' own state (trusted.overlay.*, and
+ * user.overlay.* under `userxattr`) and the host's SELinux label. A copy never carries them:
+ * overlayfs would read a forged opaque/redirect marker, and the layer differ drops them anyway.
+ */
+function isHostXattr(name: string): boolean {
+  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name === 'security.selinux';
+}
+
+/**
+ * Copies the xattrs of `from` to `to` (neither followed if a symlink), as BuildKit's copy does
+ * (fsutil copyXAttrs): all of them but the host's own; one llistxattr when there are none. An
+ * attribute the kernel or filesystem refuses (EPERM/EACCES for trusted.* without
+ * CAP_SYS_ADMIN, ENOTSUP on a filesystem without that namespace) is skipped, as BuildKit's
+ * XAttrErrorHandler does. Call it after chown: chown(2) clears security.capability.
+ */
+export function copyXattrs(from: string, to: string): void {
+  for (const n of listXattrs(from)) {
+    if (isHostXattr(n)) continue;
+    const v = getXattr(from, n);
+    if (v === undefined) continue;
+    try {
+      setXattr(to, n, v);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EPERM' && code !== 'EACCES' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
+    }
+  }
+}

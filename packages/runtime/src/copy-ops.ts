@@ -1,6 +1,6 @@
-import { chmodSync, copyFileSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, copyFileSync, constants, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
-import { S_IFBLK, S_IFCHR, S_IFIFO, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
+import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
@@ -43,6 +43,7 @@ function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
   const destStat = lstatIfExists(hostPath(root, dest));
   const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
   const owner = { uid: op.uid, gid: op.gid };
+  const links = new HardLinks();
   for (const [i, [src, st]] of sources.entries()) {
     // Directories the copy creates on the way to dest get uid:gid; the copied entries keep theirs if asked.
     const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
@@ -50,13 +51,13 @@ function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
       if (st.isDirectory()) {
         mkdirInRoot(root, dest, { ...owner, mode: op.mode ?? 0o755 });
         const destHost = hostPath(root, dest);
-        for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(destHost, name), entryOwner, op.mode);
+        for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(destHost, name), entryOwner, op.mode, links);
       } else if (intoDir) {
         mkdirInRoot(root, dest, { ...owner, mode: 0o755 });
-        copyEntry(src, posix.join(hostPath(root, dest), posix.basename(src)), entryOwner, op.mode, st);
+        copyEntry(src, posix.join(hostPath(root, dest), posix.basename(src)), entryOwner, op.mode, links, st);
       } else {
         mkdirInRoot(root, posix.dirname(dest), { ...owner, mode: 0o755 });
-        copyEntry(src, hostPath(root, dest), entryOwner, op.mode, st);
+        copyEntry(src, hostPath(root, dest), entryOwner, op.mode, links, st);
       }
     } catch (e) {
       if (e instanceof HelperFailure) throw e;
@@ -92,15 +93,16 @@ function mkdirInRoot(root: string, dir: string, opts: Owner & { mode: number }):
  * directory inside the rootfs. Directories merge into an existing directory; anything else
  * replaces what is there (Docker: "the only exception is when both are directories").
  */
-function copyEntry(src: string, dest: string, owner: Owner | undefined, mode: number | undefined, st = lstatSync(src)): void {
+function copyEntry(src: string, dest: string, owner: Owner | undefined, mode: number | undefined, links: HardLinks, st = lstatSync(src)): void {
   const existing = lstatIfExists(dest);
   if (st.isDirectory()) {
     if (existing !== undefined && !existing.isDirectory()) unlinkSync(dest);
     if (existing === undefined || !existing.isDirectory()) mkdirSync(dest, { mode: 0o700 });
-    for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(dest, name), owner, mode);
+    for (const name of readdirSync(src)) copyEntry(posix.join(src, name), posix.join(dest, name), owner, mode, links);
   } else {
     if (existing?.isDirectory()) rmSync(dest, { recursive: true, force: true });
     else if (existing !== undefined) unlinkSync(dest);
+    if (st.isFile() && links.linked(st, dest)) return; // the inode has its owner, mode, xattrs and times already
     if (st.isFile()) copyFileSync(src, dest, constants.COPYFILE_EXCL);
     else if (st.isSymbolicLink()) symlinkSync(readlinkSync(src), dest);
     else if (st.isFIFO()) mknod(dest, S_IFIFO | 0o600);
@@ -111,6 +113,33 @@ function copyEntry(src: string, dest: string, owner: Owner | undefined, mode: nu
   lchownSync(dest, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
   // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
   if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
+  copyXattrs(src, dest);
+  if (st.isFile()) links.copied(st, dest);
   // Last: creating children changed the directory's mtime.
   lutimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
+}
+
+/**
+ * Hard links among the files of one COPY: a second name of an inode already copied becomes a
+ * link to its copy (one inode, nlink as in the source), as BuildKit's copy (fsutil, keyed by the
+ * source inode) and buildah do. Only files with nlink > 1 are tracked.
+ */
+class HardLinks {
+  private readonly seen = new Map<string, { dest: string; ino: number }>();
+
+  /** Links `dest` to the copy of `st`'s inode if there is one still in place; true if it did. */
+  linked(st: Stats, dest: string): boolean {
+    if (st.nlink < 2) return false;
+    const first = this.seen.get(`${st.dev}:${st.ino}`);
+    // The first copy may have been replaced since by a later source of the same name.
+    if (first === undefined || lstatIfExists(first.dest)?.ino !== first.ino) return false;
+    linkSync(first.dest, dest);
+    return true;
+  }
+
+  copied(st: Stats, dest: string): void {
+    if (st.nlink < 2) return;
+    const ino = lstatSync(dest).ino;
+    this.seen.set(`${st.dev}:${st.ino}`, { dest, ino });
+  }
 }
