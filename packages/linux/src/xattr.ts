@@ -54,7 +54,7 @@ function tryErr(f: () => unknown): NodeJS.ErrnoException {
  * user.overlay.* under `userxattr`) and the host's SELinux label. A copy never carries them:
  * overlayfs would read a forged opaque/redirect marker, and the layer differ drops them anyway.
  */
-function isHostXattr(name: string): boolean {
+export function isHostOnlyXattr(name: string): boolean {
   return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name === 'security.selinux';
 }
 
@@ -67,7 +67,7 @@ function isHostXattr(name: string): boolean {
  */
 export function copyXattrs(from: string, to: string): void {
   for (const n of listXattrs(from)) {
-    if (isHostXattr(n)) continue;
+    if (isHostOnlyXattr(n)) continue;
     const v = getXattr(from, n);
     if (v === undefined) continue;
     try {

@@ -20,7 +20,5 @@ export function isOverlayWhiteout(st: BigIntStats): boolean {
   return st.isCharacterDevice() && major(st.rdev) === 0 && minor(st.rdev) === 0;
 }
 
-/** xattrs that describe overlayfs or host state, not the file: never copied into or out of layers. */
-export function isHostOnlyXattr(name: string): boolean {
-  return name.startsWith('trusted.overlay.') || name.startsWith('user.overlay.') || name === 'security.selinux';
-}
+/** xattrs that describe overlayfs or host state, not the file: never copied into or out of layers (one rule with COPY's, in @tsbuild/linux). */
+export { isHostOnlyXattr } from '@tsbuild/linux';
