@@ -1,8 +1,8 @@
-import { type Stats, chmodSync, constants, copyFileSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
+import { type Stats, chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
-import type { CopyOp } from '@tsbuild/runtime';
+import { type CopyOp, HardLinks } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { MergedView } from './merged-view.js';
 
@@ -54,11 +54,8 @@ class UpperWriter {
    * are read from the upperdir alone, which keeps a large COPY from walking the layers per file.
    */
   private readonly pure = new Set<string>();
-  /**
-   * Hard links among the files of one COPY: source inode (nlink > 1 only) → its copy in the
-   * upperdir, so a second name becomes a link to it, as in the helper (runtime copy-ops).
-   */
-  private readonly links = new Map<string, { dest: string; ino: number }>();
+  /** Hard links among the files of one COPY, kept as in the helper (runtime copy-ops). */
+  private links = new HardLinks();
 
   constructor(
     private readonly upper: string,
@@ -78,7 +75,7 @@ class UpperWriter {
     const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
     const owner = { uid: op.uid, gid: op.gid };
     const destPath = `/${dest.join('/')}`;
-    this.links.clear(); // hard links are kept among the files of one COPY
+    this.links = new HardLinks(); // hard links are kept among the files of one COPY
     for (const [i, [src, st]] of sources.entries()) {
       // As the helper: directories made on the way get uid:gid, copied entries keep theirs if asked.
       const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
@@ -176,13 +173,7 @@ class UpperWriter {
       for (const name of readdirSync(src)) await this.copyEntry(path.join(src, name), [...rel, name], owner, mode);
     } else {
       // What is only in a lower layer is shadowed by the new entry; only our own upper entry went.
-      const key = st.isFile() && st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
-      const first = key !== undefined ? this.links.get(key) : undefined;
-      // The first copy may have been replaced since by a later source of the same name.
-      if (first !== undefined && lstatIfExists(first.dest)?.ino === first.ino) {
-        linkSync(first.dest, dest);
-        return; // the inode has its owner, mode, xattrs and times already
-      }
+      if (st.isFile() && this.links.linked(st, dest)) return; // the inode has its owner, mode, xattrs and times already
       if (st.isFile()) copyFileSync(src, dest, constants.COPYFILE_EXCL);
       else if (st.isSymbolicLink()) symlinkSync(readlinkSync(src), dest);
       else if (st.isFIFO()) mknod(dest, S_IFIFO | 0o600);
@@ -197,7 +188,7 @@ class UpperWriter {
     // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
     if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
     copyXattrs(src, dest);
-    if (st.isFile() && st.nlink > 1) this.links.set(`${st.dev}:${st.ino}`, { dest, ino: lstatSync(dest).ino });
+    if (st.isFile()) this.links.copied(st, dest);
     // Last: creating children changed the directory's mtime.
     lutimesSync(dest, st.atime, st.mtime);
   }

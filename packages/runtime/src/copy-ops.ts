@@ -1,7 +1,8 @@
-import { chmodSync, copyFileSync, constants, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, copyFileSync, constants, lchownSync, lstatSync, lutimesSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
+import { HardLinks } from './hard-links.js';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 
@@ -119,27 +120,3 @@ function copyEntry(src: string, dest: string, owner: Owner | undefined, mode: nu
   lutimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
 }
 
-/**
- * Hard links among the files of one COPY: a second name of an inode already copied becomes a
- * link to its copy (one inode, nlink as in the source), as BuildKit's copy (fsutil, keyed by the
- * source inode) and buildah do. Only files with nlink > 1 are tracked.
- */
-class HardLinks {
-  private readonly seen = new Map<string, { dest: string; ino: number }>();
-
-  /** Links `dest` to the copy of `st`'s inode if there is one still in place; true if it did. */
-  linked(st: Stats, dest: string): boolean {
-    if (st.nlink < 2) return false;
-    const first = this.seen.get(`${st.dev}:${st.ino}`);
-    // The first copy may have been replaced since by a later source of the same name.
-    if (first === undefined || lstatIfExists(first.dest)?.ino !== first.ino) return false;
-    linkSync(first.dest, dest);
-    return true;
-  }
-
-  copied(st: Stats, dest: string): void {
-    if (st.nlink < 2) return;
-    const ino = lstatSync(dest).ino;
-    this.seen.set(`${st.dev}:${st.ino}`, { dest, ino });
-  }
-}
