@@ -1,12 +1,13 @@
 import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { CLONE, MNT_DETACH, MS, O_PATH, RESOLVE, fdLink, mkdirAllInRoot, mount, openInRoot, openat2, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
+import { CLONE, MNT_DETACH, MS, O_PATH, fdLink, mkdirAllInRoot, mount, openInRoot, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
 import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
 import type { ExtraMount, RunRequest } from './helper-protocol.js';
 import { mountAll, mountCall } from './mount-spec.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 import { maskPaths } from './security-paths.js';
+import { mountpointFd } from './mountpoint.js';
 
 /** Host device nodes a container gets in its /dev (the OCI runtime spec's default devices). */
 const DEVICES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
@@ -117,28 +118,6 @@ function mountExtra(root: string, m: ExtraMount): void {
     fail(e);
   } finally {
     if (src !== undefined) closeSync(src);
-  }
-}
-
-/**
- * A descriptor of the mountpoint at `dest` (already resolved inside the rootfs), created if
- * missing: a directory, or for a file source an empty file, made through the parent directory's
- * descriptor without following any link.
- */
-function mountpointFd(root: string, dest: string, file: boolean): number {
-  try {
-    if (!file) return mkdirAllInRoot(root, dest);
-    const name = posix.basename(dest);
-    return withFd(mkdirAllInRoot(root, posix.dirname(dest)), (dir) => {
-      try {
-        closeSync(openat2(dir, name, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, RESOLVE.BENEATH | RESOLVE.NO_SYMLINKS, 0o644));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EISDIR') throw e; // a directory there: the bind says ENOTDIR
-      }
-      return openat2(dir, name, O_PATH | constants.O_NOFOLLOW, RESOLVE.BENEATH | RESOLVE.NO_SYMLINKS);
-    });
-  } catch (e) {
-    throw new HelperFailure('FAILED_PRECONDITION', `cannot create mountpoint ${dest} in the rootfs (read-only?): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
 }
 

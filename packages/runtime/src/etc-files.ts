@@ -1,10 +1,10 @@
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { fstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { posix } from 'node:path';
-import { MS, mount } from '@tsbuild/linux';
+import { MS, fdLink, mount, withFd } from '@tsbuild/linux';
 import { mountCall, type Mount } from './mount-spec.js';
-import { makeDirectories } from './make-directories.js';
-import { hostPath, resolveInRoot } from './root-path.js';
+import { mountpointFd } from './mountpoint.js';
+import { resolveInRoot } from './root-path.js';
 
 /** Contents for the run's /etc/hosts, /etc/resolv.conf and /etc/hostname; defaults are derived. */
 export interface EtcFiles {
@@ -84,7 +84,8 @@ function defaultResolvConf(network: string): string {
 
 /**
  * Writes the contents into `scratch` and binds them over the rootfs paths (before pivot_root,
- * `root` being the rootfs's host path). A path that is a symlink is followed inside the rootfs.
+ * `root` being the rootfs's host path), onto mountpoints opened by descriptor (mountpointFd). A
+ * path that is a symlink is followed inside the rootfs.
  */
 export function bindEtcFiles(root: string, scratch: string, contents: Record<'hosts' | 'resolvConf' | 'hostname', string>): void {
   const dir = posix.join(scratch, 'etc-files');
@@ -92,17 +93,16 @@ export function bindEtcFiles(root: string, scratch: string, contents: Record<'ho
   for (const f of FILES) {
     const source = posix.join(dir, posix.basename(f.path));
     writeFileSync(source, contents[f.key], { mode: 0o644 });
-    const target = hostPath(root, resolveInRoot(root, f.path));
-    if (!existsSync(target)) {
-      try {
-        makeDirectories(posix.dirname(target));
-        writeFileSync(target, '', { mode: 0o644, flag: 'wx' });
-      } catch {
-        continue; // a read-only rootfs: the command sees the image's (missing) file
-      }
-    } else if (!statSync(target).isFile()) {
-      continue; // a directory in its place: leave the image alone
+    const target = resolveInRoot(root, f.path);
+    let at: number;
+    try {
+      at = mountpointFd(root, target, true);
+    } catch {
+      continue; // a read-only rootfs: the command sees the image's (missing) file
     }
-    mount(source, target, null, MS.BIND);
+    // A directory in its place: leave the image alone.
+    withFd(at, (fd) => {
+      if (fstatSync(fd).isFile()) mount(source, fdLink(fd), null, MS.BIND);
+    });
   }
 }
