@@ -1064,10 +1064,12 @@ class Builder {
       heredocFiles.set(h.name, file);
       rawArgs = rawArgs.replace(new RegExp(`<<-?(["']?)${h.name}\\1`), `__tsbuild_heredoc_${h.name}`);
     }
-    const words = ins.json ?? expandWords(rawArgs, vars, this.df.escape);
+    // The sources are wildcard patterns: an escaped `*?[]` stays escaped for the matcher; the
+    // destination is a plain path again. The JSON form's words are patterns as written.
+    const words = ins.json ?? expandWords(rawArgs, vars, this.df.escape, undefined, { globEscapes: true });
     if (words.length < 2) this.fail(ins, `${ins.keyword} requires at least two arguments: ${ins.keyword} <src>... <dest>`);
-    const srcs = ins.json ? words.slice(0, -1) : sourcePatterns(rawArgs, words.slice(0, -1), this.df.escape);
-    let dest = words.at(-1)!;
+    const srcs = words.slice(0, -1);
+    let dest = ins.json ? words.at(-1)! : unescapeGlob(words.at(-1)!);
     const wd = sr.state.container.WorkingDir || '/';
     const trailing = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
     dest = path.posix.resolve(wd, dest) + (trailing && dest !== '/' ? '/' : '');
@@ -1440,38 +1442,6 @@ function parseKeyValues(ins: Instruction, vars: Map<string, string>, esc: string
     out.push([expandWord(w.slice(0, eq), vars, esc), expandWord(w.slice(eq + 1), vars, esc)]);
   }
   return out;
-}
-
-/**
- * COPY/ADD sources (shell form) as wildcard patterns: the Dockerfile's escape character before a
- * wildcard (`n\?pe`, `\[`, `\*`) makes it literal, as in the pattern Go's filepath.Match gets,
- * while word expansion alone would drop the escape and leave a wildcard. Only words that expand
- * to themselves (no `$`) and hold such an escape are re-read; every other word is kept as expanded.
- */
-function sourcePatterns(rawArgs: string, srcs: string[], escape: string): string[] {
-  const raw = splitRaw(rawArgs, escape).slice(0, -1);
-  if (raw.length !== srcs.length) return srcs;
-  return srcs.map((w, i) => {
-    const r = raw[i]!;
-    if (r.includes('$') || !new RegExp(`${escape.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}[*?[\\]]`).test(r)) return w;
-    let out = '';
-    let quote: string | undefined;
-    for (let k = 0; k < r.length; k++) {
-      const c = r[k]!;
-      if (quote === "'") {
-        if (c === "'") quote = undefined;
-        else out += c;
-      } else if (c === escape && k + 1 < r.length) {
-        const n = r[++k]!;
-        if ('*?[]'.includes(n)) out += `\\${n}`;
-        else if (quote === '"' && !'"$`\n'.includes(n) && n !== escape) out += c + n;
-        else out += n === '\\' ? '\\\\' : n;
-      } else if (quote === '"' && c === '"') quote = undefined;
-      else if (quote === undefined && (c === '"' || c === "'")) quote = c;
-      else out += c;
-    }
-    return out;
-  });
 }
 
 /**

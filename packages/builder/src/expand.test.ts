@@ -58,6 +58,11 @@ describe('word splitting', () => {
   it('drops a word that expands to nothing', () => {
     expect(expandWords('a $UNSET b', vars)).toEqual(['a', 'b']);
   });
+  it('keeps escaped wildcards escaped for a matcher with globEscapes (COPY sources), and only then', () => {
+    expect(expandWords('n\\?pe \\[x\\] "$A\\*" a\\\\b \\q', vars, '\\', undefined, { globEscapes: true })).toEqual(['n\\?pe', '\\[x\\]', 'alpha\\*', 'a\\\\b', 'q']);
+    expect(expandWords('n`?pe "a`*"', vars, '`', undefined, { globEscapes: true })).toEqual(['n\\?pe', 'a\\*']);
+    expect(expandWords('n\\?pe', vars)).toEqual(['n?pe']);
+  });
   it('keeps a quoted empty word (COPY "" /dest/ names the whole context)', () => {
     expect(expandWords('"" /dest/', vars)).toEqual(['', '/dest/']);
     expect(expandWords("a '' \"$EMPTY\" b", vars)).toEqual(['a', '', '', 'b']);

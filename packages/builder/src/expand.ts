@@ -53,6 +53,9 @@ interface Piece {
   quoted: boolean;
 }
 
+/** What Go's filepath.Match treats specially: escaped in a pattern to match literally. */
+const GLOB_SPECIALS = '*?[]\\';
+
 class Lexer {
   private i = 0;
   private depth = 0;
@@ -63,6 +66,8 @@ class Lexer {
     private readonly vars: Vars,
     private readonly escape: string,
     private readonly used: Set<string> | undefined,
+    /** Keep an escaped `*?[]` (or backslash) escaped, with a backslash, for a wildcard matcher. */
+    private readonly globEscapes = false,
   ) {
     this.limit = vars instanceof InstructionVars ? vars.remaining : MAX_EXPANSION;
   }
@@ -92,7 +97,7 @@ class Lexer {
       if (stopAtBrace && c === '}') break;
       if (c === this.escape) {
         this.i++;
-        if (this.i < this.s.length) lit += this.s[this.i++];
+        if (this.i < this.s.length) lit += this.escaped(this.s[this.i++]!);
         else lit += c;
         continue;
       }
@@ -130,6 +135,11 @@ class Lexer {
     return out;
   }
 
+  /** The text of an escaped character: as is, or for a wildcard matcher escaped with a backslash. */
+  private escaped(n: string): string {
+    return this.globEscapes && GLOB_SPECIALS.includes(n) ? `\\${n}` : n;
+  }
+
   /** A double-quoted string's text; `before` is what the word holds already (for the limit). */
   private doubleQuoted(before: number): string {
     let out = '';
@@ -142,9 +152,10 @@ class Lexer {
       }
       if (c === this.escape) {
         const n = this.s[this.i + 1];
-        // Inside double quotes the escape only escapes ", $, the escape itself (and newline).
-        if (n === '"' || n === '$' || n === this.escape) {
-          out += n;
+        // Inside double quotes the escape only escapes ", $, the escape itself (and newline); for
+        // a wildcard matcher it also keeps `*?[]` literal.
+        if (n === '"' || n === '$' || n === this.escape || (this.globEscapes && n !== undefined && GLOB_SPECIALS.includes(n))) {
+          out += this.escaped(n);
           this.i += 2;
           continue;
         }
@@ -241,13 +252,15 @@ export function expandWord(s: string, vars: Vars, escape = '\\', used?: Set<stri
 
 /**
  * Splits on unquoted whitespace, then expands each word; an unquoted expansion containing
- * whitespace becomes several words, as in docker's ProcessWords.
+ * whitespace becomes several words, as in docker's ProcessWords. With `globEscapes` the words are
+ * wildcard patterns (COPY/ADD sources): an escaped `*?[]` or escape stays escaped with a backslash
+ * (`n\?pe` names "n?pe"), where plain expansion would drop the escape and leave a wildcard.
  */
-export function expandWords(s: string, vars: Vars, escape = '\\', used?: Set<string>): string[] {
+export function expandWords(s: string, vars: Vars, escape = '\\', used?: Set<string>, o: { globEscapes?: boolean } = {}): string[] {
   const out: string[] = [];
   let produced = 0;
   for (const raw of splitRaw(s, escape)) {
-    const lexer = new Lexer(raw, vars, escape, used);
+    const lexer = new Lexer(raw, vars, escape, used, o.globEscapes);
     const pieces = lexer.pieces();
     produced += pieces.reduce((n, p) => n + p.text.length, 0);
     if (produced > lexer.limit) throw new ExpansionLimitError(`variable expansion is too large: more than ${MAX_EXPANSION >> 20} MiB in one instruction`);

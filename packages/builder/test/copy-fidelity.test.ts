@@ -138,7 +138,7 @@ for (const [path, layers] of [
     it('escaped wildcards match literally; COPY "" copies the whole context', async () => {
       const r = await h.buildIt(
         {
-          Dockerfile: ['FROM busybox', 'COPY n\\?pe /e/', 'COPY ["n\\\\?pe", "/j/"]', 'COPY \\[x\\] /b/', 'COPY s\\*r* /s/', 'COPY ["", "/all/"]', 'COPY "" /sh/', ''].join('\n'),
+          Dockerfile: ['FROM busybox', 'COPY n\\?pe /e/', 'COPY ["n\\\\?pe", "/j/"]', 'COPY \\[x\\] /b/', 'COPY s\\*r* /s/', 'COPY ["", "/all/"]', 'COPY "" /sh/', 'ARG P=n', 'COPY ${P}\\?pe "$P\\?pe" /v/', ''].join('\n'),
           'n?pe': 'literal\n',
           nope: 'wildcard\n',
           '[x]': 'brackets\n',
@@ -150,6 +150,7 @@ for (const [path, layers] of [
       );
       expect(await r.ls('e')).toEqual(['n?pe']);
       expect(await r.ls('j')).toEqual(['n?pe']);
+      expect(await r.ls('v')).toEqual(['n?pe']); // after a variable too, and in double quotes
       expect(await r.ls('b')).toEqual(['[x]']);
       expect(await r.ls('s')).toEqual(['s*r1']);
       expect((await r.ls('all')).sort()).toEqual(['Dockerfile', '[x]', 'n?pe', 'nope', 's*r1', 'sir', 'x']);
