@@ -6,11 +6,8 @@ import {
   type Descriptor,
   type Digest,
   type HistoryEntry,
-  type ImageConfig,
-  type ImageManifest,
   CancelledError,
   InvalidArgumentError,
-  MediaType,
   NotFoundError,
   TsbuildError,
   UnavailableError,
@@ -18,22 +15,41 @@ import {
   formatPlatform,
   formatReference,
   hostPlatform,
-  layerCompression,
   layerMediaType,
   parsePlatform,
   parseReference,
   shortId,
   type Reference,
 } from '@tsbuild/oci';
-import { type CompressImageOptions, type Store, compressImage, ingestLayer } from '@tsbuild/store';
+import { type CompressImageOptions, type Store, compressImage, ingestLayer, writeImage } from '@tsbuild/store';
+import {
+  BuildContext,
+  DEFAULT_PATH,
+  ImageState,
+  MergedView,
+  type ResolvedUser,
+  type RunDefaults,
+  type RunMount,
+  cacheMountDirName,
+  copyDirect,
+  download,
+  emptyDir,
+  extractArchive,
+  hasWildcard,
+  isArchive,
+  makeParents,
+  parseRunMount,
+  readContextFile,
+  resolveOwner,
+  resolveUser,
+  stageTree,
+  unescapeGlob,
+} from '@tsbuild/container';
 import { type OverlaySnapshotter, diff, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, type ExtraMount, copyInto, run } from '@tsbuild/runtime';
 import { fdPath, removeEmptyBeneath, withFd } from '@tsbuild/linux';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
-import { BuildContext, readContextFile } from './context.js';
-import { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';
-import { makeParents, stageTree } from './staged-tree.js';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -50,15 +66,7 @@ import {
   withContext,
 } from './dockerfile.js';
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
-import { ImageState } from './image-state.js';
-import { MergedView } from './merged-view.js';
-import { hasWildcard, unescapeGlob } from './path-glob.js';
-import { copyDirect, emptyDir } from './direct-copy.js';
-import { download, extractArchive, isArchive } from './add-sources.js';
-import { type ResolvedUser, resolveOwner, resolveUser } from './user.js';
-import type { RunDefaults } from './run-image.js';
 
-export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export type BuildEvent =
   | { type: 'step'; step: number; total: number; stage: number; text: string; cached: boolean }
@@ -187,7 +195,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
     try {
       const final = await b.run();
       if (opts.labels) Object.assign((final.container.Labels ??= {}), opts.labels);
-      const manifest = await writeImage(store, final, { format: opts.format ?? 'oci', ...(opts.annotations ? { annotations: opts.annotations } : {}) });
+      const manifest = await writeImage(store, final.config, final.layers, { format: opts.format ?? 'oci', ...(opts.annotations ? { annotations: opts.annotations } : {}) });
       // Compressing at commit: layers that came plain from the cache (or a plain base image) are
       // compressed too, so the whole image is stored compressed. The config, and so the ID, stays.
       if (opts.disableCompression === false) manifest.descriptor = await compressImage(store, manifest.descriptor, layerCompressionOptions(opts));
@@ -552,7 +560,7 @@ class Builder {
         if (size > MAX_CONFIG_SIZE) this.fail(ins, `${ins.keyword}: the image config would grow to ${size} bytes, more than the ${MAX_CONFIG_SIZE >> 20} MiB allowed`);
         sr.key = key;
         if (layered) {
-          const { descriptor } = await writeImage(this.opts.store, sr.state, { format: 'oci' });
+          const { descriptor } = await writeImage(this.opts.store, sr.state.config, sr.state.layers, { format: 'oci' });
           await this.cache.put(key, descriptor);
           this.stepStates.delete(key); // keep build order when a key repeats
           this.stepStates.set(key, descriptor);
@@ -1479,37 +1487,4 @@ function truncate(s: string, n = 60): string {
 /** The build's compression settings as compressImage takes them (gzip at its default level unless set). */
 function layerCompressionOptions(opts: BuildOptions): CompressImageOptions {
   return { format: opts.compression?.format ?? 'gzip', ...(opts.compression?.level !== undefined ? { level: opts.compression.level } : {}) };
-}
-
-interface WrittenImage {
-  descriptor: Descriptor;
-  configDigest: Digest;
-}
-
-/**
- * Writes the config and manifest of a state. The config's `created` is the time of its last
- * history entry, so a state rebuilt entirely from the cache is byte-identical and keeps its ID.
- */
-export async function writeImage(store: Store, state: ImageState, opts: { format: 'oci' | 'docker'; annotations?: Record<string, string> }): Promise<WrittenImage> {
-  const config: ImageConfig = structuredClone(state.config);
-  const last = config.history?.at(-1)?.created;
-  if (last !== undefined) config.created = last;
-  const docker = opts.format === 'docker';
-  const configDesc = await store.putJSON(config, docker ? MediaType.DockerConfig : MediaType.OciConfig);
-  const layers = docker
-    ? state.layers.map((l) => {
-        const c = layerCompression(l.mediaType);
-        if (c !== 'gzip' && c !== 'none') throw new InvalidArgumentError(`--format docker needs gzip or plain tar layers; ${l.digest} is ${l.mediaType}`);
-        return { ...l, mediaType: layerMediaType('docker', c) };
-      })
-    : state.layers;
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: docker ? MediaType.DockerManifest : MediaType.OciManifest,
-    config: configDesc,
-    layers,
-    ...(opts.annotations && !docker ? { annotations: opts.annotations } : {}),
-  };
-  const descriptor = await store.putJSON(manifest, manifest.mediaType!);
-  return { descriptor, configDigest: configDesc.digest };
 }

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { extractArchive } from '../src/add-sources.js';
+import { extractArchive } from '@tsbuild/container';
 import { type Harness, openHarness } from './conformance/harness.js';
 
 /**

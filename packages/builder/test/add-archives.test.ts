@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InvalidArgumentError, UnavailableError } from '@tsbuild/oci';
-import { extractArchive, isArchive } from '../src/add-sources.js';
+import { extractArchive, isArchive } from '@tsbuild/container';
 
 // Every decompressor add-sources spawns, so a test can wait for it to exit.
 const children = vi.hoisted(() => [] as ChildProcess[]);

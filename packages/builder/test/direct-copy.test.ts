@@ -7,8 +7,8 @@ import tar from 'tar-stream';
 import { setXattr } from '@tsbuild/linux';
 import { type CopyOp, copyInto } from '@tsbuild/runtime';
 import { OverlaySnapshotter, diff } from '@tsbuild/snapshotter';
-import { copyDirect } from '../src/direct-copy.js';
-import { MergedView } from '../src/merged-view.js';
+import { copyDirect } from '@tsbuild/container';
+import { MergedView } from '@tsbuild/container';
 
 /**
  * The direct path (writing into the fresh upperdir from this process) against the helper path

@@ -28,3 +28,4 @@ export { loadArchive, type LoadedImage } from './archive-load.js';
 export { writeOutputFile } from './output-file.js';
 export { type LockMode } from './file-lock.js';
 export { countedStream, PROGRESS_STEP } from './counted-stream.js';
+export { writeImage, type WrittenImage } from './write-image.js';

@@ -6,7 +6,7 @@ import { type ImageConfig, InvalidArgumentError } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import { type OverlaySnapshotter, unpack } from '@tsbuild/snapshotter';
 import { type RunResult, type RunSpec, run } from '@tsbuild/runtime';
-import { DEFAULT_PATH } from './build.js';
+import { DEFAULT_PATH } from './defaults.js';
 import { resolveUser } from './user.js';
 
 /** Runtime settings a caller may pass through to every container (limits, network, security). */
