@@ -24,6 +24,8 @@ import {
 import { type CompressImageOptions, type Store, compressImage, ingestLayer, writeImage } from '@tsbuild/store';
 import {
   BuildContext,
+  type CopyFiles,
+  type CopySpec,
   DEFAULT_PATH,
   ImageState,
   MergedView,
@@ -32,24 +34,17 @@ import {
   type RunMount,
   cacheMountDirName,
   copyDirect,
-  download,
   emptyDir,
-  extractArchive,
-  hasWildcard,
-  isArchive,
-  makeParents,
   parseRunMount,
   readContextFile,
+  resolveCopy,
   resolveOwner,
   resolveUser,
-  stageTree,
   unescapeGlob,
 } from '@tsbuild/container';
 import { type OverlaySnapshotter, diff, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, type ExtraMount, copyInto, run } from '@tsbuild/runtime';
 import { fdPath, removeEmptyBeneath, withFd } from '@tsbuild/linux';
-import { createRequire } from 'node:module';
-import type { Ignore } from '@balena/dockerignore';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -152,7 +147,6 @@ export interface BuildOptions {
 }
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
-const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;
 
 export interface BuildResult {
   /** The image ID: the digest of the config, as docker and buildah define it. */
@@ -256,7 +250,6 @@ interface FreshSnapshot {
   upper: string;
   parent: string | undefined;
 }
-type CopyFiles = Extract<CopyOp, { op: 'copy' }>;
 
 /**
  * COPY/ADD of more entries than this goes through the runtime helper: its per-file work (in a
@@ -1058,7 +1051,6 @@ class Builder {
    * its snapshots (--from), ADD's unpacked archives and downloads.
    */
   private async copyOp(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<CopyFiles> {
-    const isAdd = ins.keyword === 'ADD';
     // --link (BuildKit: a layer independent of its parent) gives the same filesystem; accepted as such.
     const staging = path.join(this.scratch, `sources-${ins.line}-${randomBytes(3).toString('hex')}`);
     // Here-documents: `COPY <<EOF /dst`; each marker word is replaced by a file named after it.
@@ -1076,146 +1068,43 @@ class Builder {
     // destination is a plain path again. The JSON form's words are patterns as written.
     const words = ins.json ?? expandWords(rawArgs, vars, this.df.escape, undefined, { globEscapes: true });
     if (words.length < 2) this.fail(ins, `${ins.keyword} requires at least two arguments: ${ins.keyword} <src>... <dest>`);
-    const srcs = words.slice(0, -1);
-    let dest = ins.json ? words.at(-1)! : unescapeGlob(words.at(-1)!);
-    const wd = sr.state.container.WorkingDir || '/';
-    const trailing = dest.endsWith('/') || dest === '.' || dest.endsWith('/.');
-    dest = path.posix.resolve(wd, dest) + (trailing && dest !== '/' ? '/' : '');
+    const flag = (name: string) => {
+      const v = ins.flags.get(name)?.at(-1);
+      return v === undefined ? undefined : expandWord(v, vars, this.df.escape);
+    };
     const from = ins.flags.get('from')?.at(-1);
-    const hostPaths: string[] = [];
-    /** For --parents: each host path's path inside its source tree (context or --from image). */
-    const relOf = new Map<string, { rel: string; like?: string }>();
-    const contextSources: string[] = [];
-    /** Host paths whose entries keep their owners: another stage's or image's files, unpacked archives. */
-    const keepOf = new Set<string>();
-    let unmatched: string | undefined;
-    for (const src of srcs) {
-      const heredoc = /^__tsbuild_heredoc_(.+)$/.exec(src);
-      if (heredoc) hostPaths.push(heredocFiles.get(heredoc[1]!)!);
-      else if (isAdd && /^https?:\/\//.test(src)) {
-        hostPaths.push(await download(src, path.join(staging, `url-${hostPaths.length}`), ins.flags.get('checksum')?.at(-1), this.opts.signal));
-      } else if (from === undefined) contextSources.push(src);
-      else {
-        const found = await this.fromSources(ins, sr, expandWord(from, vars, this.df.escape), src, path.join(staging, `from-${hostPaths.length}`));
-        if (found.length === 0) unmatched ??= src;
-        for (const m of found) {
-          hostPaths.push(m.host);
-          keepOf.add(m.host);
-          relOf.set(m.host, { rel: pivot(src, m.path) });
-        }
-      }
-    }
-    if (contextSources.length > 0) {
-      const ctx = await this.context();
-      const resolved = await ctx.resolve(contextSources, hostPaths.length > 0);
-      const pivotSrc = contextSources.find((c) => c.includes('/./')) ?? '';
-      for (const [i, cs] of resolved.entries()) {
-        let p = cs.host;
-        const st = await fsp.stat(p);
-        if (!st.isDirectory() && cs.name !== '' && path.basename(p) !== cs.name) {
-          // A followed symlink: its target is copied under the link's name (docker's rule).
-          p = path.join(staging, `link-${i}`, cs.name);
-          await fsp.mkdir(path.dirname(p), { recursive: true });
-          await stageTree(cs.host, p);
-        }
-        relOf.set(p, { rel: pivot(pivotSrc, cs.rel), like: ctx.dir });
-        if (isAdd && (await isArchive(p))) {
-          // ADD unpacks a local archive into the destination directory, with the owners it records.
-          const dir = path.join(staging, `archive-${hostPaths.length}`);
-          await extractArchive(p, dir);
-          hostPaths.push(dir);
-          keepOf.add(dir);
-          if (!dest.endsWith('/')) dest += '/';
-        } else hostPaths.push(p);
-      }
-    }
-    // A wildcard that matches nothing is skipped, unless nothing at all is left to copy (BuildKit).
-    if (hostPaths.length === 0) this.fail(ins, `${ins.keyword}${from !== undefined ? ` --from=${from}` : ''} ${unmatched ?? srcs.join(' ')}: no source files were specified (nothing matches)`);
-    const excludes = ins.flags.get('exclude')?.map((x) => expandWord(x, vars, this.df.escape)) ?? [];
-    const parents = ins.flags.has('parents') && ins.flags.get('parents')!.at(-1) !== 'false';
-    if (excludes.length > 0 || parents) {
-      // Staged as a filtered tree of hard links: --exclude drops entries by docker's ignore rules
-      // (matched against the path inside each source, and against the source's own name), and
-      // --parents keeps each source's directories from the context (or --from) root.
-      const ig = dockerignore({ ignorecase: false }).add(excludes);
-      const staged: string[] = [];
-      const stagedKeep = new Set<string>();
-      const root = path.join(staging, 'parents');
-      for (const [i, p] of hostPaths.entries()) {
-        const base = path.basename(p);
-        const top = relOf.get(p)?.rel ?? base;
-        if (excludes.length > 0 && top !== '' && (ig.ignores(top) || ig.ignores(base))) continue;
-        const skip = (r: string) => ig.ignores(r) || (top !== '' && ig.ignores(`${top}/${r}`));
-        if (parents && relOf.has(p)) {
-          const info = relOf.get(p)!;
-          await fsp.mkdir(root, { recursive: true });
-          await makeParents(root, info.rel, info.like);
-          await stageTree(p, path.join(root, info.rel), skip);
-          if (!staged.includes(root)) staged.push(root);
-          if (keepOf.has(p)) stagedKeep.add(root);
-        } else {
-          const out = path.join(staging, `excluded-${i}`, base);
-          await fsp.mkdir(path.dirname(out), { recursive: true });
-          await stageTree(p, out, skip);
-          staged.push(out);
-          if (keepOf.has(p)) stagedKeep.add(out);
-        }
-      }
-      if (staged.length === 0) this.fail(ins, `${ins.keyword}: every source is excluded by --exclude`);
-      hostPaths.splice(0, hostPaths.length, ...staged);
-      keepOf.clear();
-      for (const k of stagedKeep) keepOf.add(k);
-      if (parents && !dest.endsWith('/')) dest += '/';
-    }
-    if (hostPaths.length > 1 && !dest.endsWith('/')) {
-      this.fail(ins, `When using ${ins.keyword} with more than one source file, the destination must be a directory and end with a /`);
-    }
-    let uid = 0;
-    let gid = 0;
-    const chown = ins.flags.get('chown')?.at(-1);
-    if (chown !== undefined) {
-      await this.ensureSnapshot(sr.state);
-      const u = await resolveUser(this.opts.snapshotter, sr.state.snapshot, expandWord(chown, vars, this.df.escape), true);
-      uid = u.uid;
-      gid = u.gid;
-    }
-    let mode: number | undefined;
+    const chown = flag('chown');
     const chmod = ins.flags.get('chmod')?.at(-1);
-    if (chmod !== undefined) {
-      if (!/^[0-7]{3,4}$/.test(chmod)) this.fail(ins, `${ins.keyword} --chmod=${chmod}: want an octal mode such as 755`);
-      mode = parseInt(chmod, 8);
-    }
-    // Without --chown, COPY --from keeps the owners the files have in that stage or image, and ADD
-    // those an archive records (docker and BuildKit); everything else is 0:0.
-    const keepOwners = chown === undefined && keepOf.size > 0 ? hostPaths.map((p) => keepOf.has(p)) : undefined;
-    return { op: 'copy', sources: hostPaths, dest, uid, gid, ...(mode !== undefined ? { mode } : {}), ...(keepOwners ? { keepOwners } : {}) };
-  }
-
-  /**
-   * COPY --from: sources out of an earlier stage (name or index) or an image, read through a
-   * MergedView and staged with their owners. As in the context, a source that is a symlink is
-   * followed inside that filesystem and copied under the link's name; a wildcard may match
-   * nothing (an empty answer), a named source must exist.
-   */
-  private async fromSources(ins: Instruction, sr: StageRun, from: string, src: string, staging: string): Promise<{ host: string; path: string }[]> {
-    const state = await this.stateOf(ins, sr, from, `${ins.keyword} --from=${from}`);
-    await this.ensureSnapshot(state);
-    const view = await MergedView.open(this.opts.snapshotter, state.snapshot);
-    const matches = hasWildcard(src) ? await view.glob(src) : [unescapeGlob(src)];
-    const out: { host: string; path: string }[] = [];
-    for (const [i, m] of matches.entries()) {
-      try {
-        const named = await view.resolve(m, false);
-        const target = path.join(staging, String(i), named.at(-1) ?? 'root');
-        await fsp.mkdir(path.dirname(target), { recursive: true });
-        await view.materialize(m, target, true);
-        out.push({ host: target, path: named.join('/') });
-      } catch (e) {
-        if (!(e instanceof NotFoundError)) throw e;
-        this.fail(ins, `COPY --from=${from} ${src}: no such file or directory in ${from}`);
-      }
-    }
-    return out;
+    const checksum = ins.flags.get('checksum')?.at(-1);
+    const spec: CopySpec = {
+      kind: ins.keyword === 'ADD' ? 'ADD' : 'COPY',
+      sources: words.slice(0, -1).map((w) => {
+        const heredoc = /^__tsbuild_heredoc_(.+)$/.exec(w);
+        return heredoc ? { file: heredocFiles.get(heredoc[1]!)! } : w;
+      }),
+      dest: ins.json ? words.at(-1)! : unescapeGlob(words.at(-1)!),
+      workdir: sr.state.container.WorkingDir || '/',
+      ...(from !== undefined ? { from: expandWord(from, vars, this.df.escape) } : {}),
+      ...(chown !== undefined ? { chown } : {}),
+      ...(chmod !== undefined ? { chmod } : {}),
+      ...(checksum !== undefined ? { checksum } : {}),
+      exclude: ins.flags.get('exclude')?.map((x) => expandWord(x, vars, this.df.escape)) ?? [],
+      parents: ins.flags.has('parents') && ins.flags.get('parents')!.at(-1) !== 'false',
+    };
+    return resolveCopy(spec, {
+      staging,
+      context: () => this.context(),
+      fromView: async (name) => {
+        const state = await this.stateOf(ins, sr, name, `${ins.keyword} --from=${name}`);
+        await this.ensureSnapshot(state);
+        return MergedView.open(this.opts.snapshotter, state.snapshot);
+      },
+      owner: async (user) => {
+        await this.ensureSnapshot(sr.state);
+        return resolveUser(this.opts.snapshotter, sr.state.snapshot, user, true);
+      },
+      ...(this.opts.signal ? { signal: this.opts.signal } : {}),
+    });
   }
 
   /** The image state `--from` names: an earlier stage (by name or index), or an image. */
@@ -1450,17 +1339,6 @@ function parseKeyValues(ins: Instruction, vars: Map<string, string>, esc: string
     out.push([expandWord(w.slice(0, eq), vars, esc), expandWord(w.slice(eq + 1), vars, esc)]);
   }
   return out;
-}
-
-/**
- * For COPY --parents: the path a source keeps under the destination. A `/./` in the source marks
- * where the kept part starts (BuildKit's pivot); otherwise the whole path from the root is kept.
- */
-function pivot(src: string, rel: string): string {
-  const i = src.indexOf('/./');
-  if (i < 0) return rel;
-  const prefix = path.posix.normalize(`/${src.slice(0, i)}`).slice(1);
-  return prefix !== '' && rel.startsWith(`${prefix}/`) ? rel.slice(prefix.length + 1) : rel;
 }
 
 /** Cache mounts held by a RUN with sharing=locked or private, in this process. */

@@ -9,3 +9,4 @@ export { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js
 export { type ResolvedUser, resolveOwner, resolveUser } from './user.js';
 export { globPaths, hasWildcard, unescapeGlob } from './path-glob.js';
 export { runImage, type RunImageOptions, type RunDefaults } from './run-image.js';
+export { type CopyFiles, type CopySource, type CopySpec, type CopySourceEnv, resolveCopy } from './copy-sources.js';
