@@ -5,6 +5,7 @@ import { pruneCompressionRecords, type Store } from '@tsbuild/store';
 import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
 import { BuildCache } from './cache.js';
 import { MOUNT_LABEL } from './inspect/index.js';
+import { CONTAINER_LABEL, ContainerRecords } from '@tsbuild/container';
 
 export interface PruneOptions {
   /** Keep images that have no name. */
@@ -57,7 +58,8 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     const removed: string[] = [];
     // Remove leaves first: a snapshot with children cannot go before them.
     // A `tsbuild mount` view is the user's until `tsbuild umount`: kept, with its parents.
-    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined);
+    // A working container's snapshot is the container's until `tsbuild rm`: kept, with its parents.
+    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined && i.labels[CONTAINER_LABEL] === undefined);
     for (let progress = true; progress && pending.length > 0; ) {
       progress = false;
       const parents = new Set(infos.filter((i) => !removed.includes(i.name)).map((i) => i.parent).filter((p): p is string => p !== undefined));
@@ -75,7 +77,9 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     // Cached steps keep their blobs; their snapshots are unpacked again when a build needs them.
     const cache = new BuildCache(path.join(store.root, 'cache'));
     const cacheEntries = opts.buildCache ? await cache.clear() : 0;
-    const gc = await store.gc({ keep: opts.buildCache ? [] : await cache.roots() });
+    // A working container keeps its base image's blobs, even once the image's name is gone.
+    const containers = (await new ContainerRecords(store).list()).flatMap((r) => (r.image ? [r.image.manifest.digest] : []));
+    const gc = await store.gc({ keep: [...containers, ...(opts.buildCache ? [] : await cache.roots())] });
     await pruneCompressionRecords(store);
     return { cacheEntries, images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
   });

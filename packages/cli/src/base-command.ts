@@ -2,6 +2,9 @@ import path from 'node:path';
 import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
 import { DEFAULT_ROOT, Store } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import type { ContainerEnv } from '@tsbuild/container';
+import type { RegistryClient } from '@tsbuild/registry-client';
+import type { RegistryFlagValues } from './registry-flags.js';
 import { CliError, Command, Flags, type InferredFlags } from './cli-kit.js';
 
 export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
@@ -42,6 +45,23 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   protected snapshotter(): Promise<OverlaySnapshotter> {
     this.snapshotterP ??= import('@tsbuild/snapshotter').then((m) => m.OverlaySnapshotter.open(path.join(path.resolve(this.root), 'snapshots')));
     return this.snapshotterP;
+  }
+
+  /**
+   * What working containers need; with registry flags, a client for the pulls `from` or
+   * `copy --from` may have to make (loaded only then).
+   */
+  protected async containerEnv(registry?: RegistryFlagValues): Promise<ContainerEnv & { close(): Promise<void> }> {
+    const [store, snapshotter] = await Promise.all([this.store(), this.snapshotter()]);
+    let client: Promise<RegistryClient> | undefined;
+    return {
+      store,
+      snapshotter,
+      registry: () => (client ??= import('./registry-flags.js').then((m) => m.registryClient(registry ?? {}))),
+      close: async () => {
+        if (client) await (await client).close();
+      },
+    };
   }
 
   protected override async catch(err: Error): Promise<unknown> {

@@ -6,9 +6,14 @@ import { commandSummaries } from './command-summaries.js';
 
 /** Every command, loaded only when it runs: a command imports just the packages it needs. */
 const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
+  add: () => import('./commands/add.js'),
   build: () => import('./commands/build.js'),
+  commit: () => import('./commands/commit.js'),
+  containers: () => import('./commands/containers.js'),
+  copy: () => import('./commands/copy.js'),
   diff: () => import('./commands/diff.js'),
   export: () => import('./commands/export.js'),
+  from: () => import('./commands/from.js'),
   fsck: () => import('./commands/fsck.js'),
   history: () => import('./commands/history.js'),
   images: () => import('./commands/images.js'),
@@ -21,6 +26,8 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   prune: () => import('./commands/prune.js'),
   pull: () => import('./commands/pull.js'),
   push: () => import('./commands/push.js'),
+  rename: () => import('./commands/rename.js'),
+  rm: () => import('./commands/rm.js'),
   rmi: () => import('./commands/rmi.js'),
   run: () => import('./commands/run.js'),
   save: () => import('./commands/save.js'),

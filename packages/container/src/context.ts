@@ -22,10 +22,16 @@ export class BuildContext {
     readonly dir: string,
   ) {}
 
-  static async open(contextDir: string, dockerfilePath: string | undefined, scratch: string): Promise<BuildContext> {
+  /**
+   * With `ignore`, the rules come from that choice instead of a Dockerfile's: `false` for none
+   * (`tsbuild copy` without --contextdir, whose sources are host paths), `{ file }` for an
+   * explicit ignore file (--ignorefile), `{}` for the context's own .containerignore or
+   * .dockerignore (buildah copy --contextdir).
+   */
+  static async open(contextDir: string, dockerfilePath: string | undefined, scratch: string, ignore?: false | { file?: string }): Promise<BuildContext> {
     const st = await fsp.stat(contextDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new NotFoundError(`build context ${contextDir}: no such directory`);
-    const rules = await readIgnore(contextDir, dockerfilePath);
+    const rules = ignore === false ? undefined : ignore === undefined ? await readIgnore(contextDir, dockerfilePath) : await readIgnoreFile(contextDir, ignore.file);
     if (rules === undefined) return new BuildContext(contextDir);
     const ig = dockerignore({ ignorecase: false }).add(rules);
     const staged = path.join(scratch, 'context');
@@ -149,20 +155,31 @@ export async function readContextFile(contextDir: string, file: string, limit: n
 /** An ignore file is a list of patterns: 16 MiB is far beyond any real one and keeps a hostile one out of memory. */
 const MAX_IGNORE_FILE = 16 << 20;
 
-async function readIgnore(contextDir: string, dockerfilePath: string | undefined): Promise<string[] | undefined> {
-  const candidates = [...(dockerfilePath ? [`${dockerfilePath}.dockerignore`] : []), path.join(contextDir, '.dockerignore')];
+async function readIgnore(contextDir: string, dockerfilePath: string | undefined, names = ['.dockerignore']): Promise<string[] | undefined> {
+  const candidates = [...(dockerfilePath ? [`${dockerfilePath}.dockerignore`] : []), ...names.map((n) => path.join(contextDir, n))];
   for (const c of candidates) {
     const buf = await readContextFile(contextDir, c, MAX_IGNORE_FILE + 1);
     if (buf !== undefined && buf.length > MAX_IGNORE_FILE) throw new InvalidArgumentError(`${c}: larger than ${MAX_IGNORE_FILE >> 20} MiB`);
     const text = buf?.toString('utf8');
-    if (text !== undefined) {
-      return text
-        .split(/\r?\n/)
-        .map((l) => l.trim())
-        .filter((l) => l !== '' && !l.startsWith('#'));
-    }
+    if (text !== undefined) return ignoreRules(text);
   }
   return undefined;
+}
+
+/** buildah's ContainerIgnoreFile: an explicit file (the user's own path, read as given), else the context's .containerignore or .dockerignore. */
+async function readIgnoreFile(contextDir: string, file: string | undefined): Promise<string[] | undefined> {
+  if (file === undefined) return readIgnore(contextDir, undefined, ['.containerignore', '.dockerignore']);
+  const st = await fsp.stat(file).catch(() => undefined);
+  if (!st?.isFile()) throw new NotFoundError(`ignore file ${file}: no such file`);
+  if (st.size > MAX_IGNORE_FILE) throw new InvalidArgumentError(`${file}: larger than ${MAX_IGNORE_FILE >> 20} MiB`);
+  return ignoreRules(await fsp.readFile(file, 'utf8'));
+}
+
+function ignoreRules(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
 }
 
 async function stage(src: string, dst: string, rel: string, ignored: (rel: string) => boolean): Promise<void> {

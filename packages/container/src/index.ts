@@ -10,3 +10,14 @@ export { type ResolvedUser, resolveOwner, resolveUser } from './user.js';
 export { globPaths, hasWildcard, unescapeGlob } from './path-glob.js';
 export { runImage, type RunImageOptions, type RunDefaults } from './run-image.js';
 export { type CopyFiles, type CopySource, type CopySpec, type CopySourceEnv, resolveCopy } from './copy-sources.js';
+export { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
+export {
+  WorkingContainer,
+  DIRECT_COPY_MAX_ENTRIES,
+  type ContainerEnv,
+  type FromOptions,
+  type ContainerRunOptions,
+  type CopyOptions,
+  type CommitOptions,
+  type CommitResult,
+} from './working-container.js';

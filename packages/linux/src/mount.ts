@@ -1,4 +1,4 @@
-import { closeSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { check, sys } from './libc.js';
 
 /** mount(2) flags (linux/mount.h). */
@@ -137,4 +137,14 @@ export function readOnlyFileMount(path: string): number {
     throw e;
   }
   return fd;
+}
+
+/** Mount points in this process's mount namespace (/proc/self/mountinfo field 5, octal escapes decoded). */
+export function mountPoints(): Set<string> {
+  const out = new Set<string>();
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const target = line.split(' ')[4];
+    if (target !== undefined) out.add(target.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return out;
 }

@@ -13,6 +13,8 @@ import { isHostOnlyXattr, isOverlayWhiteout, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR
 export interface TarOptions {
   /** SOURCE_DATE_EPOCH: mtimes later than this are clamped to it, for reproducible layers. */
   sourceDateEpoch?: number;
+  /** buildah's `commit --timestamp`: every entry gets exactly this mtime (seconds since the epoch). */
+  timestamp?: number;
 }
 
 /**
@@ -66,7 +68,9 @@ const POOL_FREE = 8;
 async function* treeTar(root: string, overlay: boolean, opts: TarOptions | undefined): AsyncGenerator<Buffer> {
   const links = new Map<string, string>();
   const epoch = opts?.sourceDateEpoch;
+  const fixed = opts?.timestamp;
   const mtimeOf = (st: BigIntStats): number => {
+    if (fixed !== undefined) return fixed;
     const sec = Number(st.mtimeNs / 1_000_000_000n) - (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n ? 1 : 0);
     return epoch !== undefined && sec > epoch ? epoch : sec;
   };

@@ -26,6 +26,6 @@ export {
 export { saveArchive, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME } from './archive-save.js';
 export { loadArchive, type LoadedImage } from './archive-load.js';
 export { writeOutputFile } from './output-file.js';
-export { type LockMode } from './file-lock.js';
+export { FileLock, type LockMode } from './file-lock.js';
 export { countedStream, PROGRESS_STEP } from './counted-stream.js';
 export { writeImage, type WrittenImage } from './write-image.js';

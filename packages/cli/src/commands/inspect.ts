@@ -1,12 +1,44 @@
-import { Args } from '../cli-kit.js';
+import { Args, Flags } from '../cli-kit.js';
+import { WorkingContainer } from '@tsbuild/container';
+import { NotFoundError } from '@tsbuild/oci';
 import { BaseCommand } from '../base-command.js';
 
 export default class Inspect extends BaseCommand<typeof Inspect> {
-  static override summary = 'Show an image\'s manifest and config as JSON';
-  static override args = { image: Args.string({ description: 'image name or ID', required: true }) };
+  static override summary = 'Show a working container\'s state, or an image\'s manifest and config, as JSON';
+  static override description =
+    'As `buildah inspect`: with --type container (the default) NAME is a working container, and when there is none of that ' +
+    'name an image is looked up instead (unless --type was given); with --type image only images.';
+  static override args = { image: Args.string({ description: 'working container, or image name or ID', required: true }) };
+  static override flags = {
+    type: Flags.string({ char: 't', description: 'what NAME is: container or image', options: ['container', 'image'] }),
+  };
 
   async run(): Promise<void> {
     const { args } = await this.parse(Inspect);
+    if (this.flags.type !== 'image') {
+      const wc = await WorkingContainer.find(await this.containerEnv(), args.image);
+      if (wc) {
+        const r = wc.record;
+        const out = {
+          Type: 'tsbuild 0.0.1',
+          FromImage: r.image?.name ?? 'scratch',
+          FromImageID: r.image ? r.image.id.replace(/^sha256:/, '') : '',
+          FromImageDigest: r.image?.manifest.digest ?? '',
+          Container: r.name,
+          ContainerID: r.id,
+          MountPoint: wc.isMounted() ? wc.mountPath : '',
+          Created: r.created,
+          Config: r.config,
+          ImageAnnotations: r.annotations,
+          ImageCreatedBy: r.createdBy ?? '',
+          HistoryComment: r.historyComment ?? '',
+          PendingHistory: r.pendingHistory,
+        };
+        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+        return;
+      }
+      if (this.flags.type === 'container') throw new NotFoundError(`container ${args.image}: no such working container`);
+    }
     const store = await this.store();
     const { descriptor, names } = await store.resolve(args.image);
     const img = store.image(descriptor);

@@ -1,13 +1,17 @@
 import { Args, Flags } from '../cli-kit.js';
 import { listMounts, mountImage } from '@tsbuild/builder';
 import { shortId } from '@tsbuild/oci';
+import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand, table } from '../base-command.js';
 
 export default class Mount extends BaseCommand<typeof Mount> {
-  static override summary = 'Mount an image\'s flattened filesystem read-only and print the mount point';
-  static override description = 'The mount stays until `tsbuild umount IMAGE`, like `buildah mount`. Without IMAGE, lists the mounts.';
+  static override summary = 'Mount a working container read-write (or an image read-only) and print the mount point';
+  static override description =
+    'As `buildah mount`: a working container\'s filesystem is mounted read-write, and what is changed there is in its next ' +
+    'commit; an image\'s flattened filesystem is mounted read-only. The mount stays until `tsbuild umount NAME`. A container ' +
+    'name wins over an image of the same name. Without NAME, lists the mounts.';
   static override examples = ['<%= config.bin %> mount app:1', 'ls $(<%= config.bin %> mount app:1)/etc'];
-  static override args = { image: Args.string({ description: 'image name or ID' }) };
+  static override args = { image: Args.string({ description: 'working container, or image name or ID' }) };
   static override flags = {
     format: Flags.string({ description: 'output format of the listing', options: ['table', 'json'], default: 'table' }),
   };
@@ -15,15 +19,27 @@ export default class Mount extends BaseCommand<typeof Mount> {
   async run(): Promise<void> {
     const { args } = await this.parse(Mount);
     const s = await this.snapshotter();
+    const env = await this.containerEnv();
     if (args.image === undefined) {
+      const containers: { container: string; path: string }[] = [];
+      for (const r of await WorkingContainer.list(env)) {
+        const wc = await WorkingContainer.find(env, r.id);
+        if (wc?.isMounted()) containers.push({ container: r.name, path: wc.mountPath });
+      }
       const mounts = await listMounts(s);
       if (this.flags.format === 'json') {
-        process.stdout.write(`${JSON.stringify(mounts, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify([...containers, ...mounts], null, 2)}\n`);
         return;
       }
+      for (const c of containers) process.stdout.write(`${c.container} ${c.path}\n`);
       const rows = [['IMAGE ID', 'MOUNT POINT', 'MOUNTED']];
       for (const m of mounts) rows.push([m.imageId ? shortId(m.imageId as `sha256:${string}`) : '', m.path, String(m.mounted)]);
       process.stdout.write(table(rows));
+      return;
+    }
+    const wc = await WorkingContainer.find(env, args.image);
+    if (wc) {
+      process.stdout.write(`${await wc.mount()}\n`);
       return;
     }
     const store = await this.store();

@@ -1,19 +1,22 @@
 import { isatty } from 'node:tty';
 import { Args, Flags } from '../cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
-import { runImage } from '@tsbuild/builder';
+import { WorkingContainer, runImage } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions, usernsFlags } from '../run-flags.js';
 
 export default class Run extends BaseCommand<typeof Run> {
-  static override summary = 'Run a command in a container made from an image';
+  static override summary = 'Run a command in a working container, or in a new container made from an image';
   static override description =
     'Uses the same runtime as RUN steps: its own mount, PID, UTS, IPC and cgroup namespaces, docker\'s default capabilities ' +
-    'and seccomp profile, the image\'s USER, Env and WorkingDir. The exit status is the command\'s.';
+    'and seccomp profile, the USER, Env and WorkingDir of the config. The exit status is the command\'s.\n\n' +
+    'When NAME is a working container (see `tsbuild containers`), the command runs in its filesystem as `buildah run` does ' +
+    '(`tsbuild run $ctr -- CMD…`) and what it changes stays in the container for the next commit. Otherwise NAME is an ' +
+    'image and the command runs in a new container made from it, as `podman run` does. A container name wins over an image of the same name.';
   static override passThroughAfterFirstArg = true;
   static override examples = ['<%= config.bin %> run --rm hello', '<%= config.bin %> run --rm -it busybox sh', '<%= config.bin %> run --rm --memory 64m busybox free'];
   static override args = {
-    image: Args.string({ description: 'image name or ID', required: true }),
+    image: Args.string({ description: 'working container, or image name or ID', required: true }),
     command: Args.string({ description: 'command and arguments, passed as they are (default: the image\'s Entrypoint and Cmd)' }),
   };
   static override flags = {
@@ -22,6 +25,8 @@ export default class Run extends BaseCommand<typeof Run> {
     interactive: Flags.boolean({ char: 'i', description: 'keep stdin attached' }),
     env: Flags.string({ char: 'e', description: 'set an environment variable, KEY=VALUE or KEY (repeatable)', multiple: true }),
     workdir: Flags.string({ char: 'w', description: 'working directory inside the container' }),
+    workingdir: Flags.string({ description: 'working directory inside the container (buildah\'s spelling of --workdir)' }),
+    'add-history': Flags.boolean({ description: 'working container: record the command in the next commit\'s history' }),
     user: Flags.string({ char: 'u', description: 'user[:group] to run as' }),
     entrypoint: Flags.string({ description: 'override the image\'s Entrypoint' }),
     hostname: Flags.string({ description: 'container host name' }),
@@ -36,14 +41,37 @@ export default class Run extends BaseCommand<typeof Run> {
     // As docker: -it wants a terminal to read from; -t alone gives the command a terminal anyway.
     // isatty(0), not process.stdin.isTTY: creating process.stdin makes fd 0 non-blocking.
     if (f.tty && f.interactive && !isatty(0)) throw new InvalidArgumentError('the input device is not a TTY (-it needs a terminal on stdin; use -t alone to give the command one anyway)');
-    const command = this.passThrough;
+    let command = this.passThrough;
     const controller = new AbortController();
+    const workdir = f.workingdir ?? f.workdir;
     const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}) };
     const onSignal = () => controller.abort();
     process.once('SIGTERM', onSignal);
     // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
     if (!(f.tty && f.interactive)) process.once('SIGINT', onSignal);
     try {
+      const env = await this.containerEnv();
+      const wc = await WorkingContainer.find(env, args.image);
+      if (wc) {
+        if (command[0] === '--') command = command.slice(1);
+        if (f.rm || f.entrypoint !== undefined) throw new InvalidArgumentError(`${args.image} is a working container: --rm and --entrypoint apply to images only`);
+        const r = await wc.run(command, {
+          ...(f.env ? { env: f.env } : {}),
+          ...(workdir ? { workdir } : {}),
+          ...(f.user ? { user: f.user } : {}),
+          ...(f.hostname ? { hostname: f.hostname } : {}),
+          ...(f['add-history'] ? { addHistory: true } : {}),
+          stdin: f.interactive ? 'inherit' : 'ignore',
+          stdout: process.stdout,
+          stderr: process.stderr,
+          ...(f.tty ? { terminal: { sizeFrom: process.stdout } } : {}),
+          runtime,
+          signal: controller.signal,
+        });
+        if (r.oomKilled) process.stderr.write(`Error: the command was killed: out of memory\n`);
+        process.exitCode = r.exitCode;
+        return;
+      }
       const r = await runImage({
         store: await this.store(),
         snapshotter: await this.snapshotter(),
@@ -51,7 +79,7 @@ export default class Run extends BaseCommand<typeof Run> {
         command,
         ...(f.entrypoint !== undefined ? { entrypoint: f.entrypoint } : {}),
         ...(f.env ? { env: f.env } : {}),
-        ...(f.workdir ? { workdir: f.workdir } : {}),
+        ...(workdir ? { workdir } : {}),
         ...(f.user ? { user: f.user } : {}),
         rm: f.rm,
         stdin: f.interactive ? 'inherit' : 'ignore',

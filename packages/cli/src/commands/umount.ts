@@ -1,14 +1,21 @@
 import { Args } from '../cli-kit.js';
 import { unmountImage } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
+import { WorkingContainer } from '@tsbuild/container';
 
 export default class Umount extends BaseCommand<typeof Umount> {
-  static override summary = 'Unmount an image mounted with `tsbuild mount` and remove its view snapshot';
+  static override summary = 'Unmount a working container or an image mounted with `tsbuild mount`';
   static override examples = ['<%= config.bin %> umount app:1'];
-  static override args = { image: Args.string({ description: 'image name or ID', required: true }) };
+  static override args = { image: Args.string({ description: 'working container, or image name or ID', required: true }) };
 
   async run(): Promise<void> {
     const { args } = await this.parse(Umount);
+    const wc = await WorkingContainer.find(await this.containerEnv(), args.image);
+    if (wc) {
+      await wc.unmount();
+      process.stdout.write(`${wc.id}\n`);
+      return;
+    }
     const store = await this.store();
     const { descriptor } = await store.resolve(args.image);
     const m = await unmountImage(store, await this.snapshotter(), store.image(descriptor));

@@ -1,0 +1,506 @@
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import {
+  type Descriptor,
+  type Digest,
+  type HistoryEntry,
+  type ImageConfig,
+  InvalidArgumentError,
+  NotFoundError,
+  layerMediaType,
+  parseReference,
+} from '@tsbuild/oci';
+import { MNT_DETACH, MS, mount, mountOverlay, mountPoints, umount } from '@tsbuild/linux';
+import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
+import { type Mount, type OverlaySnapshotter, diff, tarDirectory, unpack } from '@tsbuild/snapshotter';
+import { type CopyOp, type ExtraMount, type RunResult, copyInto, run } from '@tsbuild/runtime';
+import type { RegistryClient } from '@tsbuild/registry-client';
+import { BuildContext } from './context.js';
+import { type CopySource, type CopySpec, resolveCopy } from './copy-sources.js';
+import { DEFAULT_PATH } from './defaults.js';
+import { copyDirect, emptyDir } from './direct-copy.js';
+import { MergedView } from './merged-view.js';
+import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
+import type { RunDefaults } from './run-image.js';
+import { resolveUser } from './user.js';
+
+/** What a working container works with: the store, its snapshotter, and (for pulls) a registry client. */
+export interface ContainerEnv {
+  store: Store;
+  snapshotter: OverlaySnapshotter;
+  /** A registry client for images `from` (or `copy --from`) must pull; made on first use. */
+  registry?: () => Promise<RegistryClient>;
+}
+
+export interface FromOptions {
+  /** The container's name (default: buildah's `<image>-working-container[-N]`). */
+  name?: string;
+  /** missing (default): pull when the store lacks the image; always; never. */
+  pull?: 'missing' | 'always' | 'never';
+  /** Runtime settings every `run` of the container starts from (limits, network, capabilities). */
+  runtime?: RunDefaults;
+}
+
+export interface ContainerRunOptions {
+  /** More environment, KEY=VALUE (or KEY: the host's value), after the config's. */
+  env?: string[];
+  workdir?: string;
+  user?: string;
+  hostname?: string;
+  stdin?: 'inherit' | 'ignore' | Readable;
+  stdout?: Writable | 'inherit';
+  stderr?: Writable | 'inherit';
+  terminal?: { sizeFrom?: NodeJS.WriteStream };
+  /** Overrides of the container's runtime settings for this command. */
+  runtime?: RunDefaults;
+  mounts?: ExtraMount[];
+  /** Record the command in the next commit's history (buildah's --add-history). */
+  addHistory?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface CopyOptions {
+  chown?: string;
+  chmod?: string;
+  /** Another working container or an image to copy from. */
+  from?: string;
+  /** Where sources are looked up (their root); default: host paths, relative ones from the cwd. */
+  contextDir?: string;
+  /** An ignore file for the context (needs contextDir); default: its .containerignore or .dockerignore. */
+  ignoreFile?: string;
+  checksum?: string;
+  exclude?: string[];
+  parents?: boolean;
+  addHistory?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface CommitOptions {
+  /** The image's name (tags); none: an unnamed image. */
+  name?: string;
+  format?: 'oci' | 'docker';
+  /** One layer with the whole filesystem instead of the base layers plus one. */
+  squash?: boolean;
+  /** Seconds since the epoch for the created times and every file in the new layer. */
+  timestamp?: number;
+  omitHistory?: boolean;
+  /** Plain tar layers (default, as buildah's --disable-compression); false: gzip. */
+  disableCompression?: boolean;
+  /** Remove the container after committing. */
+  rm?: boolean;
+}
+
+export interface CommitResult {
+  /** The image ID: its config's digest. */
+  id: string;
+  manifest: Descriptor;
+}
+
+/** At most this many entries go into a fresh snapshot by direct writes; more go through the helper (see DESIGN.md). */
+export const DIRECT_COPY_MAX_ENTRIES = 1000;
+
+/**
+ * buildah's Builder: an image plus a writable snapshot plus a config being edited. Made by
+ * `from`, found again by `open` (in another process, or after a crash), changed by `run`,
+ * `copy`, `add`, `config` and `mount`, turned into an image by `commit`, gone after `remove`.
+ * Its state lives in the store (ContainerRecords) and each method takes the container's lock,
+ * so two processes acting on one container take turns.
+ */
+export class WorkingContainer {
+  private constructor(
+    private readonly env: ContainerEnv,
+    private readonly records: ContainerRecords,
+    private rec: ContainerRecord,
+  ) {}
+
+  get id(): string {
+    return this.rec.id;
+  }
+
+  get name(): string {
+    return this.rec.name;
+  }
+
+  /** The record as stored (a copy). */
+  get record(): ContainerRecord {
+    return structuredClone(this.rec);
+  }
+
+  /** The config being edited (a copy; change it with `updateConfig`). */
+  get config(): ImageConfig {
+    return structuredClone(this.rec.config);
+  }
+
+  /** The mount point `mount` uses. */
+  get mountPath(): string {
+    return path.join(this.records.dir, this.rec.id, 'merged');
+  }
+
+  static async from(env: ContainerEnv, image: string, opts: FromOptions = {}): Promise<WorkingContainer> {
+    const records = new ContainerRecords(env.store);
+    return env.store.withLock('shared', async () => {
+      const base = image === 'scratch' ? undefined : await resolveImage(env, image, opts.pull ?? 'missing');
+      const rec = await records.create(image, opts.name, async (id, name) => {
+        const config = base?.config ?? scratchConfig();
+        config.config ??= {};
+        config.history ??= [];
+        // Every container gets a PATH, as buildah gives one: a base without it gets the default.
+        if (!(config.config.Env ?? []).some((e) => e.startsWith('PATH='))) config.config.Env = [`PATH=${DEFAULT_PATH}`, ...(config.config.Env ?? [])];
+        const layers = base?.layers ?? [];
+        let parent: string | undefined;
+        if (base) {
+          const content = env.store.content;
+          parent = await unpack(env.snapshotter, layers.map((l, i) => ({ diffID: config.rootfs.diff_ids[i]!, open: () => content.read(l.digest) })));
+        }
+        const key = `wc-${id}`;
+        await env.snapshotter.prepare(key, parent, { labels: { [CONTAINER_LABEL]: id } });
+        return {
+          version: 1,
+          id,
+          name,
+          created: new Date().toISOString(),
+          ...(base ? { image: { name: image, id: base.manifest.config.digest, manifest: base.descriptor } } : {}),
+          config,
+          layers,
+          annotations: {},
+          pendingHistory: [],
+          snapshot: key,
+          ...(opts.runtime ? { runtime: opts.runtime } : {}),
+        } satisfies ContainerRecord;
+      });
+      return new WorkingContainer(env, records, rec);
+    });
+  }
+
+  /** The container named `nameOrId` (name, ID or ID prefix); NotFoundError when there is none. */
+  static async open(env: ContainerEnv, nameOrId: string): Promise<WorkingContainer> {
+    const records = new ContainerRecords(env.store);
+    return new WorkingContainer(env, records, await records.get(nameOrId));
+  }
+
+  /** The container named `nameOrId`, or undefined (`tsbuild run NAME` tells containers from images so). */
+  static async find(env: ContainerEnv, nameOrId: string): Promise<WorkingContainer | undefined> {
+    const records = new ContainerRecords(env.store);
+    const rec = await records.find(nameOrId);
+    return rec ? new WorkingContainer(env, records, rec) : undefined;
+  }
+
+  static async list(env: ContainerEnv): Promise<ContainerRecord[]> {
+    return new ContainerRecords(env.store).list();
+  }
+
+  /**
+   * Runs `fn` with the container's lock held and its record fresh from the store; what `fn` leaves
+   * in `this.rec` is saved when it returns.
+   */
+  private async locked<T>(fn: () => Promise<T>, save = true): Promise<T> {
+    return this.env.store.withLock('shared', () =>
+      this.records.withLock(this.rec.id, async () => {
+        this.rec = await this.records.get(this.rec.id);
+        if (this.rec.snapshot === '' || !(await this.env.snapshotter.exists(this.rec.snapshot))) {
+          throw new NotFoundError(`container ${this.rec.name}: its snapshot ${this.rec.snapshot || '(none)'} is missing; remove it with tsbuild rm ${this.rec.name}`);
+        }
+        const out = await fn();
+        if (save) await this.records.save(this.rec);
+        return out;
+      }),
+    );
+  }
+
+  /** Changes the config being edited (and the other editable parts of the record) under the lock. */
+  async updateConfig(edit: (rec: { config: ImageConfig; annotations: Record<string, string>; createdBy?: string; historyComment?: string }) => void): Promise<void> {
+    await this.locked(async () => {
+      const draft = { config: this.rec.config, annotations: this.rec.annotations, createdBy: this.rec.createdBy, historyComment: this.rec.historyComment };
+      edit(draft);
+      this.rec.config = draft.config;
+      this.rec.annotations = draft.annotations;
+      if (draft.createdBy !== undefined) this.rec.createdBy = draft.createdBy;
+      if (draft.historyComment !== undefined) this.rec.historyComment = draft.historyComment;
+    });
+  }
+
+  async rename(name: string): Promise<void> {
+    await this.records.rename(this.rec.id, name);
+    this.rec.name = name;
+  }
+
+  /** Whether `mount` has mounted the container in this mount namespace. */
+  isMounted(): boolean {
+    return mountPoints().has(this.mountPath);
+  }
+
+  /** The container's root filesystem for the runtime: its `mount` when it has one (one overlay per upperdir), else its snapshot's. */
+  private async rootfs(): Promise<Mount[]> {
+    if (this.isMounted()) return [{ type: 'bind', source: this.mountPath, options: ['rbind', 'rw'] }];
+    return this.env.snapshotter.mounts(this.rec.snapshot);
+  }
+
+  private scratch(): string {
+    return path.join(this.env.store.root, 'tmp', `wc-${this.rec.id.slice(0, 12)}-${randomBytes(4).toString('hex')}`);
+  }
+
+  /**
+   * Runs `argv` in the container's filesystem, as the config says (Env, WorkingDir, User) unless
+   * the options say otherwise. What the command changes stays in the container.
+   */
+  async run(argv: string[], opts: ContainerRunOptions = {}): Promise<RunResult> {
+    if (argv.length === 0) throw new InvalidArgumentError('run: no command given');
+    return this.locked(async () => {
+      const c = this.rec.config.config ?? {};
+      const env = new Map<string, string>();
+      for (const kv of [...(c.Env ?? []), ...(opts.env ?? [])]) {
+        const eq = kv.indexOf('=');
+        if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
+        else if (process.env[kv] !== undefined) env.set(kv, process.env[kv]!);
+      }
+      if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
+      const { home, ...user } = await resolveUser(this.env.snapshotter, this.rec.snapshot, opts.user ?? c.User ?? '');
+      if (!env.has('HOME')) env.set('HOME', home ?? '/');
+      const scratch = this.scratch();
+      try {
+        const res = await run(
+          {
+            ...this.rec.runtime,
+            ...opts.runtime,
+            ...(opts.mounts && opts.mounts.length > 0 ? { mounts: opts.mounts } : {}),
+            args: argv,
+            env: [...env].map(([k, v]) => `${k}=${v}`),
+            cwd: path.posix.resolve('/', opts.workdir ?? (c.WorkingDir || '/')),
+            user,
+            rootfs: await this.rootfs(),
+            scratchDir: scratch,
+            hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12),
+          },
+          { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) },
+          opts.signal,
+        );
+        if (opts.addHistory) this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c ${argv.join(' ')}`, empty_layer: true });
+        return res;
+      } finally {
+        await fsp.rm(scratch, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /** COPY semantics: sources from the host (or `contextDir`, or `from` a container or image) into `dest`. */
+  copy(sources: CopySource[], dest: string, opts: CopyOptions = {}): Promise<void> {
+    return this.copyOrAdd('COPY', sources, dest, opts);
+  }
+
+  /** ADD semantics: as copy, and local archives are unpacked and URLs fetched. */
+  add(sources: CopySource[], dest: string, opts: CopyOptions = {}): Promise<void> {
+    return this.copyOrAdd('ADD', sources, dest, opts);
+  }
+
+  private async copyOrAdd(kind: 'COPY' | 'ADD', sources: CopySource[], dest: string, opts: CopyOptions): Promise<void> {
+    if (sources.length === 0) throw new InvalidArgumentError(`${kind.toLowerCase()}: no source given`);
+    if (opts.ignoreFile !== undefined && opts.contextDir === undefined) throw new InvalidArgumentError('--ignorefile needs --contextdir');
+    await this.locked(async () => {
+      const scratch = this.scratch();
+      const s = this.env.snapshotter;
+      try {
+        // Without --contextdir the sources are host paths (relative ones from the cwd), resolved
+        // from `/` as buildah does; with it, paths inside that directory, as in a build context.
+        const contextDir = opts.contextDir !== undefined ? path.resolve(opts.contextDir) : '/';
+        const srcs = opts.contextDir !== undefined || opts.from !== undefined ? sources : sources.map((x) => (typeof x === 'string' && !/^https?:\/\//.test(x) ? path.resolve(x) : x));
+        const spec: CopySpec = {
+          kind,
+          sources: srcs,
+          dest,
+          workdir: this.rec.config.config?.WorkingDir || '/',
+          ...(opts.from !== undefined ? { from: opts.from } : {}),
+          ...(opts.chown !== undefined ? { chown: opts.chown } : {}),
+          ...(opts.chmod !== undefined ? { chmod: opts.chmod } : {}),
+          ...(opts.checksum !== undefined ? { checksum: opts.checksum } : {}),
+          ...(opts.exclude ? { exclude: opts.exclude } : {}),
+          ...(opts.parents ? { parents: true } : {}),
+        };
+        let ctx: Promise<BuildContext> | undefined;
+        const op = await resolveCopy(spec, {
+          staging: path.join(scratch, 'sources'),
+          context: () => (ctx ??= BuildContext.open(contextDir, undefined, scratch, opts.contextDir !== undefined ? (opts.ignoreFile !== undefined ? { file: opts.ignoreFile } : {}) : false)),
+          fromView: (from) => this.fromView(from),
+          owner: (spec) => resolveUser(s, this.rec.snapshot, spec, true),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        });
+        await this.applyCopy([op], scratch, opts.signal);
+        if (opts.addHistory) {
+          const words = sources.map((x) => (typeof x === 'string' ? x : path.basename(x.file)));
+          this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c #(nop) ${kind} ${words.join(' ')} ${dest}`, empty_layer: true });
+        }
+      } finally {
+        await fsp.rm(scratch, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /**
+   * Copy operations into the container: written straight into the snapshot's upperdir when it is
+   * still empty and not mounted (no helper, no mount), else through the runtime helper on the
+   * mounted rootfs.
+   */
+  private async applyCopy(ops: CopyOp[], scratch: string, signal?: AbortSignal): Promise<void> {
+    const s = this.env.snapshotter;
+    const upper = await s.fsDir(this.rec.snapshot);
+    if (!this.isMounted() && (await fsp.readdir(upper)).length === 0) {
+      try {
+        await copyDirect(s, (await s.stat(this.rec.snapshot)).parent, upper, ops);
+        return;
+      } catch {
+        if (signal?.aborted) throw new InvalidArgumentError('cancelled');
+        await emptyDir(upper);
+      }
+    }
+    await copyInto(await this.rootfs(), scratch, ops, signal);
+  }
+
+  /** The filesystem `--from` names: another working container (as it is now), or an image. */
+  private async fromView(from: string): Promise<MergedView> {
+    const s = this.env.snapshotter;
+    const other = await this.records.find(from);
+    if (other) return MergedView.open(s, other.snapshot);
+    const img = await resolveImage(this.env, from, 'missing');
+    const content = this.env.store.content;
+    const top = await unpack(s, img.layers.map((l, i) => ({ diffID: img.config.rootfs.diff_ids[i]!, open: () => content.read(l.digest) })));
+    return MergedView.open(s, top);
+  }
+
+  /**
+   * Mounts the container's filesystem read-write at `mountPath` in this mount namespace (as
+   * `buildah mount`): edits made there are in the next commit. Until `unmount`.
+   */
+  async mount(): Promise<string> {
+    return this.locked(async () => {
+      const target = this.mountPath;
+      if (this.isMounted()) return target;
+      await fsp.mkdir(target, { recursive: true, mode: 0o700 });
+      for (const m of await this.env.snapshotter.mounts(this.rec.snapshot)) {
+        if (m.type === 'bind') mount(m.source, target, null, MS.BIND | MS.REC);
+        else mountOverlay(m.source, target, 0, m.options.join(','));
+      }
+      return target;
+    }, false);
+  }
+
+  async unmount(): Promise<void> {
+    await this.locked(async () => {
+      if (this.isMounted()) umount(this.mountPath, MNT_DETACH);
+      await fsp.rmdir(this.mountPath).catch(() => undefined);
+    }, false);
+  }
+
+  /**
+   * An image of the base image plus one layer with everything changed since `from` (buildah's
+   * model: a second commit's one new layer holds all changes so far), the config as edited, and
+   * a history entry for the layer.
+   */
+  async commit(opts: CommitOptions = {}): Promise<CommitResult> {
+    const result = await this.locked(async () => {
+      const { store, snapshotter: s } = this.env;
+      const created = new Date(opts.timestamp !== undefined ? opts.timestamp * 1000 : Date.now()).toISOString();
+      const compression = opts.disableCompression === false ? 'gzip' : 'none';
+      const tarOpts = opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {};
+      const config: ImageConfig = structuredClone(this.rec.config);
+      let layers: Descriptor[];
+      const entry: HistoryEntry = { created, created_by: this.rec.createdBy ?? '', ...(this.rec.historyComment ? { comment: this.rec.historyComment } : {}) };
+      if (opts.squash) {
+        const layer = await this.squashedLayer(compression, tarOpts);
+        layers = [layer.desc];
+        config.rootfs = { type: 'layers', diff_ids: [layer.diffID] };
+        config.history = [entry];
+      } else {
+        const layer = await ingestLayer(store.content, diff(s, this.rec.snapshot, tarOpts), { compression });
+        layers = [...this.rec.layers, { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size }];
+        config.rootfs = { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffID] };
+        config.history = [...(config.history ?? []), ...this.rec.pendingHistory.map((h) => ({ ...h, created })), entry];
+      }
+      if (opts.omitHistory) delete config.history;
+      config.created = created;
+      const written = await writeImage(store, config, layers, { format: opts.format ?? 'oci', annotations: this.rec.annotations });
+      if (opts.name !== undefined) await store.setName(opts.name, written.descriptor);
+      else await store.addImage(written.descriptor);
+      return { id: written.configDigest, manifest: written.descriptor };
+    }, false);
+    if (opts.rm) await this.remove();
+    return result;
+  }
+
+  /**
+   * The whole filesystem as one layer: the merged view (the container's mount, or one made for
+   * this in a private directory) read as a plain tree, so no overlay whiteout or opaque marker
+   * can reach the layer.
+   */
+  private async squashedLayer(compression: 'gzip' | 'none', tarOpts: { timestamp?: number }): Promise<{ desc: Descriptor; diffID: Digest }> {
+    const { store, snapshotter: s } = this.env;
+    let dir = this.mountPath;
+    let temp: string | undefined;
+    if (!this.isMounted()) {
+      temp = dir = this.scratch();
+      await fsp.mkdir(temp, { recursive: true, mode: 0o700 });
+      for (const m of await s.mounts(this.rec.snapshot)) {
+        if (m.type === 'bind') mount(m.source, temp, null, MS.BIND | MS.REC);
+        else mountOverlay(m.source, temp, MS.RDONLY, m.options.join(','));
+      }
+    }
+    try {
+      const layer = await ingestLayer(store.content, tarDirectory(dir, tarOpts), { compression });
+      return { desc: { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size }, diffID: layer.diffID };
+    } finally {
+      if (temp !== undefined) {
+        umount(temp, MNT_DETACH);
+        await fsp.rmdir(temp); // never a recursive remove: it would reach through a mount that stayed
+      }
+    }
+  }
+
+  /** Removes the container: its mount, snapshot and record. */
+  async remove(): Promise<void> {
+    await this.env.store.withLock('shared', () =>
+      this.records.withLock(this.rec.id, async () => {
+        if (this.isMounted()) umount(this.mountPath, MNT_DETACH);
+        if (this.rec.snapshot !== '') await this.env.snapshotter.remove(this.rec.snapshot).catch((e: { code?: string }) => {
+          if (e.code !== 'NOT_FOUND') throw e;
+        });
+      }),
+    );
+    await this.records.remove(this.rec.id);
+  }
+}
+
+function scratchConfig(): ImageConfig {
+  return { architecture: hostArch(), os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
+}
+
+function hostArch(): string {
+  return ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch] ?? process.arch;
+}
+
+/** An image from the store, pulled as `pull` says when missing (or always). */
+async function resolveImage(env: ContainerEnv, name: string, pull: 'missing' | 'always' | 'never'): Promise<{ descriptor: Descriptor; manifest: { config: Descriptor }; config: ImageConfig; layers: Descriptor[] }> {
+  let descriptor: Descriptor | undefined;
+  if (pull !== 'always') {
+    try {
+      descriptor = (await env.store.resolve(name)).descriptor;
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+      if (pull === 'never') throw new NotFoundError(`image ${name}: not known in the local store (and --pull=never)`);
+    }
+  }
+  if (descriptor === undefined) {
+    let ref;
+    try {
+      ref = parseReference(name);
+    } catch {
+      throw new NotFoundError(`image ${name}: not known in the local store, and not a reference to pull`);
+    }
+    if (!env.registry) throw new NotFoundError(`image ${name}: not known in the local store`);
+    const rc = await import('@tsbuild/registry-client');
+    descriptor = (await rc.pull(await env.registry(), env.store, ref)).descriptor;
+  }
+  const img = env.store.image(descriptor);
+  const [manifest, config] = await Promise.all([img.manifest(), img.config()]);
+  return { descriptor, manifest, config: structuredClone(config), layers: manifest.layers };
+}
+
