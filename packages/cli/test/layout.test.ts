@@ -187,6 +187,24 @@ describe('source layout', () => {
   it("reaches other packages only through their entry point, never into src/ or dist/", () => {
     expect(problems).toEqual([]);
   });
+
+  it('declares what it imports: package.json dependencies, tsconfig references, and the root solution', () => {
+    const missing: string[] = [];
+    const readJson = (p: string) => JSON.parse(readFileSync(p, 'utf8').replace(/^\s*\/\/.*$/gm, '')) as Record<string, unknown>;
+    const rootRefs = ((readJson(path.join(PACKAGES, '../tsconfig.json')).references ?? []) as { path: string }[]).map((r) => path.basename(r.path));
+    for (const pkg of Object.keys(TIERS)) {
+      if (!rootRefs.includes(pkg)) missing.push(`tsconfig.json: no reference to packages/${pkg}`);
+      const deps = Object.keys((readJson(path.join(PACKAGES, pkg, 'package.json')).dependencies ?? {}) as Record<string, string>);
+      const refs = ((readJson(path.join(PACKAGES, pkg, 'tsconfig.json')).references ?? []) as { path: string }[]).map((r) => path.basename(r.path));
+      const used = new Set(edges.filter((e) => e.to.startsWith('@tsbuild/') && packageOf(path.join(PACKAGES, e.from)) === pkg).map((e) => e.to.slice('@tsbuild/'.length)));
+      for (const u of [...used].sort()) {
+        if (u === pkg) continue;
+        if (!deps.includes(`@tsbuild/${u}`)) missing.push(`packages/${pkg}/package.json: no dependency on @tsbuild/${u}`);
+        if (!refs.includes(u)) missing.push(`packages/${pkg}/tsconfig.json: no reference to ../${u}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
 });
 
 describe('the layout checks themselves', () => {
