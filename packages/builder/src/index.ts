@@ -4,6 +4,5 @@ export { expandWord, expandWords } from './expand.js';
 export { importRootfs, type ImportOptions } from './import-rootfs.js';
 export { prune, type PruneResult } from './prune.js';
 export { resolveUser, runImage, type RunImageOptions, type RunDefaults, DEFAULT_PATH, BuildContext } from '@tsbuild/container';
-export * from './inspect/index.js';
 export { MAX_SOURCE_DATE_EPOCH } from './build.js';
 export { MAX_DOCKERFILE_SIZE } from './dockerfile.js';

@@ -2,9 +2,8 @@ import path from 'node:path';
 import type { Digest, ImageConfig } from '@tsbuild/oci';
 import { chainIds } from '@tsbuild/oci';
 import { pruneCompressionRecords, type Store } from '@tsbuild/store';
-import type { OverlaySnapshotter, SnapshotInfo } from '@tsbuild/snapshotter';
+import { MOUNT_LABEL, type OverlaySnapshotter, type SnapshotInfo } from '@tsbuild/snapshotter';
 import { BuildCache } from './cache.js';
-import { MOUNT_LABEL } from './inspect/index.js';
 import { CONTAINER_LABEL, ContainerRecords } from '@tsbuild/container';
 
 export interface PruneOptions {

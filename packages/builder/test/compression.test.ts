@@ -10,7 +10,8 @@ import { MediaType, parseReference, type Descriptor, type ImageManifest } from '
 import { Store } from '@tsbuild/store';
 import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { RegistryClient, pull } from '@tsbuild/registry-client';
-import { build, diffImage, exportRootfs, imageHistory, importRootfs, runImage } from '../src/index.js';
+import { diffImage, exportRootfs, imageHistory } from '@tsbuild/image';
+import { build, importRootfs, runImage } from '../src/index.js';
 import { startRegistry, type RunningRegistry } from '../../registry-client/test/registry-server.js';
 // @ts-expect-error plain .mjs fixture without types
 import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';

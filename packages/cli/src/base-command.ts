@@ -4,7 +4,6 @@ import { DEFAULT_ROOT, Store } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ContainerEnv } from '@tsbuild/container';
 import type { RegistryClient } from '@tsbuild/registry-client';
-import type { RegistryFlagValues } from './registry-flags.js';
 import { CliError, Command, Flags, type InferredFlags } from './cli-kit.js';
 
 export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
@@ -48,16 +47,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   /**
-   * What working containers need; with registry flags, a client for the pulls `from` or
-   * `copy --from` may have to make (loaded only then).
+   * What working containers need; with `registry`, the client for the pulls `from` or
+   * `copy --from` may have to make (made only then, and closed by `close`).
    */
-  protected async containerEnv(registry?: RegistryFlagValues): Promise<ContainerEnv & { close(): Promise<void> }> {
+  protected async containerEnv(registry?: () => Promise<RegistryClient>): Promise<ContainerEnv & { close(): Promise<void> }> {
     const [store, snapshotter] = await Promise.all([this.store(), this.snapshotter()]);
     let client: Promise<RegistryClient> | undefined;
     return {
       store,
       snapshotter,
-      registry: () => (client ??= import('./registry-flags.js').then((m) => m.registryClient(registry ?? {}))),
+      ...(registry ? { registry: () => (client ??= registry()) } : {}),
       close: async () => {
         if (client) await (await client).close();
       },

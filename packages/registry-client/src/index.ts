@@ -23,3 +23,4 @@ export {
 } from './auth-provider.js';
 export { selectPlatform } from './platform-select.js';
 export { registryErrorInfo, type RegistryErrorInfo } from './registry-error.js';
+export { remoteImage } from './remote-image.js';

@@ -18,7 +18,7 @@ import { mountCall, type Mount } from './mount-spec.js';
 import { createNamedNetns, attachPrivateNetwork, type PrivateNetwork } from './network/private-network.js';
 import { type BundleOptions, ociSpec } from './oci-bundle.js';
 import { cancelled } from './helper-chain.js';
-import type { RunIO, RunResult, RunSpec } from './run.js';
+import type { RunIO, RunResult, RunSpec } from './spec.js';
 
 /**
  * `runtime: 'runc' | 'crun' | PATH`: the RUN through an OCI runtime instead of the built-in one.

@@ -1,5 +1,6 @@
 import type { Mount } from './mount-spec.js';
 import type { SecurityRequest } from './security-spec.js';
+import type { HelperErrorCode } from './helper-failure.js';
 
 /**
  * What tsbuild sends the helper (one JSON line on fd 3) and what the helper answers on the same
@@ -72,9 +73,6 @@ export interface CopyRequest {
   rootfs: Mount[];
   ops: CopyOp[];
 }
-
-/** The typed error kinds of @tsbuild/oci the helper can report. */
-export type HelperErrorCode = 'NOT_FOUND' | 'INVALID_ARGUMENT' | 'FAILED_PRECONDITION' | 'ALREADY_EXISTS' | 'INTERNAL';
 
 export interface HelperReply {
   error: { code: HelperErrorCode; message: string };

@@ -1,5 +1,6 @@
 export type { Mount } from './mount-spec.js';
-export { run, type RunSpec, type RunIO, type RunResult } from './run.js';
+export { run } from './run.js';
+export type { RunSpec, RunIO, RunResult } from './spec.js';
 export { MAX_ID, isValidId } from './ids.js';
 export { copyInto } from './copy-into.js';
 export { HardLinks } from './hard-links.js';

@@ -6,3 +6,4 @@ export { unpack } from './unpack.js';
 export { decompressed } from './decompress.js';
 export { TarParser, type TarSink } from './tar-parser.js';
 export { encodeHeader, padding, END_OF_ARCHIVE, type TarHeader, type TarType } from './tar-format.js';
+export { MOUNT_LABEL, MOUNT_IMAGE_LABEL } from './labels.js';

@@ -2,7 +2,7 @@ import { Args, Flags } from '../cli-kit.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { BaseCommand } from '../base-command.js';
-import { registryFlags } from '../registry-flags.js';
+import { registryClient, registryFlags } from '../registry-flags.js';
 
 /** `tsbuild copy` (and, as its subclass, `tsbuild add`): buildah's verbs with the Dockerfile's COPY and ADD semantics. */
 export default class Copy extends BaseCommand<typeof Copy> {
@@ -39,7 +39,7 @@ export default class Copy extends BaseCommand<typeof Copy> {
     const f = this.flags;
     const [container, ...rest] = argv as string[];
     if (rest.length < 2) throw new InvalidArgumentError(`${verb}: want a container, at least one source and a destination`);
-    const env = await this.containerEnv(f);
+    const env = await this.containerEnv(() => registryClient(f));
     try {
       const wc = await WorkingContainer.open(env, container!);
       const opts = {

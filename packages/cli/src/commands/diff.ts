@@ -1,5 +1,5 @@
 import { Args, Flags } from '../cli-kit.js';
-import { compareImages, diffImage, openImageArg, type Change, type FileMeta, type ImageComparison, type ImageDiffReport } from '@tsbuild/builder';
+import { compareImages, diffImage, openImageArg, type Change, type FileMeta, type ImageComparison, type ImageDiffReport } from '@tsbuild/image';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanSize, table } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';

@@ -1,5 +1,5 @@
 import { Args, Flags } from '../cli-kit.js';
-import { exportRootfs, openImageArg } from '@tsbuild/builder';
+import { exportRootfs, openImageArg } from '@tsbuild/image';
 import { writeOutputFile } from '@tsbuild/store';
 import { BaseCommand } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';

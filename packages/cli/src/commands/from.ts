@@ -1,7 +1,7 @@
 import { Args, Flags } from '../cli-kit.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
-import { registryFlags } from '../registry-flags.js';
+import { registryClient, registryFlags } from '../registry-flags.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 
 export default class From extends BaseCommand<typeof From> {
@@ -25,7 +25,7 @@ export default class From extends BaseCommand<typeof From> {
     const f = this.flags;
     const pull = ({ true: 'missing', false: 'never', missing: 'missing', always: 'always', never: 'never', ifmissing: 'missing' } as const)[f.pull as 'missing'];
     if (pull === undefined) throw new (await import('@tsbuild/oci')).InvalidArgumentError(`--pull=${f.pull}: want missing, always or never`);
-    const env = await this.containerEnv(f);
+    const env = await this.containerEnv(() => registryClient(f));
     try {
       const runtime = runtimeOptions(f);
       const wc = await WorkingContainer.from(env, args.image, { pull, ...(f.name !== undefined ? { name: f.name } : {}), ...(Object.keys(runtime).length > 0 ? { runtime } : {}) });

@@ -1,5 +1,5 @@
 import { Args, Flags } from '../cli-kit.js';
-import { imageHistory, openImageArg } from '@tsbuild/builder';
+import { imageHistory, openImageArg } from '@tsbuild/image';
 import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';

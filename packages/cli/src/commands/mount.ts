@@ -1,5 +1,5 @@
 import { Args, Flags } from '../cli-kit.js';
-import { listMounts, mountImage } from '@tsbuild/builder';
+import { listMounts, mountImage } from '@tsbuild/image';
 import { shortId } from '@tsbuild/oci';
 import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand, table } from '../base-command.js';

@@ -1,5 +1,5 @@
 import { Args } from '../cli-kit.js';
-import { unmountImage } from '@tsbuild/builder';
+import { unmountImage } from '@tsbuild/image';
 import { BaseCommand } from '../base-command.js';
 import { WorkingContainer } from '@tsbuild/container';
 

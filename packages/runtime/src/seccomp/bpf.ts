@@ -1,6 +1,9 @@
 import { InvalidArgumentError } from '@tsbuild/oci';
 import type { ResolvedProfile, ResolvedRule, SeccompAction, SeccompArg } from './profile.js';
-import { AARCH64, I386, X32, X86_64 } from './syscall-tables.js';
+import { AARCH64 } from './generated/aarch64.js';
+import { I386 } from './generated/i386.js';
+import { X32 } from './generated/x32.js';
+import { X86_64 } from './generated/x86_64.js';
 
 /**
  * A compiler from a resolved seccomp profile to a classic BPF program for

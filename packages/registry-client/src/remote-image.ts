@@ -15,9 +15,10 @@ import {
   type Platform,
   type Reference,
 } from '@tsbuild/oci';
-import type { RegistryClient } from '@tsbuild/registry-client';
 import { decompressed } from '@tsbuild/snapshotter';
 import type { Image, Layer } from '@tsbuild/store';
+import { selectPlatform } from './platform-select.js';
+import type { RegistryClient } from './registry-client.js';
 
 /**
  * An image read straight from a registry, with the store's `Image` interface: manifests and the
@@ -29,8 +30,6 @@ export async function remoteImage(client: RegistryClient, ref: Reference, opts: 
   if (isIndexMediaType(top.descriptor.mediaType)) {
     const index = parse<ImageIndex>(top.body, `index ${formatReference(ref)}`);
     const want = opts.platform ?? hostPlatform();
-    // Loaded here, not at import: the registry client's HTTP stack costs start-up time of every command.
-    const { selectPlatform } = await import('@tsbuild/registry-client');
     const child = selectPlatform(index.manifests ?? [], want);
     if (child === undefined) throw new NotFoundError(`${formatReference(ref)}: no image for platform ${formatPlatform(want)}`);
     top = await client.getManifest(ref, child);

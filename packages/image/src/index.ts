@@ -17,7 +17,6 @@ export {
 export { pathFilter } from './path-filter.js';
 export { imageHistory, type HistoryRow } from './history.js';
 export { compareImages, compareTrees, compareConfigs, type ImageComparison, type FileDifference, type ConfigDifference } from './image-compare.js';
-export { remoteImage } from './remote-image.js';
 export { openImageArg, isRemoteImage, REMOTE_PREFIX } from './image-source.js';
 export { exportRootfs } from './export-rootfs.js';
 export {
@@ -26,7 +25,5 @@ export {
   listMounts,
   releaseMount,
   mountPoints,
-  MOUNT_LABEL,
-  MOUNT_IMAGE_LABEL,
   type ImageMount,
 } from './image-mount.js';

@@ -6,26 +6,15 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getXattr, setXattr } from '@tsbuild/linux';
 import { parseReference } from '@tsbuild/oci';
-import { RegistryClient, push } from '@tsbuild/registry-client';
+import { RegistryClient, push, remoteImage } from '@tsbuild/registry-client';
 import { Store, type Image } from '@tsbuild/store';
 import { OverlaySnapshotter } from '@tsbuild/snapshotter';
-import {
-  build,
-  compareImages,
-  diffImage,
-  exportRootfs,
-  flattenImage,
-  imageHistory,
-  importRootfs,
-  listMounts,
-  mountImage,
-  remoteImage,
-  unmountImage,
-} from '../../src/index.js';
+import { build, importRootfs } from '@tsbuild/builder';
+import { compareImages, diffImage, exportRootfs, flattenImage, imageHistory, listMounts, mountImage, unmountImage } from '../src/index.js';
 // @ts-expect-error plain .mjs fixture without types
-import { makeBusyboxRootfs } from '../../../../fixtures/busybox-rootfs.mjs';
-import { startRegistry, type RunningRegistry } from '../../../registry-client/test/registry-server.js';
-import { writeFiles } from '../write-files.js';
+import { makeBusyboxRootfs } from '../../../fixtures/busybox-rootfs.mjs';
+import { startRegistry, type RunningRegistry } from '../../registry-client/test/registry-server.js';
+import { writeFiles } from '../../builder/test/write-files.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-inspect-'));
 let store: Store;

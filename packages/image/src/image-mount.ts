@@ -3,16 +3,8 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { FailedPreconditionError, NotFoundError, digestHex } from '@tsbuild/oci';
 import { MAX_MOUNT_DATA, MNT_DETACH, MS, mount, mountOverlay, shortenOverlayData, umount } from '@tsbuild/linux';
-import { unpack, type Mount, type OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { MOUNT_IMAGE_LABEL, MOUNT_LABEL, unpack, type Mount, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { Image, Store } from '@tsbuild/store';
-
-/**
- * Label on the view snapshot behind a `tsbuild mount`: its value is the mount point. The label
- * is the record of the mount: `umount` and `prune` find mounts by walking views that carry it.
- */
-export const MOUNT_LABEL = 'tsbuild.mount.target';
-/** Label with the mounted image's ID (config digest). */
-export const MOUNT_IMAGE_LABEL = 'tsbuild.mount.image';
 
 export interface ImageMount {
   /** The view snapshot's key. */

@@ -1,7 +1,6 @@
 import { parsePlatform, parseReference } from '@tsbuild/oci';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import type { Image, Store } from '@tsbuild/store';
-import { remoteImage } from './remote-image.js';
 
 export const REMOTE_PREFIX = 'docker://';
 
@@ -20,6 +19,8 @@ export async function openImageArg(
 ): Promise<{ image: Image; name: string }> {
   if (isRemoteImage(arg)) {
     const ref = parseReference(arg.slice(REMOTE_PREFIX.length));
+    // Loaded here, not at import: the registry client's HTTP stack costs start-up time of every command.
+    const { remoteImage } = await import('@tsbuild/registry-client');
     const image = await remoteImage(await opts.client(), ref, opts.platform !== undefined ? { platform: parsePlatform(opts.platform) } : {});
     return { image, name: arg };
   }
