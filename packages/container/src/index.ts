@@ -13,8 +13,10 @@ export { type CopyFiles, type CopySource, type CopySpec, type CopySourceEnv, res
 export { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
 export {
   WorkingContainer,
+  imageSnapshot,
   DIRECT_COPY_MAX_ENTRIES,
   type ContainerEnv,
+  type BuildMode,
   type FromOptions,
   type ContainerRunOptions,
   type CopyOptions,

@@ -7,8 +7,10 @@ import {
   type Digest,
   type HistoryEntry,
   type ImageConfig,
+  CancelledError,
   InvalidArgumentError,
   NotFoundError,
+  chainId,
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
@@ -25,6 +27,7 @@ import { MergedView } from './merged-view.js';
 import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
 import type { RunDefaults } from './run-image.js';
 import { resolveUser } from './user.js';
+import { ImageState } from './image-state.js';
 
 /** What a working container works with: the store, its snapshotter, and (for pulls) a registry client. */
 export interface ContainerEnv {
@@ -92,6 +95,18 @@ export interface CommitOptions {
   rm?: boolean;
 }
 
+/** How a build's container works (see WorkingContainer.forBuild). */
+export interface BuildMode {
+  /** Prefix of its active snapshots' keys, unique to the build and stage. */
+  keyPrefix: string;
+  /** The build's scratch directory. */
+  scratch: string;
+  /** SOURCE_DATE_EPOCH: file times in layers clamped to it. */
+  sourceDateEpoch?: number;
+  /** Layer compression at commit (default: plain tar; compression waits for a push). */
+  compression?: { format: 'gzip' | 'zstd' | 'none'; level?: number };
+}
+
 export interface CommitResult {
   /** The image ID: its config's digest. */
   id: string;
@@ -109,11 +124,61 @@ export const DIRECT_COPY_MAX_ENTRIES = 1000;
  * so two processes acting on one container take turns.
  */
 export class WorkingContainer {
+  /** Active snapshots made in build mode, one per step being changed; the last is the current one. */
+  private stepKeys = 0;
+
   private constructor(
     private readonly env: ContainerEnv,
-    private readonly records: ContainerRecords,
+    /** Undefined in build mode: the container lives in memory only, for one stage of one build. */
+    private readonly records: ContainerRecords | undefined,
     private rec: ContainerRecord,
+    private readonly build?: BuildMode,
   ) {}
+
+  /**
+   * A container for one stage of a Dockerfile build (buildah's stage executor): kept in memory,
+   * not in the store, and without a lock (the build holds the store's). Its changes go into an
+   * active snapshot prepared on first use; `commitStep` turns them into a layer and goes on from
+   * the new image, as buildah does with `commit` and a new `from` at every step with --layers.
+   */
+  static forBuild(env: ContainerEnv, state: ImageState, mode: BuildMode): WorkingContainer {
+    const rec: ContainerRecord = {
+      version: 1,
+      id: randomBytes(32).toString('hex'),
+      name: mode.keyPrefix,
+      created: new Date().toISOString(),
+      config: state.config,
+      layers: state.layers,
+      annotations: {},
+      pendingHistory: [],
+      snapshot: '',
+    };
+    return new WorkingContainer(env, undefined, rec, mode);
+  }
+
+  /** The image so far, as the builder edits it (shares the container's config and layers). */
+  get state(): ImageState {
+    return new ImageState(this.rec.config, this.rec.layers);
+  }
+
+  /** Build mode: goes on from `state` (a cache hit); any uncommitted change is dropped. */
+  async reset(state: ImageState): Promise<void> {
+    await this.discard();
+    this.rec.config = state.config;
+    this.rec.layers = state.layers;
+  }
+
+  /** Build mode: removes the active snapshot, if any (a failed build's cleanup). */
+  async discard(): Promise<void> {
+    if (this.rec.snapshot === '') return;
+    await this.env.snapshotter.remove(this.rec.snapshot).catch(() => undefined);
+    this.rec.snapshot = '';
+  }
+
+  /** Whether the container has an active snapshot (changes not yet committed, in build mode). */
+  get changing(): boolean {
+    return this.rec.snapshot !== '';
+  }
 
   get id(): string {
     return this.rec.id;
@@ -135,7 +200,7 @@ export class WorkingContainer {
 
   /** The mount point `mount` uses. */
   get mountPath(): string {
-    return path.join(this.records.dir, this.rec.id, 'merged');
+    return path.join(this.env.store.root, 'containers', this.rec.id, 'merged');
   }
 
   static async from(env: ContainerEnv, image: string, opts: FromOptions = {}): Promise<WorkingContainer> {
@@ -196,14 +261,19 @@ export class WorkingContainer {
    * in `this.rec` is saved when it returns.
    */
   private async locked<T>(fn: () => Promise<T>, save = true): Promise<T> {
+    const records = this.records;
+    if (!records) {
+      await this.active();
+      return fn();
+    }
     return this.env.store.withLock('shared', () =>
-      this.records.withLock(this.rec.id, async () => {
-        this.rec = await this.records.get(this.rec.id);
+      records.withLock(this.rec.id, async () => {
+        this.rec = await records.get(this.rec.id);
         if (this.rec.snapshot === '' || !(await this.env.snapshotter.exists(this.rec.snapshot))) {
           throw new NotFoundError(`container ${this.rec.name}: its snapshot ${this.rec.snapshot || '(none)'} is missing; remove it with tsbuild rm ${this.rec.name}`);
         }
         const out = await fn();
-        if (save) await this.records.save(this.rec);
+        if (save) await records.save(this.rec);
         return out;
       }),
     );
@@ -222,13 +292,41 @@ export class WorkingContainer {
   }
 
   async rename(name: string): Promise<void> {
-    await this.records.rename(this.rec.id, name);
+    await this.persisted().rename(this.rec.id, name);
     this.rec.name = name;
   }
 
   /** Whether `mount` has mounted the container in this mount namespace. */
   isMounted(): boolean {
-    return mountPoints().has(this.mountPath);
+    return this.records !== undefined && mountPoints().has(this.mountPath);
+  }
+
+  private persisted(): ContainerRecords {
+    if (!this.records) throw new InvalidArgumentError(`${this.rec.name} is a build's container, not one kept in the store`);
+    return this.records;
+  }
+
+  /**
+   * The committed snapshot of the base layers, unpacked again from the store's blobs when it is
+   * missing (a cache hit after a prune, a base image never unpacked); undefined for no layers.
+   */
+  baseSnapshot(): Promise<string | undefined> {
+    return imageSnapshot(this.env, this.state);
+  }
+
+  /** The active snapshot that takes the changes; in build mode prepared on first use, on the image so far. */
+  private async active(): Promise<string> {
+    if (this.rec.snapshot !== '') return this.rec.snapshot;
+    const b = this.build!;
+    const key = `${b.keyPrefix}-${++this.stepKeys}`;
+    await this.env.snapshotter.prepare(key, await this.baseSnapshot());
+    this.rec.snapshot = key;
+    return key;
+  }
+
+  /** Build mode: the snapshot `resolveUser` and MergedView read the container's files from (its changes included). */
+  async filesystem(): Promise<string | undefined> {
+    return this.rec.snapshot !== '' ? this.rec.snapshot : this.baseSnapshot();
   }
 
   /** The container's root filesystem for the runtime: its `mount` when it has one (one overlay per upperdir), else its snapshot's. */
@@ -255,33 +353,57 @@ export class WorkingContainer {
         if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
         else if (process.env[kv] !== undefined) env.set(kv, process.env[kv]!);
       }
-      if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-      const { home, ...user } = await resolveUser(this.env.snapshotter, this.rec.snapshot, opts.user ?? c.User ?? '');
-      if (!env.has('HOME')) env.set('HOME', home ?? '/');
-      const scratch = this.scratch();
-      try {
-        const res = await run(
-          {
-            ...this.rec.runtime,
-            ...opts.runtime,
-            ...(opts.mounts && opts.mounts.length > 0 ? { mounts: opts.mounts } : {}),
-            args: argv,
-            env: [...env].map(([k, v]) => `${k}=${v}`),
-            cwd: path.posix.resolve('/', opts.workdir ?? (c.WorkingDir || '/')),
-            user,
-            rootfs: await this.rootfs(),
-            scratchDir: scratch,
-            hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12),
-          },
-          { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) },
-          opts.signal,
-        );
-        if (opts.addHistory) this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c ${argv.join(' ')}`, empty_layer: true });
-        return res;
-      } finally {
-        await fsp.rm(scratch, { recursive: true, force: true });
-      }
+      const res = await this.exec(argv, env, opts.user ?? c.User ?? '', opts);
+      if (opts.addHistory) this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c ${argv.join(' ')}`, empty_layer: true });
+      return res;
     });
+  }
+
+  /**
+   * Build mode: RUN. The caller (the Dockerfile interpreter) has made the environment (the image's
+   * Env plus build args) and resolved nothing else: user, HOME, PATH and the working directory are
+   * settled here as for `run`.
+   */
+  async runStep(argv: string[], env: Map<string, string>, user: string, opts: ContainerRunOptions & { workdir: string }): Promise<RunResult> {
+    return this.locked(() => this.exec(argv, new Map(env), user, opts));
+  }
+
+  /** The one way a command runs in a container: `run`, and every RUN of a build. */
+  private async exec(argv: string[], env: Map<string, string>, userSpec: string, opts: ContainerRunOptions): Promise<RunResult> {
+    const c = this.rec.config.config ?? {};
+    if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
+    const { home, ...user } = await resolveUser(this.env.snapshotter, this.rec.snapshot, userSpec);
+    // runc sets HOME from the user's passwd entry when the environment has none (and so do
+    // buildah and docker): an ENV or a build arg named HOME wins. Not part of the image's Env.
+    if (!env.has('HOME')) env.set('HOME', home ?? '/');
+    const scratch = this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomBytes(3).toString('hex')}`) : this.scratch();
+    try {
+      return await run(
+        {
+          ...this.rec.runtime,
+          ...opts.runtime,
+          ...(opts.mounts && opts.mounts.length > 0 ? { mounts: opts.mounts } : {}),
+          args: argv,
+          env: [...env].map(([k, v]) => `${k}=${v}`),
+          // The WORKDIR as its directory was made: without `..` components, which chdir(2)
+          // would otherwise resolve through directories that need not exist (as buildah does).
+          cwd: path.posix.resolve('/', opts.workdir ?? (c.WorkingDir || '/')),
+          user,
+          rootfs: await this.rootfs(),
+          scratchDir: scratch,
+          ...(this.build ? {} : { hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12) }),
+        },
+        { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) },
+        opts.signal,
+      );
+    } finally {
+      await fsp.rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** Build mode: the mounts of the active snapshot (for RUN --mount's clean-up of its mountpoints). */
+  async rootfsMounts(): Promise<Mount[]> {
+    return this.locked(() => this.rootfs());
   }
 
   /** COPY semantics: sources from the host (or `contextDir`, or `from` a container or image) into `dest`. */
@@ -325,7 +447,7 @@ export class WorkingContainer {
           owner: (spec) => resolveUser(s, this.rec.snapshot, spec, true),
           ...(opts.signal ? { signal: opts.signal } : {}),
         });
-        await this.applyCopy([op], scratch, opts.signal);
+        await this.applyOps([op], scratch, true, opts.signal);
         if (opts.addHistory) {
           const words = sources.map((x) => (typeof x === 'string' ? x : path.basename(x.file)));
           this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c #(nop) ${kind} ${words.join(' ')} ${dest}`, empty_layer: true });
@@ -337,29 +459,80 @@ export class WorkingContainer {
   }
 
   /**
-   * Copy operations into the container: written straight into the snapshot's upperdir when it is
-   * still empty and not mounted (no helper, no mount), else through the runtime helper on the
-   * mounted rootfs.
+   * Build mode: COPY/ADD (an op resolveCopy made) and WORKDIR's mkdir. `direct: false` sends
+   * the op through the helper even into a fresh snapshot (many files: see DIRECT_COPY_MAX_ENTRIES).
    */
-  private async applyCopy(ops: CopyOp[], scratch: string, signal?: AbortSignal): Promise<void> {
+  async applyCopy(ops: CopyOp[], opts: { direct?: boolean; signal?: AbortSignal } = {}): Promise<void> {
+    await this.locked(() => this.applyOps(ops, path.join(this.build?.scratch ?? this.scratch(), `copy-${this.stepKeys}-${randomBytes(3).toString('hex')}`), opts.direct ?? true, opts.signal));
+  }
+
+  /**
+   * Copy operations into the container: written straight into the snapshot's upperdir when it is
+   * still empty and not mounted (no helper, no mount; if the direct write fails, its upperdir is
+   * emptied again, so the error and the result are the helper's own), else through the runtime
+   * helper on the mounted rootfs.
+   */
+  private async applyOps(ops: CopyOp[], scratch: string, direct: boolean, signal?: AbortSignal): Promise<void> {
     const s = this.env.snapshotter;
     const upper = await s.fsDir(this.rec.snapshot);
-    if (!this.isMounted() && (await fsp.readdir(upper)).length === 0) {
+    if (direct && !this.isMounted() && (await fsp.readdir(upper)).length === 0) {
       try {
         await copyDirect(s, (await s.stat(this.rec.snapshot)).parent, upper, ops);
         return;
       } catch {
-        if (signal?.aborted) throw new InvalidArgumentError('cancelled');
+        if (signal?.aborted) throw new CancelledError('cancelled');
         await emptyDir(upper);
       }
     }
-    await copyInto(await this.rootfs(), scratch, ops, signal);
+    try {
+      await copyInto(await this.rootfs(), scratch, ops, signal);
+    } finally {
+      if (this.build) await fsp.rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Build mode: the changes so far as one layer of the image (diff → blob → the snapshot committed
+   * under the new chainID), then on from that image. With `dropIfEmpty` a change that touched
+   * nothing adds no layer, only the history entry. `historyIndex` places the entry (a stage built
+   * without layers commits once, with the entry of its last change).
+   */
+  async commitStep(history: HistoryEntry, opts: { dropIfEmpty?: boolean; historyIndex?: number } = {}): Promise<Descriptor | undefined> {
+    const b = this.build!;
+    const s = this.env.snapshotter;
+    const key = this.rec.snapshot;
+    const state = this.state;
+    if (key === '' || (opts.dropIfEmpty && (await fsp.readdir(await s.fsDir(key))).length === 0)) {
+      await this.discard();
+      state.addHistory(history);
+      return undefined;
+    }
+    const compression = b.compression?.format ?? 'none';
+    const layer = await ingestLayer(this.env.store.content, diff(s, key, b.sourceDateEpoch !== undefined ? { sourceDateEpoch: b.sourceDateEpoch } : {}), {
+      compression,
+      ...(compression !== 'none' && b.compression?.level !== undefined ? { level: b.compression.level } : {}),
+    });
+    const desc: Descriptor = { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size };
+    state.addLayer(desc, layer.diffID, history, opts.historyIndex);
+    const name = chainId(state.config.rootfs.diff_ids)!;
+    if (await s.exists(name)) {
+      await s.remove(key); // the same layer on the same parent was committed before: reuse it
+    } else {
+      try {
+        await s.commit(name, key);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ALREADY_EXISTS') throw e;
+        await s.remove(key);
+      }
+    }
+    this.rec.snapshot = '';
+    return desc;
   }
 
   /** The filesystem `--from` names: another working container (as it is now), or an image. */
   private async fromView(from: string): Promise<MergedView> {
     const s = this.env.snapshotter;
-    const other = await this.records.find(from);
+    const other = await this.records?.find(from);
     if (other) return MergedView.open(s, other.snapshot);
     const img = await resolveImage(this.env, from, 'missing');
     const content = this.env.store.content;
@@ -457,16 +630,29 @@ export class WorkingContainer {
 
   /** Removes the container: its mount, snapshot and record. */
   async remove(): Promise<void> {
+    const records = this.persisted();
     await this.env.store.withLock('shared', () =>
-      this.records.withLock(this.rec.id, async () => {
+      records.withLock(this.rec.id, async () => {
         if (this.isMounted()) umount(this.mountPath, MNT_DETACH);
         if (this.rec.snapshot !== '') await this.env.snapshotter.remove(this.rec.snapshot).catch((e: { code?: string }) => {
           if (e.code !== 'NOT_FOUND') throw e;
         });
       }),
     );
-    await this.records.remove(this.rec.id);
+    await records.remove(this.rec.id);
   }
+}
+
+/**
+ * The committed snapshot of an image's layers (named by the chainID of its diff_ids), unpacked
+ * again from the store's blobs when it is missing; undefined for an image without layers.
+ */
+export async function imageSnapshot(env: Pick<ContainerEnv, 'store' | 'snapshotter'>, state: ImageState): Promise<string | undefined> {
+  const name = state.snapshot;
+  if (name === undefined || (await env.snapshotter.exists(name))) return name;
+  const diffIds = state.config.rootfs.diff_ids;
+  const content = env.store.content;
+  return unpack(env.snapshotter, state.layers.map((l, i) => ({ diffID: diffIds[i]!, open: () => content.read(l.digest) })));
 }
 
 function scratchConfig(): ImageConfig {
