@@ -71,6 +71,9 @@ beforeAll(async () => {
   await fsp.lchown(path.join(src, 'owned/sub'), 7, 8);
   await fsp.lchown(path.join(src, 'owned/sub/f'), 123, 456);
   await fsp.lchown(path.join(src, 'owned/sub/l'), 11, 12);
+  // Two names of one inode (nlink 2).
+  await write(path.join(src, 'links/a'), 'one inode\n');
+  await fsp.link(path.join(src, 'links/a'), path.join(src, 'links/b'));
   await fsp.utimes(path.join(src, 'over'), 1_000_000, 1_000_000);
   await fsp.utimes(path.join(src, 'tree/nested'), 2_000_000, 2_000_000);
   await fsp.utimes(path.join(src, 'one.txt'), 3_000_000, 3_000_000);
@@ -205,6 +208,24 @@ describe('direct COPY/WORKDIR into the upperdir', () => {
     for (const key of [helper, direct]) {
       const owners = Object.fromEntries((await layerEntries(key)).map((e) => [e.name.replace(/\/$/, ''), `${e.uid}:${e.gid}`]));
       expect([owners['ko'], owners['ko/sub'], owners['ko/sub/f'], owners['ko/sub/l'], owners['ko/one.txt']]).toEqual(['3:4', '7:8', '123:456', '11:12', '3:4']);
+    }
+  });
+
+  it('keeps hard links within one source or link group, never across sources (BuildKit: one copier per source)', async () => {
+    const cases: [string, CopyOp, boolean][] = [
+      ['directory source', copy([f('links')], '/hl-dir/'), true],
+      ['two sources', copy([f('links/a'), f('links/b')], '/hl-two/'), false],
+      ['matches of one wildcard source', copy([f('links/a'), f('links/b')], '/hl-glob/', { linkGroups: [0, 0] }), true],
+      ['two wildcard sources', copy([f('links/a'), f('links/b')], '/hl-globs/', { linkGroups: [0, 1] }), false],
+    ];
+    for (const [what, op, linked] of cases) {
+      const { helper, direct } = await applyBothWays([op]);
+      const dest = (op as Extract<CopyOp, { op: 'copy' }>).dest;
+      for (const key of [helper, direct]) {
+        const dir = path.join(await s.fsDir(key), dest);
+        const [a, b] = await Promise.all([fsp.lstat(path.join(dir, 'a')), fsp.lstat(path.join(dir, 'b'))]);
+        expect({ what, key: key.replace(/-\d+$/, ''), sameInode: a.ino === b.ino, nlink: a.nlink }).toEqual({ what, key: key.replace(/-\d+$/, ''), sameInode: linked, nlink: linked ? 2 : 1 });
+      }
     }
   });
 

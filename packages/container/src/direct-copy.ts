@@ -2,7 +2,7 @@ import { type Stats, chmodSync, constants, copyFileSync, lchownSync, lstatSync, 
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
-import { type CopyOp, HardLinks } from '@tsbuild/runtime';
+import { type CopyOp, HardLinks, linksOf } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { MergedView } from './merged-view.js';
 
@@ -54,7 +54,7 @@ class UpperWriter {
    * are read from the upperdir alone, which keeps a large COPY from walking the layers per file.
    */
   private readonly pure = new Set<string>();
-  /** Hard links among the files of one COPY, kept as in the helper (runtime copy-ops). */
+  /** Hard links among the files of one COPY source, kept as in the helper (runtime copy-ops). */
   private links = new HardLinks();
 
   constructor(
@@ -75,8 +75,9 @@ class UpperWriter {
     const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
     const owner = { uid: op.uid, gid: op.gid };
     const destPath = `/${dest.join('/')}`;
-    this.links = new HardLinks(); // hard links are kept among the files of one COPY
+    const groups = new Map<number, HardLinks>();
     for (const [i, [src, st]] of sources.entries()) {
+      this.links = linksOf(op, i, groups);
       // As the helper: directories made on the way get uid:gid, copied entries keep theirs if asked.
       const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
       if (st.isDirectory()) {

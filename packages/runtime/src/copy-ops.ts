@@ -2,7 +2,7 @@ import { chmodSync, copyFileSync, constants, lchownSync, lstatSync, lutimesSync,
 import { posix } from 'node:path';
 import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
-import { HardLinks } from './hard-links.js';
+import { HardLinks, linksOf } from './hard-links.js';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 
@@ -44,10 +44,11 @@ function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
   const destStat = lstatIfExists(hostPath(root, dest));
   const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
   const owner = { uid: op.uid, gid: op.gid };
-  const links = new HardLinks();
+  const groups = new Map<number, HardLinks>();
   for (const [i, [src, st]] of sources.entries()) {
     // Directories the copy creates on the way to dest get uid:gid; the copied entries keep theirs if asked.
     const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
+    const links = linksOf(op, i, groups);
     try {
       if (st.isDirectory()) {
         mkdirInRoot(root, dest, { ...owner, mode: op.mode ?? 0o755 });

@@ -2,10 +2,18 @@ import { linkSync, lstatSync, type Stats } from 'node:fs';
 import { lstatIfExists } from '@tsbuild/linux';
 
 /**
- * Hard links among the files of one COPY: a second name of an inode already copied becomes a
- * link to its copy (one inode, nlink as in the source), as BuildKit's copy (fsutil, keyed by the
+ * Hard links among the files of one COPY source: a second name of an inode already copied becomes
+ * a link to its copy (one inode, nlink as in the source), as BuildKit's copy (fsutil, keyed by the
  * source inode) and buildah do. Only files with nlink > 1 are tracked. Used by both COPY writers:
- * the helper's (copy-ops) and the direct upperdir writer of @tsbuild/builder.
+ * the helper's (copy-ops) and the direct upperdir writer of @tsbuild/container.
+ *
+ * One instance per source, never per COPY: BuildKit's Dockerfile frontend makes one copy action
+ * per source (dockerfile2llb convert_copy.go), each with its own fsutil copier and so its own
+ * inode map, and buildah 1.28 does not link across sources either. It matters beyond fidelity:
+ * a COPY --from source or a followed symlink is staged as a hard link to the layer's (or the
+ * context's) file, so its nlink is > 1 even when the file has one name, and one shared instance
+ * would turn `COPY --from=s /f /link-to-f /d/` into one inode. The matches of one wildcard
+ * source share an instance (CopyOp.linkGroups), as they share BuildKit's copier.
  */
 export class HardLinks {
   private readonly seen = new Map<string, { dest: string; ino: number }>();
@@ -25,4 +33,13 @@ export class HardLinks {
     const ino = lstatSync(dest).ino;
     this.seen.set(`${st.dev}:${st.ino}`, { dest, ino });
   }
+}
+
+/** The HardLinks for source `i` of a copy op: one per link group (CopyOp.linkGroups), else one per source. */
+export function linksOf(op: { linkGroups?: number[] }, i: number, groups: Map<number, HardLinks>): HardLinks {
+  const g = op.linkGroups?.[i];
+  if (g === undefined) return new HardLinks();
+  let links = groups.get(g);
+  if (!links) groups.set(g, (links = new HardLinks()));
+  return links;
 }

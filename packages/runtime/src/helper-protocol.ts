@@ -61,9 +61,12 @@ export interface ExtraMount {
  * `copy`: every copied entry gets owner uid:gid, except below a source whose `keepOwners[i]` is
  * true, whose entries keep the owners they have (COPY --from keeps the stage's owners, ADD of an
  * archive the archive's: docker's and BuildKit's rule; --chown sets uid:gid for all, and no keepOwners).
+ * Hard links are kept among the files of one source; sources with the same `linkGroups[i]` count
+ * as one (the matches of one wildcard source of the Dockerfile: BuildKit copies them with one
+ * fsutil copier, so with one inode map); without it each source is alone (see HardLinks).
  */
 export type CopyOp =
-  | { op: 'copy'; sources: string[]; dest: string; uid: number; gid: number; mode?: number; keepOwners?: boolean[] }
+  | { op: 'copy'; sources: string[]; dest: string; uid: number; gid: number; mode?: number; keepOwners?: boolean[]; linkGroups?: number[] }
   | { op: 'mkdir'; path: string; uid: number; gid: number; mode: number };
 
 export interface CopyRequest {
