@@ -14,7 +14,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian registry package starts a service on :5000; the tests start their own on random ports.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
-# npm install, not npm ci: npm 11 writes lock files without other platforms' optional packages
-# (rollup's, esbuild's), which `npm ci` then rejects as out of sync. The lock file still pins versions.
-npm install --no-audit --no-fund
+# npm ci, not npm install: it installs exactly what package-lock.json pins and never writes it, so
+# set-up leaves `git status` clean. npm install rewrites the lock whenever its own rendering of the
+# tree differs from the committed one (another npm version or .npmrc, e.g. resolved URLs), and
+# would hide a lock file out of step with a package.json, which npm ci reports instead. The lock
+# keeps every platform's optional packages (esbuild's, rollup's), so npm ci accepts it anywhere.
+npm ci --no-audit --no-fund
 npm run build

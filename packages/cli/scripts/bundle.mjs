@@ -8,7 +8,8 @@
 // per command rather than shared chunks: `tsbuild push` reached its registry ~6 ms sooner, and
 // CommonJS can use a code cache, which node 20 offers no ES module (another ~4 ms).
 // Native modules (koffi, zstd-napi) stay external and load from node_modules as before.
-import { copyFileSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
@@ -17,6 +18,20 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = path.join(root, 'bundle');
 const dist = path.join(root, 'dist');
 rmSync(outdir, { recursive: true, force: true });
+
+// `tsbuild version` says which commit it was built from, as `buildah version` does; outside a git
+// checkout (a packed tarball) the line is left out. turbo replays a cached bundle only for the same
+// inputs (this package and its dependencies), so a replayed commit may be older but its code is the same.
+function git(...args) {
+  try {
+    return execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '';
+  }
+}
+const head = git('rev-parse', '--verify', '-q', 'HEAD');
+const commit = head && git('status', '--porcelain', '--untracked-files=no') !== '' ? `${head}-dirty` : head;
+const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
 
 const common = {
   bundle: true,
@@ -27,7 +42,7 @@ const common = {
   // import('node:https') and the like become require(): no ES module loader at all.
   supported: { 'dynamic-import': false },
   // import.meta.url in the packages (createRequire, package files) becomes the bundle file's URL.
-  define: { 'import.meta.url': '__bundleUrl' },
+  define: { 'import.meta.url': '__bundleUrl', TSBUILD_VERSION: JSON.stringify(version), TSBUILD_GIT_COMMIT: JSON.stringify(commit) },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   minifyWhitespace: true,
   minifySyntax: true,

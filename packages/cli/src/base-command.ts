@@ -5,21 +5,19 @@ import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ContainerEnv } from '@tsbuild/container';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { CliError, Command, Flags, type InferredFlags } from './cli-kit.js';
+import { globalFlags } from './global-flags.js';
 
 export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>;
 
 /**
- * Every command takes `--root` (or TSBUILD_ROOT) and maps tsbuild's typed errors to one line on
+ * Every command takes the global flags (`--root` or TSBUILD_ROOT; global-flags.ts), before or
+ * after the command's name, and maps tsbuild's typed errors to one line on
  * stderr and exit status 1; usage errors exit with status 2.
  */
 export abstract class BaseCommand<T extends typeof Command> extends Command {
   static override baseFlags = {
-    root: Flags.string({
-      description: 'store root directory',
-      env: 'TSBUILD_ROOT',
-      default: DEFAULT_ROOT,
-      helpGroup: 'GLOBAL',
-    }),
+    ...globalFlags,
+    root: Flags.string({ ...globalFlags.root, default: DEFAULT_ROOT }),
   };
 
   protected flags!: BaseFlags<T>;

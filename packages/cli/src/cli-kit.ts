@@ -392,25 +392,29 @@ export function commandHelp(c: typeof Command, width = helpWidth()): string {
     const list = groups.get(g);
     if (!list) continue;
     out += `\n${g ? `${g} ` : ''}FLAGS\n`;
-    out += columns(
-      list.map(([n, f]) => {
-        const lhs = `${f.char ? `-${f.char}, ` : '    '}--${f.type === 'boolean' && f.allowNo ? `[no-]${n}` : n}${f.type === 'option' ? (f.options ? `=${f.options.join('|')}` : `=<${f.kind === 'integer' ? 'n' : 'value'}>`) : ''}${f.type === 'option' && f.multiple ? '...' : ''}`;
-        const notes = [f.default !== undefined && f.type === 'option' ? `[default: ${f.default}]` : '', f.env ? `[env: ${f.env}]` : ''].filter(Boolean).join(' ');
-        return [lhs, `${f.description ?? ''}${notes ? ` ${notes}` : ''}`];
-      }),
-      width,
-    );
+    out += columns(flagRows(list), width);
   }
   if (c.description) out += `\nDESCRIPTION\n${wrap(c.description, width - 2, '  ')}\n`;
   if (c.examples?.length) out += `\nEXAMPLES\n${c.examples.map((e) => `  $ ${e.replaceAll('<%= config.bin %>', BIN)}`).join('\n')}\n`;
   return out;
 }
 
-/** `tsbuild --help`: the commands and their summaries. */
-export function rootHelp(commands: [id: string, summary: string][], version: string, width = helpWidth()): string {
+function flagRows(list: [string, Flag][]): string[][] {
+  return list.map(([n, f]) => {
+    const lhs = `${f.char ? `-${f.char}, ` : '    '}--${f.type === 'boolean' && f.allowNo ? `[no-]${n}` : n}${f.type === 'option' ? (f.options ? `=${f.options.join('|')}` : `=<${f.kind === 'integer' ? 'n' : 'value'}>`) : ''}${f.type === 'option' && f.multiple ? '...' : ''}`;
+    const notes = [f.default !== undefined && f.type === 'option' ? `[default: ${f.default}]` : '', f.env ? `[env: ${f.env}]` : ''].filter(Boolean).join(' ');
+    return [lhs, `${f.description ?? ''}${notes ? ` ${notes}` : ''}`];
+  });
+}
+
+/** `tsbuild --help`: the commands and their summaries, and the flags every command takes. */
+export function rootHelp(commands: [id: string, summary: string][], version: string, globalFlags: FlagDefs = {}, width = helpWidth()): string {
   let out = `tsbuild ${version}: build, run, push and pull container images without a daemon\n\n`;
-  out += `USAGE\n  $ ${BIN} COMMAND [FLAGS]\n  $ ${BIN} COMMAND --help\n\nCOMMANDS\n`;
+  const globals = Object.entries(globalFlags);
+  const g = globals.length > 0 ? '[GLOBAL FLAGS] ' : '';
+  out += `USAGE\n  $ ${BIN} ${g}COMMAND [FLAGS]\n  $ ${BIN} COMMAND --help\n\nCOMMANDS\n`;
   out += columns(commands, width);
+  if (globals.length > 0) out += `\nGLOBAL FLAGS (before or after the command)\n${columns(flagRows(globals), width)}`;
   return out;
 }
 

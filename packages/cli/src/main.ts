@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { BIN, CliError, type Command, commandHelp, report, rootHelp } from './cli-kit.js';
+import { globalFlags, splitGlobalFlags } from './global-flags.js';
+import { cliVersion as version } from './version-info.js';
 
 export { internalError } from './cli-kit.js';
 import { commandSummaries } from './command-summaries.js';
@@ -18,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   history: () => import('./commands/history.js'),
   images: () => import('./commands/images.js'),
   import: () => import('./commands/import.js'),
+  info: () => import('./commands/info.js'),
   inspect: () => import('./commands/inspect.js'),
   load: () => import('./commands/load.js'),
   login: () => import('./commands/login.js'),
@@ -34,14 +36,10 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   snapshots: () => import('./commands/snapshots.js'),
   tag: () => import('./commands/tag.js'),
   umount: () => import('./commands/umount.js'),
+  version: () => import('./commands/version.js'),
 };
 
 export const commandIds = Object.keys(COMMANDS);
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 async function load(id: string): Promise<typeof Command> {
   const c = (await COMMANDS[id]!()).default;
@@ -49,14 +47,21 @@ async function load(id: string): Promise<typeof Command> {
   return c;
 }
 
-/** Runs `tsbuild ARGV…`; resolves to the exit status. */
+/** Runs `tsbuild [GLOBAL FLAGS] ARGV…`; resolves to the exit status. */
 export async function main(argv: string[]): Promise<number> {
-  const [first, ...rest] = argv;
+  let globals: string[];
+  let words: string[];
+  try {
+    ({ globals, rest: words } = splitGlobalFlags(argv));
+  } catch (e) {
+    return report(e, '');
+  }
+  const [first, ...rest] = words;
   if (first === undefined || first === '--help' || first === '-h' || (first === 'help' && rest.length === 0)) {
-    process.stdout.write(rootHelp(await commandSummaries(commandIds, load), version()));
+    process.stdout.write(rootHelp(await commandSummaries(commandIds, load), version(), globalFlags));
     return 0;
   }
-  if (first === '--version' || first === '-v' || first === 'version') {
+  if (first === '--version' || first === '-v') {
     process.stdout.write(`${BIN} ${version()} ${process.platform}-${process.arch} node-${process.version}\n`);
     return 0;
   }
@@ -67,5 +72,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(c));
     return 0;
   }
-  return c.run(rest);
+  // Global flags given before the command go first: a repeated one after the command wins, as
+  // with pflag's persistent flags.
+  return c.run([...globals, ...rest]);
 }

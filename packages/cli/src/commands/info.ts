@@ -1,0 +1,110 @@
+import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { CliError, Flags } from '../cli-kit.js';
+import { BaseCommand } from '../base-command.js';
+import { goArch } from '../version-info.js';
+
+/**
+ * The architectures the built-in runtime's seccomp compiler covers (packages/runtime/src/seccomp/
+ * bpf.ts, compileFilter: the x86 family in one filter, or aarch64). Written here because the
+ * runtime's public API does not name them and importing it would load libc bindings (koffi).
+ */
+const SECCOMP_ARCHITECTURES = ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32', 'SCMP_ARCH_AARCH64'];
+
+/**
+ * How the host mounts cgroups, by the rule the runtime's cgroupLayout applies: cgroup.controllers
+ * at the root is the unified hierarchy (v2); otherwise v1, "hybrid" when a unified hierarchy is
+ * mounted beside the v1 controllers at /sys/fs/cgroup/unified (systemd's hybrid mode).
+ */
+export function cgroupVersion(root = '/sys/fs/cgroup'): 'v1' | 'hybrid' | 'v2' {
+  if (existsSync(path.join(root, 'cgroup.controllers'))) return 'v2';
+  return existsSync(path.join(root, 'unified', 'cgroup.procs')) ? 'hybrid' : 'v1';
+}
+
+/** An executable named `name` on PATH, as execvp would find it; undefined when there is none. */
+function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir === '') continue;
+    const p = path.join(dir, name);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * `{{.host.arch}}`, `{{ .store }}` and `{{json .runtime}}` looked up in `data`, as a Go template
+ * over podman's and buildah's info structure: a string or number prints as it is, anything else as
+ * JSON. A field that does not exist is a usage error, not an empty string.
+ */
+export function renderTemplate(template: string, data: unknown): string {
+  return template.replace(/\{\{(.*?)\}\}/g, (whole, inner: string) => {
+    const m = /^\s*(json\s+)?\.([\w.]*)\s*$/.exec(inner);
+    if (!m) throw new CliError(`--format ${template}: cannot read ${whole}: want {{.field.field}} or {{json .field}}`, 2);
+    let v: unknown = data;
+    for (const key of m[2] === '' ? [] : m[2]!.split('.')) {
+      if (v === null || typeof v !== 'object' || !Object.hasOwn(v, key)) throw new CliError(`--format ${template}: no field .${m[2]} in tsbuild info`, 2);
+      v = (v as Record<string, unknown>)[key];
+    }
+    return m[1] === undefined && (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') ? String(v) : JSON.stringify(v);
+  });
+}
+
+export default class Info extends BaseCommand<typeof Info> {
+  static override summary = 'Show the host, the store and the runtimes tsbuild would use';
+  static override flags = {
+    format: Flags.string({ description: 'json (the default), or a Go template such as {{.host.arch}}', default: 'json' }),
+  };
+  static override examples = ['<%= config.bin %> info', "<%= config.bin %> info --format '{{.host.cgroupVersion}}'"];
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Info);
+    const root = path.resolve(flags.root);
+    const store = await this.store();
+    const images = new Set((await store.listImages()).map((r) => r.descriptor.digest));
+    const containersDir = path.join(root, 'containers');
+    const runtimePkg = (() => {
+      try {
+        return path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
+      } catch {
+        return undefined;
+      }
+    })();
+    const helper = runtimePkg === undefined ? undefined : path.join(runtimePkg, 'dist', 'helper.cjs');
+    const info = {
+      host: {
+        os: process.platform,
+        arch: goArch(),
+        kernel: os.release(),
+        cpus: os.availableParallelism(),
+        memTotal: os.totalmem(),
+        cgroupVersion: cgroupVersion(),
+        // buildah's rootless: not running as root (a user namespace is then needed for RUN).
+        rootless: process.geteuid?.() !== 0,
+      },
+      store: {
+        root,
+        snapshotter: 'overlay',
+        imageCount: images.size,
+        ...(existsSync(containersDir) ? { containerCount: readdirSync(containersDir, { withFileTypes: true }).filter((d) => d.isDirectory()).length } : {}),
+      },
+      runtime: {
+        builtin: {
+          helper: helper !== undefined && existsSync(helper) ? helper : null,
+          // The helper chain is setpriv → unshare → node (packages/runtime/src/helper-chain.ts).
+          setpriv: onPath('setpriv') ?? null,
+          unshare: onPath('unshare') ?? null,
+          seccompArchitectures: SECCOMP_ARCHITECTURES,
+        },
+        ociRuntimes: Object.fromEntries(['runc', 'crun'].flatMap((n) => { const p = onPath(n); return p === undefined ? [] : [[n, p]]; })),
+      },
+    };
+    process.stdout.write(flags.format === 'json' ? `${JSON.stringify(info, null, 2)}\n` : `${renderTemplate(flags.format, info)}\n`);
+  }
+}
