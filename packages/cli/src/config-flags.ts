@@ -1,4 +1,5 @@
 import { Flags, type InferredFlags } from './cli-kit.js';
+import { type ConfigChanges, type ConfigFlagInput, configChangesFromFlags } from '@tsbuild/container';
 
 /**
  * `tsbuild config`'s flags, with buildah's names, short forms and help texts (cmd/buildah/config.go),
@@ -42,3 +43,8 @@ export const configFlags = {
 };
 
 export type ConfigFlagValues = InferredFlags<typeof configFlags>;
+
+/** The parsed flags as the config editor takes them. */
+export function configChanges(flags: ConfigFlagValues): ConfigChanges {
+  return configChangesFromFlags(flags as ConfigFlagInput);
+}

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   add: () => import('./commands/add.js'),
   build: () => import('./commands/build.js'),
   commit: () => import('./commands/commit.js'),
+  config: () => import('./commands/config.js'),
   containers: () => import('./commands/containers.js'),
   copy: () => import('./commands/copy.js'),
   diff: () => import('./commands/diff.js'),

@@ -23,3 +23,17 @@ export {
   type CommitOptions,
   type CommitResult,
 } from './working-container.js';
+export {
+  applyConfig,
+  editConfig,
+  configChangesFromFlags,
+  parseGoDuration,
+  shellWords,
+  splitCsv,
+  type ConfigChanges,
+  type ConfigEdit,
+  type CommitInfo,
+  type EditedImageConfig,
+  type DockerContainerConfig,
+  type ConfigFlagValues as ConfigFlagInput,
+} from './config-editor.js';
