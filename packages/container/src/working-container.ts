@@ -14,7 +14,7 @@ import {
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
-import { MNT_DETACH, MS, mount, mountOverlay, mountPoints, umount } from '@tsbuild/linux';
+import { MNT_DETACH, MS, mount, mountOverlay, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
 import { type Mount, type OverlaySnapshotter, diff, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, type ExtraMount, type RunResult, copyInto, run } from '@tsbuild/runtime';
@@ -26,7 +26,7 @@ import { copyDirect, emptyDir } from './direct-copy.js';
 import { MergedView } from './merged-view.js';
 import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
 import type { RunDefaults } from './run-image.js';
-import { resolveUser } from './user.js';
+import { resolveOwner, resolveUser } from './user.js';
 import { ImageState } from './image-state.js';
 
 /** What a working container works with: the store, its snapshotter, and (for pulls) a registry client. */
@@ -401,9 +401,36 @@ export class WorkingContainer {
     }
   }
 
-  /** Build mode: the mounts of the active snapshot (for RUN --mount's clean-up of its mountpoints). */
-  async rootfsMounts(): Promise<Mount[]> {
-    return this.locked(() => this.rootfs());
+  /** Of `paths` and their ancestors, those the container lacks: mountpoints the runtime will create, deepest first. */
+  async missingPaths(paths: string[]): Promise<string[]> {
+    if (paths.length === 0) return [];
+    const view = await MergedView.open(this.env.snapshotter, await this.filesystem());
+    const out = new Set<string>();
+    for (const p of paths) {
+      for (let d = path.posix.normalize(p); d !== '/'; d = path.posix.dirname(d)) {
+        if (await view.stat(d)) break;
+        out.add(d);
+      }
+    }
+    return [...out].sort((a, b) => b.split('/').length - a.split('/').length);
+  }
+
+  /**
+   * Removes from the container's changes the mountpoints the runtime created for RUN --mount
+   * (empty directories and empty files only: anything the command put there on its own stays),
+   * so that no trace of a mount reaches the layer.
+   */
+  async removeMountpoints(paths: string[]): Promise<void> {
+    if (paths.length === 0 || this.rec.snapshot === '') return;
+    const upper = await this.env.snapshotter.fsDir(this.rec.snapshot);
+    // Never through a link: the RUN may have replaced a directory on the way with a symlink to a
+    // host path (BuildKit CVE-2024-23652); then the path is no longer the mountpoint we made.
+    for (const p of paths) removeEmptyBeneath(upper, p);
+  }
+
+  /** Who owns what WORKDIR makes under USER `spec`, as BuildKit's file operations resolve it (see resolveOwner). */
+  async owner(spec: string): Promise<{ uid: number; gid: number }> {
+    return resolveOwner(this.env.snapshotter, await this.filesystem(), spec);
   }
 
   /** COPY semantics: sources from the host (or `contextDir`, or `from` a container or image) into `dest`. */
