@@ -9,6 +9,7 @@ import {
   type ImageConfig,
   InvalidArgumentError,
   NotFoundError,
+  formatReference,
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
@@ -259,6 +260,7 @@ export class WorkingContainer {
       const { home, ...user } = await resolveUser(this.env.snapshotter, this.rec.snapshot, opts.user ?? c.User ?? '');
       if (!env.has('HOME')) env.set('HOME', home ?? '/');
       const scratch = this.scratch();
+      const madeEtc = this.isMounted() ? await missingEtcFiles(this.mountPath) : [];
       try {
         const res = await run(
           {
@@ -279,6 +281,7 @@ export class WorkingContainer {
         if (opts.addHistory) this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c ${argv.join(' ')}`, empty_layer: true });
         return res;
       } finally {
+        await removeEtcFiles(this.mountPath, madeEtc);
         await fsp.rm(scratch, { recursive: true, force: true });
       }
     });
@@ -404,7 +407,10 @@ export class WorkingContainer {
       const tarOpts = opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {};
       const config: ImageConfig = structuredClone(this.rec.config);
       let layers: Descriptor[];
-      const entry: HistoryEntry = { created, created_by: this.rec.createdBy ?? '', ...(this.rec.historyComment ? { comment: this.rec.historyComment } : {}) };
+      // As buildah 1.28 writes the layer's entry: created_by "/bin/sh" unless `config --created-by`,
+      // and the comment "FROM <base image>" unless `config --history-comment` (none from scratch).
+      const comment = this.rec.historyComment || (this.rec.image ? `FROM ${canonicalName(this.rec.image.name)}` : '');
+      const entry: HistoryEntry = { created, created_by: this.rec.createdBy || '/bin/sh', ...(comment ? { comment } : {}) };
       if (opts.squash) {
         const layer = await this.squashedLayer(compression, tarOpts);
         layers = [layer.desc];
@@ -466,6 +472,44 @@ export class WorkingContainer {
       }),
     );
     await this.records.remove(this.rec.id);
+  }
+}
+
+/**
+ * The runtime's /etc mountpoints (hosts, hostname, resolv.conf) a run would create in a mounted
+ * container: its rootfs is then a bind of the mount, not an overlay the runtime can give a
+ * lowerdir of empty mountpoints (runtime etc-files.ts), so missing ones are made in the upperdir.
+ * They are removed after the run, so that a run leaves the same layer mounted or not. Only a real
+ * /etc directory is looked at: a symlink there would lead the host's lstat/unlink off the container.
+ */
+async function missingEtcFiles(root: string): Promise<string[]> {
+  const etc = path.join(root, 'etc');
+  const st = await fsp.lstat(etc).catch(() => undefined);
+  if (st !== undefined && !st.isDirectory()) return [];
+  const missing: string[] = [];
+  for (const f of ['hosts', 'hostname', 'resolv.conf']) if (st === undefined || !(await fsp.lstat(path.join(etc, f)).catch(() => undefined))) missing.push(f);
+  return st === undefined ? [...missing, ''] : missing;
+}
+
+async function removeEtcFiles(root: string, made: string[]): Promise<void> {
+  if (made.length === 0) return;
+  const etc = path.join(root, 'etc');
+  if (!(await fsp.lstat(etc).catch(() => undefined))?.isDirectory()) return;
+  for (const f of made) {
+    if (f === '') continue;
+    const st = await fsp.lstat(path.join(etc, f)).catch(() => undefined);
+    if (st?.isFile() && st.size === 0) await fsp.unlink(path.join(etc, f)).catch(() => undefined);
+  }
+  if (made.includes('')) await fsp.rmdir(etc).catch(() => undefined); // made by the run, and left empty
+}
+
+/** An image name as buildah names a base in history: fully qualified (docker.io/library/busybox:latest); an ID as it was given. */
+function canonicalName(name: string): string {
+  if (/^(sha256:)?[0-9a-f]{12,64}$/.test(name)) return name;
+  try {
+    return formatReference(parseReference(name, { defaultTag: true }));
+  } catch {
+    return name;
   }
 }
 
