@@ -2,7 +2,7 @@
 // Side-by-side benchmarks: the same inputs through tsbuild and the reference tool (buildah with
 // runc, skopeo, tar|pigz), in one run, with the ratio printed (tsbuild / reference; below 1.0
 // means tsbuild is faster). Needs root and what scripts/install-deps.sh installs.
-// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,snapshotter,registry,inspect picks sections.
+// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,containers,snapshotter,registry,inspect picks sections.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -14,7 +14,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The command as users run it (npm links `tsbuild` to this script).
 const bin = path.join(repo, 'packages/cli/bin/tsbuild');
 const runs = Number(process.env.BENCH_RUNS ?? 5);
-const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,snapshotter,registry,inspect').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,containers,snapshotter,registry,inspect').split(','));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-'));
 const store = path.join(tmp, 'store');
 const bRoot = path.join(tmp, 'buildah-root');
@@ -114,6 +114,18 @@ try {
     const a0 = median(Array.from({ length: runs }, () => time(() => tsbuild('build', '-q', '--no-cache', fromOnly))));
     const b0 = median(Array.from({ length: runs }, () => time(() => bud('--no-cache', fromOnly))));
     report('one RUN true step (per step, of 10)', (median(a) - a0) / 10, (median(b) - b0) / 10, 'buildah+runc');
+  }
+
+  if (only.has('containers')) {
+    console.log('\n# working containers (issue 16)');
+    // One shell script per tool, as a user would write it: from + run + commit (--rm, so that
+    // the runs start alike). buildah gets the bench's root and runc.
+    const script = (cli, runFlags) =>
+      `set -e\nctr=$(${cli} from busybox)\n${cli} run ${runFlags}$ctr -- sh -c 'echo hi > /f'\n${cli} commit -q --rm $ctr wc-bench >/dev/null\n`;
+    const ours = script(bin, '');
+    const theirs = script(`buildah --root ${bRoot} --runroot ${bRunroot} --storage-driver overlay`, '--runtime /usr/sbin/runc ');
+    const env = { ...process.env, TSBUILD_ROOT: store };
+    compare('from + run (echo hi > /f) + commit, a script', () => sh('sh', ['-c', ours], { env }), () => sh('sh', ['-c', theirs]), 'buildah script');
   }
 
   if (only.has('snapshotter')) {

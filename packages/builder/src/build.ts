@@ -42,7 +42,7 @@ import {
 } from '@tsbuild/container';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount } from '@tsbuild/runtime';
-import { fdPath, removeEmptyBeneath, withFd } from '@tsbuild/linux';
+import { fdPath, withFd } from '@tsbuild/linux';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -242,7 +242,6 @@ function checkEpoch(epoch: number | undefined): void {
  */
 const MAX_CONFIG_SIZE = 8 << 20;
 
-type Mounts = Awaited<ReturnType<OverlaySnapshotter['prepare']>>;
 
 /** Build args that docker passes to RUN without an ARG declaration, and keeps out of the cache key. */
 const PROXY_ARGS = new Set(['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy']);
@@ -856,7 +855,7 @@ class Builder {
     await this.layerStep(sr, step, createdBy, async () => {
       const mountScratch = path.join(this.scratch, `step-${step}-mounts`);
       const extra = await this.prepareRunMounts(ins, sr, runMounts, mountScratch);
-      const missing = await this.missingPaths(sr.wc, runMounts.map((m) => m.target));
+      const missing = await sr.wc.missingPaths(runMounts.map((m) => m.target));
       let res;
       try {
         res = await sr.wc.runStep(argv, env, user, {
@@ -871,7 +870,7 @@ class Builder {
       } finally {
         extra.release();
         await fsp.rm(mountScratch, { recursive: true, force: true });
-        await removeMountpoints(await sr.wc.rootfsMounts(), missing);
+        await sr.wc.removeMountpoints(missing);
       }
       const oom = res.oomKilled;
       if (oom) {
@@ -1007,20 +1006,6 @@ class Builder {
     } catch (e) {
       this.failAt(ins, `id=${id}`, `secret ${id}: cannot read ${s.src}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
     }
-  }
-
-  /** Of `paths` and their ancestors, those the image lacks: mountpoints the runtime will create, deepest first. */
-  private async missingPaths(wc: WorkingContainer, paths: string[]): Promise<string[]> {
-    if (paths.length === 0) return [];
-    const view = await MergedView.open(this.opts.snapshotter, await wc.filesystem());
-    const out = new Set<string>();
-    for (const p of paths) {
-      for (let d = path.posix.normalize(p); d !== '/'; d = path.posix.dirname(d)) {
-        if (await view.stat(d)) break;
-        out.add(d);
-      }
-    }
-    return [...out].sort((a, b) => b.split('/').length - a.split('/').length);
   }
 
   /**
@@ -1248,19 +1233,6 @@ function parseKeyValues(ins: Instruction, vars: Map<string, string>, esc: string
 
 /** Cache mounts held by a RUN with sharing=locked or private, in this process. */
 const CACHE_MOUNTS_IN_USE = new Map<string, { promise: Promise<void> }>();
-
-/**
- * Removes from a RUN's upperdir the mountpoints the runtime created for RUN --mount (empty
- * directories and empty files only: anything the command put there on its own stays), so that
- * no trace of a mount reaches the layer.
- */
-async function removeMountpoints(rootfs: Mounts, paths: string[]): Promise<void> {
-  const upper = rootfs.flatMap((m) => m.options).find((o) => o.startsWith('upperdir='))?.slice('upperdir='.length);
-  if (upper === undefined) return;
-  // Never through a link: the RUN may have replaced a directory on the way with a symlink to a
-  // host path (BuildKit CVE-2024-23652); then the path is no longer the mountpoint we made.
-  for (const p of paths) removeEmptyBeneath(upper, p);
-}
 
 function truncate(s: string, n = 60): string {
   const one = s.replace(/\s+/g, ' ');

@@ -11,6 +11,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   chainId,
+  formatReference,
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
@@ -377,6 +378,7 @@ export class WorkingContainer {
     // buildah and docker): an ENV or a build arg named HOME wins. Not part of the image's Env.
     if (!env.has('HOME')) env.set('HOME', home ?? '/');
     const scratch = this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomBytes(3).toString('hex')}`) : this.scratch();
+    const madeEtc = this.isMounted() ? await missingEtcFiles(this.mountPath) : [];
     try {
       return await run(
         {
@@ -397,6 +399,7 @@ export class WorkingContainer {
         opts.signal,
       );
     } finally {
+      await removeEtcFiles(this.mountPath, madeEtc);
       await fsp.rm(scratch, { recursive: true, force: true });
     }
   }
@@ -604,7 +607,10 @@ export class WorkingContainer {
       const tarOpts = opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {};
       const config: ImageConfig = structuredClone(this.rec.config);
       let layers: Descriptor[];
-      const entry: HistoryEntry = { created, created_by: this.rec.createdBy ?? '', ...(this.rec.historyComment ? { comment: this.rec.historyComment } : {}) };
+      // As buildah 1.28 writes the layer's entry: created_by "/bin/sh" unless `config --created-by`,
+      // and the comment "FROM <base image>" unless `config --history-comment` (none from scratch).
+      const comment = this.rec.historyComment || (this.rec.image ? `FROM ${canonicalName(this.rec.image.name)}` : '');
+      const entry: HistoryEntry = { created, created_by: this.rec.createdBy || '/bin/sh', ...(comment ? { comment } : {}) };
       if (opts.squash) {
         const layer = await this.squashedLayer(compression, tarOpts);
         layers = [layer.desc];
@@ -680,6 +686,44 @@ export async function imageSnapshot(env: Pick<ContainerEnv, 'store' | 'snapshott
   const diffIds = state.config.rootfs.diff_ids;
   const content = env.store.content;
   return unpack(env.snapshotter, state.layers.map((l, i) => ({ diffID: diffIds[i]!, open: () => content.read(l.digest) })));
+}
+
+/**
+ * The runtime's /etc mountpoints (hosts, hostname, resolv.conf) a run would create in a mounted
+ * container: its rootfs is then a bind of the mount, not an overlay the runtime can give a
+ * lowerdir of empty mountpoints (runtime etc-files.ts), so missing ones are made in the upperdir.
+ * They are removed after the run, so that a run leaves the same layer mounted or not. Only a real
+ * /etc directory is looked at: a symlink there would lead the host's lstat/unlink off the container.
+ */
+async function missingEtcFiles(root: string): Promise<string[]> {
+  const etc = path.join(root, 'etc');
+  const st = await fsp.lstat(etc).catch(() => undefined);
+  if (st !== undefined && !st.isDirectory()) return [];
+  const missing: string[] = [];
+  for (const f of ['hosts', 'hostname', 'resolv.conf']) if (st === undefined || !(await fsp.lstat(path.join(etc, f)).catch(() => undefined))) missing.push(f);
+  return st === undefined ? [...missing, ''] : missing;
+}
+
+async function removeEtcFiles(root: string, made: string[]): Promise<void> {
+  if (made.length === 0) return;
+  const etc = path.join(root, 'etc');
+  if (!(await fsp.lstat(etc).catch(() => undefined))?.isDirectory()) return;
+  for (const f of made) {
+    if (f === '') continue;
+    const st = await fsp.lstat(path.join(etc, f)).catch(() => undefined);
+    if (st?.isFile() && st.size === 0) await fsp.unlink(path.join(etc, f)).catch(() => undefined);
+  }
+  if (made.includes('')) await fsp.rmdir(etc).catch(() => undefined); // made by the run, and left empty
+}
+
+/** An image name as buildah names a base in history: fully qualified (docker.io/library/busybox:latest); an ID as it was given. */
+function canonicalName(name: string): string {
+  if (/^(sha256:)?[0-9a-f]{12,64}$/.test(name)) return name;
+  try {
+    return formatReference(parseReference(name, { defaultTag: true }));
+  } catch {
+    return name;
+  }
 }
 
 function scratchConfig(): ImageConfig {
