@@ -22,7 +22,6 @@ import {
 import { type CompressImageOptions, type Store, compressImage, writeImage } from '@tsbuild/store';
 import {
   BuildContext,
-  DIRECT_COPY_MAX_ENTRIES,
   WorkingContainer,
   imageSnapshot,
   type CopyFiles,
@@ -33,10 +32,8 @@ import {
   type RunDefaults,
   type RunMount,
   cacheMountDirName,
-  parseRunMount,
   readContextFile,
   resolveCopy,
-  resolveOwner,
   resolveUser,
   unescapeGlob,
 } from '@tsbuild/container';
@@ -45,17 +42,16 @@ import type { ExtraMount } from '@tsbuild/runtime';
 import { fdPath, withFd } from '@tsbuild/linux';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
+import { HANDLERS, type StepScope, checkDockerfile, checkInstruction, truncate } from './instructions/index.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import {
   DockerfileError,
-  KEYWORDS,
   MAX_DOCKERFILE_SIZE,
   type Instruction,
   type ParsedDockerfile,
   type Stage,
   atLine,
   parseDockerfile,
-  parseJsonForm,
   withContext,
 } from './dockerfile.js';
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
@@ -174,6 +170,8 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
   const dockerfilePath = opts.dockerfileText === undefined ? (opts.dockerfile ?? path.join(opts.context, 'Dockerfile')) : opts.dockerfile;
   const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!, opts.context));
   const parsed = parseDockerfile(text, dockerfilePath ? path.basename(dockerfilePath) : 'Dockerfile');
+  // Every instruction is checked before anything runs: a mistake on line 40 fails before line 3 runs.
+  checkDockerfile(parsed);
   const tags = (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
   if (opts.format === 'docker' && opts.disableCompression === false && opts.compression?.format === 'zstd') {
     throw new InvalidArgumentError('--format docker needs gzip layers: Docker schema 2 has no zstd layer type');
@@ -606,6 +604,7 @@ class Builder {
     let ins: Instruction;
     try {
       ins = parseDockerfile(`FROM scratch\n${text}\n`, this.df.file).stages[0]!.instructions[0]!;
+      checkInstruction(ins, this.df.file);
     } catch (e) {
       this.fail(stage.from, `ONBUILD trigger "${truncate(text)}": ${(e as Error).message.replace(/^[^:]*:\d+(:\d+)?: /, '')}`);
     }
@@ -684,215 +683,41 @@ class Builder {
     return { key: { sources: sources.digest, dest: op.dest, uid: op.uid, gid: op.gid, mode: op.mode ?? null }, copy: op, entries: sources.entries };
   }
 
+  /** One instruction, by its handler, on the stage's working container. */
   private async execute(sr: StageRun, ins: Instruction, vars: Map<string, string>, step: number, prepared: { copy?: CopyFiles; entries?: number }): Promise<void> {
-    const esc = this.df.escape;
-    const state = sr.wc.state;
-    const c = state.container;
-    const created = this.timestamp();
-    const nop = (text: string): HistoryEntry => ({ created, created_by: `/bin/sh -c #(nop) ${text}` });
-    switch (ins.keyword) {
-      case 'ARG':
-        state.addHistory(nop(ins.text));
-        return;
-      case 'ENV': {
-        const pairs = parseKeyValues(ins, vars, esc, this.df.file);
-        for (const [k, v] of pairs) state.setEnv(k, v);
-        state.addHistory(nop(`ENV ${pairs.map(([k, v]) => `${k}=${v}`).join(' ')}`));
-        return;
-      }
-      case 'LABEL': {
-        const labels = (c.Labels ??= {});
-        for (const [k, v] of parseKeyValues(ins, vars, esc, this.df.file)) labels[k] = v;
-        state.addHistory(nop(ins.text));
-        return;
-      }
-      case 'MAINTAINER':
-        state.config.author = expandWord(ins.args, vars, esc);
-        state.addHistory(nop(ins.text));
-        return;
-      case 'WORKDIR': {
-        const dir = expandWord(ins.args, vars, esc);
-        if (dir === '') this.fail(ins, 'WORKDIR requires a path');
-        // BuildKit keeps an absolute WORKDIR as written (`/tmp/` stays `/tmp/` in the config,
-        // util/system NormalizeWorkdir) and joins a relative one onto the previous, cleaned.
-        const wd = dir.startsWith('/') ? dir : path.posix.join(c.WorkingDir || '/', dir);
-        c.WorkingDir = wd;
-        const owner = await this.owner(sr.wc, vars);
-        await this.layerStep(sr, step, `/bin/sh -c #(nop) WORKDIR ${wd}`, () =>
-          sr.wc.applyCopy([{ op: 'mkdir', path: path.posix.resolve(wd), uid: owner.uid, gid: owner.gid, mode: 0o755 }], this.signalOpt()),
-        true);
-        return;
-      }
-      case 'CMD':
-        c.Cmd = ins.json ?? [...(c.Shell ?? ['/bin/sh', '-c']), ins.args];
-        sr.cmdSet = true;
-        state.addHistory(nop(`CMD ${JSON.stringify(c.Cmd)}`));
-        return;
-      case 'ENTRYPOINT':
-        c.Entrypoint = ins.json ?? [...(c.Shell ?? ['/bin/sh', '-c']), ins.args];
-        // An ENTRYPOINT set in a stage clears a CMD inherited from the base image, but not one
-        // this stage set itself (BuildKit and buildah both track whether CMD was set here).
-        if (!sr.cmdSet) c.Cmd = null;
-        state.addHistory(nop(`ENTRYPOINT ${JSON.stringify(c.Entrypoint)}`));
-        return;
-      case 'SHELL':
-        if (!ins.json || ins.json.length === 0) this.fail(ins, 'SHELL requires the arguments to be in JSON form');
-        c.Shell = ins.json;
-        state.addHistory(nop(`SHELL ${JSON.stringify(ins.json)}`));
-        return;
-      case 'USER':
-        c.User = expandWord(ins.args, vars, esc);
-        state.addHistory(nop(`USER ${c.User}`));
-        return;
-      case 'EXPOSE': {
-        const ports = (c.ExposedPorts ??= {});
-        for (const p of expandWords(ins.args, vars, esc)) ports[p.includes('/') ? p.toLowerCase() : `${p}/tcp`] = {};
-        state.addHistory(nop(ins.text));
-        return;
-      }
-      case 'VOLUME': {
-        const vols = (c.Volumes ??= {});
-        for (const v of ins.json ?? expandWords(ins.args, vars, esc)) vols[v] = {};
-        state.addHistory(nop(ins.text));
-        return;
-      }
-      case 'STOPSIGNAL':
-        c.StopSignal = expandWord(ins.args, vars, esc);
-        state.addHistory(nop(ins.text));
-        return;
-      case 'HEALTHCHECK': {
-        const words = ins.json ? undefined : splitRaw(ins.args, esc);
-        if (!ins.json && words![0]?.toUpperCase() === 'NONE') {
-          if (words!.length > 1 || ins.flags.size > 0) this.fail(ins, 'HEALTHCHECK NONE takes no arguments or options');
-          c.Healthcheck = { Test: ['NONE'] };
-        } else {
-          const rest = ins.args.replace(/^\s*CMD\b\s*/i, '');
-          if (rest === ins.args) this.fail(ins, 'HEALTHCHECK requires CMD or NONE');
-          const json = parseJsonForm(rest);
-          const hc: NonNullable<typeof c.Healthcheck> = { Test: json ? ['CMD', ...json] : ['CMD-SHELL', rest] };
-          for (const [flag, field] of [['interval', 'Interval'], ['timeout', 'Timeout'], ['start-period', 'StartPeriod'], ['start-interval', 'StartInterval']] as const) {
-            const v = ins.flags.get(flag)?.at(-1);
-            if (v !== undefined) hc[field] = parseDuration(ins, flag, v, this.df.file);
-          }
-          const retries = ins.flags.get('retries')?.at(-1);
-          if (retries !== undefined) {
-            if (!/^\d+$/.test(retries) || Number(retries) < 1) this.fail(ins, `HEALTHCHECK --retries=${retries}: want a whole number of at least 1`);
-            hc.Retries = Number(retries);
-          }
-          for (const f of ins.flags.keys()) {
-            if (!['interval', 'timeout', 'start-period', 'start-interval', 'retries'].includes(f)) this.fail(ins, `HEALTHCHECK --${f} is not a HEALTHCHECK option`);
-          }
-          c.Healthcheck = hc;
-        }
-        state.addHistory(nop(ins.text));
-        return;
-      }
-      case 'ONBUILD': {
-        const trigger = ins.args.trim();
-        const kw = trigger.split(/\s+/, 1)[0]!.toUpperCase();
-        if (kw === 'ONBUILD' || kw === 'FROM' || kw === 'MAINTAINER') this.fail(ins, `ONBUILD ${kw} is not allowed`);
-        if (!KEYWORDS.has(kw)) this.fail(ins, `ONBUILD: unknown instruction: ${kw}`);
-        (c.OnBuild ??= []).push(trigger);
-        state.addHistory(nop(ins.text));
-        return;
-      }
-      case 'RUN':
-        return this.runStep(sr, ins, vars, step);
-      case 'COPY':
-      case 'ADD':
-        await this.layerStep(sr, step, `/bin/sh -c #(nop) ${ins.keyword} ${ins.args}`, () =>
-          sr.wc.applyCopy([prepared.copy!], { direct: (prepared.entries ?? 0) <= DIRECT_COPY_MAX_ENTRIES, ...this.signalOpt() }),
-        );
-        return;
-      default:
-        this.fail(ins, `${ins.keyword} is not supported by this version of tsbuild yet`);
+    const handler = HANDLERS[ins.keyword];
+    if (!handler) this.fail(ins, `${ins.keyword} is not supported by this version of tsbuild yet`);
+    const proxy = new Map<string, string>();
+    for (const k of PROXY_ARGS) {
+      const v = this.opts.buildArgs?.[k];
+      if (v !== undefined) proxy.set(k, v);
     }
+    const scope: StepScope = {
+      file: this.df.file,
+      escape: this.df.escape,
+      step,
+      vars,
+      args: sr.args,
+      proxy,
+      stage: sr,
+      prepared,
+      ...(this.opts.runtime ? { runtime: this.opts.runtime } : {}),
+      ...(this.opts.stdout ? { stdout: this.opts.stdout } : {}),
+      ...(this.opts.stderr ? { stderr: this.opts.stderr } : {}),
+      ...(this.opts.signal ? { signal: this.opts.signal } : {}),
+      scratch: path.join(this.scratch, `step-${step}`),
+      timestamp: () => this.timestamp(),
+      fail: (message) => this.fail(ins, message),
+      failAt: (needle, message) => this.failAt(ins, needle, message),
+      layerStep: (createdBy, change, dropIfEmpty) => this.layerStep(sr, step, createdBy, change, dropIfEmpty),
+      runMounts: (mounts, scratch) => this.prepareRunMounts(ins, sr, mounts, scratch),
+    };
+    await handler(ins, scope, sr.wc);
   }
 
   private timestamp(): string {
     const epoch = this.opts.sourceDateEpoch;
     return new Date(epoch !== undefined ? epoch * 1000 : Date.now()).toISOString();
-  }
-
-  /** Who owns what WORKDIR makes: USER resolved as BuildKit's file operations do (see resolveOwner). */
-  private async owner(wc: WorkingContainer, vars: Map<string, string>): Promise<{ uid: number; gid: number }> {
-    const spec = wc.state.container.User ? expandWord(wc.state.container.User, vars, this.df.escape) : '';
-    return resolveOwner(this.opts.snapshotter, await wc.filesystem(), spec);
-  }
-
-  private signalOpt(): { signal?: AbortSignal } {
-    return this.opts.signal ? { signal: this.opts.signal } : {};
-  }
-
-  private async runStep(sr: StageRun, ins: Instruction, vars: Map<string, string>, step: number): Promise<void> {
-    const c = sr.wc.state.container;
-    const network = this.runNetwork(ins, vars);
-    if (ins.flags.has('security')) {
-      const v = ins.flags.get('security')!.at(-1)!;
-      if (v !== 'sandbox') this.failAt(ins, '--security', `RUN --security=${v}: only sandbox is supported (insecure needs entitlements tsbuild does not grant)`);
-    }
-    const runMounts: RunMount[] = [];
-    for (const m of ins.flags.get('mount') ?? []) {
-      try {
-        runMounts.push(parseRunMount(expandWord(m, vars, this.df.escape), c.WorkingDir || '/'));
-      } catch (e) {
-        if (e instanceof UnsetVariableError || !(e instanceof TsbuildError)) throw e;
-        this.failAt(ins, `--mount=${m}`, `RUN ${e.message}`);
-      }
-    }
-    const argv = ins.json ?? [...(c.Shell ?? ['/bin/sh', '-c']), shellScript(ins)];
-    if (argv.length === 0) this.fail(ins, 'RUN requires at least one argument');
-    const env = new Map(sr.wc.state.env());
-    // Build args reach RUN's environment but are not stored in the image's Env.
-    for (const [k, v] of sr.args) if (!env.has(k)) env.set(k, v);
-    for (const k of PROXY_ARGS) {
-      const v = this.opts.buildArgs?.[k];
-      if (v !== undefined && !env.has(k)) env.set(k, v);
-    }
-    const user = c.User ? expandWord(c.User, vars, this.df.escape) : '';
-    const createdBy = ins.json ? ins.json.join(' ') : `/bin/sh -c ${ins.args}`;
-    const tail = new OutputTail();
-    await this.layerStep(sr, step, createdBy, async () => {
-      const mountScratch = path.join(this.scratch, `step-${step}-mounts`);
-      const extra = await this.prepareRunMounts(ins, sr, runMounts, mountScratch);
-      const missing = await sr.wc.missingPaths(runMounts.map((m) => m.target));
-      let res;
-      try {
-        res = await sr.wc.runStep(argv, env, user, {
-          workdir: c.WorkingDir || '/',
-          runtime: { ...this.opts.runtime, ...(network !== undefined ? { network } : {}) },
-          ...(extra.mounts.length > 0 ? { mounts: extra.mounts } : {}),
-          stdin: 'ignore',
-          stdout: tail.wrap(this.opts.stdout),
-          stderr: tail.wrap(this.opts.stderr),
-          ...this.signalOpt(),
-        });
-      } finally {
-        extra.release();
-        await fsp.rm(mountScratch, { recursive: true, force: true });
-        await sr.wc.removeMountpoints(missing);
-      }
-      const oom = res.oomKilled;
-      if (oom) {
-        const limit = this.opts.runtime?.resources?.memory;
-        this.fail(ins, `RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB)` : ''}`);
-      }
-      if (res.exitCode !== 0 || res.signal) {
-        const how = res.signal ? `was killed by ${res.signal}` : `exited with status ${res.exitCode}`;
-        const last = tail.lastLine();
-        this.fail(ins, `RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}`);
-      }
-    });
-  }
-
-  /** RUN --network: none, host, or default (the build's own setting). */
-  private runNetwork(ins: Instruction, vars: Map<string, string>): 'none' | 'host' | 'private' | undefined {
-    const v = ins.flags.get('network')?.at(-1);
-    if (v === undefined) return undefined;
-    const n = expandWord(v, vars, this.df.escape);
-    if (n === 'default') return this.opts.runtime?.network;
-    if (n === 'none' || n === 'host') return n;
-    this.failAt(ins, '--network', `RUN --network=${n}: want none, host or default`);
   }
 
   /**
@@ -1149,57 +974,6 @@ function expandHeredoc(content: string, vars: Map<string, string>): string {
   return content.replace(/\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)/g, (m) => expandWord(m, vars, '\u0000'));
 }
 
-/**
- * The script a shell-form RUN hands to the shell. With here-documents: `RUN <<EOF` alone runs the
- * body as the script (a `#!` body is written to a file and executed, as BuildKit does); otherwise
- * the shell gets the line and the bodies and does the here-document itself.
- */
-function shellScript(ins: Instruction): string {
-  const docs = ins.heredocs ?? [];
-  if (docs.length === 0) return ins.args;
-  if (docs.length === 1 && /^<<-?(["']?)[A-Za-z_][A-Za-z0-9_]*\1$/.test(ins.args.trim())) {
-    const body = docs[0]!.content;
-    if (!body.startsWith('#!')) return body;
-    const marker = `TSBUILD_HEREDOC_${randomBytes(4).toString('hex')}`;
-    return `f=$(mktemp) && cat > "$f" <<'${marker}' && chmod +x "$f" && "$f"; rc=$?; rm -f "$f"; exit $rc\n${body}${marker}\n`;
-  }
-  return `${ins.args}\n${docs.map((d) => `${d.content}${d.name}\n`).join('')}`;
-}
-
-/** Go durations as HEALTHCHECK takes them (`30s`, `1m30s`, `500ms`), in nanoseconds. */
-function parseDuration(ins: Instruction, flag: string, v: string, file: string): number {
-  const units: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
-  let total = 0;
-  let end = 0;
-  for (let m = re.exec(v); m; m = re.exec(v)) {
-    total += Number(m[1]) * units[m[2]!]!;
-    end = re.lastIndex;
-  }
-  if (v === '' || end !== v.length) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: want a duration such as 30s or 1m30s`);
-  if (total !== 0 && total < 1e6) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: must be at least 1ms`);
-  return Math.round(total);
-}
-
-/** Passes a RUN's output on and keeps its end, so that a failure can quote the last line. */
-class OutputTail {
-  private buf = '';
-
-  wrap(out: Writable | undefined): Writable | 'inherit' {
-    if (!out) return 'inherit';
-    return new Writable({
-      write: (chunk: Buffer, _enc, cb) => {
-        this.buf = (this.buf + chunk.toString('utf8')).slice(-4096);
-        out.write(chunk, cb);
-      },
-    });
-  }
-
-  lastLine(): string | undefined {
-    return this.buf.split('\n').map((l) => l.trim()).filter((l) => l !== '').at(-1);
-  }
-}
-
 /** The platform build args docker predefines in the global scope. */
 function platformArgs(): Map<string, string> {
   const p = hostPlatform();
@@ -1213,31 +987,8 @@ function platformArgs(): Map<string, string> {
   return m;
 }
 
-/** ENV and LABEL arguments: `k=v k2="v 2"` pairs, or the legacy `ENV key value with spaces`. */
-function parseKeyValues(ins: Instruction, vars: Map<string, string>, esc: string, file: string): [string, string][] {
-  const words = splitRaw(ins.args, esc);
-  if (words.length === 0) throw new DockerfileError(file, ins.line, `${ins.keyword} requires at least one argument`);
-  if (!words[0]!.includes('=')) {
-    if (ins.keyword === 'LABEL' || words.length < 2) throw new DockerfileError(file, ins.line, `${ins.keyword} must have two arguments`);
-    const rest = ins.args.trim().slice(words[0]!.length).trim();
-    return [[expandWord(words[0]!, vars, esc), expandWord(rest, vars, esc)]];
-  }
-  const out: [string, string][] = [];
-  for (const w of words) {
-    const eq = w.indexOf('=');
-    if (eq <= 0) throw new DockerfileError(file, ins.line, `${ins.keyword} names can not be blank, or "${w}" is missing "="`);
-    out.push([expandWord(w.slice(0, eq), vars, esc), expandWord(w.slice(eq + 1), vars, esc)]);
-  }
-  return out;
-}
-
 /** Cache mounts held by a RUN with sharing=locked or private, in this process. */
 const CACHE_MOUNTS_IN_USE = new Map<string, { promise: Promise<void> }>();
-
-function truncate(s: string, n = 60): string {
-  const one = s.replace(/\s+/g, ' ');
-  return one.length > n ? `${one.slice(0, n - 1)}…` : one;
-}
 
 /** The build's compression settings as compressImage takes them (gzip at its default level unless set). */
 function layerCompressionOptions(opts: BuildOptions): CompressImageOptions {

@@ -33,7 +33,7 @@ describe('errors', () => {
     ['FROM busybox\nSHELL /bin/bash\n', 'Dockerfile:2: SHELL requires the arguments to be in JSON form'],
     ['FROM busybox\nHEALTHCHECK --retries=0 CMD true\n', 'Dockerfile:2: HEALTHCHECK --retries=0: want a whole number of at least 1'],
     ['FROM busybox\nONBUILD ONBUILD RUN x\n', 'Dockerfile:2: ONBUILD ONBUILD is not allowed'],
-    ['FROM busybox\nCOPY --chmod=abc f /f\n', 'Dockerfile:2: COPY --chmod=abc: want an octal mode', { f: 'f' }],
+    ['FROM busybox\nCOPY --chmod=abc f /f\n', 'Dockerfile:2:6: COPY --chmod=abc: want an octal mode', { f: 'f' }],
     ['FROM busybox\nUSER ghost\nRUN true\n', 'Dockerfile:3: unable to find user ghost'],
     ['FROM busybox\nARG 1BAD=x\n', 'Dockerfile:2: ARG name "1BAD" is not a valid variable name'],
     ['# check=bogus\nFROM busybox\n', 'Dockerfile:1:1: # check=bogus: want skip=RULE'],
@@ -48,6 +48,27 @@ describe('errors', () => {
   it('# syntax= and a valid # check= are accepted', async () => {
     const r = await h.buildIt({ Dockerfile: '# syntax=docker/dockerfile:1.7\n# check=skip=JSONArgsRecommended;error=true\nFROM busybox\nLABEL ok=1\n' });
     expect(r.config.config?.Labels?.ok).toBe('1');
+  });
+
+  it.each<[string, string]>([
+    ['HEALTHCHECK --interval=soon CMD true', 'HEALTHCHECK --interval=soon: want a duration'],
+    ['RUN --network=bridge true', 'RUN --network=bridge: want none, host or default'],
+    ['RUN --security=insecure true', 'RUN --security=insecure: only sandbox is supported'],
+    ['RUN --mount=type=nope,target=/x true', 'RUN --mount'],
+    ['ONBUILD FROM busybox', 'ONBUILD FROM is not allowed'],
+    ['SHELL sh -c', 'SHELL requires the arguments to be in JSON form'],
+    ['COPY --chmod=999 f /f', 'COPY --chmod=999: want an octal mode'],
+    ['HEALTHCHECK NONE --retries=1', 'HEALTHCHECK NONE takes no arguments or options'],
+  ])('every instruction is checked before the first RUN runs: %s on line 40', async (bad, message) => {
+    const lines = ['FROM busybox', 'RUN echo ran > /ran', ...Array.from({ length: 37 }, (_, i) => `LABEL l${i}=${i}`), bad];
+    const steps: number[] = [];
+    const started = Date.now();
+    await expect(h.buildIt({ Dockerfile: `${lines.join('\n')}\n`, f: 'f' }, { onEvent: (e) => void (e.type === 'step' && steps.push(e.step)) })).rejects.toThrow(
+      new RegExp(`^Dockerfile:40(:\\d+)?: ${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+    );
+    // Not one step started: the RUN on line 2 never ran.
+    expect(steps).toEqual([]);
+    expect(Date.now() - started).toBeLessThan(5000);
   });
 
   it('a failed build leaves no active snapshots behind', async () => {
