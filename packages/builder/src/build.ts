@@ -18,6 +18,7 @@ import {
   parseReference,
   shortId,
   type Reference,
+  unescapeGlob,
 } from '@tsbuild/oci';
 import { type CompressImageOptions, type Store, compressImage, writeImage } from '@tsbuild/store';
 import {
@@ -28,16 +29,14 @@ import {
   type CopySpec,
   DEFAULT_PATH,
   ImageState,
-  MergedView,
   type RunDefaults,
   type RunMount,
   cacheMountDirName,
   readContextFile,
   resolveCopy,
   resolveUser,
-  unescapeGlob,
 } from '@tsbuild/container';
-import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount } from '@tsbuild/runtime';
 import { fdPath, withFd } from '@tsbuild/linux';
 import { BuildCache, cacheKey, hashSources } from './cache.js';

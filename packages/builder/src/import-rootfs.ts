@@ -1,7 +1,7 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
-import { type Descriptor, type Digest, type ImageConfig, type ImageManifest, MediaType, NotFoundError, formatReference, hostPlatform, parseReference } from '@tsbuild/oci';
-import { type Store, ingestLayer } from '@tsbuild/store';
+import { type Descriptor, type Digest, type ImageConfig, NotFoundError, formatReference, hostPlatform, parseReference } from '@tsbuild/oci';
+import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
 import { decompressed, tarDirectory } from '@tsbuild/snapshotter';
 
 export interface ImportOptions {
@@ -38,16 +38,9 @@ export async function importRootfs(store: Store, source: string, name: string, o
       rootfs: { type: 'layers', diff_ids: [layer.diffID] },
       history: [{ created, created_by: `tsbuild import ${st.isDirectory() ? 'dir' : 'tar'}`, comment: 'imported from a root filesystem' }],
     };
-    const configDesc = await store.putJSON(config, MediaType.OciConfig);
-    const manifest: ImageManifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.OciManifest,
-      config: configDesc,
-      layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
-    };
-    const desc = await store.putJSON(manifest, MediaType.OciManifest);
+    const { descriptor: desc, configDigest } = await writeImage(store, config, [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }], { format: 'oci' });
     await store.setName(ref, desc);
-    return { imageId: configDesc.digest, manifest: desc, name: ref };
+    return { imageId: configDigest, manifest: desc, name: ref };
   });
 }
 

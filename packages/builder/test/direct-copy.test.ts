@@ -7,8 +7,7 @@ import tar from 'tar-stream';
 import { setXattr } from '@tsbuild/linux';
 import { type CopyOp, copyInto } from '@tsbuild/runtime';
 import { OverlaySnapshotter, diff } from '@tsbuild/snapshotter';
-import { copyDirect } from '@tsbuild/container';
-import { MergedView } from '@tsbuild/container';
+import { MergedView, copyDirect } from '@tsbuild/snapshotter';
 
 /**
  * The direct path (writing into the fresh upperdir from this process) against the helper path

@@ -3,9 +3,8 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Ignore } from '@balena/dockerignore';
 import { closeSync, constants, fstatSync, readdirSync } from 'node:fs';
-import { InvalidArgumentError, NotFoundError, SymlinkLoopError } from '@tsbuild/oci';
+import { InvalidArgumentError, NotFoundError, SymlinkLoopError, globPaths, hasWildcard, unescapeGlob } from '@tsbuild/oci';
 import { fdLink, lstatBeneath, openInRoot, openRoot, resolvePathInRoot, withFd } from '@tsbuild/linux';
-import { globPaths, hasWildcard, unescapeGlob } from './path-glob.js';
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
 const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;

@@ -2,12 +2,11 @@ import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { Ignore } from '@balena/dockerignore';
-import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { InvalidArgumentError, NotFoundError, hasWildcard, unescapeGlob } from '@tsbuild/oci';
 import type { CopyOp } from '@tsbuild/runtime';
 import { download, extractArchive, isArchive } from './add-sources.js';
 import type { BuildContext } from './context.js';
-import type { MergedView } from './merged-view.js';
-import { hasWildcard, unescapeGlob } from './path-glob.js';
+import type { MergedView } from '@tsbuild/snapshotter';
 import { makeParents, stageTree } from './staged-tree.js';
 
 const dockerignore = createRequire(import.meta.url)('@balena/dockerignore') as (opts?: { ignorecase?: boolean }) => Ignore;

@@ -1,13 +1,10 @@
 export { DEFAULT_PATH } from './defaults.js';
 export { ImageState } from './image-state.js';
-export { MergedView } from './merged-view.js';
 export { BuildContext, readContextFile, type ContextSource } from './context.js';
 export { download, downloadName, extractArchive, isArchive } from './add-sources.js';
 export { makeParents, stageTree } from './staged-tree.js';
-export { copyDirect, emptyDir } from './direct-copy.js';
 export { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';
 export { type ResolvedUser, resolveOwner, resolveUser } from './user.js';
-export { globPaths, hasWildcard, unescapeGlob } from './path-glob.js';
 export { runImage, type RunImageOptions, type RunDefaults } from './run-image.js';
 export { type CopyFiles, type CopySource, type CopySpec, type CopySourceEnv, resolveCopy } from './copy-sources.js';
 export { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';

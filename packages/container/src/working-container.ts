@@ -17,14 +17,12 @@ import {
 } from '@tsbuild/oci';
 import { MNT_DETACH, MS, mount, mountOverlay, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
-import { type Mount, type OverlaySnapshotter, diff, tarDirectory, unpack } from '@tsbuild/snapshotter';
+import { MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import { type CopyOp, type ExtraMount, type RunResult, copyInto, run } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { BuildContext } from './context.js';
 import { type CopySource, type CopySpec, resolveCopy } from './copy-sources.js';
 import { DEFAULT_PATH } from './defaults.js';
-import { copyDirect, emptyDir } from './direct-copy.js';
-import { MergedView } from './merged-view.js';
 import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
 import type { RunDefaults } from './run-image.js';
 import { resolveOwner, resolveUser } from './user.js';

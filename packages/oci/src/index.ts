@@ -8,3 +8,4 @@ export * from './platform.js';
 export * from './chunk-release.js';
 export * from './lazy-builtins.js';
 export * from './in-root-path.js';
+export { globPaths, hasWildcard, unescapeGlob, segmentRegExp, type GlobTree } from './path-glob.js';

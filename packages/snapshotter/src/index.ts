@@ -7,3 +7,5 @@ export { decompressed } from './decompress.js';
 export { TarParser, type TarSink } from './tar-parser.js';
 export { encodeHeader, padding, END_OF_ARCHIVE, type TarHeader, type TarType } from './tar-format.js';
 export { MOUNT_LABEL, MOUNT_IMAGE_LABEL } from './labels.js';
+export { MergedView } from './merged-view.js';
+export { copyDirect, emptyDir } from './direct-copy.js';

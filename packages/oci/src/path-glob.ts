@@ -1,4 +1,4 @@
-import { pathParts } from '@tsbuild/oci';
+import { pathParts } from './in-root-path.js';
 
 /**
  * What a glob needs of a tree: whether a path exists and the names in a directory, both answered

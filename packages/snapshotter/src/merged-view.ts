@@ -1,9 +1,8 @@
 import { type Stats, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { NotFoundError, SymlinkLoopError, resolveInRoot } from '@tsbuild/oci';
+import { NotFoundError, SymlinkLoopError, globPaths, resolveInRoot } from '@tsbuild/oci';
 import { copyXattrs, getXattr } from '@tsbuild/linux';
-import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
-import { globPaths } from './path-glob.js';
+import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 
 /**
  * The filesystem of a committed snapshot chain, read without mounting it: what overlayfs would

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
 import { type CopyOp, HardLinks, linksOf } from '@tsbuild/runtime';
-import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { MergedView } from './merged-view.js';
 
 /** overlayfs marks a directory that hides everything below it with this xattr (Documentation/filesystems/overlayfs.rst). */
