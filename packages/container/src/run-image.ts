@@ -5,7 +5,7 @@ import type { Readable, Writable } from 'node:stream';
 import { type ImageConfig, InvalidArgumentError } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import { type OverlaySnapshotter, unpack } from '@tsbuild/snapshotter';
-import { type RunResult, type RunSpec, run } from '@tsbuild/runtime';
+import type { RunResult, RunSpec } from '@tsbuild/runtime';
 import { DEFAULT_PATH } from './defaults.js';
 import { resolveUser } from './user.js';
 
@@ -66,6 +66,7 @@ export async function runImage(opts: RunImageOptions): Promise<RunResult & { con
       // HOME from the user's passwd entry when the environment has none, as runc (and so docker
       // and podman) give it, and as a RUN step gets it.
       if (!env.has('HOME')) env.set('HOME', home ?? '/');
+      const { run } = await import('@tsbuild/runtime');
       const res = await run(
         {
           ...opts.runtime,

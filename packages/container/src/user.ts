@@ -1,7 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError } from '@tsbuild/oci';
-import { MAX_ID, isValidId } from '@tsbuild/runtime';
+import { InvalidArgumentError, MAX_ID, isValidId } from '@tsbuild/oci';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 
 export interface ResolvedUser {

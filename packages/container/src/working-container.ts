@@ -18,10 +18,10 @@ import {
 import { MNT_DETACH, MS, mount, mountOverlay, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
 import { MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, tarDirectory, unpack } from '@tsbuild/snapshotter';
-import { type CopyOp, type ExtraMount, type RunResult, copyInto, run } from '@tsbuild/runtime';
+import type { CopyOp, ExtraMount, RunResult } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
-import { BuildContext } from './context.js';
-import { type CopySource, type CopySpec, resolveCopy } from './copy-sources.js';
+import type { BuildContext } from './context.js';
+import type { CopySource, CopySpec } from './copy-sources.js';
 import { DEFAULT_PATH } from './defaults.js';
 import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
 import type { RunDefaults } from './run-image.js';
@@ -378,6 +378,7 @@ export class WorkingContainer {
     const scratch = this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomBytes(3).toString('hex')}`) : this.scratch();
     const madeEtc = this.isMounted() ? await missingEtcFiles(this.mountPath) : [];
     try {
+      const { run } = await runtime();
       return await run(
         {
           ...this.rec.runtime,
@@ -467,6 +468,8 @@ export class WorkingContainer {
           ...(opts.exclude ? { exclude: opts.exclude } : {}),
           ...(opts.parents ? { parents: true } : {}),
         };
+        // Loaded here: only copy and add need the context, archive and download code.
+        const [{ BuildContext }, { resolveCopy }] = await Promise.all([import('./context.js'), import('./copy-sources.js')]);
         let ctx: Promise<BuildContext> | undefined;
         const op = await resolveCopy(spec, {
           staging: path.join(scratch, 'sources'),
@@ -513,7 +516,7 @@ export class WorkingContainer {
       }
     }
     try {
-      await copyInto(await this.rootfs(), scratch, ops, signal);
+      await (await runtime()).copyInto(await this.rootfs(), scratch, ops, signal);
     } finally {
       if (this.build) await fsp.rm(scratch, { recursive: true, force: true });
     }
@@ -722,6 +725,14 @@ function canonicalName(name: string): string {
   } catch {
     return name;
   }
+}
+
+/**
+ * The runtime, loaded on first use: `from`, `commit`, `containers` and the like never start a
+ * process, and skip its modules (seccomp tables, capabilities, the helper chain) at start-up.
+ */
+function runtime(): Promise<typeof import('@tsbuild/runtime')> {
+  return import('@tsbuild/runtime');
 }
 
 function scratchConfig(): ImageConfig {

@@ -11,3 +11,4 @@ export * from './namespaces.js';
 export * from './thread-credentials.js';
 export * from './terminal.js';
 export * from './in-root.js';
+export { HardLinks, linksOf } from './hard-links.js';

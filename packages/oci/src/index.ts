@@ -9,3 +9,4 @@ export * from './chunk-release.js';
 export * from './lazy-builtins.js';
 export * from './in-root-path.js';
 export { globPaths, hasWildcard, unescapeGlob, segmentRegExp, type GlobTree } from './path-glob.js';
+export { MAX_ID, isValidId } from './ids.js';

@@ -2,7 +2,7 @@ import { chmodSync, copyFileSync, constants, lchownSync, lstatSync, lutimesSync,
 import { posix } from 'node:path';
 import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
-import { HardLinks, linksOf } from './hard-links.js';
+import { HardLinks, linksOf } from '@tsbuild/linux';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 

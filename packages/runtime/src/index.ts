@@ -1,9 +1,7 @@
 export type { Mount } from './mount-spec.js';
 export { run } from './run.js';
 export type { RunSpec, RunIO, RunResult } from './spec.js';
-export { MAX_ID, isValidId } from './ids.js';
 export { copyInto } from './copy-into.js';
-export { HardLinks, linksOf } from './hard-links.js';
 export type { CopyOp, ExtraMount } from './helper-protocol.js';
 export type { Resources } from './cgroups/cgroup-resources.js';
 export { removeStaleCgroups } from './cgroups/run-cgroup.js';

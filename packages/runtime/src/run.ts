@@ -10,7 +10,7 @@ import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/r
 import { runExternal } from './external-runtime.js';
 import { runChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
-import { MAX_ID, isValidId } from './ids.js';
+import { MAX_ID, isValidId } from '@tsbuild/oci';
 import type { Mount } from './mount-spec.js';
 import { securityRequest } from './security-spec.js';
 import type { RunIO, RunResult, RunSpec } from './spec.js';

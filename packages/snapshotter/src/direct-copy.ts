@@ -1,8 +1,8 @@
 import { type Stats, chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
-import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
-import { type CopyOp, HardLinks, linksOf } from '@tsbuild/runtime';
+import { HardLinks, S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, linksOf, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
+import type { CopyOp } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { MergedView } from './merged-view.js';
 

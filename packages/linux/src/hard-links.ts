@@ -1,5 +1,5 @@
 import { linkSync, lstatSync, type Stats } from 'node:fs';
-import { lstatIfExists } from '@tsbuild/linux';
+import { lstatIfExists } from './nodes.js';
 
 /**
  * Hard links among the files of one COPY source: a second name of an inode already copied becomes
