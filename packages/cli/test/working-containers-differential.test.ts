@@ -10,6 +10,8 @@
 // - Config: buildah labels every image io.buildah.version; tsbuild's `from` gives a base without
 //   PATH the default PATH in Env (buildah adds it only at run time). Both are removed before the
 //   configs are compared.
+// The sequence includes `config` (--env K=V with $VAR expansion, --env K-, --cmd, --entrypoint,
+// --workingdir, --label and K-, --port, --user, --stop-signal, --volume).
 // A buildah tutorial-style script also runs unchanged but for `buildah` → `tsbuild`.
 import { execFile, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -122,10 +124,12 @@ describe('working containers: tsbuild against buildah', () => {
     await tool('run', c1, '--', 'sh', '-c', 'mkdir -p /data/deep && echo hi > /data/f && chmod 600 /data/f && chown 1:2 /data/f && ln -s /data/f /lnk && rm /etc/group && mkfifo /data/pipe');
     await tool('copy', c1, path.join(ctx, 'app'), '/app');
     await tool('copy', '--chown', '1000:1000', '--chmod', '640', c1, path.join(ctx, 'cfg.txt'), '/etc/app/');
+    await tool('config', '--env', 'A=1', '--env', 'B=two words', '--env', 'C=$A-x', '--cmd', '["/bin/sh","-c","echo hi"]', '--workingdir', '/app', '--label', 'team=build', '--port', '8080', '--user', '1000:1000', c1);
     await tool('commit', '-q', c1, 'wc-one');
     out.one = await committed(tool, 'wc-one');
     // a second commit: again the base layers plus one layer, now with all changes since from
     await tool('run', c1, '--', 'sh', '-c', 'echo more > /data/g && rm -r /app/sub && rm /etc/passwd && echo new > /etc/passwd');
+    await tool('config', '--env', 'A-', '--label', 'team-', '--entrypoint', '["/bin/sh","-c"]', '--stop-signal', 'SIGINT', '--volume', '/data', c1);
     await tool('commit', '-q', c1, 'wc-two');
     out.two = await committed(tool, 'wc-two');
     // copy --from another working container
@@ -201,6 +205,7 @@ describe('working containers: tsbuild against buildah', () => {
       'ctr=$(buildah from busybox)',
       'buildah run $ctr -- sh -c \'echo "world" > /greeting\'',
       'buildah copy $ctr ./hello.sh /usr/local/bin/hello.sh',
+      'buildah config --cmd /usr/local/bin/hello.sh --env GREETING=hi --author tutorial $ctr',
       'buildah run $ctr -- chmod +x /usr/local/bin/hello.sh',
       'buildah commit $ctr hello-tutorial',
       'buildah rm $ctr',
