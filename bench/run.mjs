@@ -42,13 +42,19 @@ function report(name, ours, theirs, refName) {
   results.push(row);
   console.log(`${name.padEnd(44)} tsbuild ${String(row.tsbuild_ms).padStart(6)} ms   ${refName.padEnd(16)} ${String(row.reference_ms).padStart(6)} ms   ratio ${row.ratio}`);
 }
-/** Runs `prepare` untimed before each timed run of both tools, interleaved. */
+/**
+ * Runs `prepare` untimed before each timed run of both tools, interleaved. Each timed run starts
+ * after `sync`: the runs write tens of MB (10,000 files, a layer) and delete as much, and without
+ * it the kernel's writeback and discards of one tool's run land in the next tool's timing.
+ */
 function compare(name, ours, theirs, refName, prepare = () => {}) {
   const a = [];
   const b = [];
   for (let i = 0; i < runs; i++) {
     prepare(i);
+    sh('sync', []);
     a.push(time(ours));
+    sh('sync', []);
     b.push(time(theirs));
   }
   report(name, median(a), median(b), refName);
