@@ -12,7 +12,7 @@ import {
   parseReference,
 } from '@tsbuild/oci';
 import { FileLock, type Store } from '@tsbuild/store';
-import type { RunDefaults } from './run-image.js';
+import type { RunDefaults } from './defaults.js';
 
 /** The label on a working container's active snapshot: its container ID. prune keeps such snapshots. */
 export const CONTAINER_LABEL = 'tsbuild.container';

@@ -4,13 +4,13 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { type ImageConfig, InvalidArgumentError } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
-import { type OverlaySnapshotter, unpack } from '@tsbuild/snapshotter';
-import type { RunResult, RunSpec } from '@tsbuild/runtime';
-import { DEFAULT_PATH } from './defaults.js';
-import { resolveUser } from './user.js';
+import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
+import type { RunResult } from '@tsbuild/runtime';
+import type { RunDefaults } from './defaults.js';
+import { ImageState } from './image-state.js';
+import { WorkingContainer } from './working-container.js';
 
-/** Runtime settings a caller may pass through to every container (limits, network, security). */
-export type RunDefaults = Omit<Partial<RunSpec>, 'args' | 'env' | 'cwd' | 'user' | 'rootfs' | 'scratchDir'>;
+export type { RunDefaults } from './defaults.js';
 
 export interface RunImageOptions {
   store: Store;
@@ -35,8 +35,10 @@ export interface RunImageOptions {
 }
 
 /**
- * `tsbuild run`: a container from an image, through the same runtime path as a RUN step. The
- * container's changes land in an active snapshot named `run-<id>`.
+ * `tsbuild run IMAGE`: a container from an image, through the same path as `tsbuild run CONTAINER`
+ * and a RUN step (WorkingContainer's exec). The container's changes land in an active snapshot
+ * whose key starts with `run-<id>`; it stays (listed by `tsbuild snapshots`, removed by prune)
+ * unless `rm`.
  */
 export async function runImage(opts: RunImageOptions): Promise<RunResult & { container: string }> {
   const { store, snapshotter } = opts;
@@ -48,45 +50,28 @@ export async function runImage(opts: RunImageOptions): Promise<RunResult & { con
   const cmd = opts.command && opts.command.length > 0 ? opts.command : opts.entrypoint !== undefined ? [] : (c.Cmd ?? []);
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) throw new InvalidArgumentError(`no command given and image ${opts.image} has neither Entrypoint nor Cmd`);
-  const env = new Map<string, string>();
-  for (const kv of [...(c.Env ?? []), ...(opts.env ?? [])]) {
-    const eq = kv.indexOf('=');
-    if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
-    else if (process.env[kv] !== undefined) env.set(kv, process.env[kv]!); // docker: -e NAME takes the host's value
-  }
-  if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
   return store.withLock('shared', async () => {
-    const parent = await unpack(snapshotter, layers.map((l) => ({ diffID: l.diffID, open: () => l.compressed() })));
     const id = randomBytes(6).toString('hex');
-    const key = `run-${id}`;
-    const mounts = await snapshotter.prepare(key, parent);
-    const scratch = path.join(store.root, 'tmp', key);
+    const scratch = path.join(store.root, 'tmp', `run-${id}`);
+    const state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
+    const wc = WorkingContainer.forBuild({ store, snapshotter }, state, { keyPrefix: `run-${id}`, scratch });
     try {
-      const { home, ...user } = await resolveUser(snapshotter, parent, opts.user ?? c.User ?? '');
-      // HOME from the user's passwd entry when the environment has none, as runc (and so docker
-      // and podman) give it, and as a RUN step gets it.
-      if (!env.has('HOME')) env.set('HOME', home ?? '/');
-      const { run } = await import('@tsbuild/runtime');
-      const res = await run(
-        {
-          ...opts.runtime,
-          args,
-          env: [...env].map(([k, v]) => `${k}=${v}`),
-          // The config keeps WORKDIR as written (`/x/../y/`); the process starts in the clean path.
-          cwd: path.posix.resolve('/', opts.workdir ?? (c.WorkingDir || '/')),
-          user,
-          rootfs: mounts,
-          scratchDir: scratch,
-          hostname: opts.runtime?.hostname ?? id,
-        },
-        { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal !== undefined ? { terminal: opts.terminal } : {}) },
-        opts.signal,
-      );
-      return { ...res, container: key };
+      const res = await wc.run(args, {
+        ...(opts.env ? { env: opts.env } : {}),
+        ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
+        ...(opts.user !== undefined ? { user: opts.user } : {}),
+        hostname: opts.runtime?.hostname ?? id,
+        stdin: opts.stdin ?? 'ignore',
+        stdout: opts.stdout ?? 'inherit',
+        stderr: opts.stderr ?? 'inherit',
+        ...(opts.terminal !== undefined ? { terminal: opts.terminal } : {}),
+        ...(opts.runtime ? { runtime: opts.runtime } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      return { ...res, container: wc.snapshotKey };
     } finally {
       await fsp.rm(scratch, { recursive: true, force: true });
-      if (opts.rm) await snapshotter.remove(key).catch(() => undefined);
+      if (opts.rm) await wc.discard();
     }
   });
 }
-

@@ -24,7 +24,7 @@ import type { BuildContext } from './context.js';
 import type { CopySource, CopySpec } from './copy-sources.js';
 import { DEFAULT_PATH } from './defaults.js';
 import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
-import type { RunDefaults } from './run-image.js';
+import type { RunDefaults } from './defaults.js';
 import { resolveOwner, resolveUser } from './user.js';
 import { ImageState } from './image-state.js';
 
@@ -172,6 +172,11 @@ export class WorkingContainer {
     if (this.rec.snapshot === '') return;
     await this.env.snapshotter.remove(this.rec.snapshot).catch(() => undefined);
     this.rec.snapshot = '';
+  }
+
+  /** The key of the active snapshot with the container's changes ('' before the first change in build mode). */
+  get snapshotKey(): string {
+    return this.rec.snapshot;
   }
 
   /** Whether the container has an active snapshot (changes not yet committed, in build mode). */
@@ -392,7 +397,8 @@ export class WorkingContainer {
           user,
           rootfs: await this.rootfs(),
           scratchDir: scratch,
-          ...(this.build ? {} : { hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12) }),
+          // A build's RUN keeps the runtime's host name; a container's is its own (or as given).
+          ...(opts.hostname !== undefined || !this.build ? { hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12) } : {}),
         },
         { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) },
         opts.signal,

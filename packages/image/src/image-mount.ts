@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { FailedPreconditionError, NotFoundError, digestHex } from '@tsbuild/oci';
-import { MAX_MOUNT_DATA, MNT_DETACH, MS, mount, mountOverlay, shortenOverlayData, umount } from '@tsbuild/linux';
+import { MAX_MOUNT_DATA, MNT_DETACH, MS, mount, mountOverlay, mountPoints, shortenOverlayData, umount } from '@tsbuild/linux';
 import { MOUNT_IMAGE_LABEL, MOUNT_LABEL, unpack, type Mount, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { Image, Store } from '@tsbuild/store';
 
@@ -18,16 +17,6 @@ export interface ImageMount {
 
 function viewKey(imageIdHex: string): string {
   return `mount-${imageIdHex}`;
-}
-
-/** Mount points in this mount namespace (/proc/self/mountinfo field 5, octal escapes decoded). */
-export function mountPoints(): Set<string> {
-  const out = new Set<string>();
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const target = line.split(' ')[4];
-    if (target !== undefined) out.add(target.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
-  }
-  return out;
 }
 
 /**

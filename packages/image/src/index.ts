@@ -24,6 +24,5 @@ export {
   unmountImage,
   listMounts,
   releaseMount,
-  mountPoints,
   type ImageMount,
 } from './image-mount.js';

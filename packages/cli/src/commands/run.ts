@@ -50,44 +50,36 @@ export default class Run extends BaseCommand<typeof Run> {
     // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
     if (!(f.tty && f.interactive)) process.once('SIGINT', onSignal);
     try {
-      const env = await this.containerEnv();
-      const wc = await WorkingContainer.find(env, args.image);
-      if (wc) {
-        if (command[0] === '--') command = command.slice(1);
-        if (f.rm || f.entrypoint !== undefined) throw new InvalidArgumentError(`${args.image} is a working container: --rm and --entrypoint apply to images only`);
-        const r = await wc.run(command, {
-          ...(f.env ? { env: f.env } : {}),
-          ...(workdir ? { workdir } : {}),
-          ...(f.user ? { user: f.user } : {}),
-          ...(f.hostname ? { hostname: f.hostname } : {}),
-          ...(f['add-history'] ? { addHistory: true } : {}),
-          stdin: f.interactive ? 'inherit' : 'ignore',
-          stdout: process.stdout,
-          stderr: process.stderr,
-          ...(f.tty ? { terminal: { sizeFrom: process.stdout } } : {}),
-          runtime,
-          signal: controller.signal,
-        });
-        if (r.oomKilled) process.stderr.write(`Error: the command was killed: out of memory\n`);
-        process.exitCode = r.exitCode;
-        return;
-      }
-      const r = await runImage({
-        store: await this.store(),
-        snapshotter: await this.snapshotter(),
-        image: args.image,
-        command,
-        ...(f.entrypoint !== undefined ? { entrypoint: f.entrypoint } : {}),
+      // What a working container's run and an image's run take alike.
+      const common = {
         ...(f.env ? { env: f.env } : {}),
         ...(workdir ? { workdir } : {}),
         ...(f.user ? { user: f.user } : {}),
-        rm: f.rm,
-        stdin: f.interactive ? 'inherit' : 'ignore',
+        stdin: f.interactive ? ('inherit' as const) : ('ignore' as const),
         stdout: process.stdout,
         stderr: process.stderr,
         ...(f.tty ? { terminal: { sizeFrom: process.stdout } } : {}),
         runtime,
         signal: controller.signal,
+      };
+      const env = await this.containerEnv();
+      const wc = await WorkingContainer.find(env, args.image);
+      if (wc) {
+        if (command[0] === '--') command = command.slice(1);
+        if (f.rm || f.entrypoint !== undefined) throw new InvalidArgumentError(`${args.image} is a working container: --rm and --entrypoint apply to images only`);
+        const r = await wc.run(command, { ...common, ...(f.hostname ? { hostname: f.hostname } : {}), ...(f['add-history'] ? { addHistory: true } : {}) });
+        if (r.oomKilled) process.stderr.write(`Error: the command was killed: out of memory\n`);
+        process.exitCode = r.exitCode;
+        return;
+      }
+      const r = await runImage({
+        store: env.store,
+        snapshotter: env.snapshotter,
+        image: args.image,
+        command,
+        ...(f.entrypoint !== undefined ? { entrypoint: f.entrypoint } : {}),
+        rm: f.rm,
+        ...common,
       });
       if (r.oomKilled) process.stderr.write(`Error: the container was killed: out of memory${runtime.resources?.memory ? ` (limit ${Math.round(runtime.resources.memory / 1048576)} MiB)` : ''}\n`);
       process.exitCode = r.exitCode;
