@@ -1,18 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
 import { type ImageConfig, InvalidArgumentError } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { RunResult } from '@tsbuild/runtime';
-import type { RunDefaults } from './defaults.js';
 import { ImageState } from './image-state.js';
-import { WorkingContainer } from './working-container.js';
+import { type ContainerRunOptions, WorkingContainer } from './working-container.js';
 
 export type { RunDefaults } from './defaults.js';
 
-export interface RunImageOptions {
+/** `tsbuild run IMAGE`: the image, its command, and what `run` of a working container takes. */
+export interface RunImageOptions extends Omit<ContainerRunOptions, 'addHistory' | 'mounts' | 'hostname'> {
   store: Store;
   snapshotter: OverlaySnapshotter;
   image: string;
@@ -20,18 +19,8 @@ export interface RunImageOptions {
   command?: string[];
   /** Replaces the image's Entrypoint (an empty string clears it). */
   entrypoint?: string;
-  env?: string[];
-  workdir?: string;
-  user?: string;
   /** Remove the container's snapshot afterwards; otherwise it stays (listed by `tsbuild snapshots`, removed by prune). */
   rm?: boolean;
-  stdin?: 'inherit' | 'ignore' | Readable;
-  stdout?: Writable | 'inherit';
-  stderr?: Writable | 'inherit';
-  /** A pseudo-terminal for the command (run -t): see RunIO.terminal of @tsbuild/runtime. */
-  terminal?: { sizeFrom?: NodeJS.WriteStream };
-  runtime?: RunDefaults;
-  signal?: AbortSignal;
 }
 
 /**
