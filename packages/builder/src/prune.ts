@@ -57,8 +57,12 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     const removed: string[] = [];
     // Remove leaves first: a snapshot with children cannot go before them.
     // A `tsbuild mount` view is the user's until `tsbuild umount`: kept, with its parents.
-    // A working container's snapshot is the container's until `tsbuild rm`: kept, with its parents.
-    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined && i.labels[CONTAINER_LABEL] === undefined);
+    // A working container's snapshot is the container's until `tsbuild rm`: kept, with its parents
+    // (one whose container has no record, left by a crash in `from`, goes).
+    const records = await new ContainerRecords(store).list();
+    const containerIds = new Set(records.map((r) => r.id));
+    const owned = (i: SnapshotInfo) => i.labels[CONTAINER_LABEL] !== undefined && containerIds.has(i.labels[CONTAINER_LABEL]);
+    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined && !owned(i));
     for (let progress = true; progress && pending.length > 0; ) {
       progress = false;
       const parents = new Set(infos.filter((i) => !removed.includes(i.name)).map((i) => i.parent).filter((p): p is string => p !== undefined));
@@ -77,7 +81,7 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     const cache = new BuildCache(path.join(store.root, 'cache'));
     const cacheEntries = opts.buildCache ? await cache.clear() : 0;
     // A working container keeps its base image's blobs, even once the image's name is gone.
-    const containers = (await new ContainerRecords(store).list()).flatMap((r) => (r.image ? [r.image.manifest.digest] : []));
+    const containers = records.flatMap((r) => (r.image ? [r.image.manifest.digest] : []));
     const gc = await store.gc({ keep: [...containers, ...(opts.buildCache ? [] : await cache.roots())] });
     await pruneCompressionRecords(store);
     return { cacheEntries, images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };

@@ -1,5 +1,6 @@
 // The typed library over the same store state as the CLI (issue 16 point 3): the README's program
 // that builds an image without a Dockerfile, and containers passing between TypeScript and `tsbuild`.
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '@tsbuild/store';
@@ -49,5 +50,18 @@ describe('WorkingContainer as a library', () => {
     expect(commit.code).toBe(0);
     expect((await t.run(['run', '--rm', 'both:1', 'sh', '-c', 'cat /by-cli; ls /www'])).stdout).toBe('cli\nindex.html\n');
     await expect(WorkingContainer.open(env, 'from-ts')).rejects.toThrow('container from-ts: no such working container');
+  });
+
+  it('prune removes the snapshot of a container whose record a crash never wrote, and keeps the others', async () => {
+    const kept = await WorkingContainer.from(env, 'busybox', { name: 'kept' });
+    const lost = await WorkingContainer.from(env, 'busybox', { name: 'lost' });
+    const lostKey = lost.snapshotKey;
+    // As a kill between the snapshot's prepare and the record's write in `from` leaves it.
+    await fsp.rm(path.join(t.root, 'containers', lost.id), { recursive: true });
+    expect((await t.run(['prune'])).code).toBe(0);
+    expect(await env.snapshotter.exists(lostKey)).toBe(false);
+    expect(await env.snapshotter.exists(kept.snapshotKey)).toBe(true);
+    await kept.run(['true']);
+    await kept.remove();
   });
 });
