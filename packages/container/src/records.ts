@@ -84,6 +84,11 @@ export class ContainerRecords {
 
   /** The container named `nameOrId` (its name, full ID or an unambiguous ID prefix of 3+ digits), or undefined. */
   async find(nameOrId: string): Promise<ContainerRecord | undefined> {
+    // A full ID is read directly: every locked operation looks its own record up again by ID.
+    if (/^[0-9a-f]{64}$/.test(nameOrId)) {
+      const r = await this.read(nameOrId).catch(() => undefined);
+      if (r) return r;
+    }
     const all = await this.list();
     const byName = all.find((r) => r.name === nameOrId);
     if (byName) return byName;

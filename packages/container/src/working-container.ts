@@ -276,8 +276,10 @@ export class WorkingContainer {
         if (this.rec.snapshot === '' || !(await this.env.snapshotter.exists(this.rec.snapshot))) {
           throw new NotFoundError(`container ${this.rec.name}: its snapshot ${this.rec.snapshot || '(none)'} is missing; remove it with tsbuild rm ${this.rec.name}`);
         }
+        const before = save ? JSON.stringify(this.rec) : '';
         const out = await fn();
-        if (save) await records.save(this.rec);
+        // Written only when something changed (a run without --add-history changes no record).
+        if (save && JSON.stringify(this.rec) !== before) await records.save(this.rec);
         return out;
       }),
     );
