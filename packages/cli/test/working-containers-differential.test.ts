@@ -7,9 +7,7 @@
 //   container as bind-mount targets, and they reach its layers; tsbuild leaves nothing of its
 //   mounts behind. Dropped from buildah's side when they are empty files the base image lacks.
 // - mtimes: each tool ran the steps at its own time.
-// - Config: buildah labels every image io.buildah.version; tsbuild's `from` gives a base without
-//   PATH the default PATH in Env (buildah adds it only at run time). Both are removed before the
-//   configs are compared.
+// - Config: buildah labels every image io.buildah.version; removed before the configs are compared.
 // The sequence includes `config` (--env K=V with $VAR expansion, --env K-, --cmd, --entrypoint,
 // --workingdir, --label and K-, --port, --user, --stop-signal, --volume).
 // A buildah tutorial-style script also runs unchanged but for `buildah` → `tsbuild`.
@@ -69,6 +67,8 @@ interface Committed {
   fs: Entry[];
   layers: number;
   config: Record<string, unknown>;
+  /** The manifest's org.opencontainers.image.base.* annotations. */
+  base: Record<string, string>;
   lastHistory: { created_by?: string; comment?: string };
 }
 
@@ -100,7 +100,7 @@ describe('working containers: tsbuild against buildah', () => {
     const index = JSON.parse(await fsp.readFile(path.join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
     const desc = index.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === image)!;
     const blob = async (d: string) => JSON.parse(await fsp.readFile(path.join(layout, 'blobs', 'sha256', d.replace(/^sha256:/, '')), 'utf8'));
-    const manifest = (await blob(desc.digest)) as { layers: unknown[]; config: { digest: string } };
+    const manifest = (await blob(desc.digest)) as { layers: unknown[]; config: { digest: string }; annotations?: Record<string, string> };
     const config = (await blob(manifest.config.digest)) as { config?: Record<string, unknown>; history?: { created_by?: string; comment?: string }[] };
     let fs = await flatten(path.join(dest, 'rootfs'));
     const cfg = { ...(config.config ?? {}) };
@@ -113,10 +113,9 @@ describe('working containers: tsbuild against buildah', () => {
     } else {
       // buildah's side always has its io.buildah.version label, removed above; an empty set is no set.
       if (cfg.Labels && Object.keys(cfg.Labels as object).length === 0) delete cfg.Labels;
-      cfg.Env = (cfg.Env as string[] | undefined)?.filter((e) => e !== 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
-      if ((cfg.Env as string[]).length === 0) delete cfg.Env;
     }
-    return { fs, layers: manifest.layers.length, config: cfg, lastHistory: config.history?.at(-1) ?? {} };
+    const base = Object.fromEntries(Object.entries(manifest.annotations ?? {}).filter(([k]) => k.startsWith('org.opencontainers.image.base.')));
+    return { fs, layers: manifest.layers.length, config: cfg, lastHistory: config.history?.at(-1) ?? {}, base };
   }
 
   /** The sequence under test, done by one tool. Returns the committed images. */
@@ -185,6 +184,7 @@ describe('working containers: tsbuild against buildah', () => {
       expect(ours[name]!.fs).toEqual(theirs[name]!.fs);
       expect(ours[name]!.layers).toBe(theirs[name]!.layers);
       expect(ours[name]!.config).toEqual(theirs[name]!.config);
+      expect(ours[name]!.base).toEqual(theirs[name]!.base);
       expect(ours[name]!.lastHistory).toEqual(expect.objectContaining({ created_by: theirs[name]!.lastHistory.created_by, comment: theirs[name]!.lastHistory.comment }));
     });
   }

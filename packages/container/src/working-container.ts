@@ -112,6 +112,10 @@ export interface CommitResult {
   manifest: Descriptor;
 }
 
+/** The OCI annotations that name a manifest's base image (image-spec annotations.md). */
+const BASE_NAME = 'org.opencontainers.image.base.name';
+const BASE_DIGEST = 'org.opencontainers.image.base.digest';
+
 /** At most this many entries go into a fresh snapshot by direct writes; more go through the helper (see DESIGN.md). */
 export const DIRECT_COPY_MAX_ENTRIES = 1000;
 
@@ -215,8 +219,8 @@ export class WorkingContainer {
         const config = base?.config ?? scratchConfig();
         config.config ??= {};
         config.history ??= [];
-        // Every container gets a PATH, as buildah gives one: a base without it gets the default.
-        if (!(config.config.Env ?? []).some((e) => e.startsWith('PATH='))) config.config.Env = [`PATH=${DEFAULT_PATH}`, ...(config.config.Env ?? [])];
+        // No PATH is added to the config (buildah's from does not either): run gives a command the
+        // default PATH when the config has none, as a RUN step gets it.
         const layers = base?.layers ?? [];
         let parent: string | undefined;
         if (base) {
@@ -633,7 +637,9 @@ export class WorkingContainer {
       }
       if (opts.omitHistory) delete config.history;
       config.created = created;
-      const written = await writeImage(store, config, layers, { format: opts.format ?? 'oci', annotations: this.rec.annotations });
+      // As buildah: the manifest names the base image it was made from (OCI only; Docker manifests have no annotations).
+      const base: Record<string, string> = this.rec.image ? { [BASE_NAME]: canonicalName(this.rec.image.name), [BASE_DIGEST]: this.rec.image.manifest.digest } : {};
+      const written = await writeImage(store, config, layers, { format: opts.format ?? 'oci', annotations: { ...base, ...this.rec.annotations } });
       if (opts.name !== undefined) await store.setName(opts.name, written.descriptor);
       else await store.addImage(written.descriptor);
       return { id: written.configDigest, manifest: written.descriptor };
