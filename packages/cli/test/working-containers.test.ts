@@ -97,6 +97,9 @@ describe('working containers', () => {
       expectOneLineError(await t.run(['from', '--name', 'taken', 'busybox']), /the container name "taken" is already in use/);
       expectOneLineError(await t.run(['from', '--name', '-bad', 'busybox']), /invalid container name "-bad"/);
       expectOneLineError(await t.run(['from', '--pull=never', 'nosuchimage']), /nosuchimage.*not known in the local store/);
+      // Not in the store, and nothing answers at that registry: the pull's failure, naming the image.
+      expectOneLineError(await t.run(['from', '127.0.0.1:9/nosuch:1']), /^Error: image 127\.0\.0\.1:9\/nosuch:1: not in the local store, and pulling it failed: /);
+      expectOneLineError(await t.run(['run', 'neither-container-nor-image', '--', 'true']), /no working container or image named neither-container-nor-image/);
       expectOneLineError(await t.run(['from', '--pull=sometimes', 'busybox']), /--pull=sometimes/);
       expect(await containers()).toEqual(before);
       await ok(['rm', a]);
@@ -206,7 +209,8 @@ describe('working containers', () => {
         '/owned/sub/c.txt 1000:1000 640 regular file',
       ]);
       expect(await ok(['run', ctr, '--', 'cat', '/owned/sub/c.txt'])).toBe('c');
-      expectOneLineError(await t.run(['copy', ctr, path.join(ctx, 'missing.txt'), '/x']), /missing\.txt/);
+      expectOneLineError(await t.run(['copy', ctr, path.join(ctx, 'missing.txt'), '/x']), /COPY source .*missing\.txt: no such file or directory on this machine\n$/);
+      expectOneLineError(await t.run(['copy', '--contextdir', ctx, ctr, 'missing.txt', '/x']), new RegExp(`COPY source missing\\.txt: no such file or directory in ${ctx}\\n$`));
       await ok(['rm', ctr]);
     });
 
@@ -246,6 +250,8 @@ describe('working containers', () => {
       expect(await ok(['run', ctr, '--', 'cat', '/dl/file.txt'])).toBe('downloaded content');
       const bad = await t.run(['add', '--checksum', `sha256:${'0'.repeat(64)}`, ctr, `http://127.0.0.1:${port}/other.txt`, '/dl/']);
       expectOneLineError(bad, /checksum|digest/i);
+      // A checksum checks a download only: with a local source it is refused, not ignored (BuildKit).
+      expectOneLineError(await t.run(['add', '--checksum', sum, ctr, path.join(ctx, 'tree.tar.gz'), '/x/']), /ADD --checksum=.*only an http\(s\) source can be checked/);
       expect((await t.run(['run', ctr, '--', 'ls', '/dl/other.txt'])).code).not.toBe(0);
       await ok(['rm', ctr]);
     });

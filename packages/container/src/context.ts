@@ -19,6 +19,8 @@ export class BuildContext {
   private constructor(
     /** The directory COPY sources are resolved in (the context, or its filtered stage). */
     readonly dir: string,
+    /** Where errors place a missing source: in the build context, or for `tsbuild copy` on this machine or in its --contextdir. */
+    readonly label = 'in the build context',
   ) {}
 
   /**
@@ -27,16 +29,16 @@ export class BuildContext {
    * explicit ignore file (--ignorefile), `{}` for the context's own .containerignore or
    * .dockerignore (buildah copy --contextdir).
    */
-  static async open(contextDir: string, dockerfilePath: string | undefined, scratch: string, ignore?: false | { file?: string }): Promise<BuildContext> {
+  static async open(contextDir: string, dockerfilePath: string | undefined, scratch: string, ignore?: false | { file?: string }, label?: string): Promise<BuildContext> {
     const st = await fsp.stat(contextDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new NotFoundError(`build context ${contextDir}: no such directory`);
     const rules = ignore === false ? undefined : ignore === undefined ? await readIgnore(contextDir, dockerfilePath) : await readIgnoreFile(contextDir, ignore.file);
-    if (rules === undefined) return new BuildContext(contextDir);
+    if (rules === undefined) return new BuildContext(contextDir, label);
     const ig = dockerignore({ ignorecase: false }).add(rules);
     const staged = path.join(scratch, 'context');
     await fsp.mkdir(staged, { recursive: true });
     await stage(contextDir, staged, '', (rel) => ig.ignores(rel));
-    return new BuildContext(staged);
+    return new BuildContext(staged, label);
   }
 
   /**
@@ -77,7 +79,7 @@ export class BuildContext {
     } finally {
       closeSync(root);
     }
-    if (out.length === 0 && !alsoCopied && unmatched !== undefined) throw new NotFoundError(`COPY source ${unmatched}: no source files were specified (nothing in the context matches)`);
+    if (out.length === 0 && !alsoCopied && unmatched !== undefined) throw new NotFoundError(`COPY source ${unmatched}: no source files were specified (nothing ${this.label} matches)`);
     return out;
   }
 
@@ -89,7 +91,7 @@ export class BuildContext {
     } catch (e) {
       if (!(e instanceof SymlinkLoopError)) throw e;
     }
-    if (parts === undefined || lstatBeneath(root, parts) === undefined) throw new NotFoundError(`COPY source ${src}: no such file or directory in the build context`);
+    if (parts === undefined || lstatBeneath(root, parts) === undefined) throw new NotFoundError(`COPY source ${src}: no such file or directory ${this.label}`);
     const named = resolvePathInRoot(root, rel, false);
     return { host: path.join(this.dir, ...parts), rel: named.join('/'), name: named.at(-1) ?? '' };
   }

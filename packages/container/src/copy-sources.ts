@@ -71,6 +71,10 @@ export async function resolveCopy(spec: CopySpec, env: CopySourceEnv): Promise<C
   const keepOf = new Set<string>();
   let unmatched: string | undefined;
   const patterns = spec.sources.filter((s): s is string => typeof s === 'string');
+  // BuildKit: a checksum belongs to a download; given for anything else it would check nothing.
+  if (spec.checksum !== undefined && !patterns.some((s) => isAdd && /^https?:\/\//.test(s))) {
+    throw new InvalidArgumentError(`${kind} --checksum=${spec.checksum}: only an http(s) source can be checked against a checksum`);
+  }
   for (const src of spec.sources) {
     if (typeof src !== 'string') hostPaths.push(src.file);
     else if (isAdd && /^https?:\/\//.test(src)) {

@@ -10,6 +10,8 @@ import {
   CancelledError,
   InvalidArgumentError,
   NotFoundError,
+  TsbuildError,
+  UnavailableError,
   chainId,
   formatReference,
   layerMediaType,
@@ -485,7 +487,14 @@ export class WorkingContainer {
         let ctx: Promise<BuildContext> | undefined;
         const op = await resolveCopy(spec, {
           staging: path.join(scratch, 'sources'),
-          context: () => (ctx ??= BuildContext.open(contextDir, undefined, scratch, opts.contextDir !== undefined ? (opts.ignoreFile !== undefined ? { file: opts.ignoreFile } : {}) : false)),
+          context: () =>
+            (ctx ??= BuildContext.open(
+              contextDir,
+              undefined,
+              scratch,
+              opts.contextDir !== undefined ? (opts.ignoreFile !== undefined ? { file: opts.ignoreFile } : {}) : false,
+              opts.contextDir !== undefined ? `in ${contextDir}` : 'on this machine',
+            )),
           fromView: (from) => this.fromView(from),
           owner: (spec) => resolveUser(s, this.rec.snapshot, spec, true),
           ...(opts.signal ? { signal: opts.signal } : {}),
@@ -777,7 +786,14 @@ async function resolveImage(env: ContainerEnv, name: string, pull: 'missing' | '
     }
     if (!env.registry) throw new NotFoundError(`image ${name}: not known in the local store`);
     const rc = await import('@tsbuild/registry-client');
-    descriptor = (await rc.pull(await env.registry(), env.store, ref)).descriptor;
+    try {
+      descriptor = (await rc.pull(await env.registry(), env.store, ref)).descriptor;
+    } catch (e) {
+      if (e instanceof CancelledError) throw e;
+      // Same kind as the cause; an untyped one (a refused connection) is the registry being unavailable.
+      const Kind = (e instanceof TsbuildError ? e.constructor : UnavailableError) as new (message: string, options?: { cause?: unknown }) => TsbuildError;
+      throw new Kind(`image ${name}: not in the local store, and pulling it failed: ${(e as Error).message}`, { cause: e });
+    }
   }
   const img = env.store.image(descriptor);
   const [manifest, config] = await Promise.all([img.manifest(), img.config()]);

@@ -1,6 +1,6 @@
 import { isatty } from 'node:tty';
 import { Args, Flags } from '../cli-kit.js';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
 import { WorkingContainer, runImage } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions, usernsFlags } from '../run-flags.js';
@@ -72,6 +72,10 @@ export default class Run extends BaseCommand<typeof Run> {
         process.exitCode = r.exitCode;
         return;
       }
+      await env.store.resolve(args.image).catch((e: unknown) => {
+        if (e instanceof NotFoundError) throw new NotFoundError(`no working container or image named ${args.image} (see: tsbuild containers, tsbuild images)`);
+        throw e;
+      });
       const r = await runImage({
         store: env.store,
         snapshotter: env.snapshotter,
