@@ -218,7 +218,7 @@ export class WorkingContainer {
     return env.store.withLock('shared', async () => {
       const base = image === 'scratch' ? undefined : await resolveImage(env, image, opts.pull ?? 'missing');
       const rec = await records.create(image, opts.name, async (id, name) => {
-        const config = base?.config ?? scratchConfig();
+        const config = base?.config ?? ImageState.scratch().config;
         config.config ??= {};
         config.history ??= [];
         // No PATH is added to the config (buildah's from does not either): run gives a command the
@@ -756,14 +756,6 @@ function canonicalName(name: string): string {
  */
 function runtime(): Promise<typeof import('@tsbuild/runtime')> {
   return import('@tsbuild/runtime');
-}
-
-function scratchConfig(): ImageConfig {
-  return { architecture: hostArch(), os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
-}
-
-function hostArch(): string {
-  return ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch] ?? process.arch;
 }
 
 /** An image from the store, pulled as `pull` says when missing (or always). */
