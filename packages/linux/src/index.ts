@@ -12,3 +12,4 @@ export * from './thread-credentials.js';
 export * from './terminal.js';
 export * from './in-root.js';
 export { HardLinks, linksOf } from './hard-links.js';
+export { copyMetadata, copyNode } from './copy-entry.js';

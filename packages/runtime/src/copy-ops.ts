@@ -1,29 +1,7 @@
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  copyFileSync,
-  fchmodSync,
-  fchownSync,
-  futimesSync,
-  lchownSync,
-  lstatSync,
-  lutimesSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  readlinkSync,
-  rmSync,
-  symlinkSync,
-  unlinkSync,
-  writeSync,
-  type Stats,
-} from 'node:fs';
+import { chmodSync, lchownSync, lstatSync, mkdirSync, readdirSync, rmSync, unlinkSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
-import { S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, lstatIfExists, major, minor, mknod } from '@tsbuild/linux';
+import { type HardLinks, copyMetadata, copyNode, linksOf, lstatIfExists } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
-import { HardLinks, linksOf } from '@tsbuild/linux';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 
@@ -131,48 +109,9 @@ function copyEntry(src: string, dest: string, owner: Owner | undefined, mode: nu
     if (existing?.isDirectory()) rmSync(dest, { recursive: true, force: true });
     else if (existing !== undefined) unlinkSync(dest);
     if (st.isFile() && links.linked(st, dest)) return; // the inode has its owner, mode, xattrs and times already
-    if (st.isFile() && st.size <= SMALL_FILE) {
-      copySmallFile(src, dest, st, uid, gid, mode ?? st.mode & 0o7777);
-      links.copied(st, dest);
-      return;
-    }
-    if (st.isFile()) copyFileSync(src, dest, constants.COPYFILE_EXCL);
-    else if (st.isSymbolicLink()) symlinkSync(readlinkSync(src), dest);
-    else if (st.isFIFO()) mknod(dest, S_IFIFO | 0o600);
-    else if (st.isCharacterDevice()) mknod(dest, S_IFCHR | 0o600, major(st.rdev), minor(st.rdev));
-    else if (st.isBlockDevice()) mknod(dest, S_IFBLK | 0o600, major(st.rdev), minor(st.rdev));
-    else return; // a socket has no meaning in an image: Docker skips it too
+    if (copyNode(src, dest, st, uid, gid, mode ?? st.mode & 0o7777) && st.isFile()) links.copied(st, dest);
+    return;
   }
-  lchownSync(dest, uid, gid);
-  // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
-  if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
-  copyXattrs(src, dest);
-  if (st.isFile()) links.copied(st, dest);
-  // Last: creating children changed the directory's mtime.
-  lutimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
-}
-
-/** Files up to this size are read whole and written through one descriptor (see copySmallFile). */
-const SMALL_FILE = 1 << 20;
-
-/**
- * A regular file of at most SMALL_FILE bytes: created O_EXCL (never through a link), then written,
- * chowned, chmodded and timed through its descriptor, so the destination path is looked up once
- * instead of five times (measured: a COPY of 10,000 small files spends most of its time in such
- * lookups on the overlay). Same order as for other entries: owner, then mode (chown clears
- * set-id bits), xattrs, times last.
- */
-function copySmallFile(src: string, dest: string, st: Stats, uid: number, gid: number, mode: number): void {
-  const data = readFileSync(src);
-  const fd = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  try {
-    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
-    fchownSync(fd, uid, gid);
-    fchmodSync(fd, mode);
-    copyXattrs(src, dest);
-    futimesSync(fd, st.atimeMs / 1000, st.mtimeMs / 1000);
-  } finally {
-    closeSync(fd);
-  }
+  copyMetadata(src, dest, st, uid, gid, mode ?? st.mode & 0o7777);
 }
 

@@ -1,7 +1,7 @@
-import { type Stats, chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync, mkdirSync, promises as fsp, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
+import { type Stats, lstatSync, mkdirSync, promises as fsp, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
-import { HardLinks, S_IFBLK, S_IFCHR, S_IFIFO, copyXattrs, linksOf, lstatIfExists, major, minor, mknod, setXattr } from '@tsbuild/linux';
+import { HardLinks, copyMetadata, copyNode, copyXattrs, linksOf, lstatIfExists, setXattr } from '@tsbuild/linux';
 import type { CopyOp } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { MergedView } from './merged-view.js';
@@ -175,23 +175,12 @@ class UpperWriter {
     } else {
       // What is only in a lower layer is shadowed by the new entry; only our own upper entry went.
       if (st.isFile() && this.links.linked(st, dest)) return; // the inode has its owner, mode, xattrs and times already
-      if (st.isFile()) copyFileSync(src, dest, constants.COPYFILE_EXCL);
-      else if (st.isSymbolicLink()) symlinkSync(readlinkSync(src), dest);
-      else if (st.isFIFO()) mknod(dest, S_IFIFO | 0o600);
-      else if (st.isCharacterDevice()) {
-        // A 0/0 character device in an upperdir is a whiteout, not a device: leave that to the helper.
-        if (st.rdev === 0) throw new FailedPreconditionError(`${src}: a 0/0 character device cannot be written directly to an upperdir`);
-        mknod(dest, S_IFCHR | 0o600, major(st.rdev), minor(st.rdev));
-      } else if (st.isBlockDevice()) mknod(dest, S_IFBLK | 0o600, major(st.rdev), minor(st.rdev));
-      else return; // a socket has no meaning in an image
+      // A 0/0 character device in an upperdir is a whiteout, not a device: leave that to the helper.
+      if (st.isCharacterDevice() && st.rdev === 0) throw new FailedPreconditionError(`${src}: a 0/0 character device cannot be written directly to an upperdir`);
+      if (copyNode(src, dest, st, owner?.uid ?? st.uid, owner?.gid ?? st.gid, mode ?? st.mode & 0o7777) && st.isFile()) this.links.copied(st, dest);
+      return;
     }
-    lchownSync(dest, owner?.uid ?? st.uid, owner?.gid ?? st.gid);
-    // chown(2) clears set-user-ID and set-group-ID bits, so the mode comes after the owner.
-    if (!st.isSymbolicLink()) chmodSync(dest, mode ?? st.mode & 0o7777);
-    copyXattrs(src, dest);
-    if (st.isFile()) this.links.copied(st, dest);
-    // Last: creating children changed the directory's mtime.
-    lutimesSync(dest, st.atime, st.mtime);
+    copyMetadata(src, dest, st, owner?.uid ?? st.uid, owner?.gid ?? st.gid, mode ?? st.mode & 0o7777);
   }
 
   /** Drops what the sets know of `dir` and below, after it was removed. */
