@@ -1,8 +1,8 @@
 import { mkdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import { FailedPreconditionError, NotFoundError, digestHex } from '@tsbuild/oci';
-import { MAX_MOUNT_DATA, MNT_DETACH, MS, mount, mountOverlay, mountPoints, shortenOverlayData, umount } from '@tsbuild/linux';
-import { MOUNT_IMAGE_LABEL, MOUNT_LABEL, unpack, type Mount, type OverlaySnapshotter } from '@tsbuild/snapshotter';
+import { NotFoundError, digestHex } from '@tsbuild/oci';
+import { MNT_DETACH, mountPoints, umount } from '@tsbuild/linux';
+import { MOUNT_IMAGE_LABEL, MOUNT_LABEL, mountSnapshot, unpack, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { Image, Store } from '@tsbuild/store';
 
 export interface ImageMount {
@@ -41,7 +41,7 @@ export async function mountImage(store: Store, s: OverlaySnapshotter, image: Ima
     const mounts = await s.view(key, top, { labels: { [MOUNT_LABEL]: target, [MOUNT_IMAGE_LABEL]: imageId } });
     try {
       await mkdir(target, { recursive: true, mode: 0o700 });
-      for (const m of mounts) mountReadOnly(m, target);
+      for (const m of mounts) mountSnapshot(m, target, { readOnly: true, what: 'image' });
     } catch (e) {
       await s.remove(key).catch(() => undefined);
       await rmdir(target).catch(() => undefined);
@@ -49,23 +49,6 @@ export async function mountImage(store: Store, s: OverlaySnapshotter, image: Ima
     }
     return { key, path: target, imageId, mounted: true };
   });
-}
-
-function mountReadOnly(m: Mount, target: string): void {
-  if (m.type === 'bind') {
-    mount(m.source, target, null, MS.BIND | MS.REC);
-    // A bind mount ignores MS_RDONLY on creation; it takes a second, remounting call (mount(2)).
-    mount(null, target, null, MS.REMOUNT | MS.BIND | MS.RDONLY);
-    return;
-  }
-  // An overlay of lowerdirs only has no upper layer and is read-only by construction; MS_RDONLY says so to the VFS too.
-  const data = m.options.join(',');
-  const short = shortenOverlayData(data);
-  if (short !== undefined && Buffer.byteLength(short.data) > MAX_MOUNT_DATA) {
-    const lowers = m.options.find((o) => o.startsWith('lowerdir='))?.split(':').length ?? 0;
-    throw new FailedPreconditionError(`image at ${target} has too many layers (${lowers}) for one overlay mount`);
-  }
-  mountOverlay(m.source, target, MS.RDONLY, data);
 }
 
 /** Every recorded `tsbuild mount`, with whether it is mounted now. */
