@@ -10,7 +10,6 @@ import {
   InvalidArgumentError,
   NotFoundError,
   TsbuildError,
-  UnavailableError,
   formatPlatform,
   formatReference,
   hostPlatform,
@@ -25,6 +24,8 @@ import {
   BuildContext,
   WorkingContainer,
   imageSnapshot,
+  registryFailure,
+  storedOrPulled,
   type CopyFiles,
   type CopySpec,
   DEFAULT_PATH,
@@ -310,10 +311,7 @@ class Builder {
       const n = await exportCacheEntries(await this.client(), this.opts.store, repo, entries, layerCompressionOptions(this.opts));
       this.opts.onEvent?.({ type: 'cache-exported', repository: name, entries: n });
     } catch (e) {
-      if (e instanceof CancelledError) throw e;
-      // Same kind as the cause; an untyped one (a refused connection) is the registry being unavailable.
-      const Kind = (e instanceof TsbuildError ? e.constructor : UnavailableError) as new (message: string, options?: { cause?: unknown }) => TsbuildError;
-      throw new Kind(`image ${imageId} was built, but pushing its cache to ${name} failed: ${(e as Error).message}`, { cause: e });
+      throw registryFailure(e, `image ${imageId} was built, but pushing its cache to ${name} failed: ${(e as Error).message}`);
     }
   }
 
@@ -573,28 +571,10 @@ class Builder {
    * when the store lacks it; always: every time; never: the store only).
    */
   private async image(ins: Instruction, what: string, name: string): Promise<Descriptor> {
-    const mode = this.opts.pull ?? 'missing';
-    if (mode !== 'always') {
-      try {
-        return (await this.opts.store.resolve(name)).descriptor;
-      } catch (e) {
-        if (!(e instanceof NotFoundError)) throw e;
-        if (mode === 'never') this.fail(ins, `${what}: image not known in the local store (and --pull=never)`);
-      }
-    }
-    let ref: Reference;
     try {
-      ref = parseReference(name);
-    } catch {
-      this.fail(ins, `${what}: image not known in the local store, and "${name}" is not a reference to pull`);
-    }
-    const client = await this.client();
-    const rc = await import('@tsbuild/registry-client');
-    try {
-      return (await rc.pull(client, this.opts.store, ref)).descriptor;
+      return await storedOrPulled(this.opts.store, name, this.opts.pull ?? 'missing', () => this.client(), what);
     } catch (e) {
-      if (e instanceof CancelledError) throw e;
-      this.fail(ins, `${what}: not in the local store, and pulling it failed: ${(e as Error).message}`);
+      throw this.located(ins, e);
     }
   }
 

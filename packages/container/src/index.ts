@@ -34,3 +34,4 @@ export {
   type DockerContainerConfig,
   type ConfigFlagValues as ConfigFlagInput,
 } from './config-editor.js';
+export { type PullPolicy, registryFailure, storedOrPulled } from './pull-image.js';

@@ -10,16 +10,14 @@ import {
   CancelledError,
   InvalidArgumentError,
   NotFoundError,
-  TsbuildError,
-  UnavailableError,
   chainId,
   formatReference,
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
-import { MNT_DETACH, MS, mount, mountOverlay, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
+import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
-import { MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, tarDirectory, unpack } from '@tsbuild/snapshotter';
+import { MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import type { CopyOp, ExtraMount, RunResult } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import type { BuildContext } from './context.js';
@@ -29,6 +27,7 @@ import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './recor
 import type { RunDefaults } from './defaults.js';
 import { resolveOwner, resolveUser } from './user.js';
 import { ImageState } from './image-state.js';
+import { type PullPolicy, storedOrPulled } from './pull-image.js';
 
 /** What a working container works with: the store, its snapshotter, and (for pulls) a registry client. */
 export interface ContainerEnv {
@@ -42,7 +41,7 @@ export interface FromOptions {
   /** The container's name (default: buildah's `<image>-working-container[-N]`). */
   name?: string;
   /** missing (default): pull when the store lacks the image; always; never. */
-  pull?: 'missing' | 'always' | 'never';
+  pull?: PullPolicy;
   /** Runtime settings every `run` of the container starts from (limits, network, capabilities). */
   runtime?: RunDefaults;
 }
@@ -185,11 +184,6 @@ export class WorkingContainer {
     return this.rec.snapshot;
   }
 
-  /** Whether the container has an active snapshot (changes not yet committed, in build mode). */
-  get changing(): boolean {
-    return this.rec.snapshot !== '';
-  }
-
   get id(): string {
     return this.rec.id;
   }
@@ -224,13 +218,8 @@ export class WorkingContainer {
         // No PATH is added to the config (buildah's from does not either): run gives a command the
         // default PATH when the config has none, as a RUN step gets it.
         const layers = base?.layers ?? [];
-        let parent: string | undefined;
-        if (base) {
-          const content = env.store.content;
-          parent = await unpack(env.snapshotter, layers.map((l, i) => ({ diffID: config.rootfs.diff_ids[i]!, open: () => content.read(l.digest) })));
-        }
         const key = `wc-${id}`;
-        await env.snapshotter.prepare(key, parent, { labels: { [CONTAINER_LABEL]: id } });
+        await env.snapshotter.prepare(key, await imageSnapshot(env, new ImageState(config, layers)), { labels: { [CONTAINER_LABEL]: id } });
         return {
           version: 1,
           id,
@@ -559,13 +548,8 @@ export class WorkingContainer {
       state.addHistory(history);
       return undefined;
     }
-    const compression = b.compression?.format ?? 'none';
-    const layer = await ingestLayer(this.env.store.content, diff(s, key, b.sourceDateEpoch !== undefined ? { sourceDateEpoch: b.sourceDateEpoch } : {}), {
-      compression,
-      ...(compression !== 'none' && b.compression?.level !== undefined ? { level: b.compression.level } : {}),
-    });
-    const desc: Descriptor = { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size };
-    state.addLayer(desc, layer.diffID, history, opts.historyIndex);
+    const layer = await this.layer(diff(s, key, b.sourceDateEpoch !== undefined ? { sourceDateEpoch: b.sourceDateEpoch } : {}), b.compression?.format ?? 'none', b.compression?.level);
+    state.addLayer(layer.desc, layer.diffID, history, opts.historyIndex);
     const name = chainId(state.config.rootfs.diff_ids)!;
     if (await s.exists(name)) {
       await s.remove(key); // the same layer on the same parent was committed before: reuse it
@@ -578,7 +562,13 @@ export class WorkingContainer {
       }
     }
     this.rec.snapshot = '';
-    return desc;
+    return layer.desc;
+  }
+
+  /** A layer tar into the store as a blob: its descriptor (OCI media type) and diffID. */
+  private async layer(tar: Readable, compression: 'gzip' | 'zstd' | 'none', level?: number): Promise<{ desc: Descriptor; diffID: Digest }> {
+    const layer = await ingestLayer(this.env.store.content, tar, { compression, ...(compression !== 'none' && level !== undefined ? { level } : {}) });
+    return { desc: { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size }, diffID: layer.diffID };
   }
 
   /** The filesystem `--from` names: another working container (as it is now), or an image. */
@@ -587,9 +577,7 @@ export class WorkingContainer {
     const other = await this.records?.find(from);
     if (other) return MergedView.open(s, other.snapshot);
     const img = await resolveImage(this.env, from, 'missing');
-    const content = this.env.store.content;
-    const top = await unpack(s, img.layers.map((l, i) => ({ diffID: img.config.rootfs.diff_ids[i]!, open: () => content.read(l.digest) })));
-    return MergedView.open(s, top);
+    return MergedView.open(s, await imageSnapshot(this.env, new ImageState(img.config, img.layers)));
   }
 
   /**
@@ -601,10 +589,7 @@ export class WorkingContainer {
       const target = this.mountPath;
       if (this.isMounted()) return target;
       await fsp.mkdir(target, { recursive: true, mode: 0o700 });
-      for (const m of await this.env.snapshotter.mounts(this.rec.snapshot)) {
-        if (m.type === 'bind') mount(m.source, target, null, MS.BIND | MS.REC);
-        else mountOverlay(m.source, target, 0, m.options.join(','));
-      }
+      for (const m of await this.env.snapshotter.mounts(this.rec.snapshot)) mountSnapshot(m, target, { readOnly: false, what: 'container' });
       return target;
     }, false);
   }
@@ -639,8 +624,8 @@ export class WorkingContainer {
         config.rootfs = { type: 'layers', diff_ids: [layer.diffID] };
         config.history = [entry];
       } else {
-        const layer = await ingestLayer(store.content, diff(s, this.rec.snapshot, tarOpts), { compression });
-        layers = [...this.rec.layers, { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size }];
+        const layer = await this.layer(diff(s, this.rec.snapshot, tarOpts), compression);
+        layers = [...this.rec.layers, layer.desc];
         config.rootfs = { type: 'layers', diff_ids: [...config.rootfs.diff_ids, layer.diffID] };
         config.history = [...(config.history ?? []), ...this.rec.pendingHistory.map((h) => ({ ...h, created })), entry];
       }
@@ -663,20 +648,16 @@ export class WorkingContainer {
    * can reach the layer.
    */
   private async squashedLayer(compression: 'gzip' | 'none', tarOpts: { timestamp?: number }): Promise<{ desc: Descriptor; diffID: Digest }> {
-    const { store, snapshotter: s } = this.env;
+    const s = this.env.snapshotter;
     let dir = this.mountPath;
     let temp: string | undefined;
     if (!this.isMounted()) {
       temp = dir = this.scratch();
       await fsp.mkdir(temp, { recursive: true, mode: 0o700 });
-      for (const m of await s.mounts(this.rec.snapshot)) {
-        if (m.type === 'bind') mount(m.source, temp, null, MS.BIND | MS.REC);
-        else mountOverlay(m.source, temp, MS.RDONLY, m.options.join(','));
-      }
+      for (const m of await s.mounts(this.rec.snapshot)) mountSnapshot(m, temp, { readOnly: true, what: 'container' });
     }
     try {
-      const layer = await ingestLayer(store.content, tarDirectory(dir, tarOpts), { compression });
-      return { desc: { mediaType: layerMediaType('oci', compression), digest: layer.digest, size: layer.size }, diffID: layer.diffID };
+      return await this.layer(tarDirectory(dir, tarOpts), compression);
     } finally {
       if (temp !== undefined) {
         umount(temp, MNT_DETACH);
@@ -758,37 +739,10 @@ function runtime(): Promise<typeof import('@tsbuild/runtime')> {
   return import('@tsbuild/runtime');
 }
 
-/** An image from the store, pulled as `pull` says when missing (or always). */
-async function resolveImage(env: ContainerEnv, name: string, pull: 'missing' | 'always' | 'never'): Promise<{ descriptor: Descriptor; manifest: { config: Descriptor }; config: ImageConfig; layers: Descriptor[] }> {
-  let descriptor: Descriptor | undefined;
-  if (pull !== 'always') {
-    try {
-      descriptor = (await env.store.resolve(name)).descriptor;
-    } catch (e) {
-      if (!(e instanceof NotFoundError)) throw e;
-      if (pull === 'never') throw new NotFoundError(`image ${name}: not known in the local store (and --pull=never)`);
-    }
-  }
-  if (descriptor === undefined) {
-    let ref;
-    try {
-      ref = parseReference(name);
-    } catch {
-      throw new NotFoundError(`image ${name}: not known in the local store, and not a reference to pull`);
-    }
-    if (!env.registry) throw new NotFoundError(`image ${name}: not known in the local store`);
-    const rc = await import('@tsbuild/registry-client');
-    try {
-      descriptor = (await rc.pull(await env.registry(), env.store, ref)).descriptor;
-    } catch (e) {
-      if (e instanceof CancelledError) throw e;
-      // Same kind as the cause; an untyped one (a refused connection) is the registry being unavailable.
-      const Kind = (e instanceof TsbuildError ? e.constructor : UnavailableError) as new (message: string, options?: { cause?: unknown }) => TsbuildError;
-      throw new Kind(`image ${name}: not in the local store, and pulling it failed: ${(e as Error).message}`, { cause: e });
-    }
-  }
+/** An image from the store, pulled as `pull` says when missing (or always), with its manifest and config. */
+async function resolveImage(env: ContainerEnv, name: string, pull: PullPolicy): Promise<{ descriptor: Descriptor; manifest: { config: Descriptor }; config: ImageConfig; layers: Descriptor[] }> {
+  const descriptor = await storedOrPulled(env.store, name, pull, env.registry, `image ${name}`);
   const img = env.store.image(descriptor);
   const [manifest, config] = await Promise.all([img.manifest(), img.config()]);
   return { descriptor, manifest, config: structuredClone(config), layers: manifest.layers };
 }
-
