@@ -6,7 +6,7 @@ import { TsbuildError } from '@tsbuild/oci';
 import { DIRECT_COPY_MAX_ENTRIES, type RunMount, parseRunMount } from '@tsbuild/container';
 import type { Instruction } from '../dockerfile.js';
 import { UnsetVariableError, expandWord } from '../expand.js';
-import { checkNetwork, checkSecurity } from './checks.js';
+import { checkNetwork } from './checks.js';
 import type { Handler, StepScope } from './scope.js';
 
 export const WORKDIR: Handler = async (ins, scope, wc) => {
@@ -38,8 +38,6 @@ export const ADD = COPY;
 export const RUN: Handler = async (ins, scope, wc) => {
   const c = wc.state.container;
   const network = runNetwork(ins, scope);
-  const security = ins.flags.get('security')?.at(-1);
-  if (security !== undefined) checkSecurity(ins, security, scope.file);
   const runMounts: RunMount[] = [];
   for (const m of ins.flags.get('mount') ?? []) {
     try {
