@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { formatReference, isTsbuildError, parseReference } from '@tsbuild/oci';
-import { DEFAULT_ROOT, Store } from '@tsbuild/store';
+import { Store, defaultStoreRoot } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ContainerEnv } from '@tsbuild/container';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -17,7 +17,7 @@ export type BaseFlags<T extends typeof Command> = InferredFlags<(typeof BaseComm
 export abstract class BaseCommand<T extends typeof Command> extends Command {
   static override baseFlags = {
     ...globalFlags,
-    root: Flags.string({ ...globalFlags.root, default: DEFAULT_ROOT }),
+    root: Flags.string({ ...globalFlags.root, default: defaultStoreRoot() }),
   };
 
   protected flags!: BaseFlags<T>;

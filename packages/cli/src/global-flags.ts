@@ -7,7 +7,7 @@ import { BIN, CliError, Flags, type FlagDefs } from './cli-kit.js';
  * had been written there.
  *
  * This module stays light (cli-kit only): main.ts imports it for every command, so the store's
- * DEFAULT_ROOT is added to `root` by base-command.ts, not here.
+ * defaultStoreRoot() is added to `root` by base-command.ts, not here.
  */
 export const globalFlags = {
   root: Flags.string({

@@ -4,6 +4,7 @@ import { cliVersion as version } from './version-info.js';
 
 export { internalError } from './cli-kit.js';
 import { commandSummaries } from './command-summaries.js';
+import { needsUserNamespace, reexecInUserNamespace } from './user-namespace.js';
 
 /** Every command, loaded only when it runs: a command imports just the packages it needs. */
 const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
@@ -37,6 +38,7 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   snapshots: () => import('./commands/snapshots.js'),
   tag: () => import('./commands/tag.js'),
   umount: () => import('./commands/umount.js'),
+  unshare: () => import('./commands/unshare.js'),
   version: () => import('./commands/version.js'),
 };
 
@@ -68,6 +70,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   const id = first === 'help' ? rest[0]! : first;
   if (!Object.hasOwn(COMMANDS, id)) return report(new CliError(`command ${id} not found (see: ${BIN} --help)`, 2), '');
+  if (first !== 'help' && needsUserNamespace(id)) {
+    try {
+      return await reexecInUserNamespace();
+    } catch (e) {
+      return report(e, id);
+    }
+  }
   const c = await load(id);
   if (first === 'help') {
     process.stdout.write(commandHelp(c));

@@ -13,3 +13,4 @@ export * from './terminal.js';
 export * from './in-root.js';
 export { HardLinks, linksOf } from './hard-links.js';
 export { copyMetadata, copyNode } from './copy-entry.js';
+export * from './user-namespace.js';

@@ -1,6 +1,6 @@
 import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { CLONE, MNT_DETACH, MS, O_PATH, fdLink, mkdirAllInRoot, mount, openInRoot, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
+import { CLONE, MNT_DETACH, inUserNamespace, MS, O_PATH, fdLink, mkdirAllInRoot, mount, openInRoot, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
 import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
 import type { ExtraMount, RunRequest } from './helper-protocol.js';
@@ -58,7 +58,7 @@ export function enterContainer(req: RunRequest): void {
 
   // A fresh sysfs shows the container's network namespace; read-only as Docker mounts it.
   const sys = mountpoint(root, '/sys');
-  if (sec?.userns !== undefined && req.network === 'host') {
+  if ((sec?.userns !== undefined || inUserNamespace()) && req.network === 'host') {
     // sysfs may only be mounted by the user namespace owning the network namespace (sysfs(5)); in
     // the host's network namespace a read-only bind of the host's /sys is what runc does too.
     mount('/sys', sys, null, MS.BIND | MS.REC);

@@ -1,10 +1,11 @@
 import { fstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { posix } from 'node:path';
-import { MS, fdLink, mount, withFd } from '@tsbuild/linux';
+import { MS, fdLink, inUserNamespace, mount, withFd } from '@tsbuild/linux';
 import { mountCall, type Mount } from './mount-spec.js';
 import { mountpointFd } from './mountpoint.js';
 import { resolveInRoot } from './root-path.js';
+import { USER_NETWORK } from './network/user-network.js';
 
 /** Contents for the run's /etc/hosts, /etc/resolv.conf and /etc/hostname; defaults are derived. */
 export interface EtcFiles {
@@ -77,6 +78,8 @@ function defaultResolvConf(network: string): string {
     // no resolv.conf on the host: an empty one
   }
   if (network === 'host') return text;
+  // slirp4netns (user-network.ts) forwards DNS at its own address, to the host's resolvers.
+  if (network === 'private' && inUserNamespace()) return `nameserver ${USER_NETWORK.dns}\n`;
   const lines = text.split('\n').filter((l) => !/^\s*nameserver\s+(127\.|::1\s*$|::1$)/.test(l));
   if (network === 'private' && !lines.some((l) => /^\s*nameserver\s/.test(l))) lines.unshift('nameserver 8.8.8.8', 'nameserver 8.8.4.4');
   return `${lines.join('\n').trimEnd()}\n`;

@@ -3,7 +3,7 @@ import { close, createReadStream, write } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { setWindowSize } from '@tsbuild/linux';
+import { inUserNamespace, setWindowSize } from '@tsbuild/linux';
 import { CancelledError, InvalidArgumentError } from '@tsbuild/oci';
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
 import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/run-cgroup.js';
@@ -15,6 +15,7 @@ import type { Mount } from './mount-spec.js';
 import { securityRequest } from './security-spec.js';
 import type { RunIO, RunResult, RunSpec } from './spec.js';
 import { type PrivateNetwork, attachPrivateNetwork } from './network/private-network.js';
+import { attachUserNetwork } from './network/user-network.js';
 
 /**
  * Runs `spec.args` in a container and resolves with its exit status once it and every process it
@@ -30,7 +31,9 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
   if (signal?.aborted) throw cancelledBeforeStart(signal);
   const target = posix.join(spec.scratchDir, 'rootfs');
   await mkdir(target, { recursive: true });
-  const network = spec.network ?? 'host';
+  // Rootless (in a user namespace) the default is a network of the run's own, as buildah's and
+  // podman's rootless default is slirp4netns: the host's is not ours to share there.
+  const network = spec.network ?? (inUserNamespace() ? 'private' : 'host');
   const init = spec.init === true ? findInit() : undefined;
   let cgroup: RunCgroup | undefined;
   let net: PrivateNetwork | undefined;
@@ -63,7 +66,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         beforeRequest:
           network === 'private'
             ? async (pid) => {
-                net = await attachPrivateNetwork(pid);
+                net = inUserNamespace() ? await attachUserNetwork(pid, spec.userns !== undefined) : await attachPrivateNetwork(pid);
               }
             : undefined,
         stdio: tty !== undefined ? ['ignore', 'ignore', 'pipe'] : [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe'],
@@ -101,9 +104,24 @@ async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | 
   try {
     return await createRunCgroup(resources ?? {});
   } catch (e) {
-    if (limited) throw e;
-    return undefined;
+    if (!limited) return undefined;
+    // Rootless: the host's cgroups are root's unless a cgroup was delegated to the user. A limit
+    // that cannot be set is said once, never silently dropped; the run goes on without it.
+    if (inUserNamespace()) {
+      warnOnce(`resource limits are not applied: no cgroup tsbuild may write here (rootless; delegate a cgroup v2 subtree to the user to get them): ${(e as Error).message}`);
+      return undefined;
+    }
+    throw e;
   }
+}
+
+const warned = new Set<string>();
+
+/** A process warning (one line from the CLI), once per process for the same text. */
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  process.emitWarning(message);
 }
 
 /** Runs every step even when one fails, then throws the first failure. */

@@ -3,12 +3,12 @@ import { closeSync, constants, fchmodSync, fchownSync, linkSync, lstatSync, mkdi
 import { lstat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import { lchown, lutimens, mknod, openRoot, resolvePathInRoot, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
+import { inUserNamespace, lchown, lutimens, mknod, openRoot, resolvePathInRoot, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
 import { InvalidArgumentError, type Digest } from '@tsbuild/oci';
 import { decompressed } from './decompress.js';
 import type { TarHeader } from './tar-format.js';
 import { TarParser, type TarSink } from './tar-parser.js';
-import { isHostOnlyXattr, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX } from './whiteout.js';
+import { isHostOnlyXattr, OPAQUE_MARKER, opaqueXattr, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX } from './whiteout.js';
 
 export interface ApplyOptions {
   /**
@@ -81,7 +81,7 @@ export async function apply(layer: Readable, dir: string, opts: ApplyOptions = {
   if (!rootStat.isDirectory()) throw new InvalidArgumentError(`cannot apply a layer into ${root}: not a directory`);
   const unprivileged = opts.unprivileged ?? process.getuid?.() !== 0;
   const hash = createHash('sha256');
-  const w = new TreeWriter(root, unprivileged, opts.rules === 'archive');
+  const w = new TreeWriter(root, unprivileged, inUserNamespace(), opts.rules === 'archive');
   const parser = new TarParser(w);
   try {
     for await (const c of decompressed(layer)) {
@@ -113,6 +113,8 @@ class TreeWriter implements TarSink {
   constructor(
     private readonly root: string,
     private readonly unprivileged: boolean,
+    /** In a user namespace (rootless): root there, yet trusted.* and device nodes are refused. */
+    private readonly userns: boolean,
     private readonly archive: boolean,
   ) {
     this.rootFd = archive ? openRoot(root) : undefined;
@@ -123,7 +125,7 @@ class TreeWriter implements TarSink {
     if (this.archive) {
       const comps = cleanInRoot(h.name);
       if (comps.length === 0) return; // the destination itself: see ApplyOptions.rules
-      this.checkDevice(h);
+      if (this.skipDevice(h)) return;
       const p = this.abs(this.inRoot(comps, h.name));
       this.write(h, p, () => this.abs(this.inRoot(cleanInRoot(h.linkname), h.name, `hardlink target "${h.linkname}": `)));
       return;
@@ -135,7 +137,7 @@ class TreeWriter implements TarSink {
       this.parents(parent, h.name);
       if (base === OPAQUE_MARKER) {
         // overlayfs: an opaque directory hides everything below it in lower layers.
-        setXattr(this.abs(parent), this.unprivileged ? USER_OVERLAY_OPAQUE_XATTR : OVERLAY_OPAQUE_XATTR, 'y');
+        setXattr(this.abs(parent), this.unprivileged ? USER_OVERLAY_OPAQUE_XATTR : opaqueXattr(), 'y');
         return;
       }
       const victim = base.slice(WHITEOUT_PREFIX.length);
@@ -150,7 +152,7 @@ class TreeWriter implements TarSink {
       this.metadata(this.root, h);
       return;
     }
-    this.checkDevice(h);
+    if (this.skipDevice(h)) return;
     this.parents(parent, h.name);
     this.write(h, this.abs(comps), () => {
       const target = clean(h.linkname, h.name);
@@ -159,10 +161,19 @@ class TreeWriter implements TarSink {
     });
   }
 
-  private checkDevice(h: TarHeader): void {
-    if (this.unprivileged && (h.type === 'char' || h.type === 'block')) {
+  /**
+   * A device entry where mknod(2) is refused. In a user namespace it is left out, as moby's
+   * archive.createTarFile and containers-storage do there ("can't create device while running in
+   * user namespace"): rootless builders never have device nodes in their trees. Without a user
+   * namespace, an unprivileged apply fails on it instead.
+   */
+  private skipDevice(h: TarHeader): boolean {
+    if (h.type !== 'char' && h.type !== 'block') return false;
+    if (this.userns && !this.unprivileged) return true;
+    if (this.unprivileged) {
       throw new InvalidArgumentError(`${this.what} "${h.name}": cannot create a ${h.type === 'char' ? 'character' : 'block'} device in an unprivileged apply`);
     }
+    return false;
   }
 
   /**
@@ -343,7 +354,7 @@ class TreeWriter implements TarSink {
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         // Unprivileged: trusted.* and security.* are the kernel's to refuse (see ApplyOptions).
-        if (this.unprivileged && (code === 'EPERM' || code === 'EACCES' || code === 'ENOTSUP')) continue;
+        if ((this.unprivileged || this.userns) && (code === 'EPERM' || code === 'EACCES' || code === 'ENOTSUP')) continue;
         throw e;
       }
     }

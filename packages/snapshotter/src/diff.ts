@@ -8,7 +8,7 @@ import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { BufferPool } from './buffer-pool.js';
 import { END_OF_ARCHIVE, padding, type TarHeader } from './tar-format.js';
 import { TarOutput } from './tar-output.js';
-import { isHostOnlyXattr, isOverlayWhiteout, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX } from './whiteout.js';
+import { isHostOnlyXattr, isOpaqueXattr, isOverlayWhiteout, OPAQUE_MARKER, WHITEOUT_PREFIX } from './whiteout.js';
 
 export interface TarOptions {
   /** SOURCE_DATE_EPOCH: mtimes later than this are clamped to it, for reproducible layers. */
@@ -113,7 +113,7 @@ async function* treeTar(root: string, overlay: boolean, opts: TarOptions | undef
     let opaque = false;
     for (const n of names) {
       if (isHostOnlyXattr(n)) {
-        if (overlay && st.isDirectory() && (n === OVERLAY_OPAQUE_XATTR || n === USER_OVERLAY_OPAQUE_XATTR)) opaque ||= getXattr(p, n)?.toString() === 'y';
+        if (overlay && st.isDirectory() && isOpaqueXattr(n)) opaque ||= getXattr(p, n)?.toString() === 'y';
         continue;
       }
       const v = getXattr(p, n);

@@ -5,9 +5,9 @@ import { HardLinks, copyMetadata, copyNode, copyXattrs, linksOf, lstatIfExists, 
 import type { CopyOp } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { MergedView } from './merged-view.js';
+import { opaqueXattr } from './whiteout.js';
 
 /** overlayfs marks a directory that hides everything below it with this xattr (Documentation/filesystems/overlayfs.rst). */
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
 
 /**
  * COPY/ADD and WORKDIR written straight into a fresh active snapshot's upperdir, with no helper
@@ -112,7 +112,7 @@ class UpperWriter {
     await this.copyUp(rel.slice(0, -1));
     const host = this.host(rel);
     await fsp.mkdir(host, { mode });
-    if ((await this.lower.lstatResolved(rel)) !== undefined) setXattr(host, OPAQUE_XATTR, Buffer.from('y'));
+    if ((await this.lower.lstatResolved(rel)) !== undefined) setXattr(host, opaqueXattr(), Buffer.from('y'));
     this.ready.add(host);
     this.pure.add(host);
     await fsp.lchown(host, owner.uid, owner.gid);
@@ -167,7 +167,7 @@ class UpperWriter {
         if (!inUpper) await this.copyUp(rel);
       } else {
         mkdirSync(dest, { mode: 0o700 });
-        if (!alone && (await this.lower.lstatResolved(rel)) !== undefined) setXattr(dest, OPAQUE_XATTR, Buffer.from('y'));
+        if (!alone && (await this.lower.lstatResolved(rel)) !== undefined) setXattr(dest, opaqueXattr(), Buffer.from('y'));
         this.ready.add(dest);
         this.pure.add(dest);
       }

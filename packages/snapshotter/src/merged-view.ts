@@ -3,11 +3,12 @@ import path from 'node:path';
 import { NotFoundError, SymlinkLoopError, globPaths, resolveInRoot } from '@tsbuild/oci';
 import { copyXattrs, getXattr } from '@tsbuild/linux';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
+import { OVERLAY_OPAQUE_XATTR, USER_OVERLAY_OPAQUE_XATTR } from './whiteout.js';
 
 /**
  * The filesystem of a committed snapshot chain, read without mounting it: what overlayfs would
  * show, computed from the layers' directories (the nearest layer wins; a char device 0/0 is a
- * whiteout; a directory with trusted.overlay.opaque=y hides the layers below it; a non-directory
+ * whiteout; a directory with trusted.overlay.opaque=y (user.overlay.opaque=y when made rootless) hides the layers below it; a non-directory
  * hides everything below it). Used by COPY --from, whose sources live in another stage or image.
  * Symlinks resolve inside the view, never on the host.
  */
@@ -46,7 +47,7 @@ export class MergedView {
         }
         if (dirs.length === 0) found = { stat: st, abs, dirs };
         dirs.push(abs);
-        if (getXattr(abs, 'trusted.overlay.opaque')?.toString() === 'y') break;
+        if (getXattr(abs, OVERLAY_OPAQUE_XATTR)?.toString() === 'y' || getXattr(abs, USER_OVERLAY_OPAQUE_XATTR)?.toString() === 'y') break;
       }
       if (!found) return undefined;
       contributing = dirs;

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { AlreadyExistsError, DataLossError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
 import { MetadataStore, type Metadata, type SnapshotRecord } from './metadata-store.js';
 import type { Mount, SnapshotInfo, SnapshotKind, Snapshotter } from './snapshotter.js';
+import { overlayMountOptions } from './whiteout.js';
 
 /**
  * overlayfs options for every mount: with index, metacopy and redirect_dir off, each change in
@@ -11,7 +12,6 @@ import type { Mount, SnapshotInfo, SnapshotKind, Snapshotter } from './snapshott
  * the lower layers to interpret). This kernel has all three parameters
  * (/sys/module/overlay/parameters).
  */
-const OVERLAY_OPTIONS = ['index=off', 'metacopy=off', 'redirect_dir=off'];
 
 /**
  * The `Snapshotter` over overlayfs. Layout under root (<store>/snapshots):
@@ -254,13 +254,13 @@ export class OverlaySnapshotter implements Snapshotter {
       return [{
         type: 'overlay',
         source: 'overlay',
-        options: [...OVERLAY_OPTIONS, `lowerdir=${lowers.join(':')}`, `upperdir=${fs(rec)}`, `workdir=${join(this.root, String(rec.id), 'work')}`],
+        options: [...overlayMountOptions(), `lowerdir=${lowers.join(':')}`, `upperdir=${fs(rec)}`, `workdir=${join(this.root, String(rec.id), 'work')}`],
       }];
     }
     // A view: an empty read-only tree, one read-only layer, or overlay of lowerdirs only.
     if (lowers.length === 0) return [{ type: 'bind', source: fs(rec), options: ['rbind', 'ro'] }];
     if (lowers.length === 1) return [{ type: 'bind', source: lowers[0]!, options: ['rbind', 'ro'] }];
-    return [{ type: 'overlay', source: 'overlay', options: [...OVERLAY_OPTIONS, `lowerdir=${lowers.join(':')}`] }];
+    return [{ type: 'overlay', source: 'overlay', options: [...overlayMountOptions(), `lowerdir=${lowers.join(':')}`] }];
   }
 }
 

@@ -1,5 +1,5 @@
 import type { BigIntStats } from 'node:fs';
-import { major, minor } from '@tsbuild/linux';
+import { inUserNamespace, major, minor } from '@tsbuild/linux';
 
 /**
  * Two ways of saying "deleted in this layer":
@@ -15,6 +15,30 @@ export const OPAQUE_MARKER = '.wh..wh..opq';
 export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** The same marker for overlay mounts made with `userxattr` (unprivileged, in a user namespace). */
 export const USER_OVERLAY_OPAQUE_XATTR = 'user.overlay.opaque';
+
+/**
+ * The opaque marker this process writes: in a user namespace (rootless) trusted.* xattrs are
+ * refused and overlay is mounted with `userxattr` (overlayMountOptions), so it reads the user.*
+ * one. Readers accept both.
+ */
+export function opaqueXattr(): string {
+  return inUserNamespace() ? USER_OVERLAY_OPAQUE_XATTR : OVERLAY_OPAQUE_XATTR;
+}
+
+/** Whether `name` is one of the two opaque markers. */
+export function isOpaqueXattr(name: string): boolean {
+  return name === OVERLAY_OPAQUE_XATTR || name === USER_OVERLAY_OPAQUE_XATTR;
+}
+
+/**
+ * Options of every overlay mount of snapshots. No index, metacopy or redirects: a layer must be
+ * readable as plain directories (diff, MergedView). In a user namespace overlay needs
+ * `userxattr` for its state, and refuses `redirect_dir=off` with EINVAL there (measured on 6.18:
+ * an unprivileged mount never follows redirects anyway).
+ */
+export function overlayMountOptions(): string[] {
+  return inUserNamespace() ? ['userxattr', 'index=off', 'metacopy=off'] : ['index=off', 'metacopy=off', 'redirect_dir=off'];
+}
 
 export function isOverlayWhiteout(st: BigIntStats): boolean {
   return st.isCharacterDevice() && major(st.rdev) === 0 && minor(st.rdev) === 0;

@@ -1,4 +1,4 @@
-export { Store, DEFAULT_ROOT, type FsckReport, type FsckProblem } from './store.js';
+export { Store, DEFAULT_ROOT, ROOTLESS_UID_ENV, defaultStoreRoot, type FsckReport, type FsckProblem } from './store.js';
 export { type ContentStore, type BlobWriter, type BlobInfo } from './content-store.js';
 export { type ImageRecord, normaliseName } from './image-names.js';
 export { type Image, type Layer, pickPlatform } from './image.js';

@@ -1,10 +1,20 @@
-import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
+import { inUserNamespace } from '@tsbuild/linux';
+
+/** A /proc/self/{u,g}id_map as buildah info prints it: container_id, host_id, size. */
+function idMap(file: string): { container_id: number; host_id: number; size: number }[] {
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number))
+    .map(([container_id = 0, host_id = 0, size = 0]) => ({ container_id, host_id, size }));
+}
 
 /**
  * The architectures the built-in runtime's seccomp compiler covers (packages/runtime/src/seccomp/
@@ -85,8 +95,10 @@ export default class Info extends BaseCommand<typeof Info> {
         cpus: os.availableParallelism(),
         memTotal: os.totalmem(),
         cgroupVersion: cgroupVersion(),
-        // buildah's rootless: not running as root (a user namespace is then needed for RUN).
-        rootless: process.geteuid?.() !== 0,
+        // buildah's rootless: not the host's root. An ordinary user's command runs re-executed in
+        // a user namespace (user-namespace.ts), whose maps are shown as buildah shows them.
+        rootless: process.geteuid?.() !== 0 || inUserNamespace(),
+        ...(inUserNamespace() ? { idMappings: { uidmap: idMap('/proc/self/uid_map'), gidmap: idMap('/proc/self/gid_map') } } : {}),
       },
       store: {
         root,

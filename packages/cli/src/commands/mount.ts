@@ -1,6 +1,7 @@
 import { Args, Flags } from '../cli-kit.js';
 import { listMounts, mountImage } from '@tsbuild/image';
-import { shortId } from '@tsbuild/oci';
+import { FailedPreconditionError, shortId } from '@tsbuild/oci';
+import { USERNS_ENV } from '../user-namespace.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand, table } from '../base-command.js';
 
@@ -36,6 +37,10 @@ export default class Mount extends BaseCommand<typeof Mount> {
       for (const m of mounts) rows.push([m.imageId ? shortId(m.imageId as `sha256:${string}`) : '', m.path, String(m.mounted)]);
       process.stdout.write(table(rows));
       return;
+    }
+    // A rootless command runs in a namespace of its own that ends with it, and its mounts with it.
+    if (process.env[USERNS_ENV] === 'transient') {
+      throw new FailedPreconditionError(`rootless: a mount made by this command would vanish when it ends: run it in a \`tsbuild unshare\` session (tsbuild unshare, then tsbuild mount ${args.image})`);
     }
     const wc = await WorkingContainer.find(env, args.image);
     if (wc) {
