@@ -2,7 +2,7 @@
 // Side-by-side benchmarks: the same inputs through tsbuild and the reference tool (buildah with
 // runc, skopeo, tar|pigz), in one run, with the ratio printed (tsbuild / reference; below 1.0
 // means tsbuild is faster). Needs root and what scripts/install-deps.sh installs.
-// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,containers,snapshotter,registry,inspect picks sections.
+// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,containers,snapshotter,registry,inspect,rootless picks sections.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -14,7 +14,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The command as users run it (npm links `tsbuild` to this script).
 const bin = path.join(repo, 'packages/cli/bin/tsbuild');
 const runs = Number(process.env.BENCH_RUNS ?? 5);
-const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,containers,snapshotter,registry,inspect').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,containers,snapshotter,registry,inspect,rootless').split(','));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-'));
 const store = path.join(tmp, 'store');
 const bRoot = path.join(tmp, 'buildah-root');
@@ -158,6 +158,12 @@ try {
     row.ratio = +(row.tsbuild_ms / 2000).toFixed(2);
     results.push(row);
     console.log(`${row.benchmark.padEnd(44)} tsbuild ${String(row.tsbuild_ms).padStart(6)} ms   (target 2000 ms; peak RSS ${Math.round(Number(peak.stderr.trim().split('\n').at(-1)) / 1024)} MB)`);
+  }
+
+  if (only.has('rootless')) {
+    console.log('\n# rootless (issue 17)');
+    const { benchRootless } = await import('./rootless.mjs');
+    benchRootless({ bin, compare, hello: path.join(repo, 'fixtures/hello'), archive: path.join(tmp, 'busybox.tar'), rootBuild: () => tsbuild('build', '-q', '--no-cache', '-t', 'hello', path.join(repo, 'fixtures/hello')) });
   }
 
   console.log(`\n${JSON.stringify({ results })}`);
