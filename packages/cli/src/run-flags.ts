@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Flags } from './cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
+import { inUserNamespace } from '@tsbuild/linux';
 import type { RunDefaults } from '@tsbuild/builder';
 
 /**
@@ -93,11 +94,23 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
     } else throw new InvalidArgumentError(`--security-opt ${opt}: want seccomp=unconfined|PROFILE.json or no-new-privileges`);
   }
   if (f.runtime !== undefined) out.runtime = f.runtime;
-  const uid = f.uidmap !== undefined ? parseIdMap('uidmap', f.uidmap) : f.userns === 'auto' ? { containerID: 0, hostID: 100000, size: 65536 } : undefined;
+  const uid = f.uidmap !== undefined ? parseIdMap('uidmap', f.uidmap) : f.userns === 'auto' ? autoRange() : undefined;
   const gid = f.gidmap !== undefined ? parseIdMap('gidmap', f.gidmap) : uid;
   if (f.gidmap !== undefined && uid === undefined) throw new InvalidArgumentError('--gidmap needs --uidmap (or --userns=auto) too');
   if (uid && gid) out.userns = { uidMappings: [uid], gidMappings: [gid] };
   return out;
+}
+
+/**
+ * `--userns=auto`: root inside is 100000 outside, 65536 ids. Rootless (already in a user
+ * namespace, whose ids are the caller and its subordinate range), ids 100000… do not exist: the
+ * container gets ids 1… of ours instead, as many as we have up to 65536.
+ */
+function autoRange(): { containerID: number; hostID: number; size: number } {
+  if (!inUserNamespace()) return { containerID: 0, hostID: 100000, size: 65536 };
+  const top = Math.max(...readFileSync('/proc/self/uid_map', 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)).map(([inside = 0, , count = 0]) => inside + count));
+  if (top <= 1) throw new InvalidArgumentError('--userns=auto: this rootless namespace has no ids beyond root (no subordinate ids in /etc/subuid)');
+  return { containerID: 0, hostID: 1, size: Math.min(65536, top - 1) };
 }
 
 function parseIdMap(flag: string, v: string): { containerID: number; hostID: number; size: number } {

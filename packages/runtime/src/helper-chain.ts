@@ -143,7 +143,7 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     // The helper's pty master, copied here with pidfd_getfd; the helper waits for our answer.
     const takeTerminal = async (fd: number): Promise<void> => {
       try {
-        const helperPid = opts.init !== undefined && containerPid !== undefined ? await firstChild(containerPid, () => child.exitCode !== null || aborted) : containerPid;
+        const helperPid = opts.init !== undefined && containerPid !== undefined ? await firstChild(containerPid, () => child.exitCode !== null || aborted, false) : containerPid;
         if (helperPid === undefined) throw new Error('the helper is gone');
         const master = takeDescriptor(helperPid, fd);
         opts.onTerminal?.(master);
@@ -261,19 +261,35 @@ function joinCgroupsFromHost(request: Omit<RunRequest, 'chainPid'>, containerPid
 }
 
 /**
- * The first child of `pid` (unshare's fork), polled from /proc/<pid>/task/<pid>/children (Linux
- * 3.5+, CONFIG_PROC_CHILDREN); undefined when `gone()` turns true first.
+ * The child of `pid` (unshare's fork) that is PID 1 of the new PID namespace, polled from
+ * /proc/<pid>/task/<pid>/children (Linux 3.5+, CONFIG_PROC_CHILDREN); undefined when `gone()`
+ * turns true first. With a user namespace unshare forks another child first, the one that runs
+ * newuidmap/newgidmap and exits: the container's is told apart by its NSpid line (status in
+ * proc(5)), which has one more level than ours. `inNewPidNamespace` false: any first child (the
+ * helper under an init, in the same namespace).
  */
-async function firstChild(pid: number, gone: () => boolean): Promise<number | undefined> {
+async function firstChild(pid: number, gone: () => boolean, inNewPidNamespace = true): Promise<number | undefined> {
+  const levels = inNewPidNamespace ? (nsLevels('self') ?? 1) : 0;
   for (let i = 0; ; i++) {
     if (gone()) return undefined;
+    let children: string[];
     try {
-      const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
-      if (first !== undefined && first !== '') return Number(first);
+      children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
     } catch {
       return undefined; // the chain's process is gone
     }
+    for (const c of children) if ((nsLevels(c) ?? 0) > levels) return Number(c);
     await new Promise((r) => (i < 50 ? setImmediate(r) : setTimeout(r, 2)));
+  }
+}
+
+/** How many PID namespaces deep a process is (the numbers on its NSpid line), undefined once gone. */
+function nsLevels(pid: string): number | undefined {
+  try {
+    const line = /^NSpid:\s*(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return line?.trim().split(/\s+/).length;
+  } catch {
+    return undefined;
   }
 }
 

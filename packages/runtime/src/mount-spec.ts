@@ -1,4 +1,4 @@
-import { MS, mount, mountOverlay } from '@tsbuild/linux';
+import { MS, inUserNamespace, mount, mountOverlay } from '@tsbuild/linux';
 
 /**
  * One mount, in the snapshotter's shape (containerd's mount.Mount without a target): the rootfs of
@@ -67,7 +67,11 @@ export function mountAll(mounts: Mount[], target: string): void {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
       // overlayfs explains EINVAL and friends only in the kernel log; name what we asked for.
-      throw new Error(`mount ${m.type} ${m.source} at ${target} (${m.options.join(',').slice(0, 300)}): ${code}`, { cause: e });
+      const rootless =
+        m.type === 'overlay' && inUserNamespace()
+          ? ' (rootless: the kernel refused overlayfs in this user namespace; it needs Linux 5.11 or later and a store on a filesystem with user.* xattrs, e.g. ext4, xfs, btrfs, tmpfs since 6.6: put the store there with --root)'
+          : '';
+      throw new Error(`mount ${m.type} ${m.source} at ${target} (${m.options.join(',').slice(0, 300)}): ${code}${rootless}`, { cause: e });
     }
   }
 }
