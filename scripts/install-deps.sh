@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Rootless (an ordinary user): uidmap's setuid newuidmap/newgidmap map the subordinate ids,
-# slirp4netns gives a rootless RUN its network (passt's pasta is the alternative podman uses).
-apt_pkgs=(busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar debootstrap uidmap slirp4netns passt fuse-overlayfs)
+# slirp4netns gives a rootless RUN its network.
+apt_pkgs=(busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar debootstrap uidmap slirp4netns)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
