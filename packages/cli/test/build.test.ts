@@ -87,6 +87,11 @@ describe('tsbuild build of the bundled example', () => {
     const json = JSON.parse((await t.run(['images', '--format', 'json'])).stdout) as { repository: string; size: number }[];
     expect(json.map((i) => i.repository).sort()).toEqual(['busybox', 'hello']);
     expect(json.every((i) => i.size > 0)).toBe(true);
+    // buildah's and podman's -q (each ID once, short unless --no-trunc) and -n.
+    const ids = json.map((i) => (i as unknown as { id: string }).id);
+    expect((await t.run(['images', '-q'])).stdout.trim().split('\n').sort()).toEqual([...new Set(ids.map((i) => i.slice(7, 19)))].sort());
+    expect((await t.run(['images', '-q', '--no-trunc'])).stdout.trim().split('\n').sort()).toEqual([...new Set(ids)].sort());
+    expect((await t.run(['images', '-n'])).stdout).not.toContain('REPOSITORY');
   });
 
   it('--progress=tty styles step lines; plain output (not a terminal) has no escape codes', async () => {

@@ -7,11 +7,13 @@ export default class Images extends BaseCommand<typeof Images> {
   static override flags = {
     format: Flags.string({ description: 'output format', options: ['table', 'json'], default: 'table' }),
     'no-trunc': Flags.boolean({ description: 'show full image IDs' }),
+    quiet: Flags.boolean({ char: 'q', description: 'print only the image IDs, each once' }),
+    noheading: Flags.boolean({ char: 'n', description: 'do not print the column headings' }),
   };
 
   async run(): Promise<void> {
     const store = await this.store();
-    const rows = [];
+    const rows: { name: string | null; repository: string; tag: string; id: string; digest: string; created: string | undefined; size: number }[] = [];
     for (const rec of await store.listImages()) {
       // One damaged image (fsck names what is wrong) must not hide the others: it is listed with
       // what can be read, or left out when not even its manifest can, each time with a warning.
@@ -62,9 +64,15 @@ export default class Images extends BaseCommand<typeof Images> {
       process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
       return;
     }
-    const out = [['REPOSITORY', 'TAG', 'IMAGE ID', 'CREATED', 'SIZE']];
-    for (const r of rows) out.push([r.repository, r.tag, this.flags['no-trunc'] ? r.id : shortId(r.id), humanAge(r.created), humanSize(r.size)]);
-    process.stdout.write(table(out));
+    const id = (r: (typeof rows)[number]): string => (this.flags['no-trunc'] ? r.id : shortId(r.id as `sha256:${string}`));
+    if (this.flags.quiet) {
+      // As buildah and podman: one line per image, an image with several names once.
+      process.stdout.write([...new Set(rows.map(id))].map((i) => `${i}\n`).join(''));
+      return;
+    }
+    const out = this.flags.noheading ? [] : [['REPOSITORY', 'TAG', 'IMAGE ID', 'CREATED', 'SIZE']];
+    for (const r of rows) out.push([r.repository, r.tag, id(r), humanAge(r.created), humanSize(r.size)]);
+    if (out.length > 0) process.stdout.write(table(out));
   }
 }
 
