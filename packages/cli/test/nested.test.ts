@@ -65,8 +65,7 @@ describe('tsbuild in an unprivileged container', () => {
       '-v', `${innerStore}:/var/lib/tsbuild`, '-v', `${inputs}:/in:ro`, '-v', `${HELLO}:/ctx:ro`,
       '--entrypoint', '/bin/sh', 'tsbuild', '-c', script,
     ]);
-    expect(r.stderr).toBe('');
-    expect(r.code).toBe(0);
+    expect({ code: r.code, stderr: r.stderr, stdout: r.stdout }).toMatchObject({ code: 0, stderr: '' });
     const [capEff, uidMap, tun, id] = r.stdout.trim().split('\n');
     const caps = BigInt(`0x${capEff!.split('\t')[1]}`);
     expect(caps & (1n << 21n)).toBe(0n); // CAP_SYS_ADMIN
