@@ -1,8 +1,11 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { posix } from 'node:path';
 import { Flags } from './cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { inUserNamespace } from '@tsbuild/linux';
 import type { RunDefaults } from '@tsbuild/builder';
+
+type ExtraMount = NonNullable<RunDefaults['mounts']>[number];
 
 /**
  * The container flags `build` and `run` share, spelled as docker and buildah spell them.
@@ -17,7 +20,7 @@ export const runtimeFlags = {
   network: Flags.string({ description: 'network mode', options: ['host', 'none', 'private'], helpGroup: 'CONTAINER' }),
   'cap-add': Flags.string({ description: 'add a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
   'cap-drop': Flags.string({ description: 'drop a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
-  'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, no-new-privileges (repeatable)', multiple: true, helpGroup: 'CONTAINER' }),
+  'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, systempaths=unconfined, no-new-privileges (repeatable)', multiple: true, helpGroup: 'CONTAINER' }),
   runtime: Flags.string({ description: 'OCI runtime to use instead of the built-in one: runc, crun or a path', helpGroup: 'CONTAINER' }),
 };
 
@@ -30,6 +33,44 @@ export const usernsFlags = {
   uidmap: Flags.string({ description: 'user namespace uid mapping CONTAINER_ID:HOST_ID:SIZE (one range from 0)', helpGroup: 'CONTAINER' }),
   gidmap: Flags.string({ description: 'user namespace gid mapping CONTAINER_ID:HOST_ID:SIZE (default: as --uidmap)', helpGroup: 'CONTAINER' }),
 };
+
+/** Bind mounts: `run IMAGE` only (a working container would keep the mountpoints in its next layer). */
+export const volumeFlags = {
+  volume: Flags.string({ char: 'v', description: 'bind a host path: HOST:CONTAINER[:ro|rw|nosuid|nodev|noexec,…] (repeatable; HOST absolute and existing)', multiple: true, helpGroup: 'CONTAINER' }),
+};
+
+/** Options `-v` takes after the second colon: docker's and podman's that mean something here. */
+const VOLUME_OPTIONS = new Set(['ro', 'rw', 'nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec', 'bind', 'rbind']);
+
+/**
+ * `-v HOST:CONTAINER[:OPTIONS]` as docker and podman spell it, as the runtime's bind mounts (the
+ * path RUN --mount=type=bind takes). Named volumes (a HOST without a slash) are podman's store of
+ * volumes, which tsbuild has not; SELinux relabelling (z, Z) has no meaning without SELinux.
+ */
+export function parseVolumes(values: readonly string[]): ExtraMount[] {
+  return values.map((v) => {
+    const parts = v.split(':');
+    const bad = (why: string): never => {
+      throw new InvalidArgumentError(`--volume ${v}: ${why}`);
+    };
+    if (parts.length < 2 || parts.length > 3) bad('want HOST:CONTAINER[:OPTIONS] (anonymous volumes are not supported)');
+    const [host, dest, opts] = parts as [string, string, string | undefined];
+    if (!host.startsWith('/')) bad(host.startsWith('.') ? `host path ${host} must be absolute` : `named volumes are not supported: give an absolute host path instead of ${host}`);
+    if (!posix.isAbsolute(dest)) bad(`container path ${dest} must be absolute`);
+    try {
+      statSync(host);
+    } catch (e) {
+      bad(`host path ${host}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    const options = ['rbind'];
+    for (const o of opts === undefined ? [] : opts.split(',')) {
+      if (o === 'z' || o === 'Z') bad(`${o}: SELinux relabelling is not supported`);
+      if (!VOLUME_OPTIONS.has(o)) bad(`unknown option ${o} (want ro, rw, nosuid, nodev, noexec and their opposites)`);
+      if (o !== 'bind' && o !== 'rbind') options.push(o);
+    }
+    return { destination: posix.normalize(dest), type: 'bind' as const, source: host, options };
+  });
+}
 
 export interface RuntimeFlagValues {
   memory?: string;
@@ -91,7 +132,14 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
           throw new InvalidArgumentError(`--security-opt ${opt}: ${v} is not JSON: ${(e as Error).message}`);
         }
       }
-    } else throw new InvalidArgumentError(`--security-opt ${opt}: want seccomp=unconfined|PROFILE.json or no-new-privileges`);
+    } else if (opt === 'systempaths=unconfined' || opt === 'systempaths:unconfined') {
+      // docker's and podman's: no masked and no read-only paths under /proc and /sys. A tsbuild
+      // inside the container needs it: its RUN mounts a fresh proc for its PID namespace, which
+      // the kernel refuses while the /proc it can see has paths overmounted (fs/namespace.c
+      // mount_too_revealing: an unprivileged proc or sysfs mount must not reveal what is hidden).
+      out.maskedPaths = [];
+      out.readonlyPaths = [];
+    } else throw new InvalidArgumentError(`--security-opt ${opt}: want seccomp=unconfined|PROFILE.json, systempaths=unconfined or no-new-privileges`);
   }
   if (f.runtime !== undefined) out.runtime = f.runtime;
   const uid = f.uidmap !== undefined ? parseIdMap('uidmap', f.uidmap) : f.userns === 'auto' ? autoRange() : undefined;

@@ -52,6 +52,26 @@ describe('tsbuild run', () => {
     expect(init.stdout.split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^tini/), '2']);
   });
 
+  it('-v binds a host directory or file (read-only with :ro); a bad one is one line and status 1', async () => {
+    writeFileSync(`${t.tmp}/vol-file`, 'from the host\n');
+    const r = await t.run(['run', '--rm', '-v', `${t.tmp}:/vol`, '-v', `${t.tmp}/vol-file:/etc/vol-file:ro`, 'busybox', 'sh', '-c', 'cat /etc/vol-file; echo written > /vol/out; echo x > /etc/vol-file || echo refused']);
+    expect(r.stdout).toBe('from the host\nrefused\n');
+    expect(readFileSync(`${t.tmp}/out`, 'utf8')).toBe('written\n');
+    const bad = await t.run(['run', '--rm', '-v', 'cache:/data', 'busybox', 'true']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe('Error: --volume cache:/data: named volumes are not supported: give an absolute host path instead of cache\n');
+  });
+
+  it('--security-opt systempaths=unconfined leaves /proc without masked or read-only paths', async () => {
+    // mounts below /proc (masks and read-only binds), then whether /proc/sys is one of them
+    const probe = 'grep -c " /proc/[^ ]* " /proc/self/mountinfo; grep -c " /proc/sys " /proc/self/mountinfo';
+    const masked = await t.run(['run', '--rm', 'busybox', 'sh', '-c', probe]);
+    expect(Number(masked.stdout.split('\n')[0])).toBeGreaterThan(1);
+    expect(masked.stdout.split('\n')[1]).toBe('1');
+    const open = await t.run(['run', '--rm', '--security-opt', 'systempaths=unconfined', 'busybox', 'sh', '-c', probe]);
+    expect(open.stdout).toBe('0\n0\n');
+  });
+
   it('--userns=auto maps root inside to uid 100000 outside', async () => {
     // the mapped root must be able to pass through the store's parent directories (mkdtemp makes 0700)
     chmodSync(t.tmp, 0o755);

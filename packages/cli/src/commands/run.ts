@@ -3,7 +3,7 @@ import { Args, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
 import { WorkingContainer, runImage } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
-import { runtimeFlags, runtimeOptions, usernsFlags } from '../run-flags.js';
+import { parseVolumes, runtimeFlags, runtimeOptions, usernsFlags, volumeFlags } from '../run-flags.js';
 
 export default class Run extends BaseCommand<typeof Run> {
   static override summary = 'Run a command in a working container, or in a new container made from an image';
@@ -33,6 +33,7 @@ export default class Run extends BaseCommand<typeof Run> {
     init: Flags.boolean({ description: 'run an init as PID 1 that reaps zombies and forwards signals' }),
     ...runtimeFlags,
     ...usernsFlags,
+    ...volumeFlags,
   };
 
   async run(): Promise<void> {
@@ -44,7 +45,8 @@ export default class Run extends BaseCommand<typeof Run> {
     let command = this.passThrough;
     const controller = new AbortController();
     const workdir = f.workingdir ?? f.workdir;
-    const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}) };
+    const volumes = parseVolumes(f.volume ?? []);
+    const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}), ...(volumes.length > 0 ? { mounts: volumes } : {}) };
     const onSignal = () => controller.abort();
     process.once('SIGTERM', onSignal);
     // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
@@ -66,7 +68,7 @@ export default class Run extends BaseCommand<typeof Run> {
       const wc = await WorkingContainer.find(env, args.image);
       if (wc) {
         if (command[0] === '--') command = command.slice(1);
-        if (f.rm || f.entrypoint !== undefined) throw new InvalidArgumentError(`${args.image} is a working container: --rm and --entrypoint apply to images only`);
+        if (f.rm || f.entrypoint !== undefined || volumes.length > 0) throw new InvalidArgumentError(`${args.image} is a working container: --rm, --entrypoint and --volume apply to images only`);
         const r = await wc.run(command, { ...common, ...(f.hostname ? { hostname: f.hostname } : {}), ...(f['add-history'] ? { addHistory: true } : {}) });
         if (r.oomKilled) process.stderr.write(`Error: the command was killed: out of memory\n`);
         process.exitCode = r.exitCode;
