@@ -1,10 +1,11 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { removeStaleCgroups, run } from '../src/index.js';
+import { pidNamespaceTag } from '../src/cgroups/run-cgroup.js';
 import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
 import { tsbuildCgroups } from './cgroup-leftovers.js';
 // @ts-expect-error plain .mjs fixture without types
@@ -133,10 +134,23 @@ describe('kill -9 of a real `tsbuild run`', () => {
 
   it('a stale cgroup whose reaper died too is swept by the next run', async () => {
     const hierarchy = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
-    const dir = `${hierarchy}/tsbuild/tsbuild-${2 ** 22 + 1}-deadbeef`;
+    const dir = `${hierarchy}/tsbuild/tsbuild-${2 ** 22 + 1}-${pidNamespaceTag()}deadbeef`;
     mkdirSync(dir, { recursive: true }); // pid 4194305: above PID_MAX_LIMIT (2^22), never alive
     const removed = await removeStaleCgroups();
     expect(removed).toContain(dir);
     expect(existsSync(dir)).toBe(false);
+  });
+
+  it("a cgroup of another PID namespace's tsbuild is never judged stale: its pid means nothing here", async () => {
+    const hierarchy = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+    const other = ((parseInt(pidNamespaceTag(), 16) + 1) >>> 0).toString(16).padStart(8, '0');
+    const dir = `${hierarchy}/tsbuild/tsbuild-${2 ** 22 + 1}-${other}deadbeef`;
+    mkdirSync(dir, { recursive: true });
+    try {
+      expect(await removeStaleCgroups()).not.toContain(dir);
+      expect(existsSync(dir)).toBe(true);
+    } finally {
+      rmdirSync(dir);
+    }
   });
 });

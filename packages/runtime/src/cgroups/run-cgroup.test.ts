@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cpuSharesToWeight, v1Writes, v2Writes } from './cgroup-resources.js';
-import { cgroupLayout, createRunCgroup } from './run-cgroup.js';
+import { cgroupLayout, createRunCgroup, pidNamespaceTag } from './run-cgroup.js';
 
 /**
  * cgroup v2 limits cannot be enforced on the test machine (its unified hierarchy has no
@@ -28,7 +28,7 @@ describe('cgroup v2 files (fake tree)', () => {
     const root = fakeV2Root();
     expect(cgroupLayout(root).version).toBe(2);
     const cg = await createRunCgroup({ memory: 64 * 1024 * 1024, cpus: 0.25, cpuShares: 1024, cpusetCpus: '0', pidsLimit: 20 }, root);
-    expect(cg.name).toMatch(new RegExp(`^tsbuild-${process.pid}-[0-9a-f]{8}$`));
+    expect(cg.name).toMatch(new RegExp(`^tsbuild-${process.pid}-${pidNamespaceTag()}[0-9a-f]{8}$`));
     const dir = join(root, 'tsbuild', cg.name);
     expect(cg.dirs).toEqual([dir]);
     expect(cg.procsFiles).toEqual([join(dir, 'cgroup.procs')]);

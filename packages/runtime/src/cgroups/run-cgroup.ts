@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
@@ -38,6 +38,13 @@ import { alive } from '../pid-alive.js';
  * reaper killed with tsbuild (a whole systemd unit stopped): it removes every tsbuild-<pid>-*
  * cgroup whose creator pid is no longer alive. A reused pid only postpones that removal until
  * the new owner of the pid is gone.
+ *
+ * A pid means something only in its own PID namespace: a tsbuild in a container that sees the
+ * host's cgroupfs would take every run of the host's tsbuild for stale (their pids are not
+ * alive in its namespace) and "kill what is left" in them, i.e. the processes of those runs
+ * visible to it: its own container, itself included. So a name carries its creator's PID
+ * namespace (the inode of /proc/self/ns/pid, 8 hex digits, then 8 random ones), and only the
+ * cgroups of our own namespace are judged.
  */
 export interface RunCgroup {
   name: string;
@@ -58,7 +65,13 @@ export interface RunCgroup {
 
 export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
 const PARENT = 'tsbuild';
-const NAME = /^tsbuild-(\d+)-[0-9a-f]+$/;
+const NAME = /^tsbuild-(\d+)-([0-9a-f]{8})[0-9a-f]{8}$/;
+
+/** Our PID namespace's inode, as 8 hex digits (namespace inodes are 32-bit, proc_alloc_inum). */
+export function pidNamespaceTag(): string {
+  const inode = /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? '0';
+  return (Number(inode) >>> 0).toString(16).padStart(8, '0');
+}
 
 export type CgroupLayout = { version: 2; root: string } | { version: 1; root: string; unified?: string };
 
@@ -70,7 +83,7 @@ export function cgroupLayout(root = DEFAULT_CGROUP_ROOT): CgroupLayout {
 
 export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT): Promise<RunCgroup> {
   const layout = cgroupLayout(root);
-  const name = `tsbuild-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const name = `tsbuild-${process.pid}-${pidNamespaceTag()}${randomBytes(4).toString('hex')}`;
   const dirs: string[] = [];
   let memoryDir: string | undefined;
   let memoryEvents: string | undefined;
@@ -193,6 +206,7 @@ function reapOnExit(dirs: string[]): void {
 export async function removeStaleCgroups(root = DEFAULT_CGROUP_ROOT): Promise<string[]> {
   const parents = hierarchies(cgroupLayout(root)).map((h) => posix.join(h, PARENT));
   const stale: string[] = [];
+  const ours = pidNamespaceTag();
   for (const parent of parents) {
     let names: string[];
     try {
@@ -202,7 +216,7 @@ export async function removeStaleCgroups(root = DEFAULT_CGROUP_ROOT): Promise<st
     }
     for (const n of names) {
       const m = NAME.exec(n);
-      if (m !== null && !alive(Number(m[1]))) stale.push(...subtree(posix.join(parent, n)));
+      if (m !== null && m[2] === ours && !alive(Number(m[1]))) stale.push(...subtree(posix.join(parent, n)));
     }
   }
   if (stale.length > 0) {
