@@ -892,7 +892,9 @@ class Builder {
   }
 
   private context(): Promise<BuildContext> {
-    this.contextP ??= BuildContext.open(this.opts.context, this.opts.dockerfile, this.scratch);
+    // The Dockerfile's own ignore file (Dockerfile.dockerignore) counts for the default one too.
+    const dockerfile = this.opts.dockerfile ?? (this.opts.dockerfileText === undefined ? path.join(this.opts.context, 'Dockerfile') : undefined);
+    this.contextP ??= BuildContext.open(this.opts.context, dockerfile, this.scratch);
     return this.contextP;
   }
 

@@ -101,6 +101,13 @@ describe('instructions', () => {
     expect(names).toEqual(['.dockerignore', 'Dockerfile', 'a.txt', 'keep.log']);
   });
 
+  it('.containerignore wins over .dockerignore (buildah), and Containerfile.containerignore over both', async () => {
+    await buildIt({ Dockerfile: 'FROM busybox\nCOPY . /app/\n', '.containerignore': 'a.txt\n', '.dockerignore': 'b.txt\n', 'a.txt': 'a', 'b.txt': 'b' }, { tags: ['cignored'] });
+    expect((await fsp.readdir(path.join(await unpacked('cignored'), 'app'))).sort()).toEqual(['.containerignore', '.dockerignore', 'Dockerfile', 'b.txt']);
+    await buildIt({ Dockerfile: 'FROM busybox\nCOPY . /app/\n', 'Dockerfile.containerignore': 'b.txt\n', '.containerignore': 'a.txt\n', 'a.txt': 'a', 'b.txt': 'b' }, { tags: ['dfignored'] });
+    expect((await fsp.readdir(path.join(await unpacked('dfignored'), 'app'))).sort()).toEqual(['.containerignore', 'Dockerfile', 'Dockerfile.containerignore', 'a.txt']);
+  });
+
   it('USER applies to RUN and to the config; supplementary groups come from /etc/group', async () => {
     const r = await buildIt({ Dockerfile: 'FROM busybox\nUSER app\nRUN id > /tmp/id\nUSER root\nRUN cp /tmp/id /id\nUSER app\n' }, { tags: ['user'] });
     expect(r.config.config?.User).toBe('app');

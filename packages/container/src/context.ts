@@ -156,8 +156,13 @@ export async function readContextFile(contextDir: string, file: string, limit: n
 /** An ignore file is a list of patterns: 16 MiB is far beyond any real one and keeps a hostile one out of memory. */
 const MAX_IGNORE_FILE = 16 << 20;
 
-async function readIgnore(contextDir: string, dockerfilePath: string | undefined, names = ['.dockerignore']): Promise<string[] | undefined> {
-  const candidates = [...(dockerfilePath ? [`${dockerfilePath}.dockerignore`] : []), ...names.map((n) => path.join(contextDir, n))];
+/**
+ * The build's ignore file: the Dockerfile's own (`<Dockerfile>.containerignore`, BuildKit's
+ * `<Dockerfile>.dockerignore`), else the context's `.containerignore`, which buildah reads before
+ * `.dockerignore`, else `.dockerignore`.
+ */
+async function readIgnore(contextDir: string, dockerfilePath: string | undefined, names = ['.containerignore', '.dockerignore']): Promise<string[] | undefined> {
+  const candidates = [...(dockerfilePath ? [`${dockerfilePath}.containerignore`, `${dockerfilePath}.dockerignore`] : []), ...names.map((n) => path.join(contextDir, n))];
   for (const c of candidates) {
     const buf = await readContextFile(contextDir, c, MAX_IGNORE_FILE + 1);
     if (buf !== undefined && buf.length > MAX_IGNORE_FILE) throw new InvalidArgumentError(`${c}: larger than ${MAX_IGNORE_FILE >> 20} MiB`);
@@ -169,7 +174,7 @@ async function readIgnore(contextDir: string, dockerfilePath: string | undefined
 
 /** buildah's ContainerIgnoreFile: an explicit file (the user's own path, read as given), else the context's .containerignore or .dockerignore. */
 async function readIgnoreFile(contextDir: string, file: string | undefined): Promise<string[] | undefined> {
-  if (file === undefined) return readIgnore(contextDir, undefined, ['.containerignore', '.dockerignore']);
+  if (file === undefined) return readIgnore(contextDir, undefined);
   const st = await fsp.stat(file).catch(() => undefined);
   if (!st?.isFile()) throw new NotFoundError(`ignore file ${file}: no such file`);
   if (st.size > MAX_IGNORE_FILE) throw new InvalidArgumentError(`${file}: larger than ${MAX_IGNORE_FILE >> 20} MiB`);
