@@ -110,12 +110,13 @@ export function userEnv(user: TestUser, extra: NodeJS.ProcessEnv = {}): NodeJS.P
  * `tsbuild ARGS` as the user: setpriv drops to its uid, gid and groups and execs the command, so
  * the child's pid is the outer tsbuild's own (node, after bin/tsbuild's exec).
  */
-export function spawnAs(user: TestUser, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; command?: string[] } = {}) {
+export function spawnAs(user: TestUser, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; command?: string[]; detached?: boolean } = {}) {
   const command = opts.command ?? [BIN, ...args];
   return spawn('setpriv', ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', '--', ...command], {
     cwd: opts.cwd ?? REPO,
     env: opts.env ?? userEnv(user),
     stdio: ['pipe', 'pipe', 'pipe'],
+    detached: opts.detached ?? false,
   });
 }
 

@@ -213,6 +213,39 @@ describe('rootless tsbuild as an ordinary user', () => {
     expect(new Set(hostOwners)).toEqual(new Set([sub]));
   }, 120_000);
 
+  it('whiteouts and opaque dirs hide lower files rootless, in its own snapshots and in root\'s layers it applies; device nodes are left out', async () => {
+    const lower = ['FROM busybox', 'RUN mkdir -p /d/sub && touch /d/old /d/sub/old', 'RUN rm /bin/ls && rm -rf /d && mkdir /d && touch /d/new'];
+    const look = 'RUN ls -a /d > /seen && if test -e /bin/ls; then echo ls-is-back >> /seen; fi && cat /seen';
+    // in one rootless build: the next RUN's lower layers are the user-namespace overlay's upperdirs
+    const own = await ok(as(['build', '--no-cache', await context({ Dockerfile: [...lower, look, ''].join('\n') })]));
+    expect(own.stdout).toContain('.\n..\nnew\n');
+    expect(own.stdout).not.toMatch(/^(old|sub|ls-is-back)$/m);
+
+    // root's image, with a device node, applied by the user from an archive
+    const ctx = await context({ Dockerfile: [...lower, 'RUN mknod /devnode c 1 3', ''].join('\n') });
+    expect((await root.run(['build', '-q', '--timestamp', '0', '-t', 'root-lower', ctx])).code).toBe(0);
+    const archive = path.join(work, 'root-lower.tar');
+    expect((await root.run(['save', '--format', 'oci-archive', '-o', archive, 'root-lower'])).code).toBe(0);
+    await fsp.chmod(archive, 0o644);
+    await ok(as(['load', '-i', archive]));
+    const upper = await context({ Dockerfile: `FROM root-lower\n${look}\n` });
+    const args = ['build', '--timestamp', '0', upper];
+    const mine = await ok(as(args));
+    expect(mine.stdout).toContain('.\n..\nnew\n');
+    expect(mine.stdout).not.toMatch(/^(old|sub|ls-is-back)$/m);
+    expect(mine.stdout.trim().split('\n').at(-1)).toBe((await root.run(args)).stdout.trim().split('\n').at(-1));
+    // A user namespace cannot make a device node (mknod needs CAP_MKNOD in the initial
+    // namespace): applying the layer leaves it out, as moby and containers-storage do rootless.
+    // The image is unchanged (its layers are the blobs as root made them); only what a rootless
+    // RUN sees lacks the node.
+    const probe = ['run', '--rm', 'root-lower', 'sh', '-c', 'if test -c /devnode; then echo device; else echo no-device; fi'];
+    expect((await root.run(probe)).stdout).toBe('device\n');
+    expect((await ok(as(probe))).stdout).toBe('no-device\n');
+    const refused = await as(['run', '--rm', 'busybox', 'mknod', '/x', 'c', '1', '3']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/Operation not permitted/);
+  }, 120_000);
+
   describe('network', () => {
     let server: Server;
     let port: number;
@@ -246,6 +279,11 @@ describe('rootless tsbuild as an ordinary user', () => {
       }
     }, 90_000);
 
+    it('host shares the host\'s network, loopback included', async () => {
+      const r = await ok(as(['run', '--rm', '--network', 'host', 'busybox', 'wget', '-q', '-O-', `http://127.0.0.1:${port}/`]));
+      expect(r.stdout).toBe(token);
+    }, 60_000);
+
     it('none has no route', async () => {
       const host = hostAddress();
       const r = await as(['run', '--rm', '--network', 'none', 'busybox', 'sh', '-c', `cat /proc/net/route; timeout 10 wget -q -O- http://${host}:${port}/ && echo REACHED`]);
@@ -257,6 +295,15 @@ describe('rootless tsbuild as an ordinary user', () => {
       expect(r.code).not.toBe(0);
     }, 60_000);
   });
+
+  it('resource limits that cannot be set rootless are one warning line; the command still runs', async () => {
+    const r = await as(['run', '--rm', '--memory', '64m', '--pids-limit', '50', '--cpus', '0.5', 'busybox', 'echo', 'limited']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('limited\n');
+    // No cgroup is delegated to the test user: none can be made, which is said once.
+    expect(r.stderr).toMatch(/^Warning: resource limits are not applied: .*rootless/);
+    expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+  }, 60_000);
 
   describe('registry and store commands', () => {
     let reg: RunningRegistry;
@@ -415,9 +462,10 @@ describe('rootless tsbuild as an ordinary user', () => {
       expect(await settled()).toEqual([]);
     }, 60_000);
 
-    it('after kill -9 of the outer tsbuild during a long RUN', async () => {
+    /** The outer tsbuild of a build whose RUN sleeps, once the sleep is running. */
+    const longRun = async (detached = false): Promise<{ child: ReturnType<typeof spawnAs>; done: Promise<Result> }> => {
       const ctx = await context({ Dockerfile: 'FROM busybox\nRUN sleep 30\n' });
-      const child = spawnAs(user, ['build', '--no-cache', ctx]);
+      const child = spawnAs(user, ['build', '--no-cache', ctx], { detached });
       const done = collect(child);
       await waitFor('the RUN\'s sleep', () =>
         processesOf(user).find((pid) => {
@@ -428,14 +476,33 @@ describe('rootless tsbuild as an ordinary user', () => {
           }
         }),
       );
+      return { child, done };
+    };
+
+    it('after kill -9 of the outer tsbuild during a long RUN', async () => {
+      const { child, done } = await longRun();
       // setpriv execs bin/tsbuild, which execs node: the child is the outer tsbuild itself.
       expect(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8')).toContain('run.cjs');
       process.kill(child.pid!, 'SIGKILL');
       expect((await done).signal).toBe('SIGKILL');
       expect(await settled()).toEqual([]);
-      // and the store is usable after it
+      // and the store is usable and whole after it
       const again = await as(['images']);
       expect(again.code, again.stderr).toBe(0);
+      expect((await ok(as(['fsck']))).stdout).toMatch(/ 0 problem\(s\)/);
     }, 60_000);
+
+    it('after SIGTERM of the outer tsbuild, and after Ctrl-C (SIGINT to its process group), during a long RUN', async () => {
+      for (const how of ['SIGTERM', 'SIGINT'] as const) {
+        // detached: a process group of its own, as a terminal's foreground job has
+        const { child, done } = await longRun(true);
+        if (how === 'SIGTERM') process.kill(child.pid!, 'SIGTERM');
+        else process.kill(-child.pid!, 'SIGINT');
+        const r = await done;
+        expect(r.code, `${how}: ${r.stderr}`).toBe(1);
+        expect(r.stderr.trimEnd().split('\n').at(-1), how).toMatch(/^Error: cancelled/);
+        expect(await settled(), how).toEqual([]);
+      }
+    }, 90_000);
   });
 });
