@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setXattr } from '@tsbuild/linux';
+import { getXattr, listXattrs, setXattr } from '@tsbuild/linux';
 import { closeServer, type RunningRegistry, startRegistry } from '../../registry-client/test/registry-server.js';
 import { BIN, HELLO, IMAGE_ID_LINE, REPO, type Result, TestStore } from './harness.js';
 import { collect, createUser, mountsMentioning, processesOf, removeUser, runAs, spawnAs, type TestUser, userEnv, waitFor } from './rootless-user.js';
@@ -63,11 +63,15 @@ describe('rootless tsbuild as an ordinary user', () => {
     sh('chown', ['-R', `${user.uid}:${user.gid}`, dir]);
     return dir;
   };
-  /** A layer (default: the last) of an image of the user's store, saved by the user as an oci-archive: the blob's path. */
-  const layerBlob = async (image: string, n = -1): Promise<string> => {
+  /**
+   * A layer (default: the last) of an image of the user's store, saved by the user as an
+   * oci-archive (or of root's store, saved by root): the blob's path.
+   */
+  const layerBlob = async (image: string, n = -1, of: 'user' | 'root' = 'user'): Promise<string> => {
     const dir = await fsp.mkdtemp(path.join(work, 'save-'));
     sh('chown', [`${user.uid}:${user.gid}`, dir]);
-    await ok(as(['save', '--format', 'oci-archive', '-o', path.join(dir, 'img.tar'), image]));
+    const save = ['save', '--format', 'oci-archive', '-o', path.join(dir, 'img.tar'), image];
+    await ok(of === 'user' ? as(save) : root.run(save));
     sh('tar', ['-xf', path.join(dir, 'img.tar'), '-C', dir]);
     const blob = (d: string): string => path.join(dir, 'blobs/sha256', d.replace('sha256:', ''));
     const index = JSON.parse(readFileSync(path.join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
@@ -244,6 +248,45 @@ describe('rootless tsbuild as an ordinary user', () => {
     const refused = await as(['run', '--rm', 'busybox', 'mknod', '/x', 'c', '1', '3']);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/Operation not permitted/);
+  }, 120_000);
+
+  it('a trusted.* xattr is a kernel-rooted difference: a rootless RUN that changes the file drops it, so the image differs from root\'s', async () => {
+    // trusted.* needs CAP_SYS_ADMIN in the initial user namespace (xattr(7)): root of a user
+    // namespace can neither read nor write it, so the rootless apply leaves it out (apply.ts) and
+    // overlay's copy-up has none to copy. The user.* one is kept on both sides.
+    const rootfs = path.join(root.tmp, 'rootfs-trusted');
+    sh('cp', ['-a', path.join(root.tmp, 'rootfs-busybox'), rootfs]);
+    await fsp.writeFile(path.join(rootfs, 'tx'), 'x\n');
+    await fsp.writeFile(path.join(rootfs, 'ux'), 'u\n');
+    setXattr(path.join(rootfs, 'tx'), 'trusted.test', 'kept by root');
+    setXattr(path.join(rootfs, 'ux'), 'user.test', 'kept by both');
+    expect((await root.run(['import', rootfs, 'trusted-base'])).code).toBe(0);
+    const archive = path.join(work, 'trusted-base.tar');
+    expect((await root.run(['save', '--format', 'oci-archive', '-o', archive, 'trusted-base'])).code).toBe(0);
+    await fsp.chmod(archive, 0o644);
+    await ok(as(['load', '-i', archive]));
+    const ctx = await context({ Dockerfile: 'FROM trusted-base\nRUN chmod 600 /tx /ux\n' });
+    const args = ['build', '-q', '--timestamp', '0', '-t', 'trusted-child', ctx];
+    const rootId = (await root.run(args)).stdout.trim();
+    const id = (await ok(as(args))).stdout.trim();
+    expect(id).toMatch(IMAGE_ID_LINE);
+    expect(id).not.toBe(rootId);
+    const xattrsOf = async (of: 'user' | 'root'): Promise<Record<string, string>> => {
+      const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'tsbuild-rootless-layer-'));
+      try {
+        sh('tar', ['--xattrs', '--xattrs-include=*', '-xf', await layerBlob('trusted-child', -1, of), '-C', out]);
+        const res: Record<string, string> = {};
+        for (const f of ['tx', 'ux']) {
+          expect((await fsp.stat(path.join(out, f))).mode & 0o777).toBe(0o600);
+          for (const n of listXattrs(path.join(out, f))) res[`${f} ${n}`] = getXattr(path.join(out, f), n)?.toString() ?? '';
+        }
+        return res;
+      } finally {
+        await fsp.rm(out, { recursive: true, force: true });
+      }
+    };
+    expect(await xattrsOf('root')).toEqual({ 'tx trusted.test': 'kept by root', 'ux user.test': 'kept by both' });
+    expect(await xattrsOf('user')).toEqual({ 'ux user.test': 'kept by both' });
   }, 120_000);
 
   describe('network', () => {
