@@ -451,6 +451,27 @@ describe('rootless tsbuild as an ordinary user', () => {
       expectOneLineError(r, /^Error: rootless: cannot create the user namespace: (newuidmap|unshare): .*\(check the ranges in \/etc\/subuid/);
     }, 30_000);
 
+    it('a layer whose owner is beyond the user\'s subordinate range: one line naming the entry', async () => {
+      const small = await createUser('tsrs', ['-K', 'SUB_UID_COUNT=500', '-K', 'SUB_GID_COUNT=500']);
+      try {
+        expect(small.subuid?.count).toBe(500);
+        const ctx = await root.context({ Dockerfile: 'FROM busybox\nRUN touch /f && chown 1000:1000 /f\n' });
+        expect((await root.run(['build', '-q', '-t', 'beyond', ctx])).code).toBe(0);
+        const archive = path.join(tmp, 'beyond.tar');
+        expect((await root.run(['save', '--format', 'oci-archive', '-o', archive, 'beyond'])).code).toBe(0);
+        await fsp.chmod(archive, 0o644);
+        const loaded = await runAs(small, ['load', '-i', archive]);
+        expect(loaded.code, loaded.stderr).toBe(0);
+        // uid 1000 inside would be the 1000th subordinate id: the user has 500
+        expectOneLineError(await runAs(small, ['run', '--rm', 'beyond', 'true']), /^Error: layer entry "f": its owner 1000:1000 is not mapped in this user namespace \(rootless, .*\/etc\/subuid/);
+        // and nothing of the failed apply stays: only the base layer's snapshot is there
+        const snaps = (await runAs(small, ['snapshots'])).stdout.trim().split('\n').slice(1);
+        expect(snaps).toHaveLength(1);
+      } finally {
+        await removeUser(small);
+      }
+    }, 60_000);
+
     // user.max_user_namespaces is a per-user-namespace limit (kernel/ucount.c, user_table): root
     // of a user namespace may set it for that namespace, and it bounds every namespace made below
     // it. So the machine-wide value is never touched: the command runs in a namespace of its own
