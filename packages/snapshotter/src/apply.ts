@@ -4,7 +4,7 @@ import { lstat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { inUserNamespace, lchown, lutimens, mknod, openRoot, resolvePathInRoot, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
-import { InvalidArgumentError, type Digest } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError, type Digest } from '@tsbuild/oci';
 import { decompressed } from './decompress.js';
 import type { TarHeader } from './tar-format.js';
 import { TarParser, type TarSink } from './tar-parser.js';
@@ -261,7 +261,7 @@ class TreeWriter implements TarSink {
     this.file = undefined;
     try {
       // chown first: it clears setuid/setgid bits and security.capability (fs/attr.c, commoncap).
-      if (!this.unprivileged) fchownSync(f.fd, f.h.uid, f.h.gid);
+      if (!this.unprivileged) this.chown(f.h, () => fchownSync(f.fd, f.h.uid, f.h.gid));
       fchmodSync(f.fd, f.h.mode & 0o7777);
     } finally {
       closeSync(f.fd);
@@ -336,10 +336,27 @@ class TreeWriter implements TarSink {
     }
   }
 
+  /**
+   * Runs the chown of entry `h`. In a user namespace an owner the namespace does not map is
+   * EINVAL (chown(2): the kernel cannot turn it into a kuid); rootless, the mapped ids are the
+   * user's subordinate range, so a layer with an owner beyond it (a range smaller than 65536) is
+   * said as what it is, as containers-storage says "potentially insufficient UIDs or GIDs".
+   */
+  private chown(h: TarHeader, op: () => void): void {
+    try {
+      op();
+    } catch (e) {
+      if (!this.userns || (e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+      throw new FailedPreconditionError(
+        `${this.what} "${h.name}": its owner ${h.uid}:${h.gid} is not mapped in this user namespace (rootless, the ids above 0 are the user's range in /etc/subuid and /etc/subgid: give it a larger one, e.g. 65536 ids)`,
+      );
+    }
+  }
+
   /** Owner, mode and xattrs of a non-file entry; times too, or later for a directory. */
   private metadata(p: string, h: TarHeader): void {
     // chown first: it clears setuid/setgid bits and security.capability (fs/attr.c, commoncap).
-    if (!this.unprivileged) lchown(p, h.uid, h.gid);
+    if (!this.unprivileged) this.chown(h, () => lchown(p, h.uid, h.gid));
     if (h.type !== 'symlink') chmodSync(p, h.mode & 0o7777);
     this.xattrs(p, h);
     if (h.type === 'dir') this.dirTimes.push([p, h]);
