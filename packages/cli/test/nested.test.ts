@@ -84,6 +84,6 @@ describe('tsbuild in an unprivileged container', () => {
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     // fs/namespace.c mount_too_revealing: a fresh proc is refused while the visible one has masked paths
-    expect(r.stderr).toMatch(/^Error: Dockerfile:7: mount \S+\/rootfs\/proc: EPERM\n$/);
+    expect(r.stderr).toMatch(/^Error: Dockerfile:7: mount \S+\/rootfs\/proc: EPERM \(the kernel refuses a new \/proc here .* systempaths=unconfined, or procMount: Unmasked in Kubernetes\)\n$/);
   });
 });

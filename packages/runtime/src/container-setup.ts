@@ -33,7 +33,17 @@ export function enterContainer(req: RunRequest): void {
   mountAll(sec === undefined ? req.rootfs : prepareEtcLayer(req.rootfs, scratch), root);
 
   const proc = mountpoint(root, '/proc');
-  mount('proc', proc, 'proc', MS.NOSUID | MS.NODEV | MS.NOEXEC);
+  try {
+    mount('proc', proc, 'proc', MS.NOSUID | MS.NODEV | MS.NOEXEC);
+  } catch (e) {
+    // fs/namespace.c mount_too_revealing: in a user namespace a new proc is refused while the
+    // visible one has paths hidden under other mounts, as a container's masked /proc paths are.
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM' || !inUserNamespace()) throw e;
+    throw new HelperFailure(
+      'FAILED_PRECONDITION',
+      `mount ${proc}: EPERM (the kernel refuses a new /proc here while this container's /proc has masked paths: run tsbuild's container with --security-opt systempaths=unconfined, or procMount: Unmasked in Kubernetes)`,
+    );
+  }
 
   const dev = mountpoint(root, '/dev');
   mount('tmpfs', dev, 'tmpfs', MS.NOSUID | MS.STRICTATIME, 'mode=755,size=65536k');
