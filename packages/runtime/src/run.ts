@@ -4,9 +4,9 @@ import { mkdir, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { inUserNamespace, setWindowSize } from '@tsbuild/linux';
-import { CancelledError, InvalidArgumentError } from '@tsbuild/oci';
+import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
-import { type RunCgroup, createRunCgroup, removeStaleCgroups } from './cgroups/run-cgroup.js';
+import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups } from './cgroups/run-cgroup.js';
 import { runExternal } from './external-runtime.js';
 import { runChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
@@ -99,20 +99,30 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
  * cgroups cannot be created (no cgroupfs, not root) still runs; with limits that is an error.
  */
 async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | undefined> {
-  await removeStaleCgroups().catch(() => []);
+  // Rootless, the host's hierarchy is root's: runs go under a cgroup v2 subtree delegated to the
+  // user when there is one (delegatedCgroup), and nowhere otherwise.
+  const root = inUserNamespace() ? rootlessCgroupRoot() : DEFAULT_CGROUP_ROOT;
+  if (root !== undefined) await removeStaleCgroups(root).catch(() => []);
   const limited = resources !== undefined && Object.values(resources).some((v) => v !== undefined);
   try {
-    return await createRunCgroup(resources ?? {});
+    if (root === undefined) throw new FailedPreconditionError('no cgroup v2 subtree is delegated to this user');
+    return await createRunCgroup(resources ?? {}, root);
   } catch (e) {
     if (!limited) return undefined;
-    // Rootless: the host's cgroups are root's unless a cgroup was delegated to the user. A limit
-    // that cannot be set is said once, never silently dropped; the run goes on without it.
+    // A limit that cannot be set rootless is said once, never silently dropped; the run goes on.
     if (inUserNamespace()) {
       warnOnce(`resource limits are not applied: no cgroup tsbuild may write here (rootless; delegate a cgroup v2 subtree to the user to get them): ${(e as Error).message}`);
       return undefined;
     }
     throw e;
   }
+}
+
+/** The delegated cgroup v2 directory of a rootless run, if any (v1 has no delegation). */
+function rootlessCgroupRoot(): string | undefined {
+  if (cgroupLayout(DEFAULT_CGROUP_ROOT).version !== 2) return undefined;
+  const self = ownCgroupPath();
+  return self === undefined ? undefined : delegatedCgroup(DEFAULT_CGROUP_ROOT, self, process.getuid?.() ?? 0);
 }
 
 const warned = new Set<string>();

@@ -1,9 +1,9 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cpuSharesToWeight, v1Writes, v2Writes } from './cgroup-resources.js';
-import { cgroupLayout, createRunCgroup, pidNamespaceTag } from './run-cgroup.js';
+import { cgroupLayout, createRunCgroup, delegatedCgroup, pidNamespaceTag } from './run-cgroup.js';
 
 /**
  * cgroup v2 limits cannot be enforced on the test machine (its unified hierarchy has no
@@ -24,6 +24,30 @@ function fakeV2Root(controllers = 'cpuset cpu io memory hugetlb pids rdma misc')
 }
 
 describe('cgroup v2 files (fake tree)', () => {
+  it('rootless: the runs go under the highest cgroup above ours that the user owns (systemd Delegate=yes), and there is none without one', async () => {
+    const root = fakeV2Root();
+    const user = 4242;
+    const svc = join(root, 'user.slice/user-4242.slice/user@4242.service');
+    const scope = join(svc, 'app.slice/build.scope');
+    mkdirSync(scope, { recursive: true });
+    for (const d of [join(root, 'user.slice'), join(root, 'user.slice/user-4242.slice'), svc, join(svc, 'app.slice'), scope]) {
+      writeFileSync(join(d, 'cgroup.procs'), '');
+      writeFileSync(join(d, 'cgroup.controllers'), 'cpu memory pids\n');
+      writeFileSync(join(d, 'cgroup.subtree_control'), 'cpu memory pids\n');
+    }
+    for (const d of [svc, join(svc, 'app.slice'), scope]) for (const f of ['', 'cgroup.procs']) chownSync(join(d, f), user, user);
+    const self = '/user.slice/user-4242.slice/user@4242.service/app.slice/build.scope';
+    expect(delegatedCgroup(root, self, user)).toBe(svc);
+    expect(delegatedCgroup(root, self, 1000)).toBeUndefined();
+    // A cgroup.procs left to root (not delegated) stops the walk even in a directory we own.
+    chownSync(join(svc, 'cgroup.procs'), 0, 0);
+    expect(delegatedCgroup(root, self, user)).toBe(join(svc, 'app.slice'));
+    // The run's cgroup and its limits go under it.
+    const cg = await createRunCgroup({ memory: 32 * 1024 * 1024, pidsLimit: 10 }, join(svc, 'app.slice'));
+    expect(cg.dirs).toEqual([join(svc, 'app.slice', 'tsbuild', cg.name)]);
+    expect(readFileSync(join(cg.dirs[0]!, 'pids.max'), 'utf8')).toBe('10');
+  });
+
   it('creates tsbuild/tsbuild-<pid>-<hex>, enables the controllers and writes every limit', async () => {
     const root = fakeV2Root();
     expect(cgroupLayout(root).version).toBe(2);

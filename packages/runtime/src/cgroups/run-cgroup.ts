@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
@@ -79,6 +79,39 @@ export function cgroupLayout(root = DEFAULT_CGROUP_ROOT): CgroupLayout {
   if (existsSync(posix.join(root, 'cgroup.controllers'))) return { version: 2, root };
   const unified = posix.join(root, 'unified');
   return existsSync(posix.join(unified, 'cgroup.procs')) ? { version: 1, root, unified } : { version: 1, root };
+}
+
+/**
+ * Rootless on cgroup v2: the cgroup delegated to us, under which our runs' cgroups go (cgroups(7),
+ * "Cgroups v2 delegation"), or undefined. A delegate (systemd's `Delegate=yes`, as user@UID.service
+ * is) owns its directory and its cgroup.procs; a process may move another between two cgroups
+ * only with write access to cgroup.procs of their common ancestor, so the runs are made under the
+ * highest cgroup above ours (`self`, the path of /proc/self/cgroup's `0::` line) that `uid` owns,
+ * where our own cgroup and the run's have that ancestor in common. The host's root-owned
+ * directories show as the overflow id in our user namespace and are never chosen.
+ */
+export function delegatedCgroup(root: string, self: string, uid: number): string | undefined {
+  let found: string | undefined;
+  const parts = self.split('/').filter((p) => p !== '' && p !== '.' && p !== '..');
+  for (let i = parts.length; i >= 1; i--) {
+    const dir = posix.join(root, ...parts.slice(0, i));
+    try {
+      if (statSync(dir).uid !== uid || statSync(posix.join(dir, 'cgroup.procs')).uid !== uid) break;
+    } catch {
+      break;
+    }
+    found = dir;
+  }
+  return found;
+}
+
+/** This process's cgroup v2 path (the `0::` line of /proc/self/cgroup), or undefined on v1 only. */
+export function ownCgroupPath(): string | undefined {
+  try {
+    return /^0::(\/.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT): Promise<RunCgroup> {
