@@ -29,3 +29,4 @@ export { writeOutputFile } from './output-file.js';
 export { FileLock, type LockMode } from './file-lock.js';
 export { countedStream, PROGRESS_STEP } from './counted-stream.js';
 export { writeImage, type WrittenImage } from './write-image.js';
+export { type ListFormat, emptyManifestList, listMediaType, readManifestList, samePlatform, withEntry, writeManifestList } from './manifest-list.js';
