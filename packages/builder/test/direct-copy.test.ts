@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import tar from 'tar-stream';
 import { setXattr } from '@tsbuild/linux';
 import { type CopyOp, copyInto } from '@tsbuild/runtime';
-import { OverlaySnapshotter, diff } from '@tsbuild/snapshotter';
+import { OverlaySnapshotter, diff, planCopyLayer } from '@tsbuild/snapshotter';
 import { MergedView, copyDirect } from '@tsbuild/snapshotter';
+import { mknod, S_IFCHR } from '@tsbuild/linux';
 
 /**
  * The direct path (writing into the fresh upperdir from this process) against the helper path
@@ -240,5 +241,44 @@ describe('direct COPY/WORKDIR into the upperdir', () => {
     await expect(copyInto(await s.prepare('fail-helper2', 'top'), path.join(tmp, 'scratch-fail'), ops)).rejects.toThrow(/a file of that name exists/);
     await s.prepare('fail-direct', 'top');
     await expect(copyDirect(s, 'top', await s.fsDir('fail-direct'), ops)).rejects.toThrow(/cannot create directory \/afile/);
+  });
+});
+
+async function bytes(r: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of r) parts.push(Buffer.from(c as Buffer));
+  return Buffer.concat(parts);
+}
+
+describe('a COPY planned as a layer (planCopyLayer), written from its sources', () => {
+  // Times of the last hour (the sources and layers made above, the directories a write touches)
+  // are clamped to one value; the old times set on purpose above are compared as they are.
+  const tarOpts = { sourceDateEpoch: Math.floor(Date.now() / 1000) - 3600 };
+  const single = cases.filter(([, ops]) => ops.length === 1 && ops[0]!.op === 'copy');
+  const linkCases: [string, CopyOp][] = [
+    ['hard links of a directory source', copy([f('links')], '/hl-dir/')],
+    ['hard links across two sources (not linked)', copy([f('links/a'), f('links/b')], '/hl-two/')],
+    ['hard links of one wildcard source', copy([f('links/a'), f('links/b')], '/hl-glob/', { linkGroups: [0, 0] })],
+    ['a later source replacing the first name of a link', copy([f('links'), f('one.txt'), f('links/b')], '/hl-over/', { linkGroups: [0, 1, 0] })],
+  ];
+  for (const [title, ops] of [...single, ...linkCases.map(([t, op]): [string, CopyOp[]] => [t, [op]])]) {
+    it(`holds the bytes of the written COPY's layer: ${title}`, async () => {
+      const key = `planned-${n++}`;
+      await s.prepare(key, 'top');
+      await copyDirect(s, 'top', await s.fsDir(key), ops);
+      const plan = await planCopyLayer(s, 'top', ops[0] as Extract<CopyOp, { op: 'copy' }>);
+      expect(plan).toBeDefined();
+      const [written, planned] = await Promise.all([bytes(diff(s, key, tarOpts)), bytes(plan!.tar(tarOpts))]);
+      expect(written.length).toBeGreaterThan(1024);
+      expect(planned.equals(written)).toBe(true);
+    }, 30_000);
+  }
+
+  it('leaves to the writers what it cannot plan: a 0/0 device, a file in the way of a directory', async () => {
+    const dev = path.join(tmp, 'whiteout-src');
+    await fsp.mkdir(dev);
+    mknod(path.join(dev, 'wh'), S_IFCHR | 0o600, 0, 0);
+    expect(await planCopyLayer(s, 'top', copy([dev], '/d/') as Extract<CopyOp, { op: 'copy' }>)).toBeUndefined();
+    expect(await planCopyLayer(s, 'top', copy([f('one.txt')], '/afile/x/y') as Extract<CopyOp, { op: 'copy' }>)).toBeUndefined();
   });
 });

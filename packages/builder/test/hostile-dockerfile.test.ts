@@ -133,8 +133,9 @@ describe('ENOSPC while a layer is written', () => {
   });
 
   it('fails with Dockerfile:LINE and the step, keeps the ENOSPC code, and leaves no active snapshot', async () => {
-    // 1.5 MB fits in the 2 MiB store as the snapshot's file, but not twice (file + layer tar).
-    const dir = await writeFiles(path.join(tmp, `ctx-${n++}`), { Dockerfile: 'FROM scratch\nCOPY big /big\n', big: Buffer.alloc(1_500_000, 7) });
+    // A COPY's layer is written straight from the context (no snapshot file first): 2.5 MB of
+    // layer tar does not fit in the 2 MiB store.
+    const dir = await writeFiles(path.join(tmp, `ctx-${n++}`), { Dockerfile: 'FROM scratch\nCOPY big /big\n', big: Buffer.alloc(2_500_000, 7) });
     const e = await failure(build({ store: small, snapshotter: smallSnapshotter, context: dir, stdout: quiet, stderr: quiet }));
     expect(e.message).toMatch(/^Dockerfile:2: COPY big \/big: writing the layer of step 2: ENOSPC: no space left on device/);
     expect(e.code).toBe('ENOSPC');

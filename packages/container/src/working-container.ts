@@ -17,7 +17,7 @@ import {
 } from '@tsbuild/oci';
 import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
-import { MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, tarDirectory, unpack } from '@tsbuild/snapshotter';
+import { type CopyLayer, MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, planCopyLayer, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import type { CopyOp, ExtraMount, RunResult } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import type { BuildContext } from './context.js';
@@ -113,6 +113,15 @@ export interface CommitResult {
   manifest: Descriptor;
 }
 
+/** A COPY planned as a layer (planCopyLayer) and not written: what writing it takes. */
+interface UnwrittenCopy {
+  /** The committed snapshot it was planned over. */
+  parent: string | undefined;
+  ops: CopyOp[];
+  direct: boolean;
+  signal?: AbortSignal;
+}
+
 /** The OCI annotations that name a manifest's base image (image-spec annotations.md). */
 const BASE_NAME = 'org.opencontainers.image.base.name';
 const BASE_DIGEST = 'org.opencontainers.image.base.digest';
@@ -130,6 +139,19 @@ export const DIRECT_COPY_MAX_ENTRIES = 1000;
 export class WorkingContainer {
   /** Active snapshots made in build mode, one per step being changed; the last is the current one. */
   private stepKeys = 0;
+  /**
+   * Build mode: a COPY planned as a layer and not written yet (see applyCopy). `commitStep`
+   * writes its tar straight from the sources; anything that needs the filesystem before that
+   * (`active`) writes the files as an unplanned COPY would.
+   */
+  private pendingCopy: (UnwrittenCopy & { layer: CopyLayer }) | undefined;
+  /**
+   * Build mode: the last layer, when `commitStep` wrote it from a planned COPY and no snapshot
+   * holds it yet. If the next step needs the filesystem, the COPY is written then (baseSnapshot),
+   * so that it sees the files as a written COPY leaves them (the sources' mtimes to the
+   * nanosecond, never clamped to SOURCE_DATE_EPOCH), not as the layer carries them.
+   */
+  private unwrittenLayer: (UnwrittenCopy & { name: string }) | undefined;
 
   private constructor(
     private readonly env: ContainerEnv,
@@ -168,12 +190,14 @@ export class WorkingContainer {
   /** Build mode: goes on from `state` (a cache hit); any uncommitted change is dropped. */
   async reset(state: ImageState): Promise<void> {
     await this.discard();
+    this.unwrittenLayer = undefined;
     this.rec.config = state.config;
     this.rec.layers = state.layers;
   }
 
   /** Build mode: removes the active snapshot, if any (a failed build's cleanup). */
   async discard(): Promise<void> {
+    this.pendingCopy = undefined;
     if (this.rec.snapshot === '') return;
     await this.env.snapshotter.remove(this.rec.snapshot).catch(() => undefined);
     this.rec.snapshot = '';
@@ -311,7 +335,28 @@ export class WorkingContainer {
    * The committed snapshot of the base layers, unpacked again from the store's blobs when it is
    * missing (a cache hit after a prune, a base image never unpacked); undefined for no layers.
    */
-  baseSnapshot(): Promise<string | undefined> {
+  async baseSnapshot(): Promise<string | undefined> {
+    const u = this.unwrittenLayer;
+    if (u !== undefined && this.state.snapshot === u.name) {
+      this.unwrittenLayer = undefined;
+      const s = this.env.snapshotter;
+      if (!(await s.exists(u.name))) {
+        // The COPY written as it would have been, committed under the layer's chainID; should
+        // that fail, the snapshot is unpacked from the layer (imageSnapshot) as for any image.
+        const key = `${this.build!.keyPrefix}-${++this.stepKeys}`;
+        try {
+          await s.prepare(key, u.parent);
+          this.rec.snapshot = key;
+          await this.applyOps(u.ops, this.copyScratch(), u.direct, u.signal);
+          await s.commit(u.name, key);
+        } catch (e) {
+          if (u.signal?.aborted) throw e;
+          await s.remove(key).catch(() => undefined);
+        } finally {
+          this.rec.snapshot = '';
+        }
+      }
+    }
     return imageSnapshot(this.env, this.state);
   }
 
@@ -322,11 +367,17 @@ export class WorkingContainer {
     const key = `${b.keyPrefix}-${++this.stepKeys}`;
     await this.env.snapshotter.prepare(key, await this.baseSnapshot());
     this.rec.snapshot = key;
+    const pending = this.pendingCopy;
+    if (pending !== undefined) {
+      this.pendingCopy = undefined;
+      await this.applyOps(pending.ops, this.copyScratch(), pending.direct, pending.signal);
+    }
     return key;
   }
 
   /** Build mode: the snapshot `resolveUser` and MergedView read the container's files from (its changes included). */
   async filesystem(): Promise<string | undefined> {
+    if (this.pendingCopy !== undefined) await this.active();
     return this.rec.snapshot !== '' ? this.rec.snapshot : this.baseSnapshot();
   }
 
@@ -504,7 +555,25 @@ export class WorkingContainer {
    * the op through the helper even into a fresh snapshot (many files: see DIRECT_COPY_MAX_ENTRIES).
    */
   async applyCopy(ops: CopyOp[], opts: { direct?: boolean; signal?: AbortSignal } = {}): Promise<void> {
-    await this.locked(() => this.applyOps(ops, path.join(this.build?.scratch ?? this.scratch(), `copy-${this.stepKeys}-${randomBytes(3).toString('hex')}`), opts.direct ?? true, opts.signal));
+    // A COPY that starts a step is planned, not written: if the step's commit comes next, its
+    // layer is written straight from the sources and no file is made (see planCopyLayer; the
+    // committed snapshot is unpacked from the layer when a later step needs it). A plan that
+    // cannot be made, or fails, leaves the COPY to the writers, whose errors are the COPY's.
+    const op = ops[0];
+    if (this.build && this.rec.snapshot === '' && this.pendingCopy === undefined && ops.length === 1 && op?.op === 'copy') {
+      const parent = await this.baseSnapshot();
+      const layer = await planCopyLayer(this.env.snapshotter, parent, op).catch(() => undefined);
+      if (opts.signal?.aborted) throw new CancelledError('cancelled');
+      if (layer !== undefined) {
+        this.pendingCopy = { layer, parent, ops, direct: opts.direct ?? true, ...(opts.signal ? { signal: opts.signal } : {}) };
+        return;
+      }
+    }
+    await this.locked(() => this.applyOps(ops, this.copyScratch(), opts.direct ?? true, opts.signal));
+  }
+
+  private copyScratch(): string {
+    return path.join(this.build?.scratch ?? this.scratch(), `copy-${this.stepKeys}-${randomBytes(3).toString('hex')}`);
   }
 
   /**
@@ -543,6 +612,15 @@ export class WorkingContainer {
     const s = this.env.snapshotter;
     const key = this.rec.snapshot;
     const state = this.state;
+    const pending = this.pendingCopy;
+    if (pending !== undefined && key === '' && !(opts.dropIfEmpty && pending.layer.empty)) {
+      this.pendingCopy = undefined;
+      const tarOpts = b.sourceDateEpoch !== undefined ? { sourceDateEpoch: b.sourceDateEpoch } : {};
+      const layer = await this.layer(pending.layer.tar(tarOpts), b.compression?.format ?? 'none', b.compression?.level);
+      state.addLayer(layer.desc, layer.diffID, history, opts.historyIndex);
+      this.unwrittenLayer = { parent: pending.parent, ops: pending.ops, direct: pending.direct, ...(pending.signal ? { signal: pending.signal } : {}), name: chainId(state.config.rootfs.diff_ids)! };
+      return layer.desc;
+    }
     if (key === '' || (opts.dropIfEmpty && (await fsp.readdir(await s.fsDir(key))).length === 0)) {
       await this.discard();
       state.addHistory(history);

@@ -40,13 +40,20 @@ export function tarDirectory(dir: string, opts?: TarOptions): Readable {
  * Output chunk size (512 KiB): one stream hop per chunk, not per entry. Parallel gzip copies
  * chunks into its own 1 MiB jobs, so the size only sets the hop count and the memory per chunk.
  */
-const CHUNK = 512 << 10;
+export const CHUNK = 512 << 10;
 /**
  * Released chunks kept for reuse. A consumer that releases (parallel gzip) holds at most a chunk
  * or two at a time, plus one in each stream stage's buffer between us; measured on the Debian
  * rootfs through ingestLayer with gzip, the pool allocates 5 buffers in all (389 chunks).
  */
-const POOL_FREE = 8;
+export const POOL_FREE = 8;
+
+/** The mtime a layer entry gets for an mtime of `sec` seconds: `timestamp` if set, else `sec` clamped to SOURCE_DATE_EPOCH. */
+export function layerMtime(sec: number, opts: TarOptions | undefined): number {
+  if (opts?.timestamp !== undefined) return opts.timestamp;
+  const epoch = opts?.sourceDateEpoch;
+  return epoch !== undefined && sec > epoch ? epoch : sec;
+}
 
 /**
  * Walks `root` depth-first (a directory before its children, children in bytewise order of
@@ -67,13 +74,7 @@ const POOL_FREE = 8;
  */
 async function* treeTar(root: string, overlay: boolean, opts: TarOptions | undefined): AsyncGenerator<Buffer> {
   const links = new Map<string, string>();
-  const epoch = opts?.sourceDateEpoch;
-  const fixed = opts?.timestamp;
-  const mtimeOf = (st: BigIntStats): number => {
-    if (fixed !== undefined) return fixed;
-    const sec = Number(st.mtimeNs / 1_000_000_000n) - (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n ? 1 : 0);
-    return epoch !== undefined && sec > epoch ? epoch : sec;
-  };
+  const mtimeOf = (st: BigIntStats): number => layerMtime(Number(st.mtimeNs / 1_000_000_000n) - (st.mtimeNs < 0n && st.mtimeNs % 1_000_000_000n !== 0n ? 1 : 0), opts);
   const out = new TarOutput(new BufferPool(CHUNK, POOL_FREE));
 
   /** Appends a regular file's body and padding, handing on chunks as they fill. */
@@ -152,7 +153,7 @@ async function* treeTar(root: string, overlay: boolean, opts: TarOptions | undef
   // Depth-first: a subdirectory's contents follow its own entry, before its next sibling. The
   // sync walk hands over each chunk as it fills.
   const walk = function* (dirPath: string, rel: string): Generator<Buffer, void, undefined> {
-    for (const n of sortedNames(dirPath)) {
+    for (const n of sortedNames(readdirSync(dirPath))) {
       const p = join(dirPath, n);
       const isDir = yield* entry(p, rel + n, lstatSync(p, { bigint: true }));
       yield* out.drain();
@@ -165,9 +166,8 @@ async function* treeTar(root: string, overlay: boolean, opts: TarOptions | undef
   yield* out.end();
 }
 
-/** Names in a directory in bytewise (UTF-8) order, which is what the tar entry order promises. */
-function sortedNames(dir: string): string[] {
-  const names = readdirSync(dir);
+/** Names of a directory's entries in bytewise (UTF-8) order, which is what the tar entry order promises (sorted in place). */
+export function sortedNames(names: string[]): string[] {
   // For ASCII, JavaScript's UTF-16 order is the byte order; otherwise compare the UTF-8 bytes.
   if (names.every((n) => /^[\x00-\x7f]*$/.test(n))) return names.sort();
   return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));

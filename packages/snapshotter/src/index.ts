@@ -9,4 +9,5 @@ export { encodeHeader, padding, END_OF_ARCHIVE, type TarHeader, type TarType } f
 export { MOUNT_LABEL, MOUNT_IMAGE_LABEL } from './labels.js';
 export { MergedView } from './merged-view.js';
 export { copyDirect, emptyDir } from './direct-copy.js';
+export { planCopyLayer, type CopyLayer } from './copy-layer.js';
 export { mountSnapshot } from './mount-snapshot.js';
