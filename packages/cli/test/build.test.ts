@@ -178,7 +178,8 @@ describe('tsbuild build on a full disk', () => {
   const t = new TestStore();
   let mnt: string;
   beforeAll(() => {
-    // The store on a 2 MiB tmpfs: a 1.5 MB file fits as the snapshot's content, not again as its layer.
+    // The store on a 2 MiB tmpfs: a 2.5 MB file does not fit as the layer a COPY writes straight
+    // from its sources (no snapshot of it is written first, docs/DESIGN.md).
     mnt = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-full-'));
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
   });
@@ -190,7 +191,7 @@ describe('tsbuild build on a full disk', () => {
 
   it('ENOSPC while a layer is written: one line with Dockerfile:LINE and the step, exit 1, and a consistent store', async () => {
     const ctx = await t.context({ Dockerfile: 'FROM scratch\nCOPY big /big\n' });
-    await fsp.writeFile(path.join(ctx, 'big'), Buffer.alloc(1_500_000, 7));
+    await fsp.writeFile(path.join(ctx, 'big'), Buffer.alloc(2_500_000, 7));
     const root = ['--root', path.join(mnt, 'store')];
     const r = await t.run(['build', '-q', ...root, ctx]);
     expect(r.stderr).toBe('Error: Dockerfile:2: COPY big /big: writing the layer of step 2: ENOSPC: no space left on device, write\n');

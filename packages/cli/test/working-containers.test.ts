@@ -182,7 +182,7 @@ describe('working containers', () => {
       expect(await containers()).toEqual(before);
       expect(await ok(['run', ctr, '--', 'cat', '/state'])).toBe('one');
       // --rm and --entrypoint are for images
-      expectOneLineError(await t.run(['run', '--rm', ctr, '--', 'true']), /is a working container: --rm and --entrypoint apply to images only/);
+      expectOneLineError(await t.run(['run', '--rm', ctr, '--', 'true']), /is a working container: --rm, --entrypoint and --volume apply to images only/);
       await ok(['rm', ctr]);
     });
   });
