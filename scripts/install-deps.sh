@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Rootless (an ordinary user): uidmap's setuid newuidmap/newgidmap map the subordinate ids,
 # slirp4netns gives a rootless RUN its network.
-apt_pkgs=(busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar debootstrap uidmap slirp4netns)
+apt_pkgs=(busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar debootstrap uidmap slirp4netns qemu-user-static)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -14,6 +14,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Foreign-architecture RUN steps run under QEMU user emulation (qemu-user-static). binfmt_misc
+# may be unmounted (a VM without systemd-binfmt), and Debian's entries are only registered by
+# systemd-binfmt: register those of /usr/lib/binfmt.d/qemu-*.conf that are not registered yet,
+# as written. Their flags keep F ("fix binary"): the kernel opens the interpreter when the entry
+# is registered and uses that open file for every exec, so a binary runs inside the container's
+# mount namespace (after pivot_root) without the interpreter in the image; without F the kernel
+# would look up /usr/libexec/qemu-binfmt/... in the container's root (binfmt-misc.rst).
+binfmt=/proc/sys/fs/binfmt_misc
+if [ ! -e "$binfmt/register" ]; then mount -t binfmt_misc binfmt_misc "$binfmt"; fi
+for conf in /usr/lib/binfmt.d/qemu-*.conf; do
+  [ -e "$conf" ] || continue
+  while IFS= read -r line; do
+    case "$line" in ''|'#'*) continue ;; esac
+    name=$(printf '%s' "$line" | cut -d"${line:0:1}" -f2)
+    if [ ! -e "$binfmt/$name" ]; then printf '%s' "$line" > "$binfmt/register"; fi
+  done < "$conf"
+done
+# arm64 packages (busybox-static:arm64) for the arm64 base image fixtures/busybox-rootfs-arm64.mjs makes.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  apt-get update -qq
+fi
+node fixtures/busybox-rootfs-arm64.mjs --fetch
 # slirp4netns opens /dev/net/tun as the user: Debian's udev rules make it 0666; a machine without
 # udev (a minimal VM, a container) leaves the kernel's 0600.
 if [ -c /dev/net/tun ]; then chmod 0666 /dev/net/tun; fi

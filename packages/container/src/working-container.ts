@@ -397,6 +397,7 @@ export class WorkingContainer {
    */
   async run(argv: string[], opts: ContainerRunOptions = {}): Promise<RunResult> {
     if (argv.length === 0) throw new InvalidArgumentError('run: no command given');
+    await this.checkEmulation();
     return this.locked(async () => {
       const c = this.rec.config.config ?? {};
       const env = new Map<string, string>();
@@ -417,7 +418,20 @@ export class WorkingContainer {
    * settled here as for `run`.
    */
   async runStep(argv: string[], env: Map<string, string>, user: string, opts: ContainerRunOptions & { workdir: string }): Promise<RunResult> {
+    await this.checkEmulation();
     return this.locked(() => this.exec(argv, new Map(env), user, opts));
+  }
+
+  /**
+   * A command of another architecture than this machine's runs under QEMU user emulation, through
+   * the kernel's binfmt_misc: the runtime needs nothing else (the F flag keeps the interpreter
+   * open from the host, and the host's seccomp filter sees qemu's syscalls). Checked before the
+   * lock, whose first step in build mode prepares a snapshot: a platform without an emulator is
+   * one line naming it and what to install, and nothing is left behind.
+   */
+  private async checkEmulation(): Promise<void> {
+    const { os, architecture, variant } = this.rec.config;
+    (await runtime()).emulatorFor({ os, architecture, ...(variant ? { variant } : {}) });
   }
 
   /** The one way a command runs in a container: `run`, and every RUN of a build. */

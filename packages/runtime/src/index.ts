@@ -13,3 +13,4 @@ export { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS } from './security-paths.j
 export type { EtcFiles } from './etc-files.js';
 export { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 export { parseSeccompProfile, type SeccompProfile, type SeccompRule, type SeccompArg, type SeccompAction, type SeccompOperator, type SeccompCondition } from './seccomp/profile.js';
+export { BINFMT_MISC, type Emulator, emulatorFor, runsNatively } from './emulation.js';
