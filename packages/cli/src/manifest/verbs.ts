@@ -51,7 +51,7 @@ export class ManifestCreate extends BaseCommand<typeof ManifestCreate> {
     if (existing !== undefined) {
       if (!this.flags.amend) throw new FailedPreconditionError(`manifest list ${normal} already exists (add --amend to change it)`);
       ({ list, remote } = existing);
-    } else if ((await store.resolve(args.list).catch(() => undefined)) !== undefined) {
+    } else if ((await store.listImages()).some((r) => r.name === normal)) {
       throw new FailedPreconditionError(`${normal} names an image, not a manifest list`);
     }
     const client = lazyClient(this.flags);
