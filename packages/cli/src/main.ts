@@ -26,6 +26,7 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   load: () => import('./commands/load.js'),
   login: () => import('./commands/login.js'),
   logout: () => import('./commands/logout.js'),
+  manifest: () => import('./commands/manifest.js'),
   mount: () => import('./commands/mount.js'),
   prune: () => import('./commands/prune.js'),
   pull: () => import('./commands/pull.js'),

@@ -8,7 +8,8 @@ export {
   type PutBlobOptions,
   type ProgressEvent,
 } from './registry-client.js';
-export { pull, type PullOptions } from './pull.js';
+export { pull, pullAllPlatforms, type PullOptions } from './pull.js';
+export { remoteListEntries } from './remote-list.js';
 export { push, type PushOptions } from './push.js';
 export { login } from './login.js';
 export {

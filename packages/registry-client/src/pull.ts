@@ -124,6 +124,41 @@ export async function pull(client: RegistryClient, store: Store, ref: Reference,
 }
 
 /**
+ * `pull --all-platforms` (podman's flag): every image of an index, then the index itself under
+ * the reference's name, as a manifest list (the `manifest` verbs and `push` of the name work on
+ * it). Each image is pulled by digest and kept unnamed, the index stored and named last, so an
+ * interrupted pull names nothing. A reference to a single image is pulled as `pull` does.
+ */
+export async function pullAllPlatforms(client: RegistryClient, store: Store, ref: Reference, opts: Omit<PullOptions, 'platform' | 'name'> = {}): Promise<{ descriptor: Descriptor; name: string; images: Descriptor[] }> {
+  const top = await client.getManifest(ref);
+  if (!isIndexMediaType(top.descriptor.mediaType)) {
+    const r = await pull(client, store, ref, opts);
+    return { ...r, images: [r.descriptor] };
+  }
+  const index = parseJSON<ImageIndex>(top.body, ref);
+  const where = `index ${repositoryName(ref)}@${top.descriptor.digest}`;
+  if (!Array.isArray(index.manifests)) throw new DataLossError(`${where} has no manifests list`);
+  index.manifests.forEach((d, i) => checkDescriptor(d, `${where}: manifest ${i}`));
+  // Held across the images and the naming: a prune must not collect an image pulled but not yet named.
+  return store.withLock('shared', async () => {
+    const images: Descriptor[] = [];
+    for (const child of index.manifests) {
+      if (isIndexMediaType(child.mediaType)) throw new InvalidArgumentError(`${where}: nested index ${child.digest} is not supported`);
+      const r = await pull(client, store, { domain: ref.domain, path: ref.path, digest: child.digest }, { ...opts, name: false });
+      images.push({ ...r.descriptor, ...(child.platform !== undefined ? { platform: child.platform } : {}) });
+    }
+    await store.content.writeBuffer(top.body, top.descriptor.digest);
+    if (ref.tag !== undefined) {
+      const name = formatReference({ domain: ref.domain, path: ref.path, tag: ref.tag });
+      await store.setName(name, top.descriptor);
+      return { descriptor: top.descriptor, name, images };
+    }
+    await store.addImage(top.descriptor);
+    return { descriptor: top.descriptor, name: formatReference(ref), images };
+  });
+}
+
+/**
  * A descriptor from a manifest or index as the registry sent it: its digest goes into URLs and
  * store paths and its size bounds what is read, so both must be well formed before either is used.
  */

@@ -35,6 +35,15 @@ export interface PushOptions {
    * default level, as buildah and skopeo push; false pushes every blob as stored.
    */
   compression?: CompressImageOptions | false;
+  /**
+   * For a manifest list: 'all' (the default) pushes every image of the list before the list
+   * (buildah's `manifest push --all`); 'none' pushes the list alone, its images being in the
+   * registry already (`manifest push` without --all). Either way an entry in `remoteEntries` whose
+   * manifest is not in the store (added from a registry, never pulled) is not pushed: the
+   * registry must have it.
+   */
+  listImages?: 'all' | 'none';
+  remoteEntries?: ReadonlySet<string>;
   /** Repositories of the destination registry that may hold the blobs (tried for cross-repository mounts). */
   mountFrom?: Reference[];
   onProgress?: (e: ProgressEvent) => void;
@@ -91,7 +100,9 @@ async function pushLocked(client: RegistryClient, store: Store, image: Descripto
   let top = image;
   const repo: Reference = { domain: dest.domain, path: dest.path };
   const compression = opts.compression ?? { format: 'gzip' };
-  if (compression !== false) {
+  // A list pushed alone references its images as they are: compressing them would change their digests.
+  const listAlone = opts.listImages === 'none' && isIndexMediaType(top.mediaType);
+  if (compression !== false && !listAlone) {
     top = await compressImage(store, top, {
       ...compression,
       onProgress: (e) => {
@@ -142,7 +153,13 @@ async function pushLocked(client: RegistryClient, store: Store, image: Descripto
     const index = JSON.parse(body.toString('utf8')) as ImageIndex;
     const children: Descriptor[] = [];
     for (const child of index.manifests) {
-      if ((await store.content.info(child.digest)) === undefined) {
+      const present = (await store.content.info(child.digest)) !== undefined;
+      if (opts.listImages === 'none' || (!present && opts.remoteEntries?.has(child.digest) === true)) {
+        // Not pushed here: the entry stays as it is (converting it would change its digest).
+        children.push(child);
+        continue;
+      }
+      if (!present) {
         throw new NotFoundError(`cannot push index ${top.digest}: its manifest ${child.digest} (${child.platform ? `${child.platform.os}/${child.platform.architecture}` : 'no platform'}) is not in the store`);
       }
       if (!isManifestMediaType(child.mediaType)) throw new InvalidArgumentError(`cannot push index ${top.digest}: nested ${child.mediaType} is not supported`);

@@ -29,4 +29,5 @@ export { writeOutputFile } from './output-file.js';
 export { FileLock, type LockMode } from './file-lock.js';
 export { countedStream, PROGRESS_STEP } from './counted-stream.js';
 export { writeImage, type WrittenImage } from './write-image.js';
-export { type ListFormat, emptyManifestList, listMediaType, readManifestList, samePlatform, withEntry, writeManifestList } from './manifest-list.js';
+export { type ListFormat, configPlatform, emptyManifestList, listMediaType, readManifestList, samePlatform, withEntry, withoutEntry, writeManifestList } from './manifest-list.js';
+export { readListSources, type RemoteSources } from './list-sources.js';

@@ -20,6 +20,7 @@ import {
 import { FileContentStore, isErrno, type ContentStore } from './content-store.js';
 import { FileLock, type LockMode } from './file-lock.js';
 import { openImage, type Image } from './image.js';
+import { readListSources, sweepListSources } from './list-sources.js';
 import { UNTAGGED_PREFIX, normaliseName, readImagesFile, untaggedKey, writeImagesFile, type ImageRecord } from './image-names.js';
 
 /** root's store, as /var/lib/containers/storage is containers-storage's. */
@@ -128,9 +129,10 @@ export class Store {
   /**
    * Points `name` (normalised, tag `latest` by default) at a manifest or index. An image the name
    * pointed at before, and that no other name keeps, stays in the store untagged (docker's
-   * `<none>`), so a rebuild under the same tag does not silently drop the previous image.
+   * `<none>`), so a rebuild under the same tag does not silently drop the previous image; unless
+   * `keepReplaced` is false (a manifest list changed by `manifest add`: its old version is no image).
    */
-  async setName(name: string, desc: Descriptor): Promise<void> {
+  async setName(name: string, desc: Descriptor, opts: { keepReplaced?: boolean } = {}): Promise<void> {
     const normal = normaliseName(name);
     if (!isDigest(desc.digest)) throw new InvalidArgumentError(`invalid digest "${desc.digest}" for image ${normal}`);
     const stored = storedDescriptor(desc);
@@ -141,7 +143,7 @@ export class Store {
       if (old?.digest === stored.digest && !images.has(untaggedKey(stored.digest))) return;
       images.set(normal, stored);
       images.delete(untaggedKey(stored.digest));
-      if (old !== undefined && old.digest !== stored.digest && ![...images.values()].some((d) => d.digest === old.digest)) {
+      if (opts.keepReplaced !== false && old !== undefined && old.digest !== stored.digest && ![...images.values()].some((d) => d.digest === old.digest)) {
         images.set(untaggedKey(old.digest), old);
       }
       await writeImagesFile(this.imagesPath, images);
@@ -251,6 +253,7 @@ export class Store {
       removed.push(blob);
       bytes += blob.size;
     }
+    await sweepListSources(this.root, marked);
     for (const dir of ['ingest', 'tmp']) await emptyDir(join(this.root, dir));
     // A crash in setName can leave images.json.tmp; remove it under the names lock, where no
     // setName can be writing it right now.
@@ -343,9 +346,17 @@ export class Store {
     if (isIndexMediaType(d.mediaType) || 'manifests' in body) {
       const manifests: unknown = (body as ImageIndex).manifests;
       if (!Array.isArray(manifests)) return shape('no manifests list');
+      // An entry added from a registry (`manifest add docker://…`) has its manifest there, not here.
+      let remote = new Map<Digest, string>();
+      try {
+        remote = await readListSources(this.root, d.digest);
+      } catch (e) {
+        problem({ kind: 'bad-json', digest: d.digest, message: (e as Error).message });
+      }
       for (const [i, m] of manifests.entries()) {
         const why = descriptorProblem(m);
         if (why !== undefined) shape(`manifests[${i}]: ${why}`);
+        else if (remote.has((m as Descriptor).digest) && (await this.content.info((m as Descriptor).digest)) === undefined) continue;
         else await this.walk(m as Descriptor, visit, problem);
       }
       return;

@@ -1,5 +1,5 @@
 import { Flags, oneLine } from '../cli-kit.js';
-import { DataLossError, type ImageManifest, familiarReference, parseReference, shortId } from '@tsbuild/oci';
+import { DataLossError, type ImageIndex, type ImageManifest, isIndexMediaType, familiarReference, parseReference, shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
 
 export default class Images extends BaseCommand<typeof Images> {
@@ -13,7 +13,7 @@ export default class Images extends BaseCommand<typeof Images> {
 
   async run(): Promise<void> {
     const store = await this.store();
-    const rows: { name: string | null; repository: string; tag: string; id: string; digest: string; created: string | undefined; size: number }[] = [];
+    const rows: { name: string | null; repository: string; tag: string; id: string; digest: string; created: string | undefined; size: number; manifestList: boolean }[] = [];
     for (const rec of await store.listImages()) {
       // One damaged image (fsck names what is wrong) must not hide the others: it is listed with
       // what can be read, or left out when not even its manifest can, each time with a warning.
@@ -33,6 +33,19 @@ export default class Images extends BaseCommand<typeof Images> {
           const colon = rec.name.lastIndexOf(':');
           [repository, tag] = colon > rec.name.lastIndexOf('/') ? [rec.name.slice(0, colon), rec.name.slice(colon + 1)] : [rec.name, '<none>'];
         }
+      }
+      if (isIndexMediaType(rec.descriptor.mediaType)) {
+        // A manifest list is listed as buildah lists it, among the images: its ID is its digest,
+        // its size the list's own bytes plus its images' manifests.
+        try {
+          const list = await store.readJSON<ImageIndex>(rec.descriptor.digest);
+          if (!Array.isArray(list.manifests)) throw new DataLossError(`manifest list ${rec.descriptor.digest} has no manifests array`);
+          const size = list.manifests.reduce((n, m) => n + m.size, rec.descriptor.size);
+          rows.push({ name: rec.name ?? null, repository, tag, id: rec.descriptor.digest, digest: rec.descriptor.digest, created: undefined, size, manifestList: true });
+        } catch (e) {
+          warn(e, 'not listed');
+        }
+        continue;
       }
       let manifest: ImageManifest;
       try {
@@ -58,6 +71,7 @@ export default class Images extends BaseCommand<typeof Images> {
         digest: rec.descriptor.digest,
         created,
         size: imageSize(manifest),
+        manifestList: false,
       });
     }
     if (this.flags.format === 'json') {

@@ -1,6 +1,6 @@
 import { Args, Flags } from '../cli-kit.js';
 import { WorkingContainer } from '@tsbuild/container';
-import { NotFoundError } from '@tsbuild/oci';
+import { type ImageIndex, NotFoundError, isIndexMediaType } from '@tsbuild/oci';
 import { BaseCommand } from '../base-command.js';
 
 export default class Inspect extends BaseCommand<typeof Inspect> {
@@ -10,11 +10,16 @@ export default class Inspect extends BaseCommand<typeof Inspect> {
     'name an image is looked up instead (unless --type was given); with --type image only images.';
   static override args = { image: Args.string({ description: 'working container, or image name or ID', required: true }) };
   static override flags = {
-    type: Flags.string({ char: 't', description: 'what NAME is: container or image', options: ['container', 'image'] }),
+    type: Flags.string({ char: 't', description: 'what NAME is: container, image, or manifest (a manifest list, printed as `manifest inspect` does)', options: ['container', 'image', 'manifest'] }),
   };
 
   async run(): Promise<void> {
     const { args } = await this.parse(Inspect);
+    if (this.flags.type === 'manifest') {
+      const { readManifestList } = await import('@tsbuild/store');
+      process.stdout.write(`${JSON.stringify((await readManifestList(await this.store(), args.image)).list, null, 4)}\n`);
+      return;
+    }
     if (this.flags.type !== 'image') {
       const wc = await WorkingContainer.find(await this.containerEnv(), args.image);
       if (wc) {
@@ -41,6 +46,13 @@ export default class Inspect extends BaseCommand<typeof Inspect> {
     }
     const store = await this.store();
     const { descriptor, names } = await store.resolve(args.image);
+    if (isIndexMediaType(descriptor.mediaType)) {
+      // A manifest list (buildah inspects one with --type manifest): the list, not one of its images.
+      const list = await store.readJSON<ImageIndex>(descriptor.digest);
+      const out: Record<string, unknown> = { Id: descriptor.digest, Names: names, Digest: descriptor.digest, ManifestDescriptor: descriptor, ManifestList: list };
+      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      return;
+    }
     const img = store.image(descriptor);
     const [manifest, config, configDesc] = await Promise.all([img.manifest(), img.config(), img.configDescriptor()]);
     const out = { Id: configDesc.digest, Names: names, Digest: descriptor.digest, ManifestDescriptor: descriptor, Manifest: manifest, Config: config };

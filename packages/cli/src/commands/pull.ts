@@ -1,6 +1,6 @@
 import { Args, Flags } from '../cli-kit.js';
-import { digestHex, parsePlatform, parseReference } from '@tsbuild/oci';
-import { pull } from '@tsbuild/registry-client';
+import { InvalidArgumentError, digestHex, parsePlatform, parseReference } from '@tsbuild/oci';
+import { pull, pullAllPlatforms } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
 
@@ -10,6 +10,7 @@ export default class Pull extends BaseCommand<typeof Pull> {
   static override args = { image: Args.string({ description: 'reference: [host[:port]/]repo[:tag][@digest]', required: true }) };
   static override flags = {
     platform: Flags.string({ description: 'os/arch[/variant] to pick from a multi-platform image (default: this machine\'s)' }),
+    'all-platforms': Flags.boolean({ description: 'pull every image of a multi-platform image, and keep its index under the name as a manifest list' }),
     quiet: Flags.boolean({ char: 'q', description: 'print only the image ID' }),
     ...registryFlags,
   };
@@ -24,6 +25,14 @@ export default class Pull extends BaseCommand<typeof Pull> {
       // Reach the registry while the store opens.
       client.warmUp(ref.domain);
       const store = await this.store();
+      if (f['all-platforms']) {
+        if (f.platform !== undefined) throw new InvalidArgumentError('--platform and --all-platforms exclude each other');
+        const r = await pullAllPlatforms(client, store, ref, { onProgress: progress.onProgress });
+        progress.stop();
+        if (!f.quiet) process.stderr.write(`Pulled ${r.name} (${r.descriptor.digest}, ${r.images.length} image(s))\n`);
+        process.stdout.write(`${digestHex(r.descriptor.digest)}\n`);
+        return;
+      }
       const r = await pull(client, store, ref, { onProgress: progress.onProgress, ...(f.platform ? { platform: parsePlatform(f.platform) } : {}) });
       progress.stop();
       const id = (await store.image(r.descriptor).configDescriptor()).digest;

@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Args, Flags } from '../cli-kit.js';
-import { parseReference } from '@tsbuild/oci';
+import { isIndexMediaType, parseReference } from '@tsbuild/oci';
+import { readManifestList } from '@tsbuild/store';
 import { push } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
@@ -34,7 +35,14 @@ export default class Push extends BaseCommand<typeof Push> {
       const dest = parseReference(args.destination ?? args.image);
       // Reach the registry while the store opens.
       client.warmUp(dest.domain);
-      const d = await push(client, await this.store(), args.image, dest, {
+      const store = await this.store();
+      // A manifest list goes with every image of it that is in the store (buildah's `manifest push --all`);
+      // entries added from a registry must be there already.
+      const { descriptor } = await store.resolve(args.image);
+      const remote = isIndexMediaType(descriptor.mediaType) ? (await readManifestList(store, args.image)).remote : new Map<string, string>();
+      const d = await push(client, store, args.image, dest, {
+        listImages: 'all',
+        remoteEntries: new Set(remote.keys()),
         format: f.format as 'oci' | 'docker',
         compression: f['disable-compression'] ? false : { format: f['compression-format'] as 'gzip' | 'zstd', ...(f['compression-level'] !== undefined ? { level: f['compression-level'] } : {}) },
         onProgress: progress.onProgress,

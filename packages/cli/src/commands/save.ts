@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Args, Flags } from '../cli-kit.js';
-import { saveArchive } from '@tsbuild/store';
+import { InvalidArgumentError, NotFoundError, isIndexMediaType } from '@tsbuild/oci';
+import { readManifestList, saveArchive } from '@tsbuild/store';
 import { BaseCommand, normalisedName } from '../base-command.js';
 
 export default class Save extends BaseCommand<typeof Save> {
@@ -18,6 +19,15 @@ export default class Save extends BaseCommand<typeof Save> {
     const images = [];
     for (const image of argv as string[]) {
       const { descriptor, names } = await store.resolve(image);
+      if (isIndexMediaType(descriptor.mediaType)) {
+        if (this.flags.format === 'docker-archive') throw new InvalidArgumentError(`${image} is a manifest list: a docker-archive holds single images (use --format oci-archive)`);
+        const { list, remote } = await readManifestList(store, descriptor.digest);
+        for (const m of list.manifests) {
+          if ((await store.content.info(m.digest)) === undefined) {
+            throw new NotFoundError(`cannot save manifest list ${image}: its image ${m.digest}${m.platform ? ` (${m.platform.os}/${m.platform.architecture})` : ''} is not in the store${remote.has(m.digest) ? ` (added from ${remote.get(m.digest)}; pull it first)` : ''}`);
+          }
+        }
+      }
       // The name the user gave, when it is one; for an image ID, the image's first name.
       const exact = names.find((n) => n === normalisedName(image)) ?? names[0];
       images.push({ ...(exact !== undefined ? { name: exact } : {}), descriptor });
