@@ -1,6 +1,6 @@
 import path from 'node:path';
-import type { Digest, ImageConfig } from '@tsbuild/oci';
-import { chainIds } from '@tsbuild/oci';
+import type { Digest, ImageConfig, ImageIndex } from '@tsbuild/oci';
+import { chainIds, isIndexMediaType } from '@tsbuild/oci';
 import { pruneCompressionRecords, type Store } from '@tsbuild/store';
 import { MOUNT_LABEL, type OverlaySnapshotter, type SnapshotInfo } from '@tsbuild/snapshotter';
 import { BuildCache } from './cache.js';
@@ -25,7 +25,8 @@ export interface PruneResult {
 }
 
 /**
- * Removes untagged images (docker's dangling `<none>` images, unless `keepUntagged`), then what
+ * Removes untagged images (docker's dangling `<none>` images, unless `keepUntagged`; not the
+ * images of a named manifest list), then what
  * no image references: blobs (the store's mark and sweep) and snapshots (committed ones whose
  * chainID no image uses, and every active or view snapshot: with the store's exclusive lock
  * held, no build is running that could own one).
@@ -34,8 +35,19 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
   return store.withLock('exclusive', async () => {
     const images: Digest[] = [];
     if (!opts.keepUntagged) {
+      // An image a named manifest list holds is not dangling: the list is its name (docker and
+      // podman keep a list's instances the same way).
+      const listed = new Set<string>();
       for (const rec of await store.listImages()) {
-        if (rec.name !== undefined) continue;
+        if (rec.name === undefined || !isIndexMediaType(rec.descriptor.mediaType)) continue;
+        try {
+          for (const m of (await store.readJSON<ImageIndex>(rec.descriptor.digest)).manifests ?? []) listed.add(m.digest);
+        } catch {
+          // a broken list holds nothing; fsck reports it
+        }
+      }
+      for (const rec of await store.listImages()) {
+        if (rec.name !== undefined || listed.has(rec.descriptor.digest)) continue;
         await store.removeImage(rec.descriptor.digest);
         images.push(rec.descriptor.digest);
       }

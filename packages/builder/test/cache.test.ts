@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Store } from '@tsbuild/store';
+import { Store, emptyManifestList, withEntry, writeManifestList } from '@tsbuild/store';
 import { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import { build, importRootfs, prune, type BuildEvent, type BuildOptions } from '../src/index.js';
 // @ts-expect-error plain .mjs fixture without types
@@ -105,6 +105,19 @@ describe('the build cache', () => {
     await fsp.appendFile(path.join(ctx, 'Dockerfile'), 'RUN cat /two > /three\n');
     const third = await buildIt(ctx);
     expect(third.steps.map((s) => s.cached)).toEqual([false, true, true, false]);
+  });
+
+  it('prune keeps an untagged image that a named manifest list holds, and removes one no list holds', async () => {
+    const ctx = await context('listed', { Dockerfile: 'FROM busybox\nRUN echo listed > /l\n' });
+    const held = await buildIt(ctx);
+    const loose = await buildIt(await context('loose', { Dockerfile: 'FROM busybox\nRUN echo loose > /l\n' }));
+    await store.addImage(held.manifest);
+    await store.addImage(loose.manifest);
+    await writeManifestList(store, 'the-list', withEntry(emptyManifestList(), held.manifest));
+    const r = await prune(store, snapshotter);
+    expect(r.images).toContain(loose.manifest.digest);
+    expect(r.images).not.toContain(held.manifest.digest);
+    expect((await store.listImages()).map((i) => i.descriptor.digest)).toContain(held.manifest.digest);
   });
 });
 
