@@ -20,6 +20,20 @@ export interface Platform {
   variant?: string;
 }
 
+/**
+ * A descriptor as an index entry keeps it: what identifies and places the manifest (media type,
+ * digest, size, platform, annotations), nothing else a source descriptor may carry.
+ */
+export function indexEntry(m: Descriptor): Descriptor {
+  return {
+    mediaType: m.mediaType,
+    digest: m.digest,
+    size: m.size,
+    ...(m.platform !== undefined ? { platform: m.platform } : {}),
+    ...(m.annotations !== undefined ? { annotations: m.annotations } : {}),
+  };
+}
+
 /** image-spec manifest.md (also Docker schema 2, which has the same shape). */
 export interface ImageManifest {
   schemaVersion: 2;

@@ -4,6 +4,7 @@ import {
   formatPlatform,
   formatReference,
   hostPlatform,
+  indexEntry,
   isIndexMediaType,
   type Descriptor,
   type ImageConfig,
@@ -27,22 +28,11 @@ export async function remoteListEntries(client: RegistryClient, ref: Reference, 
   if (!isIndexMediaType(top.descriptor.mediaType)) return [await withPlatform(client, ref, top.descriptor, top.body)];
   const index = parseJSON<ImageIndex>(top.body, `index ${formatReference(ref)}`);
   if (!Array.isArray(index.manifests)) throw new DataLossError(`index ${formatReference(ref)} has no manifests list`);
-  if (opts.all === true) return index.manifests.map((m) => entryOf(m));
+  if (opts.all === true) return index.manifests.map(indexEntry);
   const want = opts.platform ?? hostPlatform();
   const child = selectPlatform(index.manifests, want);
   if (child === undefined) throw new NotFoundError(`${formatReference(ref)}: no image for platform ${formatPlatform(want)} in its index`);
-  return [entryOf(child)];
-}
-
-/** A descriptor as a list entry keeps it: what identifies and places the manifest, nothing else. */
-function entryOf(m: Descriptor): Descriptor {
-  return {
-    mediaType: m.mediaType,
-    digest: m.digest,
-    size: m.size,
-    ...(m.platform !== undefined ? { platform: m.platform } : {}),
-    ...(m.annotations !== undefined ? { annotations: m.annotations } : {}),
-  };
+  return [indexEntry(child)];
 }
 
 async function withPlatform(client: RegistryClient, ref: Reference, d: Descriptor, body: Buffer): Promise<Descriptor> {

@@ -2,6 +2,7 @@ import { Flags } from '../cli-kit.js';
 import {
   InvalidArgumentError,
   NotFoundError,
+  indexEntry,
   isDigest,
   isIndexMediaType,
   parseReference,
@@ -103,23 +104,13 @@ export async function entriesFor(
   const { descriptor } = await store.resolve(image);
   if (isIndexMediaType(descriptor.mediaType)) {
     const index = await store.readJSON<ImageIndex>(descriptor.digest);
-    if (opts.all === true) return { entries: index.manifests.map(plainEntry), remote: false, source: image };
+    if (opts.all === true) return { entries: index.manifests.map(indexEntry), remote: false, source: image };
     const one = pickPlatform(index.manifests);
     if (one === undefined) throw new NotFoundError(`manifest list ${image} has no images`);
-    return { entries: [plainEntry(one)], remote: false, source: image };
+    return { entries: [indexEntry(one)], remote: false, source: image };
   }
   const config = await store.image(descriptor).config();
   return { entries: [{ mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size, platform: configPlatform(config) }], remote: false, source: image };
-}
-
-function plainEntry(m: Descriptor): Descriptor {
-  return {
-    mediaType: m.mediaType,
-    digest: m.digest,
-    size: m.size,
-    ...(m.platform !== undefined ? { platform: m.platform } : {}),
-    ...(m.annotations !== undefined ? { annotations: m.annotations } : {}),
-  };
 }
 
 /** The entry of `list` that IMAGE-OR-DIGEST names: a digest of an entry, or a local image in it. */
