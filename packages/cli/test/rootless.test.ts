@@ -339,6 +339,16 @@ describe('rootless tsbuild as an ordinary user', () => {
     }, 60_000);
   });
 
+  it('RUN gets docker\'s default capabilities and the seccomp filter, as for root', async () => {
+    const r = await ok(as(['run', '--rm', 'busybox', 'sh', '-c', 'grep -E "^(CapEff|CapBnd|Seccomp|NoNewPrivs):" /proc/self/status; unshare -U true 2>&1; echo unshare=$?']));
+    // docker's default set (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP).
+    expect(r.stdout).toMatch(/^CapEff:\s+00000000a80425fb$/m);
+    expect(r.stdout).toMatch(/^CapBnd:\s+00000000a80425fb$/m);
+    expect(r.stdout).toMatch(/^Seccomp:\s+2$/m);
+    // the default filter refuses unshare(CLONE_NEWUSER) without CAP_SYS_ADMIN, as docker's does
+    expect(r.stdout).toMatch(/unshare=1$/m);
+  }, 60_000);
+
   it('resource limits that cannot be set rootless are one warning line; the command still runs', async () => {
     const r = await as(['run', '--rm', '--memory', '64m', '--pids-limit', '50', '--cpus', '0.5', 'busybox', 'echo', 'limited']);
     expect(r.code, r.stderr).toBe(0);
