@@ -75,7 +75,9 @@ export default class Run extends BaseCommand<typeof Run> {
       const wc = await WorkingContainer.find(env, args.image);
       if (wc) {
         if (command[0] === '--') command = command.slice(1);
-        if (f.rm || f.entrypoint !== undefined || volumes.length > 0 || platform) throw new InvalidArgumentError(`${args.image} is a working container: --rm, --entrypoint, --volume and --platform apply to images only`);
+        if (f.rm || f.entrypoint !== undefined || volumes.length > 0) throw new InvalidArgumentError(`${args.image} is a working container: --rm, --entrypoint and --volume apply to images only`);
+        // A working container's platform was chosen by `from --platform`.
+        if (platform) throw new InvalidArgumentError(`${args.image} is a working container: --platform applies to images only (see: tsbuild from --platform)`);
         const r = await wc.run(command, { ...common, ...(f.hostname ? { hostname: f.hostname } : {}), ...(f['add-history'] ? { addHistory: true } : {}) });
         if (r.oomKilled) process.stderr.write(`Error: the command was killed: out of memory\n`);
         process.exitCode = r.exitCode;
