@@ -4,6 +4,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  TsbuildError,
   type Platform,
   formatReference,
   isIndexMediaType,
@@ -127,8 +128,8 @@ function uniquePlatforms(list: Platform[]): Platform[] {
 /**
  * --all-platforms: the platforms every base image of the build offers, as buildah computes them
  * (platformsForBaseImages): the intersection over the bases that are manifest lists, each read
- * from the store, or from its registry when the store lacks it. A base that is one image does
- * not narrow the set; when no base is a list, there is nothing to build for.
+ * from the store, or from its registry (see listPlatforms). A base that is one image does not
+ * narrow the set; when no base is a list, there is nothing to build for.
  */
 export async function allPlatforms(options: BuildOptions & { registry?: () => Promise<RegistryClient> }): Promise<Platform[]> {
   const { opts, parsed } = await loadDockerfile(options);
@@ -143,23 +144,33 @@ export async function allPlatforms(options: BuildOptions & { registry?: () => Pr
   return common;
 }
 
-/** The platforms of the list `name` (stored, or else its registry's), or undefined when it is one image. */
+/**
+ * The platforms of the list `name`, or undefined when it is one image. A list in the store (made
+ * by `manifest create` or a build) is read there; otherwise the registry is asked, as buildah's
+ * platformsForBaseImages inspects `docker://NAME` (a pull for a platform keeps only that
+ * platform's image under the name), unless --pull=never. A registry that cannot answer leaves a
+ * stored single image as one image.
+ */
 async function listPlatforms(store: Store, name: string, options: BuildOptions & { registry?: () => Promise<RegistryClient> }): Promise<Platform[] | undefined> {
   let index: ImageIndex | undefined;
+  let stored = false;
   try {
     const { descriptor } = await store.resolve(name);
-    if (!isIndexMediaType(descriptor.mediaType)) return undefined;
-    index = await store.readJSON<ImageIndex>(descriptor.digest);
+    stored = true;
+    if (isIndexMediaType(descriptor.mediaType)) index = await store.readJSON<ImageIndex>(descriptor.digest);
   } catch (e) {
-    if (!(e instanceof NotFoundError) || options.pull === 'never') throw withWhat(e, name);
+    if (!(e instanceof NotFoundError)) throw e;
   }
   if (index === undefined) {
-    if (!options.registry) throw new NotFoundError(`--all-platforms: base image ${name} is not in the local store`);
-    const client = await options.registry();
+    if (options.pull === 'never' || !options.registry) {
+      if (stored) return undefined;
+      throw new NotFoundError(`--all-platforms: base image ${name} is not in the local store${options.pull === 'never' ? ' (and --pull=never)' : ''}`);
+    }
     let top;
     try {
-      top = await client.getManifest(parseReference(name));
+      top = await (await options.registry()).getManifest(parseReference(name));
     } catch (e) {
+      if (stored) return undefined;
       throw withWhat(e, name);
     }
     if (!isIndexMediaType(top.descriptor.mediaType)) return undefined;
@@ -175,6 +186,6 @@ async function listPlatforms(store: Store, name: string, options: BuildOptions &
 }
 
 function withWhat(e: unknown, name: string): unknown {
-  if (e instanceof NotFoundError) return new NotFoundError(`--all-platforms: base image ${name}: ${e.message}`, { cause: e });
+  if (e instanceof TsbuildError) return new (e.constructor as typeof TsbuildError)(`--all-platforms: base image ${name}: ${e.message}`, { cause: e });
   return e;
 }

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ImageConfig, type ImageIndex, isIndexMediaType } from '@tsbuild/oci';
 import { Store, emptyManifestList, readManifestList, withEntry, writeManifestList } from '@tsbuild/store';
 import { IMAGE_ID_LINE, TestStore } from './harness.js';
+import { type RunningRegistry, startRegistry } from '../../registry-client/test/registry-server.js';
 
 /**
  * `tsbuild build --platform a,b`, `from --platform`, `run --platform` (issue 18). The bases: a
@@ -116,5 +117,61 @@ describe('building for several platforms with the CLI', () => {
     const missing = await t.run(['run', '--rm', '--platform', 'linux/s390x', 'localhost/bb', 'true']);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toBe('Error: image localhost/bb: manifest list localhost/bb has no image for platform linux/s390x (it has linux/amd64, linux/arm64/v8)\n');
+  });
+
+  it('run --platform on a working container is one line', async () => {
+    const ctr = (await t.run(['from', '-q', 'busybox'])).stdout.trim();
+    const r = await t.run(['run', '--platform', 'linux/amd64', ctr, '--', 'true']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`Error: ${ctr} is a working container: --platform applies to images only (see: tsbuild from --platform)\n`);
+  });
+
+  describe('with a registry\'s list as the base', () => {
+    let reg: RunningRegistry;
+    const fresh = new TestStore();
+    beforeAll(async () => {
+      reg = await startRegistry();
+      const repo = `${reg.host}/bb`;
+      const entries = [];
+      for (const arch of ['amd64', 'arm64']) {
+        expect(await t.run(['push', '-q', '--tls-verify=false', `busybox-${arch}`, `${repo}:${arch}`])).toMatchObject({ stderr: '', code: 0 });
+        const res = await fetch(`http://${reg.host}/v2/bb/manifests/${arch}`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+        const body = Buffer.from(await res.arrayBuffer());
+        entries.push({
+          mediaType: res.headers.get('content-type')!,
+          digest: res.headers.get('docker-content-digest')!,
+          size: body.length,
+          platform: arch === 'amd64' ? { os: 'linux', architecture: 'amd64' } : { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        });
+      }
+      const index = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: entries });
+      const put = await fetch(`http://${reg.host}/v2/bb/manifests/multi`, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.index.v1+json' }, body: index });
+      expect(put.status).toBe(201);
+    }, 120_000);
+    afterAll(async () => {
+      await reg.stop();
+      await fresh.cleanup();
+    });
+
+    it('each platform\'s FROM pulls that platform\'s image from the registry\'s list', async () => {
+      const base = `${reg.host}/bb:multi`;
+      const c = await fresh.context({ Dockerfile: `FROM ${base}\nCOPY a.txt /a.txt\n`, 'a.txt': 'a\n' });
+      const r = await fresh.run(['build', '-q', '--tls-verify=false', '--platform', 'linux/amd64,linux/arm64', '-t', 'localhost/pulled', c]);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const store = await Store.open(fresh.root);
+      const { list } = await readManifestList(store, 'localhost/pulled');
+      const configs = await Promise.all(list.manifests.map((m) => store.image(m).config()));
+      expect(configs.map((x) => x.architecture)).toEqual(['amd64', 'arm64']);
+      // Each is built on its platform's base (whose last layer holds /platform = amd64 or arm64).
+      const src = await Store.open(t.root);
+      for (const [i, arch] of ['amd64', 'arm64'].entries()) {
+        const baseIDs = (await src.image((await src.resolve(`busybox-${arch}`)).descriptor).config()).rootfs.diff_ids;
+        expect(configs[i]!.rootfs.diff_ids.slice(0, baseIDs.length)).toEqual(baseIDs);
+      }
+      const all = await fresh.run(['build', '-q', '--tls-verify=false', '--all-platforms', '--manifest', 'localhost/all-remote', c]);
+      expect(all.stderr).toBe('');
+      expect((await readManifestList(store, 'localhost/all-remote')).list.manifests.map((m) => m.platform?.architecture)).toEqual(['amd64', 'arm64']);
+    });
   });
 });
