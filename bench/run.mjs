@@ -98,6 +98,8 @@ try {
       (i) => writeFileSync(path.join(one, 'app.txt'), `v${i + 1}\n`),
     );
     compare('save oci-archive of hello', () => tsbuild('save', 'hello', '-o', path.join(tmp, 'h1.tar'), '--format', 'oci-archive'), () => sh('skopeo', ['copy', '-q', `containers-storage:[overlay@${bRoot}+${bRunroot}]localhost/hello:latest`, `oci-archive:${path.join(tmp, 'h2.tar')}`]), 'skopeo copy');
+    const { benchMultiPlatform } = await import('./multi-platform.mjs');
+    await benchMultiPlatform({ repo, tmp, tsbuild, buildah, sh, compare, storage: `containers-storage:[overlay@${bRoot}+${bRunroot}]` });
     const peak = spawnSync('/usr/bin/time', ['-f', '%M', bin, 'build', '-q', '--no-cache', '-t', 'many', many], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8' });
     console.log(`peak RSS of a build (COPY of 10,000 files): ${Math.round(Number(peak.stderr.trim().split('\n').at(-1)) / 1024)} MB`);
   }

@@ -10,10 +10,13 @@ import {
   InvalidArgumentError,
   NotFoundError,
   TsbuildError,
+  type Platform,
   formatPlatform,
   formatReference,
   hostPlatform,
+  normalisePlatform,
   parsePlatform,
+  samePlatformAs,
   parseReference,
   shortId,
   type Reference,
@@ -138,7 +141,27 @@ export interface BuildOptions {
    * repository is not asked again during this build.
    */
   cacheFrom?: string[];
+  /**
+   * The platform to build for (default: this machine's): FROM takes that platform's image from a
+   * manifest list (or pulls it), the TARGET* ARGs say it, and the image's config names it. A
+   * `FROM --platform=…` stage is built for the platform it names instead.
+   */
+  platform?: Platform;
+  /**
+   * Steps in progress in the other platforms' builds of one buildPlatforms: a step whose cache
+   * key another build is computing waits for it and takes its cache entry, so a stage that
+   * several platforms build for the same platform (`FROM --platform=$BUILDPLATFORM`) runs once.
+   */
+  inflight?: InflightSteps;
+  /**
+   * Store the image without a name or an untagged record, and ignore `tags`: the caller names it
+   * (buildPlatforms puts each platform's image in a list, which keeps it).
+   */
+  unnamed?: boolean;
 }
+
+/** Cache keys being computed by one of several concurrent builds, to the promise of their end. */
+export type InflightSteps = Map<Digest, Promise<void>>;
 
 // The package is CommonJS (module.exports = factory) while its typings declare a default export.
 
@@ -159,20 +182,33 @@ export interface BuildResult {
  * snapshots and scratch files are removed, so the store keeps only the cache of completed steps.
  */
 export async function build(options: BuildOptions): Promise<BuildResult> {
-  // Relative paths are taken from the current directory, once, here.
+  const { opts, parsed } = await loadDockerfile(options);
+  return buildParsed(opts, parsed);
+}
+
+/**
+ * The options with their paths made absolute (from the current directory, once, here) and the
+ * Dockerfile read, parsed and checked: every instruction is checked before anything runs, so a
+ * mistake on line 40 fails before line 3 runs.
+ */
+export async function loadDockerfile(options: BuildOptions): Promise<{ opts: BuildOptions; parsed: ParsedDockerfile }> {
   const opts: BuildOptions = {
     ...options,
     context: path.resolve(options.context),
     ...(options.dockerfile !== undefined ? { dockerfile: path.resolve(options.dockerfile) } : {}),
   };
-  const { store } = opts;
   checkEpoch(opts.sourceDateEpoch);
   const dockerfilePath = opts.dockerfileText === undefined ? (opts.dockerfile ?? path.join(opts.context, 'Dockerfile')) : opts.dockerfile;
   const text = opts.dockerfileText ?? (await readDockerfile(dockerfilePath!, opts.context));
   const parsed = parseDockerfile(text, dockerfilePath ? path.basename(dockerfilePath) : 'Dockerfile');
-  // Every instruction is checked before anything runs: a mistake on line 40 fails before line 3 runs.
   checkDockerfile(parsed);
-  const tags = (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
+  return { opts, parsed };
+}
+
+/** build() of a Dockerfile loadDockerfile read: buildPlatforms reads it once for every platform. */
+export async function buildParsed(opts: BuildOptions, parsed: ParsedDockerfile): Promise<BuildResult> {
+  const { store } = opts;
+  const tags = opts.unnamed ? [] : (opts.tags ?? []).map((t) => formatReference(parseReference(t)));
   if (opts.format === 'docker' && opts.disableCompression === false && opts.compression?.format === 'zstd') {
     throw new InvalidArgumentError('--format docker needs gzip layers: Docker schema 2 has no zstd layer type');
   }
@@ -190,7 +226,7 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
       // compressed too, so the whole image is stored compressed. The config, and so the ID, stays.
       if (opts.disableCompression === false) manifest.descriptor = await compressImage(store, manifest.descriptor, layerCompressionOptions(opts));
       for (const t of tags) await store.setName(t, manifest.descriptor);
-      if (tags.length === 0) await store.addImage(manifest.descriptor);
+      if (tags.length === 0 && !opts.unnamed) await store.addImage(manifest.descriptor);
       const result = { imageId: manifest.configDigest, manifest: manifest.descriptor, names: tags };
       if (cacheTo) await b.exportCache(cacheTo, shortId(manifest.configDigest));
       opts.onEvent?.({ type: 'done', ...result });
@@ -200,6 +236,11 @@ export async function build(options: BuildOptions): Promise<BuildResult> {
       await fsp.rm(scratch, { recursive: true, force: true });
     }
   });
+}
+
+/** The base images of a build (see Builder.baseImages), with the global ARGs expanded. */
+export function baseImages(opts: BuildOptions, parsed: ParsedDockerfile): string[] {
+  return new Builder(opts, parsed, '').baseImages();
 }
 
 /**
@@ -258,6 +299,8 @@ interface StageRun {
   args: Map<string, string>;
   /** Whether this stage set CMD itself (an ENTRYPOINT then keeps it). */
   cmdSet?: boolean;
+  /** The platform the stage is built for, and whether it was asked for (images must then be that platform's). */
+  platform: { platform: Platform; explicit: boolean };
 }
 
 class Builder {
@@ -284,6 +327,21 @@ class Builder {
     private readonly cacheFrom: Reference[] = [],
   ) {
     this.cache = new BuildCache(path.join(opts.store.root, 'cache'));
+  }
+
+  /**
+   * The images the target's stages start from for the target platform (not scratch, not another
+   * stage, not a stage whose FROM --platform names its own platform): what --all-platforms
+   * intersects the platforms of, as buildah's platformsForBaseImages does.
+   */
+  baseImages(): string[] {
+    const out = new Set<string>();
+    for (const stage of this.neededStages(this.targetStage())) {
+      if (stage.from.flags.has('platform')) continue;
+      const name = this.fromImage(stage);
+      if (name !== 'scratch' && !this.stageByName(name, stage.index)) out.add(name);
+    }
+    return [...out];
   }
 
   /** The registry client, made (and the registry-client package loaded) on first use. */
@@ -404,7 +462,7 @@ class Builder {
    */
   private globalArgs(): Map<string, string> {
     if (this.globals) return this.globals;
-    const m = platformArgs();
+    const m = platformArgs(this.target());
     for (const ins of this.df.globalArgs) {
       try {
         for (const { name, value } of expandArgWords(ins.args, new InstructionVars(m), this.df.escape)) {
@@ -467,34 +525,57 @@ class Builder {
     if (this.opts.signal?.aborted) throw new CancelledError('build cancelled');
   }
 
-  private async fromState(stage: Stage): Promise<{ state: ImageState; key: Digest }> {
+  /** The platform this build makes images for: `platform`, or this machine's. */
+  private target(): Platform {
+    return this.opts.platform ?? hostPlatform();
+  }
+
+  /**
+   * The platform a stage is built for: its `FROM --platform=…` (expanded with the global ARGs,
+   * so `$BUILDPLATFORM` makes a stage that runs natively whatever the target), else the target.
+   * Asked for explicitly (either way), FROM and `--from` images must be that platform's.
+   */
+  private stagePlatform(stage: Stage): { platform: Platform; explicit: boolean } {
+    const raw = stage.from.flags.get('platform')?.at(-1);
+    if (raw === undefined) return { platform: this.target(), explicit: this.opts.platform !== undefined };
+    let want: string;
+    try {
+      want = expandWord(raw, new InstructionVars(this.globalArgs()), this.df.escape);
+    } catch (e) {
+      throw this.located(stage.from, e);
+    }
+    try {
+      return { platform: parsePlatform(want), explicit: true };
+    } catch (e) {
+      this.failAt(stage.from, '--platform', `FROM --platform=${want}: ${(e as Error).message}`);
+    }
+  }
+
+  private async fromState(stage: Stage, platform: { platform: Platform; explicit: boolean }): Promise<{ state: ImageState; key: Digest }> {
     const { store } = this.opts;
     const fromName = this.fromImage(stage);
-    const platform = stage.from.flags.get('platform')?.at(-1);
-    if (platform !== undefined) {
-      const want = expandWord(platform, this.globalArgs(), this.df.escape);
-      if (formatPlatform(parsePlatform(want)) !== formatPlatform(hostPlatform())) {
-        this.fail(stage.from, `FROM --platform=${want}: this machine builds ${formatPlatform(hostPlatform())} only`);
-      }
-    }
     const base = this.stageByName(fromName, stage.index);
     if (base) {
       const r = this.stageResults.get(base.index)!;
       return { state: ImageState.from(r.state.config, r.state.layers), key: r.key };
     }
-    if (fromName === 'scratch') return { state: ImageState.scratch(), key: cacheKey({ from: 'scratch' }) };
-    const desc = await this.image(stage.from, `FROM ${fromName}`, fromName);
+    // The platform is part of the key a stage starts from: `FROM scratch` for two platforms is
+    // two images, and an image's digest says its platform only when it came from a list.
+    const p = formatPlatform(platform.platform);
+    if (fromName === 'scratch') return { state: withPlatform(ImageState.scratch(), platform.platform), key: cacheKey({ from: 'scratch', platform: p }) };
+    const desc = await this.image(stage.from, `FROM ${fromName}`, fromName, platform.explicit ? platform.platform : undefined);
     const img = store.image(desc);
     const [config, layers] = await Promise.all([img.config(), img.layers()]);
     const state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
-    return { state, key: cacheKey({ from: desc.digest }) };
+    return { state: platform.explicit ? withPlatform(state, platform.platform) : state, key: cacheKey({ from: desc.digest, platform: p }) };
   }
 
   private async buildStage(stage: Stage, final: boolean): Promise<{ state: ImageState; key: Digest }> {
     const started = Date.now();
     let from: { state: ImageState; key: Digest };
+    const platform = this.stagePlatform(stage);
     try {
-      from = await this.fromState(stage);
+      from = await this.fromState(stage, platform);
     } catch (e) {
       throw this.located(stage.from, e);
     }
@@ -512,7 +593,7 @@ class Builder {
       ...(this.opts.disableCompression === false ? { compression: { format: this.opts.compression?.format ?? 'gzip', ...(this.opts.compression?.level !== undefined ? { level: this.opts.compression.level } : {}) } } : {}),
     });
     this.containers.add(wc);
-    const sr: StageRun = { stage, wc, key: from.key, layered, args: new Map() };
+    const sr: StageRun = { stage, wc, key: from.key, layered, args: new Map(), platform };
     const globals = this.globalArgs();
     // ONBUILD triggers of the base image run first, as if written right after FROM; the new
     // image does not inherit them.
@@ -522,11 +603,13 @@ class Builder {
     for (const ins of [...triggers, ...stage.instructions]) {
       this.checkAbort();
       const t0 = Date.now();
+      let release: (() => void) | undefined;
       try {
         const vars = new InstructionVars([...sr.args, ...sr.wc.state.env()]);
         if (ins.keyword === 'ARG') this.declareArgs(ins, vars, sr.args, globals);
         const prepared = await this.prepare(ins, sr, vars);
         const key = cacheKey({ parent: sr.key, instruction: ins.text, args: [...sr.args].filter(([k]) => !PROXY_ARGS.has(k)).sort(), ...prepared.key });
+        release = layered && !this.opts.noCache ? await this.claim(key) : undefined;
         if (layered && !this.opts.noCache) {
           const hit = await this.loadCached(key);
           if (hit) {
@@ -551,6 +634,8 @@ class Builder {
       } catch (e) {
         // Name the Dockerfile line in every error an instruction raises.
         throw this.located(ins, e);
+      } finally {
+        release?.();
       }
     }
     if (sr.pendingHistory !== undefined) {
@@ -567,12 +652,30 @@ class Builder {
   }
 
   /**
+   * Claims `key` among the concurrent builds of one buildPlatforms (see BuildOptions.inflight):
+   * when another build is computing it, waits until it is done (its result is then in the cache).
+   * The returned function ends the claim.
+   */
+  private async claim(key: Digest): Promise<(() => void) | undefined> {
+    const inflight = this.opts.inflight;
+    if (!inflight) return undefined;
+    // Checked again after each wait: a third build may have claimed it in between.
+    while (inflight.has(key)) await inflight.get(key);
+    let done!: () => void;
+    inflight.set(key, new Promise<void>((r) => (done = r)));
+    return () => {
+      inflight.delete(key);
+      done();
+    };
+  }
+
+  /**
    * An image by name: from the store, or pulled from its registry as --pull says (missing: only
    * when the store lacks it; always: every time; never: the store only).
    */
-  private async image(ins: Instruction, what: string, name: string): Promise<Descriptor> {
+  private async image(ins: Instruction, what: string, name: string, platform?: Platform): Promise<Descriptor> {
     try {
-      return await storedOrPulled(this.opts.store, name, this.opts.pull ?? 'missing', () => this.client(), what);
+      return await storedOrPulled(this.opts.store, name, this.opts.pull ?? 'missing', () => this.client(), what, platform);
     } catch (e) {
       throw this.located(ins, e);
     }
@@ -881,7 +984,7 @@ class Builder {
     if (/^\d+$/.test(from)) this.failAt(ins, needle, `${what}: no stage ${from} before this one`);
     let desc: Descriptor;
     try {
-      desc = await this.image(ins, what, from);
+      desc = await this.image(ins, what, from, sr.platform.explicit ? sr.platform.platform : undefined);
     } catch (e) {
       if (e instanceof CancelledError || !(e instanceof TsbuildError)) throw e;
       this.failAt(ins, needle, `${what}: no stage of that name, and no such image in the local store (${e.message.replace(/^[^:]*:\d+(:\d+)?: [^:]*: /, '')})`);
@@ -955,17 +1058,39 @@ function expandHeredoc(content: string, vars: Map<string, string>): string {
   return content.replace(/\$(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)/g, (m) => expandWord(m, vars, '\u0000'));
 }
 
-/** The platform build args docker predefines in the global scope. */
-function platformArgs(): Map<string, string> {
-  const p = hostPlatform();
+/**
+ * The platform build args docker predefines in the global scope: TARGET* the platform the build
+ * makes images for, BUILD* this machine's. Docker's values are BuildKit's normalised platform
+ * strings, which leave out arm64's default variant (`linux/arm64`, TARGETVARIANT empty) while
+ * our platforms write it (v8, as image configs and lists carry it); arm keeps its v7.
+ */
+function platformArgs(target: Platform): Map<string, string> {
   const m = new Map<string, string>();
-  for (const prefix of ['TARGET', 'BUILD']) {
+  for (const [prefix, platform] of [['TARGET', target], ['BUILD', hostPlatform()]] as const) {
+    const p = normalisePlatform(platform);
+    if (p.architecture === 'arm64' && p.variant === 'v8') delete p.variant;
     m.set(`${prefix}PLATFORM`, formatPlatform(p));
     m.set(`${prefix}OS`, p.os);
     m.set(`${prefix}ARCH`, p.architecture);
     m.set(`${prefix}VARIANT`, p.variant ?? '');
   }
   return m;
+}
+
+/**
+ * `state` with its config naming `platform`, as buildah writes the platform it built for into
+ * the config: a base image whose config omits the variant, or a scratch stage built for another
+ * platform. A config that already names it is left as it is, so its image ID stays.
+ */
+function withPlatform(state: ImageState, platform: Platform): ImageState {
+  const c = state.config;
+  const own: Platform = { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) };
+  if (samePlatformAs(own, platform) && own.variant === platform.variant) return state;
+  c.os = platform.os;
+  c.architecture = platform.architecture;
+  if (platform.variant !== undefined) c.variant = platform.variant;
+  else delete c.variant;
+  return state;
 }
 
 /** Cache mounts held by a RUN with sharing=locked or private, in this process. */

@@ -6,3 +6,4 @@ export { prune, type PruneResult } from './prune.js';
 export { resolveUser, runImage, type RunImageOptions, type RunDefaults, DEFAULT_PATH, BuildContext } from '@tsbuild/container';
 export { MAX_SOURCE_DATE_EPOCH } from './build.js';
 export { MAX_DOCKERFILE_SIZE } from './dockerfile.js';
+export { buildPlatforms, allPlatforms, type MultiPlatformOptions, type MultiPlatformResult } from './multi-platform.js';

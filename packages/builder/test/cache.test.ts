@@ -154,9 +154,11 @@ describe('image format and metadata flags', () => {
     expect((await store.image(o.manifest).manifest()).annotations).toEqual({ 'org.opencontainers.image.source': 'x' });
   });
 
-  it('FROM --platform must be this machine; TARGETARCH is predefined for FROM', async () => {
+  it('FROM --platform takes that platform\'s image (busybox here is this machine\'s only); TARGETARCH is predefined for FROM', async () => {
     const ctx = await context('platform', { Dockerfile: 'FROM --platform=linux/s390x busybox\n' });
-    await expect(buildIt(ctx)).rejects.toThrow(/Dockerfile:1: FROM --platform=linux\/s390x: this machine builds linux\//);
+    await expect(buildIt(ctx, { pull: 'never' })).rejects.toThrow(/^Dockerfile:1: FROM busybox: the local busybox is a linux\/amd64 image, not linux\/s390x \(and --pull=never\)$/);
+    const bad = await context('platform-bad', { Dockerfile: 'FROM --platform=linux busybox\n' });
+    await expect(buildIt(bad)).rejects.toThrow(/^Dockerfile:1:\d+: FROM --platform=linux: invalid platform "linux": want os\/arch\[\/variant\]$/);
     const ok = await context('platform-ok', { Dockerfile: 'FROM --platform=$BUILDPLATFORM busybox\nARG TARGETARCH\nRUN echo $TARGETARCH > /arch\n' });
     await expect(buildIt(ok)).resolves.toBeTruthy();
   });

@@ -1,4 +1,17 @@
-import { CancelledError, type Descriptor, NotFoundError, TsbuildError, UnavailableError, parseReference } from '@tsbuild/oci';
+import {
+  CancelledError,
+  type Descriptor,
+  type ImageConfig,
+  type ImageIndex,
+  NotFoundError,
+  type Platform,
+  TsbuildError,
+  UnavailableError,
+  formatPlatform,
+  isIndexMediaType,
+  parseReference,
+  samePlatformAs,
+} from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { RegistryClient } from '@tsbuild/registry-client';
 
@@ -9,14 +22,35 @@ export type PullPolicy = 'missing' | 'always' | 'never';
  * The manifest descriptor of the image `name`: from the store, or pulled as `pull` says (`FROM`,
  * `COPY --from`, `tsbuild from`, `copy --from`). Errors begin with `what`, the thing that wanted
  * the image; a failed pull keeps its kind (see registryFailure).
+ *
+ * With `platform` (a build for several platforms, `from --platform`), the image must be that
+ * platform's, as podman's libimage looks a name up for a platform: a name pointing at a manifest
+ * list gives the list's entry for the platform (an entry whose manifest the store lacks counts as
+ * missing and is pulled); a name pointing at one image of another platform counts as missing too,
+ * and with --pull=never is one line naming both platforms. A list without the platform is one
+ * line naming what it offers, not a pull: a list is made here, by `manifest create` or a build.
  */
-export async function storedOrPulled(store: Store, name: string, pull: PullPolicy, registry: (() => Promise<RegistryClient>) | undefined, what: string): Promise<Descriptor> {
+export async function storedOrPulled(
+  store: Store,
+  name: string,
+  pull: PullPolicy,
+  registry: (() => Promise<RegistryClient>) | undefined,
+  what: string,
+  platform?: Platform,
+): Promise<Descriptor> {
   if (pull !== 'always') {
+    let descriptor: Descriptor | undefined;
     try {
-      return (await store.resolve(name)).descriptor;
+      descriptor = (await store.resolve(name)).descriptor;
     } catch (e) {
       if (!(e instanceof NotFoundError)) throw e;
       if (pull === 'never') throw new NotFoundError(`${what}: image not known in the local store (and --pull=never)`);
+    }
+    if (descriptor !== undefined && platform === undefined) return descriptor;
+    if (descriptor !== undefined && platform !== undefined) {
+      const local = await forPlatform(store, name, descriptor, platform, what);
+      if (local.descriptor) return local.descriptor;
+      if (pull === 'never') throw new NotFoundError(`${what}: the local ${name} is ${local.found}, not ${formatPlatform(platform)} (and --pull=never)`);
     }
   }
   let ref;
@@ -28,10 +62,35 @@ export async function storedOrPulled(store: Store, name: string, pull: PullPolic
   if (!registry) throw new NotFoundError(`${what}: image not known in the local store`);
   const rc = await import('@tsbuild/registry-client');
   try {
-    return (await rc.pull(await registry(), store, ref)).descriptor;
+    return (await rc.pull(await registry(), store, ref, platform !== undefined ? { platform } : {})).descriptor;
   } catch (e) {
     throw registryFailure(e, `${what}: not in the local store, and pulling it failed: ${(e as Error).message}`);
   }
+}
+
+/**
+ * The stored image of `platform` that `descriptor` (what `name` points at) gives: a list's entry
+ * for it whose manifest is stored, or the image itself when its config is that platform's.
+ * Otherwise `found` says what the store has instead (for the --pull=never error).
+ */
+async function forPlatform(store: Store, name: string, descriptor: Descriptor, platform: Platform, what: string): Promise<{ descriptor: Descriptor; found?: undefined } | { descriptor?: undefined; found: string }> {
+  if (isIndexMediaType(descriptor.mediaType)) {
+    const list = await store.readJSON<ImageIndex>(descriptor.digest);
+    const manifests = Array.isArray(list.manifests) ? list.manifests : [];
+    const { selectPlatform } = await import('@tsbuild/registry-client');
+    const entry = selectPlatform(manifests, platform);
+    if (entry === undefined) {
+      const offered = manifests.filter((m) => m.platform !== undefined).map((m) => formatPlatform(m.platform!));
+      throw new NotFoundError(`${what}: manifest list ${name} has no image for platform ${formatPlatform(platform)} (it has ${offered.join(', ') || 'no platforms'})`);
+    }
+    if (await store.content.info(entry.digest)) return { descriptor: entry };
+    return { found: `a list whose ${formatPlatform(platform)} image is not stored` };
+  }
+  const config = await store.image(descriptor).config();
+  const has: ImageConfig = config;
+  const own: Platform = { os: has.os, architecture: has.architecture, ...(has.variant ? { variant: has.variant } : {}) };
+  if (samePlatformAs(own, platform)) return { descriptor };
+  return { found: `a ${formatPlatform(own)} image` };
 }
 
 /**

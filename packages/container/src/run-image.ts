@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { type ImageConfig, InvalidArgumentError } from '@tsbuild/oci';
+import { type ImageConfig, InvalidArgumentError, type Platform } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { RunResult } from '@tsbuild/runtime';
+import type { RegistryClient } from '@tsbuild/registry-client';
+import { type PullPolicy, storedOrPulled } from './pull-image.js';
 import { ImageState } from './image-state.js';
 import { type ContainerRunOptions, WorkingContainer } from './working-container.js';
 
@@ -21,6 +23,11 @@ export interface RunImageOptions extends Omit<ContainerRunOptions, 'addHistory' 
   entrypoint?: string;
   /** Remove the container's snapshot afterwards; otherwise it stays (listed by `tsbuild snapshots`, removed by prune). */
   rm?: boolean;
+  /** The platform whose image to run from a manifest list, or to pull (podman's `run --platform`). */
+  platform?: Platform;
+  /** With `platform`: when to pull (default missing: the store lacks that platform's image), through `registry`. */
+  pull?: PullPolicy;
+  registry?: () => Promise<RegistryClient>;
 }
 
 /**
@@ -31,7 +38,10 @@ export interface RunImageOptions extends Omit<ContainerRunOptions, 'addHistory' 
  */
 export async function runImage(opts: RunImageOptions): Promise<RunResult & { container: string }> {
   const { store, snapshotter } = opts;
-  const { descriptor } = await store.resolve(opts.image);
+  const descriptor =
+    opts.platform === undefined
+      ? (await store.resolve(opts.image)).descriptor
+      : await storedOrPulled(store, opts.image, opts.pull ?? 'missing', opts.registry, `image ${opts.image}`, opts.platform);
   const img = store.image(descriptor);
   const [config, layers] = (await Promise.all([img.config(), img.layers()])) as [ImageConfig, Awaited<ReturnType<typeof img.layers>>];
   const c = config.config ?? {};

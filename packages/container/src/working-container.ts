@@ -7,6 +7,7 @@ import {
   type Digest,
   type HistoryEntry,
   type ImageConfig,
+  type Platform,
   CancelledError,
   InvalidArgumentError,
   NotFoundError,
@@ -44,6 +45,8 @@ export interface FromOptions {
   pull?: PullPolicy;
   /** Runtime settings every `run` of the container starts from (limits, network, capabilities). */
   runtime?: RunDefaults;
+  /** The platform whose image to take from a manifest list, or to pull (podman's `from --platform`). */
+  platform?: Platform;
 }
 
 export interface ContainerRunOptions {
@@ -234,7 +237,7 @@ export class WorkingContainer {
   static async from(env: ContainerEnv, image: string, opts: FromOptions = {}): Promise<WorkingContainer> {
     const records = new ContainerRecords(env.store);
     return env.store.withLock('shared', async () => {
-      const base = image === 'scratch' ? undefined : await resolveImage(env, image, opts.pull ?? 'missing');
+      const base = image === 'scratch' ? undefined : await resolveImage(env, image, opts.pull ?? 'missing', opts.platform);
       const rec = await records.create(image, opts.name, async (id, name) => {
         const config = base?.config ?? ImageState.scratch().config;
         config.config ??= {};
@@ -832,8 +835,8 @@ function runtime(): Promise<typeof import('@tsbuild/runtime')> {
 }
 
 /** An image from the store, pulled as `pull` says when missing (or always), with its manifest and config. */
-async function resolveImage(env: ContainerEnv, name: string, pull: PullPolicy): Promise<{ descriptor: Descriptor; manifest: { config: Descriptor }; config: ImageConfig; layers: Descriptor[] }> {
-  const descriptor = await storedOrPulled(env.store, name, pull, env.registry, `image ${name}`);
+async function resolveImage(env: ContainerEnv, name: string, pull: PullPolicy, platform?: Platform): Promise<{ descriptor: Descriptor; manifest: { config: Descriptor }; config: ImageConfig; layers: Descriptor[] }> {
+  const descriptor = await storedOrPulled(env.store, name, pull, env.registry, `image ${name}`, platform);
   const img = env.store.image(descriptor);
   const [manifest, config] = await Promise.all([img.manifest(), img.config()]);
   return { descriptor, manifest, config: structuredClone(config), layers: manifest.layers };

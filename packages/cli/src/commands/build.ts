@@ -1,14 +1,15 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Writable } from 'node:stream';
-import { Args, Flags } from '../cli-kit.js';
-import { InvalidArgumentError, digestHex, formatPlatform, hostPlatform, parsePlatform, shortId } from '@tsbuild/oci';
+import { Args, CliError, Flags } from '../cli-kit.js';
+import { InvalidArgumentError, type Platform, digestHex, formatPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
-import { MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, build } from '@tsbuild/builder';
+import { type BuildEvent, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, allPlatforms, build, buildPlatforms } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
+import { platformFlag } from '../platform-flag.js';
 
 export default class Build extends BaseCommand<typeof Build> {
   static override summary = 'Build an image from a Dockerfile';
@@ -33,7 +34,10 @@ export default class Build extends BaseCommand<typeof Build> {
     'disable-compression': Flags.boolean({ char: 'D', description: 'store layers uncompressed; they are compressed when pushed (--disable-compression=false compresses at commit)', default: true, allowNo: true }),
     'compression-format': Flags.string({ description: 'layer compression at commit (with --disable-compression=false) and for --cache-to', options: ['gzip', 'zstd'], default: 'gzip' }),
     'compression-level': Flags.integer({ description: 'compression level (gzip 1-9, zstd 1-19)' }),
-    platform: Flags.string({ description: 'target platform os/arch[/variant] (this machine\'s only)' }),
+    platform: Flags.string({ description: 'target platform os/arch[/variant]; several (comma-separated or repeated) build a manifest list', multiple: true }),
+    'all-platforms': Flags.boolean({ description: 'build for every platform the base images\' manifest lists have in common' }),
+    manifest: Flags.string({ description: 'add each platform\'s image to this manifest list (created when missing)' }),
+    jobs: Flags.integer({ description: 'how many platforms to build at once (default: all)', min: 1 }),
     timestamp: Flags.integer({
       description: 'seconds since the epoch for created times and file mtimes (reproducible builds); default $SOURCE_DATE_EPOCH',
       // A date must have an ISO form for `created`: JavaScript's span, ±8.64e12 s.
@@ -76,9 +80,10 @@ export default class Build extends BaseCommand<typeof Build> {
         throw new InvalidArgumentError(`SOURCE_DATE_EPOCH=${process.env.SOURCE_DATE_EPOCH}: want whole seconds between -${MAX_SOURCE_DATE_EPOCH} and ${MAX_SOURCE_DATE_EPOCH}`);
       }
     }
-    if (f.platform !== undefined && formatPlatform(parsePlatform(f.platform)) !== formatPlatform(hostPlatform())) {
-      throw new InvalidArgumentError(`--platform ${f.platform}: this machine builds ${formatPlatform(hostPlatform())} only`);
-    }
+    const platforms = platformList(f.platform ?? []);
+    if (f['all-platforms'] && platforms.length > 0) throw new CliError('--all-platforms and --platform cannot be used together', 2);
+    // A manifest list: several platforms (buildah names it with -t then), --manifest, --all-platforms.
+    const multi = platforms.length > 1 || f.manifest !== undefined || f['all-platforms'];
     if (f.file === '-' && args.context === '-') throw new InvalidArgumentError('the Dockerfile and the context cannot both come from stdin');
     const store = await this.store();
     const scratch = await mkdtemp(path.join(store.root, 'tmp', 'stdin-'));
@@ -94,7 +99,8 @@ export default class Build extends BaseCommand<typeof Build> {
       dim: (t: string) => (tty ? `\u001b[2m${t}\u001b[22m` : t),
     };
     const started = Date.now();
-    let registry: RegistryClient | undefined;
+    // Every client made for pulls (one per platform's build at most), closed at the end.
+    const clients: RegistryClient[] = [];
     try {
       let context = path.resolve(args.context);
       let dockerfile: { dockerfile: string } | { dockerfileText: string } | Record<string, never> = {};
@@ -109,7 +115,16 @@ export default class Build extends BaseCommand<typeof Build> {
         dockerfile = { dockerfile: path.resolve(f.file) };
       }
       const out = quiet ? devNull() : process.stdout;
-      const result = await build({
+      const onEvent = (e: BuildEvent, prefix = '') => {
+        // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
+        if (e.type === 'warning') process.stderr.write(`WARNING: ${prefix}${e.message}\n`);
+        if (quiet) return;
+        if (e.type === 'cache-exported') out.write(`${prefix}Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
+        if (e.type === 'step') out.write(`${prefix}${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${prefix}${style.dim('--> Using cache')}` : ''}\n`);
+        // Durations of the steps that ran (FROM and instant config steps under 0.1 s stay quiet).
+        if (e.type === 'step-done' && e.ms >= 100) out.write(`${prefix}${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s`)}\n`);
+      };
+      const common = {
         store,
         snapshotter: await this.snapshotter(),
         context,
@@ -131,20 +146,33 @@ export default class Build extends BaseCommand<typeof Build> {
         secrets: secrets(f.secret ?? []),
         ...(f['cache-to'] !== undefined ? { cacheTo: f['cache-to'] } : {}),
         ...(f['cache-from'] !== undefined ? { cacheFrom: f['cache-from'] } : {}),
-        registry: async () => (registry = await registryClient(f, ProgressPrinter.forStream(quiet).onProgress)),
+        registry: async () => {
+          const client = await registryClient(f, ProgressPrinter.forStream(quiet).onProgress);
+          clients.push(client);
+          return client;
+        },
         stdout: out,
         stderr: process.stderr,
         signal: controller.signal,
-        onEvent: (e) => {
-          // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
-          if (e.type === 'warning') process.stderr.write(`WARNING: ${e.message}\n`);
-          if (quiet) return;
-          if (e.type === 'cache-exported') out.write(`Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
-          if (e.type === 'step') out.write(`${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${style.dim('--> Using cache')}` : ''}\n`);
-          // Durations of the steps that ran (FROM and instant config steps under 0.1 s stay quiet).
-          if (e.type === 'step-done' && e.ms >= 100) out.write(`${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s`)}\n`);
-        },
-      });
+      };
+      if (multi) {
+        const list = f['all-platforms'] ? await allPlatforms(common) : platforms;
+        const r = await buildPlatforms({
+          ...common,
+          platforms: list,
+          ...(f.manifest !== undefined ? { manifest: f.manifest } : {}),
+          ...(f.jobs !== undefined ? { jobs: f.jobs } : {}),
+          onEvent: (e, p) => onEvent(e, `[${formatPlatform(p)}] `),
+        });
+        if (!quiet) {
+          for (const { platform, result } of r.images) out.write(`--> ${formatPlatform(platform)}: ${shortId(result.imageId)}\n`);
+          out.write(`${r.names.length > 0 ? `COMMIT manifest list ${r.names.join(', ')}` : 'COMMIT manifest list'} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
+        }
+        process.stdout.write(`${digestHex(r.list.digest)}\n`);
+        if (f.iidfile) await writeFile(f.iidfile, r.list.digest);
+        return;
+      }
+      const result = await build({ ...common, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}), onEvent: (e) => onEvent(e) });
       if (!quiet) {
         if (result.names.length > 0) out.write(`COMMIT ${result.names.join(', ')}\n`);
         out.write(`--> ${shortId(result.imageId)} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
@@ -156,9 +184,22 @@ export default class Build extends BaseCommand<typeof Build> {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       await rm(scratch, { recursive: true, force: true });
-      await registry?.close();
+      for (const c of clients) await c.close();
     }
   }
+}
+
+/**
+ * --platform values, each comma-separated list split and normalised (linux/aarch64 is
+ * linux/arm64/v8), duplicates dropped. A malformed one is a usage error: one line, exit status 2.
+ */
+function platformList(values: string[]): Platform[] {
+  const out: Platform[] = [];
+  for (const v of values.flatMap((x) => x.split(','))) {
+    const p = platformFlag(parsePlatform, v);
+    if (!out.some((q) => formatPlatform(q) === formatPlatform(p))) out.push(p);
+  }
+  return out;
 }
 
 function setArg(out: Record<string, string>, a: string, where: string): void {

@@ -1,4 +1,5 @@
 import { Args, Flags } from '../cli-kit.js';
+import { platformFlag } from '../platform-flag.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
 import { registryClient, registryFlags } from '../registry-flags.js';
@@ -16,6 +17,7 @@ export default class From extends BaseCommand<typeof From> {
     name: Flags.string({ description: 'name of the working container' }),
     pull: Flags.string({ description: 'pull the image: missing (when not in the store), always, never; true = missing, false = never', default: 'missing' }),
     quiet: Flags.boolean({ char: 'q', description: 'print nothing but the container name' }),
+    platform: Flags.string({ description: 'os/arch[/variant] whose image to take from a manifest list, or to pull (default: the image as stored)' }),
     ...registryFlags,
     ...runtimeFlags,
   };
@@ -25,10 +27,12 @@ export default class From extends BaseCommand<typeof From> {
     const f = this.flags;
     const pull = ({ true: 'missing', false: 'never', missing: 'missing', always: 'always', never: 'never', ifmissing: 'missing' } as const)[f.pull as 'missing'];
     if (pull === undefined) throw new (await import('@tsbuild/oci')).InvalidArgumentError(`--pull=${f.pull}: want missing, always or never`);
+    const { parsePlatform } = await import('@tsbuild/oci');
+    const platform = f.platform !== undefined ? platformFlag(parsePlatform, f.platform) : undefined;
     const env = await this.containerEnv(() => registryClient(f));
     try {
       const runtime = runtimeOptions(f);
-      const wc = await WorkingContainer.from(env, args.image, { pull, ...(f.name !== undefined ? { name: f.name } : {}), ...(Object.keys(runtime).length > 0 ? { runtime } : {}) });
+      const wc = await WorkingContainer.from(env, args.image, { pull, ...(platform ? { platform } : {}), ...(f.name !== undefined ? { name: f.name } : {}), ...(Object.keys(runtime).length > 0 ? { runtime } : {}) });
       process.stdout.write(`${wc.name}\n`);
     } finally {
       await env.close();

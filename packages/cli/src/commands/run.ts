@@ -1,6 +1,8 @@
 import { isatty } from 'node:tty';
 import { Args, Flags } from '../cli-kit.js';
-import { InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { InvalidArgumentError, NotFoundError, parsePlatform } from '@tsbuild/oci';
+import { platformFlag } from '../platform-flag.js';
+import { registryClient, registryFlags } from '../registry-flags.js';
 import { WorkingContainer, runImage } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
 import { parseVolumes, runtimeFlags, runtimeOptions, usernsFlags, volumeFlags } from '../run-flags.js';
@@ -31,6 +33,8 @@ export default class Run extends BaseCommand<typeof Run> {
     entrypoint: Flags.string({ description: 'override the image\'s Entrypoint' }),
     hostname: Flags.string({ description: 'container host name' }),
     init: Flags.boolean({ description: 'run an init as PID 1 that reaps zombies and forwards signals' }),
+    platform: Flags.string({ description: 'image: os/arch[/variant] whose image to run from a manifest list, pulled when the store lacks it' }),
+    ...registryFlags,
     ...runtimeFlags,
     ...usernsFlags,
     ...volumeFlags,
@@ -41,6 +45,7 @@ export default class Run extends BaseCommand<typeof Run> {
     const f = this.flags;
     // As docker: -it wants a terminal to read from; -t alone gives the command a terminal anyway.
     // isatty(0), not process.stdin.isTTY: creating process.stdin makes fd 0 non-blocking.
+    const platform = f.platform !== undefined ? platformFlag(parsePlatform, f.platform) : undefined;
     if (f.tty && f.interactive && !isatty(0)) throw new InvalidArgumentError('the input device is not a TTY (-it needs a terminal on stdin; use -t alone to give the command one anyway)');
     let command = this.passThrough;
     const controller = new AbortController();
@@ -51,6 +56,7 @@ export default class Run extends BaseCommand<typeof Run> {
     process.once('SIGTERM', onSignal);
     // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
     if (!(f.tty && f.interactive)) process.once('SIGINT', onSignal);
+    let closeEnv: (() => Promise<void>) | undefined;
     try {
       // What a working container's run and an image's run take alike.
       const common = {
@@ -64,17 +70,21 @@ export default class Run extends BaseCommand<typeof Run> {
         runtime,
         signal: controller.signal,
       };
-      const env = await this.containerEnv();
+      const env = await this.containerEnv(platform ? () => registryClient(f) : undefined);
+      closeEnv = env.close;
       const wc = await WorkingContainer.find(env, args.image);
       if (wc) {
         if (command[0] === '--') command = command.slice(1);
         if (f.rm || f.entrypoint !== undefined || volumes.length > 0) throw new InvalidArgumentError(`${args.image} is a working container: --rm, --entrypoint and --volume apply to images only`);
+        // A working container's platform was chosen by `from --platform`.
+        if (platform) throw new InvalidArgumentError(`${args.image} is a working container: --platform applies to images only (see: tsbuild from --platform)`);
         const r = await wc.run(command, { ...common, ...(f.hostname ? { hostname: f.hostname } : {}), ...(f['add-history'] ? { addHistory: true } : {}) });
         if (r.oomKilled) process.stderr.write(`Error: the command was killed: out of memory\n`);
         process.exitCode = r.exitCode;
         return;
       }
-      await env.store.resolve(args.image).catch((e: unknown) => {
+      // With --platform the image may be a list's entry or pulled: runImage looks it up then.
+      if (!platform) await env.store.resolve(args.image).catch((e: unknown) => {
         if (e instanceof NotFoundError) throw new NotFoundError(`no working container or image named ${args.image} (see: tsbuild containers, tsbuild images)`);
         throw e;
       });
@@ -85,11 +95,13 @@ export default class Run extends BaseCommand<typeof Run> {
         command,
         ...(f.entrypoint !== undefined ? { entrypoint: f.entrypoint } : {}),
         rm: f.rm,
+        ...(platform ? { platform, ...(env.registry ? { registry: env.registry } : {}) } : {}),
         ...common,
       });
       if (r.oomKilled) process.stderr.write(`Error: the container was killed: out of memory${runtime.resources?.memory ? ` (limit ${Math.round(runtime.resources.memory / 1048576)} MiB)` : ''}\n`);
       process.exitCode = r.exitCode;
     } finally {
+      await closeEnv?.();
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
     }
