@@ -675,7 +675,7 @@ class Builder {
    */
   private async image(ins: Instruction, what: string, name: string, platform?: Platform): Promise<Descriptor> {
     try {
-      return await storedOrPulled(this.opts.store, name, this.opts.pull ?? 'missing', () => this.client(), what, platform);
+      return await storedOrPulled(this.opts.store, name, this.opts.pull ?? 'missing', () => this.client(), what, platform, { nameForeign: false });
     } catch (e) {
       throw this.located(ins, e);
     }

@@ -172,6 +172,13 @@ describe('building for several platforms with the CLI', () => {
       const all = await fresh.run(['build', '-q', '--tls-verify=false', '--all-platforms', '--manifest', 'localhost/all-remote', c]);
       expect(all.stderr).toBe('');
       expect((await readManifestList(store, 'localhost/all-remote')).list.manifests.map((m) => m.platform?.architecture)).toEqual(['amd64', 'arm64']);
+      // The base's name is left to the host's image: a build without --platform starts from amd64,
+      // whichever platform was pulled last.
+      const host = await fresh.run(['build', '-q', '--tls-verify=false', '-t', 'localhost/host-only', c]);
+      expect(host.code).toBe(0);
+      const amd64Base = (await src.image((await src.resolve('busybox-amd64')).descriptor).config()).rootfs.diff_ids;
+      expect((await store.image((await store.resolve('localhost/host-only')).descriptor).config()).rootfs.diff_ids.slice(0, amd64Base.length)).toEqual(amd64Base);
+      expect((await store.image((await store.resolve(base)).descriptor).config()).architecture).toBe('amd64');
     });
   });
 });

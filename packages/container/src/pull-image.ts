@@ -8,6 +8,7 @@ import {
   TsbuildError,
   UnavailableError,
   formatPlatform,
+  hostPlatform,
   isIndexMediaType,
   parseReference,
   samePlatformAs,
@@ -29,6 +30,8 @@ export type PullPolicy = 'missing' | 'always' | 'never';
  * missing and is pulled); a name pointing at one image of another platform counts as missing too,
  * and with --pull=never is one line naming both platforms. A list without the platform is one
  * line naming what it offers, not a pull: a list is made here, by `manifest create` or a build.
+ * `nameForeign: false` (builds): an image pulled for a platform other than the host's is stored
+ * without taking the name.
  */
 export async function storedOrPulled(
   store: Store,
@@ -37,6 +40,7 @@ export async function storedOrPulled(
   registry: (() => Promise<RegistryClient>) | undefined,
   what: string,
   platform?: Platform,
+  opts: { nameForeign?: boolean } = {},
 ): Promise<Descriptor> {
   if (pull !== 'always') {
     let descriptor: Descriptor | undefined;
@@ -62,7 +66,11 @@ export async function storedOrPulled(
   if (!registry) throw new NotFoundError(`${what}: image not known in the local store`);
   const rc = await import('@tsbuild/registry-client');
   try {
-    return (await rc.pull(await registry(), store, ref, platform !== undefined ? { platform } : {})).descriptor;
+    // A build for another platform leaves the name to the host's image (nameForeign false): else
+    // after `build --platform linux/amd64,linux/arm64` the name would hold whichever platform was
+    // pulled last, and the next build without --platform would start from an arm64 base.
+    const foreign = platform !== undefined && !samePlatformAs(platform, hostPlatform());
+    return (await rc.pull(await registry(), store, ref, { ...(platform !== undefined ? { platform } : {}), ...(foreign && opts.nameForeign === false ? { name: false } : {}) })).descriptor;
   } catch (e) {
     throw registryFailure(e, `${what}: not in the local store, and pulling it failed: ${(e as Error).message}`);
   }
