@@ -2,7 +2,7 @@
 // Side-by-side benchmarks: the same inputs through tsbuild and the reference tool (buildah with
 // runc, skopeo, tar|pigz), in one run, with the ratio printed (tsbuild / reference; below 1.0
 // means tsbuild is faster). Needs root and what scripts/install-deps.sh installs.
-// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,containers,snapshotter,registry,inspect,rootless picks sections.
+// BENCH_RUNS=N sets the runs per measurement (median); BENCH_ONLY=build,runtime,containers,snapshotter,registry,inspect,platforms,rootless picks sections.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -14,7 +14,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The command as users run it (npm links `tsbuild` to this script).
 const bin = path.join(repo, 'packages/cli/bin/tsbuild');
 const runs = Number(process.env.BENCH_RUNS ?? 5);
-const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,containers,snapshotter,registry,inspect,rootless').split(','));
+const only = new Set((process.env.BENCH_ONLY ?? 'build,runtime,containers,snapshotter,registry,inspect,platforms,rootless').split(','));
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'tsbuild-bench-'));
 const store = path.join(tmp, 'store');
 const bRoot = path.join(tmp, 'buildah-root');
@@ -98,8 +98,6 @@ try {
       (i) => writeFileSync(path.join(one, 'app.txt'), `v${i + 1}\n`),
     );
     compare('save oci-archive of hello', () => tsbuild('save', 'hello', '-o', path.join(tmp, 'h1.tar'), '--format', 'oci-archive'), () => sh('skopeo', ['copy', '-q', `containers-storage:[overlay@${bRoot}+${bRunroot}]localhost/hello:latest`, `oci-archive:${path.join(tmp, 'h2.tar')}`]), 'skopeo copy');
-    const { benchMultiPlatform } = await import('./multi-platform.mjs');
-    await benchMultiPlatform({ repo, tmp, tsbuild, buildah, sh, compare, storage: `containers-storage:[overlay@${bRoot}+${bRunroot}]` });
     const peak = spawnSync('/usr/bin/time', ['-f', '%M', bin, 'build', '-q', '--no-cache', '-t', 'many', many], { env: { ...process.env, TSBUILD_ROOT: store }, encoding: 'utf8' });
     console.log(`peak RSS of a build (COPY of 10,000 files): ${Math.round(Number(peak.stderr.trim().split('\n').at(-1)) / 1024)} MB`);
   }
@@ -160,6 +158,12 @@ try {
     row.ratio = +(row.tsbuild_ms / 2000).toFixed(2);
     results.push(row);
     console.log(`${row.benchmark.padEnd(44)} tsbuild ${String(row.tsbuild_ms).padStart(6)} ms   (target 2000 ms; peak RSS ${Math.round(Number(peak.stderr.trim().split('\n').at(-1)) / 1024)} MB)`);
+  }
+
+  if (only.has('platforms')) {
+    console.log('\n# multi-platform builds (issue 18)');
+    const { benchMultiPlatform } = await import('./multi-platform.mjs');
+    await benchMultiPlatform({ repo, tmp, tsbuild, buildah, sh, compare, storage: `containers-storage:[overlay@${bRoot}+${bRunroot}]` });
   }
 
   if (only.has('rootless')) {
