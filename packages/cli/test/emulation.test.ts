@@ -102,7 +102,7 @@ describe('RUN under QEMU user emulation', () => {
 
   it('with no emulator registered, run and build fail before anything starts: one line, status 1, nothing left', async () => {
     expect(existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64')).toBe(true);
-    const line = 'platform linux/arm64: no emulator for aarch64 is registered with binfmt_misc (install Debian\'s qemu-user-static; scripts/install-deps.sh registers it with the F flag)';
+    const line = 'platform linux/arm64/v8: no emulator for aarch64 is registered with binfmt_misc (install Debian\'s qemu-user-static; scripts/install-deps.sh registers it with the F flag)';
     const [snapsBefore, ctrsBefore] = [await snapshots(), await containers()];
     const run = await withoutEmulators(['run', 'busybox-arm64', 'uname', '-m']);
     expect(run.stderr).toBe(`Error: ${line}\n`);
