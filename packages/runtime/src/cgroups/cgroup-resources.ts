@@ -101,67 +101,78 @@ export type V1Controller = 'memory' | 'cpu' | 'cpuset' | 'pids' | 'blkio' | 'dev
 /** CFS period for --cpus, docker's and runc's 100 ms. */
 export const CFS_PERIOD_US = 100_000;
 
-export function validateResources(r: Resources): void {
-  const where = 'run: resources';
-  const bytes = (name: string, v: number | undefined): void => {
-    if (v !== undefined && (!Number.isSafeInteger(v) || (v <= 0 && v !== -1))) throw new InvalidArgumentError(`${where}.${name} must be a positive byte count or -1: ${v}`);
+/**
+ * Throws an InvalidArgumentError, one line, for the first value the kernel or docker would refuse.
+ * `label` names a field in the message: `run: resources.memory` by default, the flag (`--memory`)
+ * for the CLI, which checks its flags before anything starts.
+ */
+export function validateResources(r: Resources, label: (field: keyof Resources) => string = (f) => `run: resources.${f}`): void {
+  const bytes = (name: 'memory' | 'memorySwap', v: number | undefined): void => {
+    if (v !== undefined && (!Number.isSafeInteger(v) || (v <= 0 && v !== -1))) throw new InvalidArgumentError(`${label(name)} must be a positive byte count or -1: ${v}`);
   };
   bytes('memory', r.memory);
   bytes('memorySwap', r.memorySwap);
-  if (r.memory === -1) throw new InvalidArgumentError(`${where}.memory must be a positive byte count: -1`);
+  if (r.memory === -1) throw new InvalidArgumentError(`${label('memory')} must be a positive byte count: -1`);
   if (r.memorySwap !== undefined && r.memory === undefined) {
-    throw new InvalidArgumentError(`${where}.memorySwap needs memory too (docker: "set the memory limit when using memory-swap")`);
+    throw new InvalidArgumentError(`${label('memorySwap')} needs memory too (docker: "set the memory limit when using memory-swap")`);
   }
   if (r.memorySwap !== undefined && r.memorySwap !== -1 && r.memory !== undefined && r.memorySwap < r.memory) {
-    throw new InvalidArgumentError(`${where}.memorySwap (${r.memorySwap}) is memory plus swap and must be at least memory (${r.memory})`);
+    throw new InvalidArgumentError(`${label('memorySwap')} (${r.memorySwap}) is memory plus swap and must be at least memory (${r.memory})`);
   }
   // The kernel refuses a memory limit below a few pages; docker's floor is 6 MiB.
-  if (r.memory !== undefined && r.memory < 6 * 1024 * 1024) throw new InvalidArgumentError(`${where}.memory must be at least 6 MiB: ${r.memory}`);
+  if (r.memory !== undefined && r.memory < 6 * 1024 * 1024) throw new InvalidArgumentError(`${label('memory')} must be at least 6 MiB: ${r.memory}`);
   if (r.cpus !== undefined && !(Number.isFinite(r.cpus) && r.cpus > 0 && Math.round(r.cpus * CFS_PERIOD_US) >= 1000)) {
-    throw new InvalidArgumentError(`${where}.cpus must be at least 0.01: ${r.cpus}`);
+    throw new InvalidArgumentError(`${label('cpus')} must be at least 0.01: ${r.cpus}`);
   }
   // cpu.shares' range in the kernel (MIN_SHARES .. MAX_SHARES).
   if (r.cpuShares !== undefined && !(Number.isSafeInteger(r.cpuShares) && r.cpuShares >= 2 && r.cpuShares <= 262144)) {
-    throw new InvalidArgumentError(`${where}.cpuShares must be an integer from 2 to 262144: ${r.cpuShares}`);
+    throw new InvalidArgumentError(`${label('cpuShares')} must be an integer from 2 to 262144: ${r.cpuShares}`);
   }
   if (r.cpusetCpus !== undefined && !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(r.cpusetCpus)) {
-    throw new InvalidArgumentError(`${where}.cpusetCpus is not a CPU list like 0-2,4: ${r.cpusetCpus}`);
+    throw new InvalidArgumentError(`${label('cpusetCpus')} is not a CPU list like 0-2,4: ${r.cpusetCpus}`);
   }
   if (r.pidsLimit !== undefined && !(Number.isSafeInteger(r.pidsLimit) && r.pidsLimit >= -1)) {
-    throw new InvalidArgumentError(`${where}.pidsLimit must be a positive integer, or 0 / -1 for unlimited: ${r.pidsLimit}`);
+    throw new InvalidArgumentError(`${label('pidsLimit')} must be a positive integer, or 0 / -1 for unlimited: ${r.pidsLimit}`);
   }
   // CFQ's and BFQ's weight range (block/bfq-iosched.h BFQ_MIN_WEIGHT .. BFQ_MAX_WEIGHT), docker's too.
-  const weight = (name: string, v: number): void => {
-    if (!(Number.isSafeInteger(v) && v >= 10 && v <= 1000)) throw new InvalidArgumentError(`${where}.${name} must be an integer from 10 to 1000: ${v}`);
+  const weight = (name: 'blkioWeight' | 'blkioWeightDevice', v: number): void => {
+    if (!(Number.isSafeInteger(v) && v >= 10 && v <= 1000)) throw new InvalidArgumentError(`${label(name)} must be an integer from 10 to 1000: ${v}`);
   };
   if (r.blkioWeight !== undefined) weight('blkioWeight', r.blkioWeight);
-  const number = (name: string, v: number, min: number): void => {
-    if (!(Number.isSafeInteger(v) && v >= min && v <= 0xffffffff)) throw new InvalidArgumentError(`${where}.${name} must be an integer from ${min}: ${v}`);
+  const number = (name: keyof Resources, what: string, v: number): void => {
+    if (!(Number.isSafeInteger(v) && v >= 0 && v <= 0xffffffff)) throw new InvalidArgumentError(`${label(name)} ${what} must be a device number: ${v}`);
   };
   for (const name of ['blkioWeightDevice', 'deviceReadBps', 'deviceWriteBps', 'deviceReadIops', 'deviceWriteIops'] as const) {
     for (const d of r[name] ?? []) {
-      number(`${name} major`, d.major, 0);
-      number(`${name} minor`, d.minor, 0);
+      number(name, 'major', d.major);
+      number(name, 'minor', d.minor);
       if (name === 'blkioWeightDevice') weight(name, d.rate);
-      else if (!(Number.isSafeInteger(d.rate) && d.rate > 0)) throw new InvalidArgumentError(`${where}.${name} for ${d.major}:${d.minor} must be a positive integer: ${d.rate}`);
+      else if (!(Number.isSafeInteger(d.rate) && d.rate > 0)) throw new InvalidArgumentError(`${label(name)} for ${d.major}:${d.minor} must be a positive integer: ${d.rate}`);
     }
   }
   if (r.memoryReservation !== undefined) {
-    if (!(Number.isSafeInteger(r.memoryReservation) && r.memoryReservation > 0)) throw new InvalidArgumentError(`${where}.memoryReservation must be a positive byte count: ${r.memoryReservation}`);
+    if (!(Number.isSafeInteger(r.memoryReservation) && r.memoryReservation > 0)) throw new InvalidArgumentError(`${label('memoryReservation')} must be a positive byte count: ${r.memoryReservation}`);
     if (r.memory !== undefined && r.memoryReservation > r.memory) {
-      throw new InvalidArgumentError(`${where}.memoryReservation (${r.memoryReservation}) must not exceed memory (${r.memory})`);
+      throw new InvalidArgumentError(`${label('memoryReservation')} (${r.memoryReservation}) must not exceed memory (${r.memory})`);
     }
   }
   if (r.memorySwappiness !== undefined && !(Number.isSafeInteger(r.memorySwappiness) && r.memorySwappiness >= 0 && r.memorySwappiness <= 100)) {
-    throw new InvalidArgumentError(`${where}.memorySwappiness must be an integer from 0 to 100: ${r.memorySwappiness}`);
+    throw new InvalidArgumentError(`${label('memorySwappiness')} must be an integer from 0 to 100: ${r.memorySwappiness}`);
   }
   for (const d of r.devices ?? []) {
-    const what = `${where}.devices ${d.type} ${d.major}:${d.minor} ${d.access}`;
+    const what = `${label('devices')} ${d.type} ${d.major}:${d.minor} ${d.access}`;
     if (d.type !== 'c' && d.type !== 'b') throw new InvalidArgumentError(`${what}: type must be c or b`);
     for (const n of [d.major, d.minor]) if (!(Number.isSafeInteger(n) && n >= -1 && n <= 0xffffffff)) throw new InvalidArgumentError(`${what}: major and minor must be numbers (-1 for any)`);
     if (!/^(?!.*(.).*\1)[rwm]{1,3}$/.test(d.access)) throw new InvalidArgumentError(`${what}: access must be some of r, w, m`);
   }
-  if (r.cgroupParent !== undefined) cgroupParentPath(r.cgroupParent);
+  if (r.cgroupParent !== undefined && !validCgroupParent(r.cgroupParent)) {
+    throw new InvalidArgumentError(`${label('cgroupParent')} must be an absolute path inside the cgroup hierarchy, without . or .. (e.g. /builds): ${r.cgroupParent}`);
+  }
+}
+
+function validCgroupParent(p: string): boolean {
+  const parts = p.split('/').filter((c) => c !== '');
+  return p.startsWith('/') && parts.length > 0 && !parts.some((c) => c === '.' || c === '..');
 }
 
 /**
@@ -169,11 +180,8 @@ export function validateResources(r: Resources): void {
  * would leave the hierarchy's subtree tsbuild is meant to use (or the cgroupfs altogether).
  */
 export function cgroupParentPath(p: string): string[] {
-  const parts = p.split('/').filter((c) => c !== '');
-  if (!p.startsWith('/') || parts.some((c) => c === '.' || c === '..') || parts.length === 0) {
-    throw new InvalidArgumentError(`cgroup parent must be an absolute path inside the cgroup hierarchy, without . or .. (e.g. /builds): ${p}`);
-  }
-  return parts;
+  if (!validCgroupParent(p)) throw new InvalidArgumentError(`cgroup parent must be an absolute path inside the cgroup hierarchy, without . or .. (e.g. /builds): ${p}`);
+  return p.split('/').filter((c) => c !== '');
 }
 
 /** docker's memory+swap total: unset means twice the memory, -1 unlimited. */

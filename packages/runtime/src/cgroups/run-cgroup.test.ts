@@ -229,7 +229,7 @@ describe('block I/O, memory reservation and swappiness, devices (issue 20)', () 
       [{ memory: 1 << 26, memoryReservation: 1 << 27 }, /memoryReservation \(134217728\) must not exceed memory/],
       [{ devices: [{ type: 'c', major: 1, minor: 3, access: 'rwx' }] }, /access must be some of r, w, m$/],
       [{ devices: [{ type: 'c', major: 1, minor: 3, access: 'rr' }] }, /access must be some of r, w, m$/],
-      [{ cgroupParent: 'builds' }, /cgroup parent must be an absolute path .*: builds$/],
+      [{ cgroupParent: 'builds' }, /^run: resources.cgroupParent must be an absolute path .*: builds$/],
       [{ cgroupParent: '/a/../../etc' }, /without \. or \.\. .*: \/a\/\.\.\/\.\.\/etc$/],
     ];
     for (const [r, re] of cases) {
