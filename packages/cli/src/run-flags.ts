@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
+import { type DeviceRate, type Resources, validateResources } from '@tsbuild/runtime';
 import { posix } from 'node:path';
 import { Flags } from './cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
@@ -22,7 +23,98 @@ export const runtimeFlags = {
   'cap-drop': Flags.string({ description: 'drop a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
   'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, systempaths=unconfined, no-new-privileges (repeatable)', multiple: true, helpGroup: 'CONTAINER' }),
   runtime: Flags.string({ description: 'OCI runtime to use instead of the built-in one: runc, crun or a path', helpGroup: 'CONTAINER' }),
+  ...cgroupFlags(),
 };
+
+/** Block I/O, memory reservation and swappiness, cgroup parent: the cgroup side of issue 20. */
+function cgroupFlags() {
+  const perDevice = (what: string) => Flags.string({ description: `${what} (repeatable)`, multiple: true, helpGroup: 'CONTAINER' });
+  return {
+    'blkio-weight': Flags.integer({ description: 'block I/O weight, 10 to 1000', helpGroup: 'CONTAINER' }),
+    'blkio-weight-device': perDevice('block I/O weight of a device, DEVICE:WEIGHT'),
+    'device-read-bps': perDevice('read rate limit of a block device, DEVICE:RATE (e.g. /dev/sda:1mb)'),
+    'device-write-bps': perDevice('write rate limit of a block device, DEVICE:RATE (e.g. /dev/sda:1mb)'),
+    'device-read-iops': perDevice('read operations per second of a block device, DEVICE:N'),
+    'device-write-iops': perDevice('write operations per second of a block device, DEVICE:N'),
+    'memory-reservation': Flags.string({ description: 'memory soft limit (e.g. 32m)', helpGroup: 'CONTAINER' }),
+    'memory-swappiness': Flags.integer({ description: 'swappiness of the container, 0 to 100 (cgroup v1 only)', helpGroup: 'CONTAINER' }),
+    'cgroup-parent': Flags.string({ description: 'cgroup to create the container cgroups under, absolute (default /tsbuild)', helpGroup: 'CONTAINER' }),
+  };
+}
+
+/** The Resources flag each field comes from, to name it in an error. */
+const RESOURCE_FLAGS: Record<keyof Resources, string> = {
+  memory: '--memory',
+  memorySwap: '--memory-swap',
+  cpus: '--cpus',
+  cpuShares: '--cpu-shares',
+  cpusetCpus: '--cpuset-cpus',
+  pidsLimit: '--pids-limit',
+  blkioWeight: '--blkio-weight',
+  blkioWeightDevice: '--blkio-weight-device',
+  deviceReadBps: '--device-read-bps',
+  deviceWriteBps: '--device-write-bps',
+  deviceReadIops: '--device-read-iops',
+  deviceWriteIops: '--device-write-iops',
+  memoryReservation: '--memory-reservation',
+  memorySwappiness: '--memory-swappiness',
+  devices: '--device',
+  cgroupParent: '--cgroup-parent',
+};
+
+/**
+ * A block device path as the kernel numbers it. The cgroup files take MAJ:MIN of a whole disk
+ * or partition, which is what docker resolves the path to (the node's st_rdev).
+ */
+export function blockDevice(flag: string, value: string, path: string): { major: number; minor: number } {
+  let st;
+  try {
+    st = statSync(path, { bigint: true });
+  } catch (e) {
+    throw new InvalidArgumentError(`${flag} ${value}: ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  if (!st.isBlockDevice()) throw new InvalidArgumentError(`${flag} ${value}: ${path} is not a block device`);
+  // glibc's gnu_dev_major / gnu_dev_minor (sys/sysmacros.h): 12 bits of major and 20 of minor, split.
+  const d = st.rdev;
+  return { major: Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn)), minor: Number((d & 0xffn) | ((d >> 12n) & ~0xffn)) };
+}
+
+/** `DEVICE:VALUE` of the per-device flags; VALUE parsed by `parse` (null: refuse it). */
+function perDevice(flag: string, values: readonly string[] | undefined, parse: (v: string) => number | null, want: string): DeviceRate[] | undefined {
+  if (values === undefined || values.length === 0) return undefined;
+  return values.map((v) => {
+    const colon = v.lastIndexOf(':');
+    if (colon <= 0) throw new InvalidArgumentError(`${flag} ${v}: want DEVICE:${want}`);
+    const rate = parse(v.slice(colon + 1));
+    if (rate === null) throw new InvalidArgumentError(`${flag} ${v}: ${v.slice(colon + 1)} is not ${want === 'RATE' ? 'a rate such as 1mb or 512k' : 'a positive integer'}`);
+    return { ...blockDevice(flag, v, v.slice(0, colon)), rate };
+  });
+}
+
+/** The cgroup side of issue 20's flags, into `resources`. */
+function cgroupOptions(f: RuntimeFlagValues, resources: Resources): void {
+  const integer = (s: string): number | null => (/^\d+$/.test(s) ? Number(s) : null);
+  const rate = (s: string): number | null => {
+    try {
+      const n = parseBytes('rate', s);
+      return n > 0 ? n : null;
+    } catch {
+      return null;
+    }
+  };
+  if (f['blkio-weight'] !== undefined) resources.blkioWeight = f['blkio-weight'];
+  const lists = {
+    blkioWeightDevice: perDevice('--blkio-weight-device', f['blkio-weight-device'], integer, 'WEIGHT'),
+    deviceReadBps: perDevice('--device-read-bps', f['device-read-bps'], rate, 'RATE'),
+    deviceWriteBps: perDevice('--device-write-bps', f['device-write-bps'], rate, 'RATE'),
+    deviceReadIops: perDevice('--device-read-iops', f['device-read-iops'], integer, 'N'),
+    deviceWriteIops: perDevice('--device-write-iops', f['device-write-iops'], integer, 'N'),
+  };
+  for (const [k, v] of Object.entries(lists)) if (v !== undefined) resources[k as keyof typeof lists] = v;
+  if (f['memory-reservation'] !== undefined) resources.memoryReservation = parseBytes('memory-reservation', f['memory-reservation']);
+  if (f['memory-swappiness'] !== undefined) resources.memorySwappiness = f['memory-swappiness'];
+  if (f['cgroup-parent'] !== undefined) resources.cgroupParent = f['cgroup-parent'];
+}
 
 /**
  * User namespace flags: `run` only. A build would need the layer's ids mapped back from the host
@@ -84,6 +176,15 @@ export interface RuntimeFlagValues {
   'cap-drop'?: string[];
   'security-opt'?: string[];
   runtime?: string;
+  'blkio-weight'?: number;
+  'blkio-weight-device'?: string[];
+  'device-read-bps'?: string[];
+  'device-write-bps'?: string[];
+  'device-read-iops'?: string[];
+  'device-write-iops'?: string[];
+  'memory-reservation'?: string;
+  'memory-swappiness'?: number;
+  'cgroup-parent'?: string;
   userns?: string;
   uidmap?: string;
   gidmap?: string;
@@ -110,6 +211,9 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
   if (f['cpu-shares'] !== undefined) resources.cpuShares = f['cpu-shares'];
   if (f['cpuset-cpus'] !== undefined) resources.cpusetCpus = f['cpuset-cpus'];
   if (f['pids-limit'] !== undefined) resources.pidsLimit = f['pids-limit'];
+  cgroupOptions(f, resources);
+  // Before anything starts (a build's first RUN may come after a pull and many steps).
+  validateResources(resources, (field) => RESOURCE_FLAGS[field]);
   const out: RunDefaults = {};
   if (Object.keys(resources).length > 0) out.resources = resources;
   if (f.network !== undefined) out.network = f.network as NonNullable<RunDefaults['network']>;

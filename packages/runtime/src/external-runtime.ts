@@ -73,7 +73,7 @@ export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal
       user: { uid: spec.user?.uid ?? 0, gid: spec.user?.gid ?? 0, additionalGids: spec.user?.additionalGids ?? [] },
       hostname,
       network: network === 'host' ? 'host' : network === 'none' ? 'none' : { path: (netns as { path: string }).path },
-      cgroupsPath: `/tsbuild/${id}/ctr`,
+      cgroupsPath: `${cgroup.path}/ctr`,
       etcFiles: etc,
       ...bundleSecurity(spec),
       ...(io.terminal !== undefined ? { terminal: terminalOf(io.terminal) } : {}),

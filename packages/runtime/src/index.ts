@@ -3,7 +3,7 @@ export { run } from './run.js';
 export type { RunSpec, RunIO, RunResult } from './spec.js';
 export { copyInto } from './copy-into.js';
 export type { CopyOp, ExtraMount } from './helper-protocol.js';
-export type { Resources } from './cgroups/cgroup-resources.js';
+export { validateResources, type Resources, type DeviceRate, type DeviceRule } from './cgroups/cgroup-resources.js';
 export { removeStaleCgroups } from './cgroups/run-cgroup.js';
 export { BRIDGE, GATEWAY, SUBNET, PREFIX } from './network/private-network.js';
 export { ociSpec, type OciSpec, type BundleOptions } from './oci-bundle.js';

@@ -106,7 +106,7 @@ async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | 
   const limited = resources !== undefined && Object.values(resources).some((v) => v !== undefined);
   try {
     if (root === undefined) throw new FailedPreconditionError('no cgroup v2 subtree is delegated to this user');
-    return await createRunCgroup(resources ?? {}, root);
+    return await createRunCgroup(resources ?? {}, root, { confineDevices: !inUserNamespace() });
   } catch (e) {
     if (!limited) return undefined;
     // A limit that cannot be set rootless is said once, never silently dropped; the run goes on.

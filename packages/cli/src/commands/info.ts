@@ -33,6 +33,25 @@ export function cgroupVersion(root = '/sys/fs/cgroup'): 'v1' | 'hybrid' | 'v2' {
   return existsSync(path.join(root, 'unified', 'cgroup.procs')) ? 'hybrid' : 'v1';
 }
 
+/**
+ * Which of the cgroup controls of --blkio-weight, --device-*-bps/iops and the devices rules this
+ * host has, by the files the runtime writes (packages/runtime/src/cgroups/run-cgroup.ts): v1 the
+ * blkio and devices hierarchies; v2 the io controller (cgroup.controllers) and, for devices, an
+ * eBPF program on the cgroup (no controller file: assumed present, the kernel says at attach).
+ */
+export function cgroupControls(root = '/sys/fs/cgroup'): { blkio: boolean; blkioWeight: boolean; devices: boolean } {
+  if (cgroupVersion(root) === 'v2') {
+    const controllers = readFileSync(path.join(root, 'cgroup.controllers'), 'utf8').split(/\s+/);
+    return { blkio: controllers.includes('io'), blkioWeight: controllers.includes('io'), devices: true };
+  }
+  const blkio = path.join(root, 'blkio');
+  return {
+    blkio: existsSync(path.join(blkio, 'blkio.throttle.write_bps_device')),
+    blkioWeight: existsSync(path.join(blkio, 'blkio.weight')) || existsSync(path.join(blkio, 'blkio.bfq.weight')),
+    devices: existsSync(path.join(root, 'devices', 'devices.allow')),
+  };
+}
+
 /** An executable named `name` on PATH, as execvp would find it; undefined when there is none. */
 function onPath(name: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(':')) {
@@ -95,6 +114,7 @@ export default class Info extends BaseCommand<typeof Info> {
         cpus: os.availableParallelism(),
         memTotal: os.totalmem(),
         cgroupVersion: cgroupVersion(),
+        cgroupControls: cgroupControls(),
         // buildah's rootless: not the host's root. An ordinary user's command runs re-executed in
         // a user namespace (user-namespace.ts), whose maps are shown as buildah shows them.
         rootless: process.geteuid?.() !== 0 || inUserNamespace(),

@@ -1,8 +1,9 @@
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cpuSharesToWeight, v1Writes, v2Writes } from './cgroup-resources.js';
+import { DEFAULT_DEVICE_RULES, type DeviceRule, blkioToIoWeight, cpuSharesToWeight, v1Writes, v2Writes, validateResources } from './cgroup-resources.js';
+import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
 import { cgroupLayout, createRunCgroup, delegatedCgroup, pidNamespaceTag } from './run-cgroup.js';
 
 /**
@@ -131,5 +132,147 @@ describe('cpuSharesToWeight', () => {
     expect(cpuSharesToWeight(262144)).toBe(10000);
     expect(cpuSharesToWeight(512)).toBeLessThan(100);
     expect(cpuSharesToWeight(2048)).toBeGreaterThan(100);
+  });
+});
+
+describe('block I/O, memory reservation and swappiness, devices (issue 20)', () => {
+  const loop = { major: 7, minor: 3 };
+  it('v1: weight (BFQ file when it exists), per-device weight and throttles, one device per write', () => {
+    const r = { blkioWeight: 300, blkioWeightDevice: [{ ...loop, rate: 200 }], deviceReadBps: [{ ...loop, rate: 1048576 }], deviceWriteBps: [{ ...loop, rate: 2048 }, { major: 8, minor: 0, rate: 4096 }], deviceReadIops: [{ ...loop, rate: 100 }], deviceWriteIops: [{ ...loop, rate: 50 }] };
+    expect(v1Writes(r, true).get('blkio')).toEqual([
+      ['blkio.weight', '300'],
+      ['blkio.weight_device', '7:3 200'],
+      ['blkio.throttle.read_bps_device', '7:3 1048576'],
+      ['blkio.throttle.write_bps_device', '7:3 2048'],
+      ['blkio.throttle.write_bps_device', '8:0 4096'],
+      ['blkio.throttle.read_iops_device', '7:3 100'],
+      ['blkio.throttle.write_iops_device', '7:3 50'],
+    ]);
+    expect(v1Writes({ blkioWeight: 300, blkioWeightDevice: [{ ...loop, rate: 20 }] }, true, { bfq: true }).get('blkio')).toEqual([
+      ['blkio.bfq.weight', '300'],
+      ['blkio.bfq.weight_device', '7:3 20'],
+    ]);
+  });
+
+  it('v1: reservation is the soft limit, swappiness its own file; devices deny all, then allow each rule', () => {
+    expect(v1Writes({ memory: 1 << 26, memoryReservation: 1 << 25, memorySwappiness: 0 }, false).get('memory')).toEqual([
+      ['memory.limit_in_bytes', String(1 << 26)],
+      ['memory.soft_limit_in_bytes', String(1 << 25)],
+      ['memory.swappiness', '0'],
+    ]);
+    const devices = v1Writes({}, true, { devices: [...DEFAULT_DEVICE_RULES, { type: 'b', major: 7, minor: 3, access: 'rw' }] }).get('devices');
+    expect(devices?.[0]).toEqual(['devices.deny', 'a']);
+    expect(devices).toContainEqual(['devices.allow', 'c *:* m']);
+    expect(devices).toContainEqual(['devices.allow', 'c 1:3 rwm']);
+    expect(devices).toContainEqual(['devices.allow', 'c 136:* rwm']);
+    expect(devices?.at(-1)).toEqual(['devices.allow', 'b 7:3 rw']);
+    expect(v1Writes({}, true).has('devices')).toBe(false);
+  });
+
+  it('v2: io.weight converted (io.bfq.weight as is), io.max one line per device, memory.low', () => {
+    const r = { blkioWeight: 500, deviceReadBps: [{ ...loop, rate: 1000 }], deviceWriteBps: [{ ...loop, rate: 2000 }], deviceWriteIops: [{ major: 8, minor: 0, rate: 30 }], memoryReservation: 1 << 24 };
+    expect(v2Writes(r)).toEqual([
+      ['memory.low', String(1 << 24)],
+      ['io.weight', String(blkioToIoWeight(500))],
+      ['io.max', '7:3 rbps=1000 wbps=2000'],
+      ['io.max', '8:0 wiops=30'],
+    ]);
+    expect(blkioToIoWeight(10)).toBe(1);
+    expect(blkioToIoWeight(1000)).toBe(10000);
+    expect(v2Writes({ blkioWeight: 500, blkioWeightDevice: [{ ...loop, rate: 100 }] }, true, true)).toEqual([
+      ['io.bfq.weight', '500'],
+      ['io.bfq.weight', '7:3 100'],
+    ]);
+  });
+
+  it('v2 (fake tree): enables io and memory, writes the files, warns once about swappiness, attaches the device program', async () => {
+    const root = fakeV2Root();
+    const attached: [string, DeviceRule[]][] = [];
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      const extra: DeviceRule = { type: 'c', major: 10, minor: 229, access: 'rw' };
+      const r = { deviceWriteBps: [{ ...loop, rate: 1048576 }], memoryReservation: 1 << 24, memorySwappiness: 10, devices: [extra] };
+      const cg = await createRunCgroup(r, root, { confineDevices: true, attachDevices: (d, rules) => void attached.push([d, rules]) });
+      await createRunCgroup(r, root, { confineDevices: true, attachDevices: () => {} });
+      await new Promise((res) => setImmediate(res));
+      const dir = join(root, 'tsbuild', cg.name);
+      expect(readFileSync(join(dir, 'io.max'), 'utf8')).toBe('7:3 wbps=1048576');
+      expect(readFileSync(join(dir, 'memory.low'), 'utf8')).toBe(String(1 << 24));
+      expect(readFileSync(join(root, 'tsbuild', 'cgroup.subtree_control'), 'utf8')).toBe('+io +memory');
+      expect(attached).toEqual([[dir, [...DEFAULT_DEVICE_RULES, extra]]]);
+      expect(warnings.filter((w) => w.includes('memory-swappiness'))).toHaveLength(1);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
+  it('--cgroup-parent: the run goes under the given path, whose new levels get the controllers; the made levels go with the run', async () => {
+    const root = fakeV2Root();
+    const cg = await createRunCgroup({ pidsLimit: 5, cgroupParent: '/ci//builds/' }, root);
+    expect(cg.path).toBe(`/ci/builds/${cg.name}`);
+    expect(cg.dirs).toEqual([join(root, 'ci', 'builds', cg.name)]);
+    expect(readFileSync(join(root, 'ci', 'cgroup.subtree_control'), 'utf8')).toBe('+pids');
+    expect(readFileSync(join(root, 'ci', 'builds', 'cgroup.subtree_control'), 'utf8')).toBe('+pids');
+    // A fake tree's directories hold files, so rmdir fails there: the real removal is tested in
+    // test/resources.test.ts. Here, that nothing is made outside the parent.
+    expect(existsSync(join(root, 'tsbuild'))).toBe(false);
+  });
+
+  it('refuses, in one line, values docker refuses', () => {
+    const cases: [object, RegExp][] = [
+      [{ blkioWeight: 5 }, /blkioWeight must be an integer from 10 to 1000: 5$/],
+      [{ blkioWeightDevice: [{ ...loop, rate: 1001 }] }, /blkioWeightDevice must be an integer from 10 to 1000: 1001$/],
+      [{ deviceReadBps: [{ ...loop, rate: 0 }] }, /deviceReadBps for 7:3 must be a positive integer: 0$/],
+      [{ memorySwappiness: 101 }, /memorySwappiness must be an integer from 0 to 100: 101$/],
+      [{ memory: 1 << 26, memoryReservation: 1 << 27 }, /memoryReservation \(134217728\) must not exceed memory/],
+      [{ devices: [{ type: 'c', major: 1, minor: 3, access: 'rwx' }] }, /access must be some of r, w, m$/],
+      [{ devices: [{ type: 'c', major: 1, minor: 3, access: 'rr' }] }, /access must be some of r, w, m$/],
+      [{ cgroupParent: 'builds' }, /^run: resources.cgroupParent must be an absolute path .*: builds$/],
+      [{ cgroupParent: '/a/../../etc' }, /without \. or \.\. .*: \/a\/\.\.\/\.\.\/etc$/],
+    ];
+    for (const [r, re] of cases) {
+      expect(() => validateResources(r), JSON.stringify(r)).toThrow(re);
+      expect(() => validateResources(r)).toThrow(/^[^\n]+$/);
+    }
+    expect(() => validateResources({ blkioWeight: 10, memorySwappiness: 0, cgroupParent: '/a/b', devices: [{ type: 'b', major: 7, minor: -1, access: 'mrw' }] })).not.toThrow();
+  });
+});
+
+describe('device filter program (cgroup v2 eBPF)', () => {
+  it("is runc's: load the context, one block per rule that skips to the next on a mismatch, deny at the end", () => {
+    const prog = deviceFilterInstructions([
+      { type: 'c', major: 1, minor: 3, access: 'rwm' },
+      { type: 'b', major: 7, minor: -1, access: 'r' },
+    ]);
+    expect(prog).toEqual([
+      [0x61, 2, 1, 0, 0],
+      [0x54, 2, 0, 0, 0xffff],
+      [0x61, 3, 1, 0, 0],
+      [0x74, 3, 0, 0, 16],
+      [0x61, 4, 1, 4, 0],
+      [0x61, 5, 1, 8, 0],
+      // c 1:3 rwm: type, major, minor; no access check
+      [0x55, 2, 0, 4, 2],
+      [0x55, 4, 0, 3, 1],
+      [0x55, 5, 0, 2, 3],
+      [0xb7, 0, 0, 0, 1],
+      [0x95, 0, 0, 0, 0],
+      // b 7:* r: type, access outside READ (mknod 1 | write 4), major
+      [0x55, 2, 0, 6, 1],
+      [0xbc, 1, 3, 0, 0],
+      [0x54, 1, 0, 0, 5],
+      [0x55, 1, 0, 3, 0],
+      [0x55, 4, 0, 2, 7],
+      [0xb7, 0, 0, 0, 1],
+      [0x95, 0, 0, 0, 0],
+      [0xb7, 0, 0, 0, 0],
+      [0x95, 0, 0, 0, 0],
+    ]);
+  });
+
+  it('encodes struct bpf_insn: code, src<<4|dst, s16 offset, s32 immediate, little-endian', () => {
+    expect(encodeInstructions([[0x55, 4, 0, 3, 136], [0x61, 2, 1, 8, 0]]).toString('hex')).toBe('550403008800000061120800' + '00000000');
   });
 });

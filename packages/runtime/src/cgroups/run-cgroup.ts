@@ -4,8 +4,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSy
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
+import { attachDeviceFilter } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
-import { type Resources, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
+import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
+import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
 import { alive } from '../pid-alive.js';
 
 /**
@@ -48,6 +50,8 @@ import { alive } from '../pid-alive.js';
  */
 export interface RunCgroup {
   name: string;
+  /** The run's cgroup path inside each hierarchy (`/tsbuild/<name>`, or under --cgroup-parent). */
+  path: string;
   /** Every cgroup directory of this run. */
   dirs: string[];
   /** `<dir>/cgroup.procs` of each: the helper joins them all. */
@@ -114,39 +118,81 @@ export function ownCgroupPath(): string | undefined {
   }
 }
 
-export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT): Promise<RunCgroup> {
+export interface RunCgroupOptions {
+  /**
+   * Confine the run to DEFAULT_DEVICE_RULES plus `resources.devices`: v1 devices.deny/allow, v2 an
+   * eBPF program. The built-in runtime asks for it (as root: rootless, the host's device nodes'
+   * own permissions apply and bpf(2) is not ours); an OCI runtime applies the bundle's rules.
+   */
+  confineDevices?: boolean;
+  /** Attaches the v2 device program (tests replace the bpf(2) call; see device-filter.ts). */
+  attachDevices?: (dir: string, rules: DeviceRule[]) => void;
+}
+
+function attachDevicesByBpf(dir: string, rules: DeviceRule[]): void {
+  try {
+    attachDeviceFilter(dir, encodeInstructions(deviceFilterInstructions(rules)));
+  } catch (e) {
+    throw new FailedPreconditionError(`cannot attach the devices eBPF program to cgroup ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+  }
+}
+
+/** A warning the kernel's cgroup v2 gives no way to honour: once per process. */
+const warned = new Set<string>();
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  process.emitWarning(message);
+}
+
+export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT, o: RunCgroupOptions = {}): Promise<RunCgroup> {
   const layout = cgroupLayout(root);
   const name = `tsbuild-${process.pid}-${pidNamespaceTag()}${randomBytes(4).toString('hex')}`;
+  const parent = resources.cgroupParent === undefined ? [PARENT] : cgroupParentPath(resources.cgroupParent);
   const dirs: string[] = [];
+  /** Parent directories this run made (a --cgroup-parent that did not exist), removed when empty. */
+  const made: string[] = [];
   let memoryDir: string | undefined;
   let memoryEvents: string | undefined;
   try {
     if (layout.version === 2) {
-      const dir = makeV2(root, name, resources);
+      const dir = makeV2(root, parent, name, resources, made);
       dirs.push(dir);
       if (resources.memory !== undefined) memoryEvents = posix.join(dir, 'memory.events');
       const hasSwap = existsSync(posix.join(dir, 'memory.swap.max')) || !existsSync(posix.join(dir, 'cgroup.procs'));
-      writeAll(dir, v2Writes(resources, hasSwap));
+      writeAll(dir, v2Writes(resources, hasSwap, existsSync(posix.join(dir, 'io.bfq.weight'))));
+      if (resources.memorySwappiness !== undefined) warnOnce(`--memory-swappiness is ignored: cgroup v2 has no per-cgroup swappiness (only memory.swap.max)`);
+      if (o.confineDevices === true) (o.attachDevices ?? attachDevicesByBpf)(dir, deviceRules(resources));
     } else {
       const hasMemsw = existsSync(posix.join(root, 'memory', 'memory.memsw.limit_in_bytes'));
-      for (const [controller, writes] of v1Writes(resources, hasMemsw)) {
+      const blkio = posix.join(root, 'blkio');
+      const bfq = existsSync(posix.join(blkio, 'blkio.bfq.weight'));
+      if ((resources.blkioWeight !== undefined || (resources.blkioWeightDevice?.length ?? 0) > 0) && !bfq && existsSync(blkio) && !existsSync(posix.join(blkio, 'blkio.weight'))) {
+        // CFQ (blkio.weight) left the kernel in 5.0; BFQ's files appear once the bfq module is loaded.
+        throw new FailedPreconditionError(`block I/O weight is not supported here: ${blkio} has neither blkio.bfq.weight nor blkio.weight (load the bfq I/O scheduler)`);
+      }
+      const confine = o.confineDevices === true && existsSync(posix.join(root, 'devices'));
+      for (const [controller, writes] of v1Writes(resources, hasMemsw, { bfq, ...(confine ? { devices: deviceRules(resources) } : {}) })) {
         const hierarchy = posix.join(root, controller);
         if (!existsSync(hierarchy)) throw new FailedPreconditionError(`cgroup v1 controller ${controller} is not mounted at ${hierarchy}`);
-        const dir = makeChild(hierarchy, name, controller === 'cpuset');
+        const dir = makeChild(hierarchy, parent, name, controller === 'cpuset', [], made);
         dirs.push(dir);
         if (controller === 'memory') memoryDir = dir;
         writeAll(dir, writes);
       }
-      if (layout.unified !== undefined) dirs.push(makeChild(layout.unified, name, false));
+      if (layout.unified !== undefined) dirs.push(makeChild(layout.unified, parent, name, false, [], made));
     }
   } catch (e) {
     await removeDirs(dirs);
+    await removeDirs(made.reverse(), false);
     throw e;
   }
+  const everywhere = (): string[] => [...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, ...parent, name))])];
   // Every hierarchy's <name>, not only ours: an OCI runtime nests its cgroup in each (see destroy).
-  if (dirs.length > 0) reapOnExit([...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, PARENT, name))])]);
+  if (dirs.length > 0) reapOnExit(everywhere());
   return {
     name,
+    path: `/${[...parent, name].join('/')}`,
     dirs,
     procsFiles: dirs.map((d) => posix.join(d, 'cgroup.procs')),
     oomKilled: () => {
@@ -169,10 +215,11 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
     destroy: async () => {
       // An external runtime nests its own cgroup (…/<name>/ctr) in every hierarchy, some of which
       // we did not create: remove <name> wherever it exists, children first.
-      const trees = [...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, PARENT, name))])].filter((d) => existsSync(d));
+      const trees = everywhere().filter((d) => existsSync(d));
       const all = trees.flatMap(subtree);
       await killAndWait(all);
       await removeDirs(all);
+      await removeDirs([...made].reverse(), false);
     },
   };
 }
@@ -198,7 +245,7 @@ while [ $i -lt 500 ]; do
       for p in $(cat "$sub/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
       rmdir "$sub" 2>/dev/null
     done
-    if [ -d "$d" ]; then left=1; else rmdir "\${d%/*}" 2>/dev/null; fi
+    if [ -d "$d" ]; then left=1; else case "\${d%/*}" in */tsbuild) rmdir "\${d%/*}" 2>/dev/null;; esac; fi
   done
   [ -z "$left" ] && exit 0
   sleep 0.01
@@ -283,33 +330,45 @@ function subtree(dir: string): string[] {
   return out;
 }
 
-function makeV2(root: string, name: string, resources: Resources): string {
+function makeV2(root: string, parentPath: string[], name: string, resources: Resources, made: string[]): string {
   const wanted = v2Controllers(resources);
   if (wanted.length > 0) {
     const available = readWords(posix.join(root, 'cgroup.controllers'));
     const missing = wanted.filter((c) => !available.includes(c));
     if (missing.length > 0) throw new FailedPreconditionError(`cgroup v2 controller(s) ${missing.join(', ')} not available in ${root}/cgroup.controllers`);
   }
-  return makeChild(root, name, false, wanted);
+  return makeChild(root, parentPath, name, false, wanted, made);
 }
 
 /**
- * mkdir `<hierarchy>/tsbuild/<name>`. The parent may be removed by another run finishing at the
- * same moment (it removes `tsbuild` once empty), hence the retry.
+ * mkdir `<hierarchy>/<parent…>/<name>` (parent `tsbuild` or the --cgroup-parent's components).
+ * The parent may be removed by another run finishing at the same moment (it removes `tsbuild`
+ * once empty), hence the retry. Parents it had to create are added to `made`.
  */
-function makeChild(hierarchy: string, name: string, cpuset: boolean, enable: string[] = []): string {
-  const parent = posix.join(hierarchy, PARENT);
+function makeChild(hierarchy: string, parentPath: string[], name: string, cpuset: boolean, enable: string[], made: string[]): string {
+  const parent = posix.join(hierarchy, ...parentPath);
   const dir = posix.join(parent, name);
   for (let attempt = 0; ; attempt++) {
     try {
-      mkdirSync(parent, { recursive: true });
-      // v1 cpuset: a new cgroup starts with empty cpus and mems (cgroup.clone_children is 0) and
-      // takes no task until both are set: inherit them from the level above.
-      if (cpuset) inheritCpuset(hierarchy, parent);
-      if (enable.length > 0) {
-        enableControllers(hierarchy, enable);
-        enableControllers(parent, enable);
+      // Level by level: a v1 cpuset and a v2 subtree_control must be set up in each new level.
+      let level = hierarchy;
+      for (const component of parentPath) {
+        const next = posix.join(level, component);
+        if (!existsSync(next)) {
+          try {
+            mkdirSync(next);
+            if (parentPath.length > 1 || component !== PARENT) made.push(next);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          }
+        }
+        // v1 cpuset: a new cgroup starts with empty cpus and mems (cgroup.clone_children is 0) and
+        // takes no task until both are set: inherit them from the level above.
+        if (cpuset) inheritCpuset(level, next);
+        if (enable.length > 0) enableControllers(level, enable);
+        level = next;
       }
+      if (enable.length > 0) enableControllers(parent, enable);
       mkdirSync(dir);
       if (cpuset) inheritCpuset(parent, dir);
       return dir;
@@ -385,7 +444,12 @@ async function killAndWait(dirs: string[]): Promise<void> {
   }
 }
 
-async function removeDirs(dirs: string[]): Promise<void> {
+/**
+ * rmdir each (children first), waiting out a v1 memory cgroup's brief EBUSY; then, with
+ * `parents`, the `tsbuild` parent of each once no other run is in it. A --cgroup-parent's
+ * directories are not ours to remove unless this run made them (`made`, with parents false).
+ */
+async function removeDirs(dirs: string[], parents = true): Promise<void> {
   for (const dir of dirs) {
     const deadline = Date.now() + 2000;
     for (;;) {
@@ -395,6 +459,7 @@ async function removeDirs(dirs: string[]): Promise<void> {
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') break;
+        if (!parents && (code === 'EBUSY' || code === 'ENOTEMPTY')) break; // another run's parent too
         // v1 memory cgroups may stay busy for a moment after their last task exited.
         if (code === 'EBUSY' && Date.now() < deadline) {
           await sleep(5);
@@ -403,6 +468,7 @@ async function removeDirs(dirs: string[]): Promise<void> {
         throw new FailedPreconditionError(`cannot remove cgroup ${dir}: ${code ?? (e as Error).message}`, { cause: e });
       }
     }
+    if (!parents || posix.basename(posix.dirname(dir)) !== PARENT) continue;
     try {
       rmdirSync(posix.dirname(dir));
     } catch {
