@@ -14,3 +14,4 @@ export * from './in-root.js';
 export { HardLinks, linksOf } from './hard-links.js';
 export { copyMetadata, copyNode } from './copy-entry.js';
 export * from './user-namespace.js';
+export * from './rlimit.js';
