@@ -39,7 +39,55 @@ describe('run flags', () => {
   it('--security-opt systempaths=unconfined: no masked and no read-only paths', () => {
     expect(runtimeOptions({ 'security-opt': ['systempaths=unconfined'] })).toEqual({ maskedPaths: [], readonlyPaths: [] });
     expect(runtimeOptions({})).toEqual({});
-    expect(() => runtimeOptions({ 'security-opt': ['systempaths=confined'] })).toThrow(/^--security-opt systempaths=confined: want seccomp=unconfined\|PROFILE.json, systempaths=unconfined or no-new-privileges$/);
+    expect(() => runtimeOptions({ 'security-opt': ['systempaths=confined'] })).toThrow(/^--security-opt systempaths=confined: want seccomp=unconfined\|PROFILE.json, systempaths=unconfined, no-new-privileges, label=.*, apparmor=PROFILE\|unconfined$/);
+  });
+
+  it('--security-opt label=… and apparmor=… are parsed by the runtime\'s one parser', () => {
+    expect(runtimeOptions({ 'security-opt': ['label=user:system_u', 'label:role:system_r', 'label=level:s0-s0:c0.c1023', 'apparmor=unconfined', 'no-new-privileges', 'seccomp=unconfined'] })).toEqual({
+      label: { user: 'system_u', role: 'system_r', level: 's0-s0:c0.c1023' },
+      apparmorProfile: 'unconfined',
+      noNewPrivileges: true,
+      seccomp: 'unconfined',
+    });
+    expect(runtimeOptions({ 'security-opt': ['label=disable'] })).toEqual({ label: { disable: true } });
+    expect(() => runtimeOptions({ 'security-opt': ['label=nested'] })).toThrow(/^--security-opt label=nested: want label=user:U, role:R, type:T, level:L, filetype:T or disable$/);
+  });
+
+  it('--ulimit, --oom-score-adj, --device, --shm-size and --tmpfs', () => {
+    expect(runtimeOptions({ ulimit: ['nofile=1024:2048', 'core=-1', 'nproc=10'], 'oom-score-adj': '-17', device: ['/dev/null', '/dev/zero:/dev/z', '/dev/full:r', '/dev/zero:/dev/zz:rw'], 'shm-size': '1g', tmpfs: ['/run', '/cache:size=1m,exec'] })).toEqual({
+      ulimits: [
+        { name: 'nofile', soft: 1024, hard: 2048 },
+        { name: 'core', soft: -1, hard: -1 },
+        { name: 'nproc', soft: 10, hard: 10 },
+      ],
+      oomScoreAdj: -17,
+      devices: [{ hostPath: '/dev/null' }, { hostPath: '/dev/zero', containerPath: '/dev/z' }, { hostPath: '/dev/full', access: 'r' }, { hostPath: '/dev/zero', containerPath: '/dev/zz', access: 'rw' }],
+      shmSize: 1024 ** 3,
+      tmpfs: [
+        { destination: '/run', options: ['rw', 'noexec', 'nosuid', 'nodev'] },
+        { destination: '/cache', options: ['rw', 'noexec', 'nosuid', 'nodev', 'size=1m', 'exec'] },
+      ],
+    });
+  });
+
+  it('refuses each bad process flag in one line naming it', () => {
+    const cases: [Parameters<typeof runtimeOptions>[0], RegExp][] = [
+      [{ ulimit: ['nofile'] }, /^--ulimit nofile: want NAME=SOFT\[:HARD\], e\.g\. nofile=1024:2048$/],
+      [{ ulimit: ['nofile=1:2:3'] }, /^--ulimit nofile=1:2:3: want NAME=SOFT\[:HARD\]/],
+      [{ ulimit: ['as=1'] }, /^--ulimit as=1: unknown limit as \(want one of core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack\)$/],
+      [{ ulimit: ['nofile=-1:10'] }, /^--ulimit nofile=-1:10: soft limit -1 is above hard limit 10$/],
+      [{ ulimit: ['nofile=-2'] }, /^--ulimit nofile=-2: -2 is not a limit/],
+      [{ 'oom-score-adj': '-1001' }, /^--oom-score-adj -1001: want an integer from -1000 to 1000$/],
+      [{ device: ['dev/null'] }, /^--device dev\/null: the host path must be absolute$/],
+      [{ device: ['/dev/null:/dev/a:/dev/b:rw'] }, /^--device \/dev\/null:\/dev\/a:\/dev\/b:rw: want HOST\[:CONTAINER\[:ACCESS\]\]/],
+      [{ device: ['/dev/null:/dev/pts/9'] }, /^--device \/dev\/null:\/dev\/pts\/9: \/dev\/pts\/9 is made by the runtime/],
+      [{ device: ['/dev'] }, /^--device \/dev: not a device node/],
+      [{ 'shm-size': 'lots' }, /^--shm-size=lots: want a size such as 64m or 1g$/],
+      [{ 'shm-size': '-1' }, /^--shm-size -1: want a size above 0, such as 64m$/],
+      [{ tmpfs: ['/'] }, /^--tmpfs \/: cannot mount over \/$/],
+      [{ tmpfs: ['/run:shared'] }, /^--tmpfs \/run:shared: unknown option shared/],
+    ];
+    for (const [f, re] of cases) expect(() => runtimeOptions(f), JSON.stringify(f)).toThrow(re);
   });
 });
 

@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { type DeviceRate, type Resources, validateResources } from '@tsbuild/runtime';
+import { parseDevice, parseSecurityOpts, parseTmpfs, parseUlimit, validateOomScoreAdj, validateShmSize } from '@tsbuild/runtime';
 import { posix } from 'node:path';
 import { Flags } from './cli-kit.js';
 import { InvalidArgumentError } from '@tsbuild/oci';
@@ -21,9 +22,19 @@ export const runtimeFlags = {
   network: Flags.string({ description: 'network mode', options: ['host', 'none', 'private'], helpGroup: 'CONTAINER' }),
   'cap-add': Flags.string({ description: 'add a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
   'cap-drop': Flags.string({ description: 'drop a capability (repeatable; ALL)', multiple: true, helpGroup: 'CONTAINER' }),
-  'security-opt': Flags.string({ description: 'seccomp=unconfined|PROFILE.json, systempaths=unconfined, no-new-privileges (repeatable)', multiple: true, helpGroup: 'CONTAINER' }),
+  'security-opt': Flags.string({
+    description: 'seccomp=unconfined|PROFILE.json, systempaths=unconfined, no-new-privileges, label=user:U|role:R|type:T|level:L|filetype:T|disable (SELinux), apparmor=PROFILE|unconfined (repeatable)',
+    multiple: true,
+    helpGroup: 'CONTAINER',
+  }),
   runtime: Flags.string({ description: 'OCI runtime to use instead of the built-in one: runc, crun or a path', helpGroup: 'CONTAINER' }),
   ...cgroupFlags(),
+  // The process and /dev of the container (issue 20, process side).
+  ulimit: Flags.string({ description: 'resource limit NAME=SOFT[:HARD], -1 unlimited, e.g. nofile=1024:2048 (repeatable; default nofile=1024:1024, nproc=32768:32768)', multiple: true, helpGroup: 'CONTAINER' }),
+  'oom-score-adj': Flags.string({ description: 'the command\'s OOM score adjustment, -1000 to 1000', helpGroup: 'CONTAINER' }),
+  device: Flags.string({ description: 'add a host device: HOST[:CONTAINER][:ACCESS], ACCESS some of rwm (repeatable)', multiple: true, helpGroup: 'CONTAINER' }),
+  'shm-size': Flags.string({ description: 'size of /dev/shm (default 64m)', helpGroup: 'CONTAINER' }),
+  tmpfs: Flags.string({ description: 'mount a tmpfs: PATH[:OPTIONS], e.g. /run:rw,size=10m,mode=1777 (repeatable; default rw,noexec,nosuid,nodev)', multiple: true, helpGroup: 'CONTAINER' }),
 };
 
 /** Block I/O, memory reservation and swappiness, cgroup parent: the cgroup side of issue 20. */
@@ -185,6 +196,11 @@ export interface RuntimeFlagValues {
   'memory-reservation'?: string;
   'memory-swappiness'?: number;
   'cgroup-parent'?: string;
+  ulimit?: string[];
+  'oom-score-adj'?: string;
+  device?: string[];
+  'shm-size'?: string;
+  tmpfs?: string[];
   userns?: string;
   uidmap?: string;
   gidmap?: string;
@@ -218,38 +234,32 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
   if (Object.keys(resources).length > 0) out.resources = resources;
   if (f.network !== undefined) out.network = f.network as NonNullable<RunDefaults['network']>;
   if (f['cap-add'] || f['cap-drop']) out.capabilities = { add: f['cap-add'] ?? [], drop: f['cap-drop'] ?? [] };
-  for (const opt of f['security-opt'] ?? []) {
-    if (opt === 'no-new-privileges' || opt === 'no-new-privileges=true' || opt === 'no-new-privileges:true') out.noNewPrivileges = true;
-    else if (opt.startsWith('seccomp=') || opt.startsWith('seccomp:')) {
-      const v = opt.slice('seccomp='.length);
-      if (v === 'unconfined') out.seccomp = 'unconfined';
-      else {
-        let text: string;
-        try {
-          text = readFileSync(v, 'utf8');
-        } catch {
-          throw new InvalidArgumentError(`--security-opt ${opt}: cannot read seccomp profile ${v}`);
-        }
-        try {
-          out.seccomp = JSON.parse(text) as NonNullable<RunDefaults['seccomp']>;
-        } catch (e) {
-          throw new InvalidArgumentError(`--security-opt ${opt}: ${v} is not JSON: ${(e as Error).message}`);
-        }
-      }
-    } else if (opt === 'systempaths=unconfined' || opt === 'systempaths:unconfined') {
-      // docker's and podman's: no masked and no read-only paths under /proc and /sys. A tsbuild
-      // inside the container needs it: its RUN mounts a fresh proc for its PID namespace, which
-      // the kernel refuses while the /proc it can see has paths overmounted (fs/namespace.c
-      // mount_too_revealing: an unprivileged proc or sysfs mount must not reveal what is hidden).
-      out.maskedPaths = [];
-      out.readonlyPaths = [];
-    } else throw new InvalidArgumentError(`--security-opt ${opt}: want seccomp=unconfined|PROFILE.json, systempaths=unconfined or no-new-privileges`);
-  }
+  // The runtime's parser is the one owner of --security-opt's syntax.
+  for (const [k, v] of Object.entries(parseSecurityOpts(f['security-opt'] ?? []))) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  Object.assign(out, processOptions(f));
   if (f.runtime !== undefined) out.runtime = f.runtime;
   const uid = f.uidmap !== undefined ? parseIdMap('uidmap', f.uidmap) : f.userns === 'auto' ? autoRange() : undefined;
   const gid = f.gidmap !== undefined ? parseIdMap('gidmap', f.gidmap) : uid;
   if (f.gidmap !== undefined && uid === undefined) throw new InvalidArgumentError('--gidmap needs --uidmap (or --userns=auto) too');
   if (uid && gid) out.userns = { uidMappings: [uid], gidMappings: [gid] };
+  return out;
+}
+
+/** --ulimit, --oom-score-adj, --device, --shm-size, --tmpfs; each value checked before anything starts. */
+function processOptions(f: RuntimeFlagValues): RunDefaults {
+  const out: RunDefaults = {};
+  if (f.ulimit !== undefined && f.ulimit.length > 0) out.ulimits = f.ulimit.map(parseUlimit);
+  const oom = f['oom-score-adj'];
+  if (oom !== undefined) {
+    out.oomScoreAdj = /^-?\d+$/.test(oom) ? Number(oom) : NaN;
+    validateOomScoreAdj(out.oomScoreAdj, `--oom-score-adj ${oom}`);
+  }
+  if (f.device !== undefined && f.device.length > 0) out.devices = f.device.map(parseDevice);
+  if (f['shm-size'] !== undefined) {
+    out.shmSize = parseBytes('shm-size', f['shm-size']);
+    validateShmSize(out.shmSize, `--shm-size ${f['shm-size']}`);
+  }
+  if (f.tmpfs !== undefined && f.tmpfs.length > 0) out.tmpfs = f.tmpfs.map(parseTmpfs);
   return out;
 }
 

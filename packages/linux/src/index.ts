@@ -15,3 +15,4 @@ export { HardLinks, linksOf } from './hard-links.js';
 export { copyMetadata, copyNode } from './copy-entry.js';
 export * from './user-namespace.js';
 export { attachDeviceFilter } from './bpf.js';
+export * from './rlimit.js';

@@ -1,9 +1,10 @@
-import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { CLONE, MNT_DETACH, inUserNamespace, MS, O_PATH, fdLink, mkdirAllInRoot, mount, openInRoot, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
+import { CLONE, MNT_DETACH, inUserNamespace, major, minor, MS, O_PATH, fdLink, mkdirAllInRoot, mount, openInRoot, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
 import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
 import type { ExtraMount, RunRequest } from './helper-protocol.js';
+import type { DeviceNode } from './process-spec.js';
 import { mountAll, mountCall } from './mount-spec.js';
 import { hostPath, resolveInRoot } from './root-path.js';
 import { maskPaths } from './security-paths.js';
@@ -30,7 +31,11 @@ export function enterContainer(req: RunRequest): void {
 
   const root = req.target;
   const scratch = posix.dirname(root);
-  mountAll(sec === undefined ? req.rootfs : prepareEtcLayer(req.rootfs, scratch), root);
+  // SELinux: every filesystem of the container carries its mount label (runc's `context=` on the
+  // rootfs and each tmpfs), so the command's label may use them.
+  const context = sec?.selinux !== undefined ? [`context="${sec.selinux.mountLabel}"`] : [];
+  const rootfs = sec === undefined ? req.rootfs : prepareEtcLayer(req.rootfs, scratch);
+  mountAll(context.length === 0 ? rootfs : rootfs.map((m, i) => (i === 0 ? { ...m, options: [...m.options, ...context] } : m)), root);
 
   const proc = mountpoint(root, '/proc');
   try {
@@ -46,18 +51,20 @@ export function enterContainer(req: RunRequest): void {
   }
 
   const dev = mountpoint(root, '/dev');
-  mount('tmpfs', dev, 'tmpfs', MS.NOSUID | MS.STRICTATIME, 'mode=755,size=65536k');
+  mount('tmpfs', dev, 'tmpfs', MS.NOSUID | MS.STRICTATIME, ['mode=755', 'size=65536k', ...context].join(','));
   for (const name of DEVICES) {
     if (!existsSync(`/dev/${name}`)) continue;
     // A bind of the host's node: mknod would need the device cgroup's blessing in some setups.
     writeFileSync(`${dev}/${name}`, '', { mode: 0o666 });
     mount(`/dev/${name}`, `${dev}/${name}`, null, MS.BIND);
   }
+  for (const d of req.process?.devices ?? []) bindDevice(dev, d);
   mkdirSync(`${dev}/pts`);
   mount('devpts', `${dev}/pts`, 'devpts', MS.NOSUID | MS.NOEXEC, 'newinstance,ptmxmode=0666,mode=0620');
   symlinkSync('pts/ptmx', `${dev}/ptmx`);
   mkdirSync(`${dev}/shm`);
-  mount('shm', `${dev}/shm`, 'tmpfs', MS.NOSUID | MS.NODEV | MS.NOEXEC, 'mode=1777,size=65536k');
+  // docker's and buildah's default 64 MiB (--shm-size): an IPC namespace's own POSIX shared memory.
+  mount('shm', `${dev}/shm`, 'tmpfs', MS.NOSUID | MS.NODEV | MS.NOEXEC, ['mode=1777', `size=${req.process?.shmSize ?? 65536 * 1024}`, ...context].join(','));
   // POSIX message queues of the run's own IPC namespace, as runc mounts them.
   mkdirSync(`${dev}/mqueue`);
   mount('mqueue', `${dev}/mqueue`, 'mqueue', MS.NOSUID | MS.NODEV | MS.NOEXEC);
@@ -77,7 +84,7 @@ export function enterContainer(req: RunRequest): void {
     mount('sysfs', sys, 'sysfs', MS.RDONLY | MS.NOSUID | MS.NODEV | MS.NOEXEC);
   }
 
-  for (const m of req.mounts ?? []) mountExtra(root, m);
+  for (const m of req.mounts ?? []) mountExtra(root, m.type === 'tmpfs' && context.length > 0 ? { ...m, options: [...m.options, ...context] } : m);
 
   if (sec !== undefined) bindEtcFiles(root, scratch, etcFileContents(sec.etcFiles, req.hostname, req.network));
 
@@ -89,6 +96,28 @@ export function enterContainer(req: RunRequest): void {
   process.chdir('/');
   if (sec !== undefined) maskPaths(sec.maskedPaths, sec.readonlyPaths);
   sethostname(req.hostname);
+}
+
+/**
+ * A --device: the host's node bound onto an empty file in the container's /dev (a tmpfs of this
+ * run, so no path of the image is involved), as the default devices are. A bind works wherever
+ * the helper runs (mknod is refused in a user namespace); the device cgroup's rule, written by
+ * tsbuild from the same DeviceNode, says what the command may do with it. The node is checked to
+ * still be the device tsbuild resolved.
+ */
+function bindDevice(dev: string, d: DeviceNode): void {
+  const target = posix.join(dev, d.containerPath.slice('/dev/'.length));
+  try {
+    const st = statSync(d.hostPath);
+    if (!(d.type === 'c' ? st.isCharacterDevice() : st.isBlockDevice()) || major(st.rdev) !== d.major || minor(st.rdev) !== d.minor) {
+      throw new Error(`${d.hostPath} is no longer device ${d.type} ${d.major}:${d.minor}`);
+    }
+    mkdirSync(posix.dirname(target), { recursive: true });
+    if (!existsSync(target)) writeFileSync(target, '', { mode: 0o600 });
+    mount(d.hostPath, target, null, MS.BIND);
+  } catch (e) {
+    throw new HelperFailure('FAILED_PRECONDITION', `cannot add device ${d.hostPath} at ${d.containerPath}: ${(e as Error).message}`);
+  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { accessSync, constants, statSync, writeSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { posix } from 'node:path';
 import {
   PR,
@@ -9,6 +9,7 @@ import {
   cloexecFrom,
   dup2,
   execve,
+  getResourceLimit,
   limitBoundingSet,
   loadSeccompFilter,
   peerClosed,
@@ -17,6 +18,7 @@ import {
   setKeepCapabilities,
   setNoNewPrivileges,
   setResGid,
+  setResourceLimit,
   setResUid,
   setThreadGroups,
   setThreadResGid,
@@ -57,7 +59,12 @@ export function execCommand(req: RunRequest, controlFd: number, terminal?: numbe
     for (const fd of [0, 1, 2]) dup2(terminal, fd);
   }
 
+  // While the helper still has CAP_SYS_RESOURCE: raising a hard limit needs it (setrlimit(2)), so
+  // does an oom_score_adj below the current one (proc(5)). Both survive execve.
+  setLimits(req);
   dropPrivileges(req);
+  // Last, as runc does: the label applies at the next execve, and the steps above run under ours.
+  setExecLabels(req);
   // A credential change clears the parent-death signal unshare --kill-child set (prctl(2),
   // PR_SET_PDEATHSIG), so set it again, then check that tsbuild did not die (or give up) in the
   // meantime: its end of the control socket closes when it does.
@@ -130,6 +137,41 @@ function dropPrivileges(req: RunRequest): void {
     step('set capabilities', () => {
       capSet({ effective: caps, permitted: caps, inheritable: 0n });
       setKeepCapabilities(false);
+    });
+  }
+}
+
+function setLimits(req: RunRequest): void {
+  const p = req.process;
+  if (p === undefined) return;
+  for (const l of p.rlimits) {
+    step(`set ulimit ${l.name}=${l.soft}:${l.hard}`, () => {
+      if (l.orLower !== true) {
+        setResourceLimit(l.resource, l.soft, l.hard);
+        return;
+      }
+      // A default never fails the run: without CAP_SYS_RESOURCE (rootless) it stays within ours.
+      const { hard } = getResourceLimit(l.resource);
+      const cap = (v: number): bigint => (v === -1 ? hard : BigInt(v) < hard ? BigInt(v) : hard);
+      setResourceLimit(l.resource, cap(l.soft), cap(l.hard));
+    });
+  }
+  if (p.oomScoreAdj !== undefined) step(`set oom_score_adj ${p.oomScoreAdj}`, () => writeFileSync('/proc/self/oom_score_adj', String(p.oomScoreAdj)));
+}
+
+/**
+ * SELinux's process label (attr/exec) and AppArmor's profile (attr/apparmor/exec, Linux 5.8+, or
+ * the shared attr/exec before), both taking effect at execve, on this thread: the one that
+ * execve's (runc's label.SetProcessLabel and apparmor.ApplyProfile).
+ */
+function setExecLabels(req: RunRequest): void {
+  const sec = req.security;
+  if (sec?.selinux !== undefined) step(`set the SELinux label ${sec.selinux.processLabel}`, () => writeFileSync('/proc/thread-self/attr/exec', sec.selinux!.processLabel));
+  const profile = sec?.apparmorProfile;
+  if (profile !== undefined) {
+    step(`set the AppArmor profile ${profile}`, () => {
+      const dedicated = '/proc/thread-self/attr/apparmor/exec';
+      writeFileSync(existsSync(dedicated) ? dedicated : '/proc/thread-self/attr/exec', `exec ${profile}`);
     });
   }
 }

@@ -1,5 +1,6 @@
 import type { Mount } from './mount-spec.js';
 import type { SecurityRequest } from './security-spec.js';
+import type { ProcessRequest } from './process-spec.js';
 import type { HelperErrorCode } from './helper-failure.js';
 
 /**
@@ -29,6 +30,8 @@ export interface RunRequest {
   mounts?: ExtraMount[];
   /** Capabilities, seccomp, masked paths, /etc files, user namespace; absent: none applied. */
   security?: SecurityRequest;
+  /** rlimits, oom_score_adj, devices, /dev/shm's size, LSM labels (process-spec.ts); absent: none. */
+  process?: ProcessRequest;
   /**
    * Give the command a pseudo-terminal from the container's devpts as stdin, stdout, stderr and
    * controlling terminal: the helper sends PTY_LINE with its master's descriptor number, tsbuild

@@ -7,7 +7,10 @@ export { validateResources, type Resources, type DeviceRate, type DeviceRule } f
 export { removeStaleCgroups } from './cgroups/run-cgroup.js';
 export { BRIDGE, GATEWAY, SUBNET, PREFIX } from './network/private-network.js';
 export { ociSpec, type OciSpec, type BundleOptions } from './oci-bundle.js';
-export { parseSecurityOpts, type SecurityOptions, type IdMapping } from './security-spec.js';
+export { parseSecurityOpts, type SecurityOptions, type SecurityOptValues, type IdMapping } from './security-spec.js';
+export { apparmorEnabled, selinuxEnabled, type SelinuxLabelOptions } from './security-labels.js';
+export { parseDevice, parseTmpfs, validateShmSize, type DeviceMapping, type ProcessOptions, type TmpfsMount } from './process-spec.js';
+export { DEFAULT_ULIMITS, RLIMITS, parseUlimit, validateOomScoreAdj, type Ulimit, type UlimitName } from './rlimits.js';
 export { DEFAULT_CAPABILITIES, resolveCapabilities, type CapabilityChanges } from './capabilities.js';
 export { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS } from './security-paths.js';
 export type { EtcFiles } from './etc-files.js';

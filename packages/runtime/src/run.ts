@@ -13,9 +13,12 @@ import { findInit } from './init.js';
 import { MAX_ID, isValidId } from '@tsbuild/oci';
 import type { Mount } from './mount-spec.js';
 import { securityRequest } from './security-spec.js';
+import { type DeviceNode, processRequest } from './process-spec.js';
+import type { ExtraMount } from './helper-protocol.js';
 import type { RunIO, RunResult, RunSpec } from './spec.js';
 import { type PrivateNetwork, attachPrivateNetwork } from './network/private-network.js';
 import { attachUserNetwork } from './network/user-network.js';
+import { warnOnce } from './warn-once.js';
 
 /**
  * Runs `spec.args` in a container and resolves with its exit status once it and every process it
@@ -27,6 +30,7 @@ import { attachUserNetwork } from './network/user-network.js';
  */
 export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
   validate(spec);
+  const proc = processRequest(spec);
   if (spec.runtime !== undefined) return runExternal(spec, io, signal);
   if (signal?.aborted) throw cancelledBeforeStart(signal);
   const target = posix.join(spec.scratchDir, 'rootfs');
@@ -39,7 +43,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
   let net: PrivateNetwork | undefined;
   const tty = io.terminal !== undefined ? new TerminalRelay(io) : undefined;
   try {
-    cgroup = await runCgroup(spec.resources);
+    cgroup = await runCgroup(withDevices(spec.resources, proc.devices));
     const stdin: StdioMode = tty !== undefined || io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
     const copies: Promise<void>[] = [];
     const result = await runChain(
@@ -47,7 +51,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         kind: 'run',
         target,
         rootfs: spec.userns ? spec.rootfs.map(forUserNamespace) : spec.rootfs,
-        ...(spec.mounts !== undefined && spec.mounts.length > 0 ? { mounts: spec.mounts } : {}),
+        ...(extraMounts(spec).length > 0 ? { mounts: extraMounts(spec) } : {}),
         args: spec.args,
         env: spec.env,
         cwd: spec.cwd,
@@ -58,6 +62,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         network,
         cgroupProcs: cgroup?.procsFiles ?? [],
         security: securityRequest(spec),
+        process: proc,
         ...(tty !== undefined ? { terminal: true } : {}),
       },
       {
@@ -125,15 +130,6 @@ function rootlessCgroupRoot(): string | undefined {
   return self === undefined ? undefined : delegatedCgroup(DEFAULT_CGROUP_ROOT, self, process.getuid?.() ?? 0);
 }
 
-const warned = new Set<string>();
-
-/** A process warning (one line from the CLI), once per process for the same text. */
-function warnOnce(message: string): void {
-  if (warned.has(message)) return;
-  warned.add(message);
-  process.emitWarning(message);
-}
-
 /** Runs every step even when one fails, then throws the first failure. */
 async function cleanup(steps: (() => Promise<unknown> | undefined)[]): Promise<void> {
   let first: unknown;
@@ -176,6 +172,10 @@ function validate(spec: RunSpec): void {
     if (m.type !== 'bind' && m.type !== 'tmpfs') throw new InvalidArgumentError(`run: mount at ${m.destination}: type must be bind or tmpfs: ${String(m.type)}`);
   }
   if (spec.mounts !== undefined && spec.mounts.length > 0 && spec.runtime !== undefined) throw new InvalidArgumentError('run: extra mounts are not supported with an external OCI runtime');
+  if (spec.runtime !== undefined) {
+    const unsupported = (['ulimits', 'oomScoreAdj', 'devices', 'shmSize', 'tmpfs', 'label', 'apparmorProfile'] as const).filter((k) => spec[k] !== undefined && !(Array.isArray(spec[k]) && spec[k].length === 0));
+    if (unsupported.length > 0) throw new InvalidArgumentError(`run: ${unsupported.join(', ')} not supported with an external OCI runtime (only with the built-in one)`);
+  }
   if (spec.runtime === '') throw new InvalidArgumentError('run: runtime is empty (want runc, crun or a path)');
 }
 
@@ -252,6 +252,17 @@ class TerminalRelay {
     const fd = this.fd;
     if (fd >= 0) void Promise.all([this.closed, this.sending]).then(() => close(fd, () => {}));
   }
+}
+
+/** RUN --mount's (and -v's) mounts, then --tmpfs ones. */
+function extraMounts(spec: RunSpec): ExtraMount[] {
+  return [...(spec.mounts ?? []), ...(spec.tmpfs ?? []).map((t) => ({ destination: t.destination, type: 'tmpfs' as const, options: t.options }))];
+}
+
+/** The run's --device nodes as device cgroup rules too (cgroups/ writes them). */
+function withDevices(resources: Resources | undefined, devices: DeviceNode[]): Resources | undefined {
+  if (devices.length === 0) return resources;
+  return { ...resources, devices: [...(resources?.devices ?? []), ...devices.map((d) => ({ type: d.type, major: d.major, minor: d.minor, access: d.access }))] };
 }
 
 /**

@@ -8,6 +8,8 @@ import { compileFilter, encodeProgram } from './seccomp/bpf.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 import { parseSeccompProfile, resolveProfile, type SeccompProfile } from './seccomp/profile.js';
 import { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS } from './security-paths.js';
+import { type SelinuxLabelOptions, type SelinuxLabels, apparmorProfile, parseLabelOption, selinuxLabels, validateApparmorProfile } from './security-labels.js';
+import { warnOnce } from './warn-once.js';
 
 /** One contiguous range of a user namespace's uid or gid map (user_namespaces(7)). */
 export interface IdMapping {
@@ -45,6 +47,16 @@ export interface SecurityOptions {
    * layers owned by host root appear as nobody and are read-only to the container.
    */
   userns?: { uidMappings: IdMapping[]; gidMappings: IdMapping[] };
+  /**
+   * SELinux labels (runc's semantics, see security-labels.ts): applied only when asked and
+   * SELinux is enabled; otherwise a notice says they are not.
+   */
+  label?: SelinuxLabelOptions;
+  /**
+   * An AppArmor profile (loaded already) for the command, or 'unconfined' (the default: tsbuild
+   * loads no profile of its own). Where AppArmor is off a notice says it is not applied.
+   */
+  apparmorProfile?: string;
 }
 
 /** What the helper needs: everything resolved and validated by tsbuild, the filter compiled. */
@@ -58,6 +70,10 @@ export interface SecurityRequest {
   readonlyPaths: string[];
   etcFiles?: EtcFiles;
   userns?: { uidMappings: IdMapping[]; gidMappings: IdMapping[] };
+  /** Written to /proc/thread-self/attr/exec before execve; the mount label goes on tmpfs and the rootfs. */
+  selinux?: SelinuxLabels;
+  /** Written as `exec PROFILE` to /proc/thread-self/attr/apparmor/exec before execve. */
+  apparmorProfile?: string;
 }
 
 const compiledDefault = new Map<string, string>();
@@ -89,6 +105,13 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
     req.seccomp = program;
   }
   if (spec.etcFiles !== undefined) req.etcFiles = spec.etcFiles;
+  const selinux = selinuxLabels(spec.label);
+  if (selinux.notice !== undefined) warnOnce(selinux.notice);
+  if (selinux.labels !== undefined) req.selinux = selinux.labels;
+  if (spec.apparmorProfile !== undefined) validateApparmorProfile(`apparmor=${spec.apparmorProfile}`, spec.apparmorProfile);
+  const apparmor = apparmorProfile(spec.apparmorProfile);
+  if (apparmor.notice !== undefined) warnOnce(apparmor.notice);
+  if (apparmor.profile !== undefined) req.apparmorProfile = apparmor.profile;
   if (spec.userns !== undefined) {
     validateMappings(spec.userns.uidMappings, 'uid');
     validateMappings(spec.userns.gidMappings, 'gid');
@@ -128,12 +151,18 @@ export function userNamespaceArgs(userns: { uidMappings: IdMapping[]; gidMapping
   return [`--map-users=${u.hostID},${u.containerID},${u.size}`, `--map-groups=${g.hostID},${g.containerID},${g.size}`, '--setuid', '0', '--setgid', '0'];
 }
 
+/** The options `--security-opt` sets. */
+export type SecurityOptValues = Pick<SecurityOptions, 'seccomp' | 'noNewPrivileges' | 'maskedPaths' | 'readonlyPaths' | 'label' | 'apparmorProfile'>;
+
+const SECURITY_OPTS = 'seccomp=unconfined|PROFILE.json, systempaths=unconfined, no-new-privileges, label=user:U|role:R|type:T|level:L|filetype:T|disable, apparmor=PROFILE|unconfined';
+
 /**
- * `--security-opt` values as docker takes them: seccomp=unconfined, seccomp=PROFILE.json
- * (docker's JSON format), no-new-privileges[=true|false]. Others are rejected by name.
+ * `--security-opt` values as docker and podman take them (KEY=VALUE, or the older KEY:VALUE):
+ * seccomp=unconfined|PROFILE.json (docker's JSON format), no-new-privileges[=true|false],
+ * systempaths=unconfined, label=…, apparmor=…. The one parser of them: the CLI calls it.
  */
-export function parseSecurityOpts(values: string[]): Pick<SecurityOptions, 'seccomp' | 'noNewPrivileges'> {
-  const out: Pick<SecurityOptions, 'seccomp' | 'noNewPrivileges'> = {};
+export function parseSecurityOpts(values: readonly string[]): SecurityOptValues {
+  const out: SecurityOptValues = {};
   for (const v of values) {
     const eq = v.search(/[=:]/);
     const key = eq < 0 ? v : v.slice(0, eq);
@@ -154,8 +183,20 @@ export function parseSecurityOpts(values: string[]): Pick<SecurityOptions, 'secc
         }
         out.seccomp = parseSeccompProfile(text, value);
       }
+    } else if (key === 'systempaths' && value === 'unconfined') {
+      // docker's and podman's: no masked and no read-only paths under /proc and /sys. A tsbuild
+      // inside the container needs it: its RUN mounts a fresh proc for its PID namespace, which
+      // the kernel refuses while the /proc it can see has paths overmounted (fs/namespace.c
+      // mount_too_revealing: an unprivileged proc or sysfs mount must not reveal what is hidden).
+      out.maskedPaths = [];
+      out.readonlyPaths = [];
+    } else if (key === 'label' && value !== undefined) {
+      parseLabelOption(v, value, (out.label ??= {}));
+    } else if (key === 'apparmor' && value !== undefined) {
+      validateApparmorProfile(v, value);
+      out.apparmorProfile = value;
     } else {
-      throw new InvalidArgumentError(`--security-opt ${v}: unsupported option (supported: seccomp=unconfined|PROFILE.json, no-new-privileges)`);
+      throw new InvalidArgumentError(`--security-opt ${v}: want ${SECURITY_OPTS}`);
     }
   }
   return out;

@@ -3,6 +3,7 @@ import type { Resources } from './cgroups/cgroup-resources.js';
 import type { ExtraMount } from './helper-protocol.js';
 import type { Mount } from './mount-spec.js';
 import type { SecurityOptions } from './security-spec.js';
+import type { ProcessOptions } from './process-spec.js';
 
 // The contract of run() on its own: both ways of running (the built-in helper chain in run.ts and
 // an external OCI runtime in external-runtime.ts) take these, and neither imports the other for them.
@@ -11,7 +12,7 @@ import type { SecurityOptions } from './security-spec.js';
  * One RUN: a command in its own mount, PID, UTS and IPC namespaces (and network namespace with
  * network 'none'), with `rootfs` as / and the command as PID 1. Nothing it mounts outlives it.
  */
-export interface RunSpec extends SecurityOptions {
+export interface RunSpec extends SecurityOptions, ProcessOptions {
   /** argv; args[0] is searched in the PATH of `env` (inside the rootfs) when it has no '/'. */
   args: string[];
   /** KEY=VALUE */

@@ -82,7 +82,7 @@ describe('seccomp', () => {
     expect(r.out).toBe('mkdir 1\ntouched\n');
     expect(r.err).toMatch(/mkdir.*Operation not permitted/);
     expect(() => parseSecurityOpts([`seccomp=${join(fx.dir, 'missing.json')}`])).toThrow(/cannot read .*missing\.json/);
-    expect(() => parseSecurityOpts(['apparmor=foo'])).toThrow(InvalidArgumentError);
+    expect(() => parseSecurityOpts(['mcs=foo'])).toThrow(InvalidArgumentError);
   });
 });
 

@@ -6,6 +6,7 @@ import { CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
 import { inUserNamespace } from '@tsbuild/linux';
+import { apparmorEnabled, selinuxEnabled } from '@tsbuild/runtime';
 
 /** A /proc/self/{u,g}id_map as buildah info prints it: container_id, host_id, size. */
 function idMap(file: string): { container_id: number; host_id: number; size: number }[] {
@@ -119,6 +120,8 @@ export default class Info extends BaseCommand<typeof Info> {
         // a user namespace (user-namespace.ts), whose maps are shown as buildah shows them.
         rootless: process.geteuid?.() !== 0 || inUserNamespace(),
         ...(inUserNamespace() ? { idMappings: { uidmap: idMap('/proc/self/uid_map'), gidmap: idMap('/proc/self/gid_map') } } : {}),
+        // podman info's host.security: whether --security-opt label=… and apparmor=… can apply.
+        security: { selinuxEnabled: selinuxEnabled(), apparmorEnabled: apparmorEnabled() },
       },
       store: {
         root,
