@@ -1,4 +1,6 @@
-import { readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestStore, mountsUnder } from './harness.js';
 
@@ -35,6 +37,21 @@ describe('tsbuild run and build: the process and /dev flags', () => {
     // The tmpfs at /tmp hid the image's /tmp and put nothing into the layers.
     const ls = await t.run(['run', '--rm', 'procflags', 'ls', '-A', '/tmp']);
     expect(ls.stdout).toBe('');
+  });
+
+  it('--device ACCESS is enforced by the devices cgroup: a read-only loop device opens for reading, not for writing', async () => {
+    const img = path.join(t.tmp, 'loop.img');
+    writeFileSync(img, Buffer.alloc(1 << 20));
+    const dev = execFileSync('losetup', ['-f', '--show', img], { encoding: 'utf8' }).trim();
+    try {
+      const probe = 'dd if=/dev/l0 of=/dev/null bs=512 count=1 2>/dev/null && echo read || echo no-read; dd if=/dev/zero of=/dev/l0 bs=512 count=1 2>/dev/null && echo wrote || echo no-write';
+      const ro = await t.run(['run', '--rm', '--device', `${dev}:/dev/l0:r`, 'busybox', 'sh', '-c', probe]);
+      expect(ro.stdout).toBe('read\nno-write\n');
+      const rw = await t.run(['run', '--rm', '--device', `${dev}:/dev/l0`, 'busybox', 'sh', '-c', probe]);
+      expect(rw.stdout).toBe('read\nwrote\n');
+    } finally {
+      execFileSync('losetup', ['-d', dev]);
+    }
   });
 
   it('--security-opt label and apparmor: validated, then one notice each that this host applies neither', async () => {
