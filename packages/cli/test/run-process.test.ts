@@ -37,6 +37,11 @@ describe('tsbuild run and build: the process and /dev flags', () => {
     // The tmpfs at /tmp hid the image's /tmp and put nothing into the layers.
     const ls = await t.run(['run', '--rm', 'procflags', 'ls', '-A', '/tmp']);
     expect(ls.stdout).toBe('');
+    // A --tmpfs mountpoint the image lacks is made for the RUN and not left in its layer.
+    const c2 = await t.context({ Dockerfile: 'FROM busybox\nRUN test -d /scratchpad && touch /scratchpad/x\n' });
+    expect((await t.run(['build', '-q', '--tmpfs', '/scratchpad', '-t', 'tmpfsmp', c2])).code).toBe(0);
+    const mp = await t.run(['run', '--rm', 'tmpfsmp', 'sh', '-c', 'test -e /scratchpad && echo left || echo gone']);
+    expect(mp.stdout).toBe('gone\n');
   });
 
   it('--device ACCESS is enforced by the devices cgroup: a read-only loop device opens for reading, not for writing', async () => {

@@ -59,7 +59,8 @@ export const RUN: Handler = async (ins, scope, wc) => {
   await scope.layerStep(createdBy, async () => {
     const mountScratch = path.join(scope.scratch, 'mounts');
     const extra = await scope.runMounts(runMounts, mountScratch);
-    const missing = await wc.missingPaths(runMounts.map((m) => m.target));
+    // --tmpfs mountpoints as RUN --mount ones: a directory made for a mount is not the step's change.
+    const missing = await wc.missingPaths([...runMounts.map((m) => m.target), ...(scope.runtime?.tmpfs ?? []).map((t) => t.destination)]);
     let res;
     try {
       res = await wc.runStep(argv, env, user, {
