@@ -57,6 +57,7 @@ import {
   parseDockerfile,
   withContext,
 } from './dockerfile.js';
+import type { BuildRecord } from './build-records.js';
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
 
 
@@ -73,6 +74,11 @@ export type BuildEvent =
 
 export interface BuildOptions {
   store: Store;
+  /**
+   * Where this build keeps what outlives it (step logs, a failed step's state: issue 19); the
+   * CLI makes one per `tsbuild build` (BuildRecords.create). Absent: nothing is kept.
+   */
+  record?: BuildRecord;
   snapshotter: OverlaySnapshotter;
   /** The build context directory. */
   context: string;

@@ -4,7 +4,7 @@ import { type Readable, Writable } from 'node:stream';
 import { Args, CliError, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, type Platform, digestHex, formatPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
-import { type BuildEvent, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, allPlatforms, build, buildPlatforms } from '@tsbuild/builder';
+import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, allPlatforms, build, buildPlatforms } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -172,7 +172,9 @@ export default class Build extends BaseCommand<typeof Build> {
         if (f.iidfile) await writeFile(f.iidfile, r.list.digest);
         return;
       }
-      const result = await build({ ...common, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}), onEvent: (e) => onEvent(e) });
+      // What outlives the build (its logs, a failed step's state) goes into a record of its own.
+      const record = await new BuildRecords(store.root).create();
+      const result = await build({ ...common, record, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}), onEvent: (e) => onEvent(e) });
       if (!quiet) {
         if (result.names.length > 0) out.write(`COMMIT ${result.names.join(', ')}\n`);
         out.write(`--> ${shortId(result.imageId)} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
