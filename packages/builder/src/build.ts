@@ -70,7 +70,16 @@ export type BuildEvent =
   /** Something the build worked around (a --cache-from registry that failed): the CLI prints it. */
   | { type: 'warning'; message: string }
   /** After the build, with --cache-to: how many step states went to the cache repository. */
-  | { type: 'cache-exported'; repository: string; entries: number };
+  | { type: 'cache-exported'; repository: string; entries: number }
+  /**
+   * Before a step runs or is taken from the cache (issue 19, --explain-cache): a hit says which
+   * entry and where it came from; a miss says the first input that differs, in one line.
+   */
+  | { type: 'cache'; step: number; hit: boolean; source?: 'local' | 'registry'; reason: string }
+  /** After a RUN step (issue 19): what it cost, from its cgroup where the host has one. */
+  | { type: 'step-usage'; step: number; wallMs: number; cpuMs?: number; peakMemoryBytes?: number; writtenBytes?: number }
+  /** A build check's finding (issue 19, BuildKit's rule names): `line` is the Dockerfile line. */
+  | { type: 'check'; rule: string; line: number; message: string; error: boolean };
 
 export interface BuildOptions {
   store: Store;
