@@ -187,9 +187,10 @@ export function lintDockerfile(df: ParsedDockerfile): CheckFinding[] {
       try {
         expanded = expandWord(image, new InstructionVars(defaults), esc);
       } catch {
+        // `${X:?}`, a bad modifier: the build fails on it with its own error.
         expanded = undefined;
       }
-      if (expanded === undefined || expanded === '' || !validImageName(df, stage, expanded)) {
+      if (expanded !== undefined && (expanded === '' || !validImageName(df, stage, expanded))) {
         add('InvalidDefaultArgInFrom', from.line, `Default value for ARG ${image} results in empty or invalid base image name`);
       }
     }
