@@ -58,6 +58,8 @@ import {
   withContext,
 } from './dockerfile.js';
 import type { BuildRecord } from './build-records.js';
+import { BuildChecks, basePlatform, undefinedVars } from './lint/index.js';
+import { runStaticChecks } from './lint/static-checks.js';
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
 
 
@@ -229,10 +231,15 @@ export async function buildParsed(opts: BuildOptions, parsed: ParsedDockerfile):
   }
   const cacheTo = opts.cacheTo !== undefined ? cacheRepository(opts.cacheTo, '--cache-to') : undefined;
   const cacheFrom = (opts.cacheFrom ?? []).map((r) => cacheRepository(r, '--cache-from'));
+  // Build checks (issue 19): the Dockerfile's rules once, before the first step; with
+  // `# check=error=true` a finding stops the build here, as BuildKit's linter does.
+  const checks = new BuildChecks(parsed, opts.onEvent);
+  await runStaticChecks(opts, parsed, checks);
+  checks.failIfFound();
   return store.withLock('shared', async () => {
     const scratch = path.join(store.root, 'tmp', `build-${randomBytes(6).toString('hex')}`);
     await fsp.mkdir(scratch, { recursive: true });
-    const b = new Builder(opts, parsed, scratch, cacheFrom);
+    const b = new Builder(opts, parsed, scratch, cacheFrom, checks);
     try {
       const final = await b.run();
       if (opts.labels) Object.assign((final.container.Labels ??= {}), opts.labels);
@@ -340,6 +347,8 @@ class Builder {
     private readonly scratch: string,
     /** --cache-from repositories still worth asking (one that failed is dropped). */
     private readonly cacheFrom: Reference[] = [],
+    /** Where the checks that need the stage's base image report (UndefinedVar, InvalidBaseImagePlatform). */
+    private readonly checks?: BuildChecks,
   ) {
     this.cache = new BuildCache(path.join(opts.store.root, 'cache'));
   }
@@ -582,6 +591,10 @@ class Builder {
     const img = store.image(desc);
     const [config, layers] = await Promise.all([img.config(), img.layers()]);
     const state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
+    if (this.checks?.enabled) {
+      this.checks.report([basePlatform(stage.from, fromName, platform.platform, config)]);
+      this.checks.failIfFound();
+    }
     return { state: platform.explicit ? withPlatform(state, platform.platform) : state, key: cacheKey({ from: desc.digest, platform: p }) };
   }
 
@@ -601,6 +614,10 @@ class Builder {
     // Every image gets a PATH, as docker and buildah give one: a base without it (scratch, an
     // imported rootfs) gets the default, first in Env.
     if (!from.state.env().has('PATH')) from.state.setEnv('PATH', DEFAULT_PATH);
+    if (this.checks?.enabled) {
+      this.checks.report(undefinedVars(this.df, stage, from.state.env().keys()));
+      this.checks.failIfFound();
+    }
     const wc = WorkingContainer.forBuild({ store: this.opts.store, snapshotter: this.opts.snapshotter }, from.state, {
       keyPrefix: `build-${this.id}-${stage.index}`,
       scratch: this.scratch,

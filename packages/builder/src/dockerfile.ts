@@ -58,8 +58,10 @@ export interface Stage {
 export interface ParsedDockerfile {
   file: string;
   escape: string;
-  /** The `# check=` directive (BuildKit's lint settings): accepted and kept, as tsbuild has no linter to configure. */
+  /** The `# check=` directive (BuildKit's build-check settings, see lint/directive.ts). */
   check?: string;
+  /** The file's physical lines: build checks read the comment above an instruction. */
+  lines?: string[];
   /** ARG instructions before the first FROM. */
   globalArgs: Instruction[];
   stages: Stage[];
@@ -232,7 +234,7 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
     current.instructions.push(parsed);
   }
   if (stages.length === 0) throw new DockerfileError(file, 1, 'file with no instructions: a Dockerfile needs a FROM');
-  return { file, escape, globalArgs, stages, ...(check !== undefined ? { check } : {}) };
+  return { file, escape, globalArgs, stages, lines, ...(check !== undefined ? { check } : {}) };
 }
 
 /**

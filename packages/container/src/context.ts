@@ -116,6 +116,17 @@ export interface ContextSource {
 }
 
 /**
+ * Whether the build's ignore file (see readIgnore) excludes a path relative to the context, or
+ * undefined when there is none: the build checks (CopyIgnoredFile) ask before anything is staged.
+ */
+export async function contextIgnores(contextDir: string, dockerfilePath: string | undefined): Promise<((rel: string) => boolean) | undefined> {
+  const rules = await readIgnore(contextDir, dockerfilePath);
+  if (rules === undefined) return undefined;
+  const ig = dockerignore({ ignorecase: false }).add(rules);
+  return (rel) => ig.ignores(rel);
+}
+
+/**
  * A file that may lie in the build context (the Dockerfile, an ignore file), read up to `limit`
  * bytes (the caller refuses a file that fills them): inside the context it is opened inside it (a
  * Dockerfile that is a symlink to /etc/shadow reads the context's /etc/shadow, which does not

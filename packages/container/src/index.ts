@@ -1,6 +1,6 @@
 export { DEFAULT_PATH } from './defaults.js';
 export { ImageState } from './image-state.js';
-export { BuildContext, readContextFile, type ContextSource } from './context.js';
+export { BuildContext, contextIgnores, readContextFile, type ContextSource } from './context.js';
 export { download, downloadName, extractArchive, isArchive } from './add-sources.js';
 export { makeParents, stageTree } from './staged-tree.js';
 export { type RunMount, cacheMountDirName, parseRunMount } from './run-mounts.js';

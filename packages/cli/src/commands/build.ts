@@ -4,7 +4,7 @@ import { type Readable, Writable } from 'node:stream';
 import { Args, CliError, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, type Platform, digestHex, formatPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
-import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, allPlatforms, build, buildPlatforms } from '@tsbuild/builder';
+import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, allPlatforms, build, buildPlatforms, checkBuild } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -50,6 +50,7 @@ export default class Build extends BaseCommand<typeof Build> {
     secret: Flags.string({ description: 'secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (repeatable)', multiple: true }),
     'cache-to': Flags.string({ description: 'after the build, push every cached step to this registry repository (tags are cache keys)', helpGroup: 'REGISTRY' }),
     'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, helpGroup: 'REGISTRY' }),
+    check: Flags.boolean({ description: 'run the build checks only (no build): print each finding, exit status 1 when there is one' }),
     pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
     ...runtimeFlags,
     ...registryFlags,
@@ -118,6 +119,8 @@ export default class Build extends BaseCommand<typeof Build> {
       const onEvent = (e: BuildEvent, prefix = '') => {
         // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
         if (e.type === 'warning') process.stderr.write(`WARNING: ${prefix}${e.message}\n`);
+        // Build checks (BuildKit's wording): stderr, so they stay visible with --quiet as well.
+        if (e.type === 'check') process.stderr.write(`${prefix}${checkLine(e.rule, e.line, e.message)}\n`);
         if (quiet) return;
         if (e.type === 'cache-exported') out.write(`${prefix}Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
         if (e.type === 'step') out.write(`${prefix}${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${prefix}${style.dim('--> Using cache')}` : ''}\n`);
@@ -155,6 +158,12 @@ export default class Build extends BaseCommand<typeof Build> {
         stderr: process.stderr,
         signal: controller.signal,
       };
+      if (f.check) {
+        const findings = await checkBuild({ ...common, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}) });
+        for (const c of findings) process.stdout.write(`${checkLine(c.rule, c.line, c.message)}\n`);
+        if (findings.length > 0) process.exitCode = 1;
+        return;
+      }
       if (multi) {
         const list = f['all-platforms'] ? await allPlatforms(common) : platforms;
         const r = await buildPlatforms({
@@ -202,6 +211,11 @@ function platformList(values: string[]): Platform[] {
     if (!out.some((q) => formatPlatform(q) === formatPlatform(p))) out.push(p);
   }
   return out;
+}
+
+/** A build check's finding as BuildKit prints it: `Warning: Dockerfile:LINE: RULE: message`. */
+function checkLine(rule: string, line: number, message: string): string {
+  return `Warning: Dockerfile:${line}: ${rule}: ${message}`;
 }
 
 function setArg(out: Record<string, string>, a: string, where: string): void {
