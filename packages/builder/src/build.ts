@@ -641,6 +641,9 @@ class Builder {
           if (hit) {
             await sr.wc.reset(hit.state);
             sr.key = key;
+            // A registry's entry has no inputs here: record them (this build has them) so that a
+            // later miss of this step can be explained. Local hits write nothing.
+            if (hit.repo !== undefined) await this.cache.putInputs(key, this.stepIdentity(stage, position, sr), this.stepInputs(parent, ins, args, prepared));
             const step = this.emitStep(stage, ins.text, true, ins.line);
             this.opts.onEvent?.({ type: 'cache', step, hit: true, source: hit.repo === undefined ? 'local' : 'registry', reason: `entry ${shortKey(key)}${hit.repo === undefined ? ' (local)' : ` from --cache-from ${hit.repo}`}` });
             continue;
@@ -649,7 +652,7 @@ class Builder {
         const step = this.emitStep(stage, ins.text, false, ins.line);
         // A miss: what differs from the step's earlier entries, then what this one is made of.
         const identity = layered ? this.stepIdentity(stage, position, sr) : undefined;
-        const inputs: StepInputs = { parent, text: ins.text, args, ...(prepared.inputs ? { copy: prepared.inputs } : {}) };
+        const inputs = this.stepInputs(parent, ins, args, prepared);
         if (this.opts.onEvent) {
           const reason = !layered ? 'no cache (--layers=false)' : this.opts.noCache ? '--no-cache' : await this.cache.explainMiss(key, identity!, inputs, sr.diverged ?? fromStep);
           this.opts.onEvent({ type: 'cache', step, hit: false, reason });
@@ -749,6 +752,10 @@ class Builder {
     this.stepStates.delete(key);
     this.stepStates.set(key, d!);
     return { state, ...(repo !== undefined ? { repo } : {}) };
+  }
+
+  private stepInputs(parent: Digest, ins: Instruction, args: [string, string][], prepared: { inputs?: StepInputs['copy'] }): StepInputs {
+    return { parent, text: ins.text, args, ...(prepared.inputs ? { copy: prepared.inputs } : {}) };
   }
 
   /**
