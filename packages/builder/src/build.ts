@@ -43,7 +43,7 @@ import {
 import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount } from '@tsbuild/runtime';
 import { fdPath, withFd } from '@tsbuild/linux';
-import { BuildCache, cacheKey, hashSources } from './cache.js';
+import { BuildCache, type StepInputs, cacheKey, hashSources, shortKey } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import { HANDLERS, type StepScope, checkDockerfile, checkInstruction, truncate } from './instructions/index.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -64,7 +64,7 @@ import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expand
 
 
 export type BuildEvent =
-  | { type: 'step'; step: number; total: number; stage: number; text: string; cached: boolean }
+  | { type: 'step'; step: number; total: number; stage: number; text: string; cached: boolean; line?: number }
   | { type: 'step-done'; step: number; ms: number }
   | { type: 'layer'; step: number; digest: Digest; size: number }
   | { type: 'stage-done'; stage: number; name?: string }
@@ -307,6 +307,13 @@ const MAX_CONFIG_SIZE = 8 << 20;
 /** Build args that docker passes to RUN without an ARG declaration, and keeps out of the cache key. */
 const PROXY_ARGS = new Set(['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy']);
 
+/** A built stage: its final state, its cache key and where its chain first missed the cache. */
+interface StageResult {
+  state: ImageState;
+  key: Digest;
+  diverged?: number;
+}
+
 /** Per-stage build state besides the image itself. */
 interface StageRun {
   stage: Stage;
@@ -323,6 +330,8 @@ interface StageRun {
   cmdSet?: boolean;
   /** The platform the stage is built for, and whether it was asked for (images must then be that platform's). */
   platform: { platform: Platform; explicit: boolean };
+  /** The step of this build (in this stage or the stage it is FROM) whose result first differed from the cache: --explain-cache's "parent changed at step N". */
+  diverged?: number;
 }
 
 class Builder {
@@ -331,7 +340,7 @@ class Builder {
   private contextP?: Promise<BuildContext>;
   private step = 0;
   private total = 0;
-  private readonly stageResults = new Map<number, { state: ImageState; key: Digest }>();
+  private readonly stageResults = new Map<number, StageResult>();
   private readonly id = randomBytes(6).toString('hex');
   private readonly cache: BuildCache;
   private registryClient?: RegistryClient;
@@ -405,8 +414,8 @@ class Builder {
     const target = this.targetStage();
     const needed = this.neededStages(target);
     this.total = needed.reduce((n, s) => n + 1 + s.instructions.length, 0);
-    const started = new Map<number, Promise<{ state: ImageState; key: Digest }>>();
-    const start = (stage: Stage): Promise<{ state: ImageState; key: Digest }> => {
+    const started = new Map<number, Promise<StageResult>>();
+    const start = (stage: Stage): Promise<StageResult> => {
       let p = started.get(stage.index);
       if (!p) {
         p = (async () => {
@@ -539,9 +548,9 @@ class Builder {
     throw DockerfileError.at(this.df.file, ins, needle, message);
   }
 
-  private emitStep(stage: Stage, text: string, cached: boolean): number {
+  private emitStep(stage: Stage, text: string, cached: boolean, line?: number): number {
     this.step++;
-    this.opts.onEvent?.({ type: 'step', step: this.step, total: this.total, stage: stage.index, text, cached });
+    this.opts.onEvent?.({ type: 'step', step: this.step, total: this.total, stage: stage.index, text, cached, ...(line !== undefined ? { line } : {}) });
     return this.step;
   }
 
@@ -575,13 +584,13 @@ class Builder {
     }
   }
 
-  private async fromState(stage: Stage, platform: { platform: Platform; explicit: boolean }): Promise<{ state: ImageState; key: Digest }> {
+  private async fromState(stage: Stage, platform: { platform: Platform; explicit: boolean }): Promise<StageResult> {
     const { store } = this.opts;
     const fromName = this.fromImage(stage);
     const base = this.stageByName(fromName, stage.index);
     if (base) {
       const r = this.stageResults.get(base.index)!;
-      return { state: ImageState.from(r.state.config, r.state.layers), key: r.key };
+      return { state: ImageState.from(r.state.config, r.state.layers), key: r.key, ...(r.diverged !== undefined ? { diverged: r.diverged } : {}) };
     }
     // The platform is part of the key a stage starts from: `FROM scratch` for two platforms is
     // two images, and an image's digest says its platform only when it came from a list.
@@ -598,9 +607,9 @@ class Builder {
     return { state: platform.explicit ? withPlatform(state, platform.platform) : state, key: cacheKey({ from: desc.digest, platform: p }) };
   }
 
-  private async buildStage(stage: Stage, final: boolean): Promise<{ state: ImageState; key: Digest }> {
+  private async buildStage(stage: Stage, final: boolean): Promise<StageResult> {
     const started = Date.now();
-    let from: { state: ImageState; key: Digest };
+    let from: StageResult;
     const platform = this.stagePlatform(stage);
     try {
       from = await this.fromState(stage, platform);
@@ -608,7 +617,7 @@ class Builder {
       throw this.located(stage.from, e);
     }
     // Counted outside the event: `onEvent?.(…)` skips evaluating its argument when there is no listener.
-    const fromStep = this.emitStep(stage, stage.from.text, false);
+    const fromStep = this.emitStep(stage, stage.from.text, false, stage.from.line);
     this.opts.onEvent?.({ type: 'step-done', step: fromStep, ms: Date.now() - started });
     const layered = this.opts.layers !== false && !(this.opts.squash && final);
     // Every image gets a PATH, as docker and buildah give one: a base without it (scratch, an
@@ -625,14 +634,14 @@ class Builder {
       ...(this.opts.disableCompression === false ? { compression: { format: this.opts.compression?.format ?? 'gzip', ...(this.opts.compression?.level !== undefined ? { level: this.opts.compression.level } : {}) } } : {}),
     });
     this.containers.add(wc);
-    const sr: StageRun = { stage, wc, key: from.key, layered, args: new Map(), platform };
+    const sr: StageRun = { stage, wc, key: from.key, layered, args: new Map(), platform, ...(from.diverged !== undefined ? { diverged: from.diverged } : {}) };
     const globals = this.globalArgs();
     // ONBUILD triggers of the base image run first, as if written right after FROM; the new
     // image does not inherit them.
     const triggers = (from.state.container.OnBuild ?? []).map((t) => this.trigger(stage, t));
     if (from.state.container.OnBuild) from.state.container.OnBuild = null;
     this.total += triggers.length;
-    for (const ins of [...triggers, ...stage.instructions]) {
+    for (const [position, ins] of [...triggers, ...stage.instructions].entries()) {
       this.checkAbort();
       const t0 = Date.now();
       let release: (() => void) | undefined;
@@ -640,18 +649,32 @@ class Builder {
         const vars = new InstructionVars([...sr.args, ...sr.wc.state.env()]);
         if (ins.keyword === 'ARG') this.declareArgs(ins, vars, sr.args, globals);
         const prepared = await this.prepare(ins, sr, vars);
-        const key = cacheKey({ parent: sr.key, instruction: ins.text, args: [...sr.args].filter(([k]) => !PROXY_ARGS.has(k)).sort(), ...prepared.key });
+        const parent = sr.key;
+        const args = [...sr.args].filter(([k]) => !PROXY_ARGS.has(k)).sort();
+        const key = cacheKey({ parent, instruction: ins.text, args, ...prepared.key });
         release = layered && !this.opts.noCache ? await this.claim(key) : undefined;
         if (layered && !this.opts.noCache) {
           const hit = await this.loadCached(key);
           if (hit) {
-            await sr.wc.reset(hit);
+            await sr.wc.reset(hit.state);
             sr.key = key;
-            this.emitStep(stage, ins.text, true);
+            // A registry's entry has no inputs here: record them (this build has them) so that a
+            // later miss of this step can be explained. Local hits write nothing.
+            if (hit.repo !== undefined) await this.cache.putInputs(key, this.stepIdentity(stage, position, sr), this.stepInputs(parent, ins, args, prepared));
+            const step = this.emitStep(stage, ins.text, true, ins.line);
+            this.opts.onEvent?.({ type: 'cache', step, hit: true, source: hit.repo === undefined ? 'local' : 'registry', reason: `entry ${shortKey(key)}${hit.repo === undefined ? ' (local)' : ` from --cache-from ${hit.repo}`}` });
             continue;
           }
         }
-        const step = this.emitStep(stage, ins.text, false);
+        const step = this.emitStep(stage, ins.text, false, ins.line);
+        // A miss: what differs from the step's earlier entries, then what this one is made of.
+        const identity = layered ? this.stepIdentity(stage, position, sr) : undefined;
+        const inputs = this.stepInputs(parent, ins, args, prepared);
+        if (this.opts.onEvent) {
+          const reason = !layered ? 'no cache (--layers=false)' : this.opts.noCache ? '--no-cache' : await this.cache.explainMiss(key, identity!, inputs, sr.diverged ?? fromStep);
+          this.opts.onEvent({ type: 'cache', step, hit: false, reason });
+        }
+        sr.diverged ??= step;
         await this.execute(sr, ins, vars, step, prepared);
         const size = JSON.stringify(sr.wc.state.config).length;
         if (size > MAX_CONFIG_SIZE) this.fail(ins, `${ins.keyword}: the image config would grow to ${size} bytes, more than the ${MAX_CONFIG_SIZE >> 20} MiB allowed`);
@@ -659,6 +682,7 @@ class Builder {
         if (layered) {
           const { descriptor } = await writeImage(this.opts.store, sr.wc.state.config, sr.wc.state.layers, { format: 'oci' });
           await this.cache.put(key, descriptor);
+          await this.cache.putInputs(key, identity!, inputs);
           this.stepStates.delete(key); // keep build order when a key repeats
           this.stepStates.set(key, descriptor);
         }
@@ -680,7 +704,7 @@ class Builder {
       }
     }
     this.containers.delete(wc);
-    return { state: sr.wc.state, key: sr.key };
+    return { state: sr.wc.state, key: sr.key, ...(sr.diverged !== undefined ? { diverged: sr.diverged } : {}) };
   }
 
   /**
@@ -729,19 +753,35 @@ class Builder {
    * A cached state: from the local cache if every blob it names is still in the store, else
    * from the first --cache-from repository that has the key (then recorded in the local cache).
    */
-  private async loadCached(key: Digest): Promise<ImageState | undefined> {
+  private async loadCached(key: Digest): Promise<{ state: ImageState; repo?: string } | undefined> {
     let d = await this.cache.get(key);
     let state = d && (await this.readCached(d));
+    let repo: string | undefined;
     if (!state) {
       d = await this.fetchCached(key);
       state = d && (await this.readCached(d));
-      if (state) await this.cache.put(key, d!);
+      if (state) {
+        await this.cache.put(key, d!);
+        repo = this.importedFrom.get(key);
+      }
     }
-    if (state) {
-      this.stepStates.delete(key);
-      this.stepStates.set(key, d!);
-    }
-    return state;
+    if (!state) return undefined;
+    this.stepStates.delete(key);
+    this.stepStates.set(key, d!);
+    return { state, ...(repo !== undefined ? { repo } : {}) };
+  }
+
+  private stepInputs(parent: Digest, ins: Instruction, args: [string, string][], prepared: { inputs?: StepInputs['copy'] }): StepInputs {
+    return { parent, text: ins.text, args, ...(prepared.inputs ? { copy: prepared.inputs } : {}) };
+  }
+
+  /**
+   * What makes a step "the same step" across builds, for --explain-cache's index of earlier
+   * entries: the context and Dockerfile, the platform, the stage and the instruction's position
+   * in it (ONBUILD triggers counted). Not the parent nor the text: those are what a miss explains.
+   */
+  private stepIdentity(stage: Stage, position: number, sr: StageRun): Digest {
+    return cacheKey({ context: this.opts.context, dockerfile: this.opts.dockerfile ?? null, platform: formatPlatform(sr.platform.platform), stage: stage.index, position });
   }
 
   /** The manifest of `key` from the first --cache-from repository that has it. */
@@ -790,11 +830,16 @@ class Builder {
   }
 
   /** Work an instruction needs before its cache key is known: resolving and hashing COPY sources. */
-  private async prepare(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<{ key: Record<string, unknown>; copy?: CopyFiles; entries?: number }> {
+  private async prepare(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<{ key: Record<string, unknown>; copy?: CopyFiles; entries?: number; inputs?: StepInputs['copy'] }> {
     if (ins.keyword !== 'COPY' && ins.keyword !== 'ADD') return { key: {} };
     const op = await this.copyOp(ins, sr, vars);
     const sources = await hashSources(op.sources, op.keepOwners);
-    return { key: { sources: sources.digest, dest: op.dest, uid: op.uid, gid: op.gid, mode: op.mode ?? null }, copy: op, entries: sources.entries };
+    return {
+      key: { sources: sources.digest, dest: op.dest, uid: op.uid, gid: op.gid, mode: op.mode ?? null },
+      copy: op,
+      entries: sources.entries,
+      inputs: { dest: op.dest, owner: `${op.uid}:${op.gid} ${op.mode ?? ''}`, files: sources.files },
+    };
   }
 
   /** One instruction, by its handler, on the stage's working container. */

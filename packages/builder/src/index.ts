@@ -9,3 +9,4 @@ export { MAX_DOCKERFILE_SIZE } from './dockerfile.js';
 export { buildPlatforms, allPlatforms, type MultiPlatformOptions, type MultiPlatformResult } from './multi-platform.js';
 export { BuildRecords, type BuildRecord } from './build-records.js';
 export { checkBuild, type CheckFinding } from './lint/index.js';
+export { MetadataRecorder, type BuildMetadata, type StepMetadata } from './metadata.js';

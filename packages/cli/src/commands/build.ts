@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Writable } from 'node:stream';
 import { Args, CliError, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, type Platform, digestHex, formatPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
-import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, allPlatforms, build, buildPlatforms, checkBuild } from '@tsbuild/builder';
+import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, MetadataRecorder, allPlatforms, build, buildPlatforms, checkBuild } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -52,6 +52,8 @@ export default class Build extends BaseCommand<typeof Build> {
     'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, helpGroup: 'REGISTRY' }),
     check: Flags.boolean({ description: 'run the build checks only (no build): print each finding, exit status 1 when there is one' }),
     pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
+    'explain-cache': Flags.boolean({ description: 'say why each step missed the cache (the first input that differs), or which entry it hit' }),
+    'metadata-file': Flags.string({ description: 'write the image digest and ID and each step\'s cache result, time, costs and layer to this JSON file' }),
     ...runtimeFlags,
     ...registryFlags,
   };
@@ -83,6 +85,7 @@ export default class Build extends BaseCommand<typeof Build> {
     }
     const platforms = platformList(f.platform ?? []);
     if (f['all-platforms'] && platforms.length > 0) throw new CliError('--all-platforms and --platform cannot be used together', 2);
+    if (f['metadata-file'] !== undefined && (platforms.length > 1 || f.manifest !== undefined || f['all-platforms'])) throw new CliError('--metadata-file is for a single-platform build (not with several platforms, --manifest or --all-platforms)', 2);
     // A manifest list: several platforms (buildah names it with -t then), --manifest, --all-platforms.
     const multi = platforms.length > 1 || f.manifest !== undefined || f['all-platforms'];
     if (f.file === '-' && args.context === '-') throw new InvalidArgumentError('the Dockerfile and the context cannot both come from stdin');
@@ -116,13 +119,18 @@ export default class Build extends BaseCommand<typeof Build> {
         dockerfile = { dockerfile: path.resolve(f.file) };
       }
       const out = quiet ? devNull() : process.stdout;
+      const metadata = f['metadata-file'] !== undefined && !multi ? new MetadataRecorder() : undefined;
+      const stepText = new Map<number, string>();
       const onEvent = (e: BuildEvent, prefix = '') => {
+        metadata?.onEvent(e);
         // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
         if (e.type === 'warning') process.stderr.write(`WARNING: ${prefix}${e.message}\n`);
         // Build checks (BuildKit's wording): stderr, so they stay visible with --quiet as well.
         if (e.type === 'check') process.stderr.write(`${prefix}${checkLine(e.rule, e.line, e.message)}\n`);
         if (quiet) return;
         if (e.type === 'cache-exported') out.write(`${prefix}Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
+        if (e.type === 'step' && f['explain-cache']) stepText.set(e.step, `STEP ${e.step}/${e.total} ${e.text}`);
+        if (e.type === 'cache' && f['explain-cache']) out.write(`${prefix}${stepText.get(e.step) ?? `STEP ${e.step}`}: ${e.hit ? 'hit' : 'miss'}: ${e.reason}\n`);
         if (e.type === 'step') out.write(`${prefix}${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${prefix}${style.dim('--> Using cache')}` : ''}\n`);
         // Durations of the steps that ran (FROM and instant config steps under 0.1 s stay quiet).
         if (e.type === 'step-done' && e.ms >= 100) out.write(`${prefix}${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s`)}\n`);
@@ -191,6 +199,7 @@ export default class Build extends BaseCommand<typeof Build> {
       }
       process.stdout.write(`${digestHex(result.imageId)}\n`);
       if (f.iidfile) await writeFile(f.iidfile, result.imageId);
+      if (metadata) await writeMetadata(f['metadata-file']!, JSON.stringify(metadata.finish(result), null, 2));
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -275,6 +284,18 @@ async function readCapped(stream: Readable, max: number): Promise<string> {
     if (n >= max) break;
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Written whole or not at all: a reader never sees half a file. */
+async function writeMetadata(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, `${text}\n`);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw new InvalidArgumentError(`--metadata-file ${file}: cannot write it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 function devNull(): Writable {
