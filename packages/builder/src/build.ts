@@ -41,7 +41,7 @@ import {
   resolveUser,
 } from '@tsbuild/container';
 import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
-import type { ExtraMount } from '@tsbuild/runtime';
+import type { ExtraMount, RunUsage } from '@tsbuild/runtime';
 import { fdPath, withFd } from '@tsbuild/linux';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
@@ -808,6 +808,7 @@ class Builder {
       failAt: (needle, message) => this.failAt(ins, needle, message),
       layerStep: (createdBy, change, dropIfEmpty) => this.layerStep(sr, step, createdBy, change, dropIfEmpty),
       runMounts: (mounts, scratch) => this.prepareRunMounts(ins, sr, mounts, scratch),
+      reportUsage: (wallMs, usage) => this.opts.onEvent?.({ type: 'step-usage', step, wallMs: Math.round(wallMs), ...roundUsage(usage) }),
     };
     await handler(ins, scope, sr.wc);
   }
@@ -1114,4 +1115,13 @@ const CACHE_MOUNTS_IN_USE = new Map<string, { promise: Promise<void> }>();
 /** The build's compression settings as compressImage takes them (gzip at its default level unless set). */
 function layerCompressionOptions(opts: BuildOptions): CompressImageOptions {
   return { format: opts.compression?.format ?? 'gzip', ...(opts.compression?.level !== undefined ? { level: opts.compression.level } : {}) };
+}
+
+/** Whole milliseconds and bytes for the step-usage event; a figure the host did not count stays absent. */
+function roundUsage(u: RunUsage | undefined): { cpuMs?: number; peakMemoryBytes?: number; writtenBytes?: number } {
+  const out: { cpuMs?: number; peakMemoryBytes?: number; writtenBytes?: number } = {};
+  if (u?.cpuMs !== undefined) out.cpuMs = Math.round(u.cpuMs);
+  if (u?.peakMemoryBytes !== undefined) out.peakMemoryBytes = u.peakMemoryBytes;
+  if (u?.writtenBytes !== undefined) out.writtenBytes = u.writtenBytes;
+  return out;
 }
