@@ -42,6 +42,7 @@ import {
 } from '@tsbuild/container';
 import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount, RunUsage } from '@tsbuild/runtime';
+import { StepLog } from './step-log.js';
 import { fdPath, withFd } from '@tsbuild/linux';
 import { BuildCache, cacheKey, hashSources } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
@@ -789,6 +790,10 @@ class Builder {
       const v = this.opts.buildArgs?.[k];
       if (v !== undefined) proxy.set(k, v);
     }
+    // Only RUN writes output: its complete log goes into the build's record (tsbuild logs).
+    const log = this.opts.record !== undefined && ins.keyword === 'RUN' ? await StepLog.open(path.join(this.opts.record.dir, 'logs'), step, ins.text) : undefined;
+    const stdout = log !== undefined ? log.tee(this.opts.stdout, process.stdout) : this.opts.stdout;
+    const stderr = log !== undefined ? log.tee(this.opts.stderr, process.stderr) : this.opts.stderr;
     const scope: StepScope = {
       file: this.df.file,
       escape: this.df.escape,
@@ -799,9 +804,10 @@ class Builder {
       stage: sr,
       prepared,
       ...(this.opts.runtime ? { runtime: this.opts.runtime } : {}),
-      ...(this.opts.stdout ? { stdout: this.opts.stdout } : {}),
-      ...(this.opts.stderr ? { stderr: this.opts.stderr } : {}),
+      ...(stdout ? { stdout } : {}),
+      ...(stderr ? { stderr } : {}),
       ...(this.opts.signal ? { signal: this.opts.signal } : {}),
+      ...(log !== undefined ? { logHint: `tsbuild logs ${this.opts.record!.id} --step ${step}` } : {}),
       scratch: path.join(this.scratch, `step-${step}`),
       timestamp: () => this.timestamp(),
       fail: (message) => this.fail(ins, message),
@@ -810,7 +816,11 @@ class Builder {
       runMounts: (mounts, scratch) => this.prepareRunMounts(ins, sr, mounts, scratch),
       reportUsage: (wallMs, usage) => this.opts.onEvent?.({ type: 'step-usage', step, wallMs: Math.round(wallMs), ...roundUsage(usage) }),
     };
-    await handler(ins, scope, sr.wc);
+    try {
+      await handler(ins, scope, sr.wc);
+    } finally {
+      await log?.close();
+    }
   }
 
   private timestamp(): string {

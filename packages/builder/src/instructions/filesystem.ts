@@ -88,7 +88,8 @@ export const RUN: Handler = async (ins, scope, wc) => {
     if (res.exitCode !== 0 || res.signal) {
       const how = res.signal ? `was killed by ${res.signal}` : `exited with status ${res.exitCode}`;
       const last = tail.lastLine();
-      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}`);
+      const hint = scope.logHint !== undefined ? `; full output: ${scope.logHint}` : '';
+      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}${hint}`);
     }
   });
 };

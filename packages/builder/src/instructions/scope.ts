@@ -38,6 +38,8 @@ export interface StepScope {
   readonly stdout?: Writable;
   readonly stderr?: Writable;
   readonly signal?: AbortSignal;
+  /** How to see this step's whole output once the build is over (its log is kept), for a failure's message. */
+  readonly logHint?: string;
   /** The history time of this step (SOURCE_DATE_EPOCH or now). */
   timestamp(): string;
   fail(message: string): never;

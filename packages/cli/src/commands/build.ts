@@ -115,14 +115,17 @@ export default class Build extends BaseCommand<typeof Build> {
         dockerfile = { dockerfile: path.resolve(f.file) };
       }
       const out = quiet ? devNull() : process.stdout;
+      const usage = new Map<string, BuildEvent & { type: 'step-usage' }>();
       const onEvent = (e: BuildEvent, prefix = '') => {
         // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
         if (e.type === 'warning') process.stderr.write(`WARNING: ${prefix}${e.message}\n`);
         if (quiet) return;
         if (e.type === 'cache-exported') out.write(`${prefix}Pushed ${e.entries} cache ${e.entries === 1 ? 'entry' : 'entries'} to ${e.repository}\n`);
         if (e.type === 'step') out.write(`${prefix}${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${prefix}${style.dim('--> Using cache')}` : ''}\n`);
+        // A RUN's cost (step-usage) comes before its step-done, which prints it on the duration's line.
+        if (e.type === 'step-usage') usage.set(`${prefix}${e.step}`, e);
         // Durations of the steps that ran (FROM and instant config steps under 0.1 s stay quiet).
-        if (e.type === 'step-done' && e.ms >= 100) out.write(`${prefix}${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s`)}\n`);
+        if (e.type === 'step-done' && e.ms >= 100) out.write(`${prefix}${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s${costText(usage.get(`${prefix}${e.step}`))}`)}\n`);
       };
       const common = {
         store,
@@ -261,6 +264,12 @@ async function readCapped(stream: Readable, max: number): Promise<string> {
     if (n >= max) break;
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** `, cpu 4.1s, peak 812 MB` (decimal MB, as docker stats): what the step's cgroup counted. */
+export function costText(u: { cpuMs?: number; peakMemoryBytes?: number } | undefined): string {
+  if (u === undefined) return '';
+  return `${u.cpuMs !== undefined ? `, cpu ${(u.cpuMs / 1000).toFixed(1)}s` : ''}${u.peakMemoryBytes !== undefined ? `, peak ${Math.round(u.peakMemoryBytes / 1e6)} MB` : ''}`;
 }
 
 function devNull(): Writable {
