@@ -10,16 +10,24 @@ import { Writable } from 'node:stream';
  * terminal's back-pressure), never kept whole in memory.
  */
 export class StepLog {
+  /** Set when the log file could not be written: the step goes on, only unlogged (a full disk must not fail a build). */
+  private failed = false;
+
   private constructor(
     private readonly file: WriteStream,
     readonly path: string,
-  ) {}
+  ) {
+    file.on('error', () => {
+      this.failed = true;
+      file.emit('drain');
+    });
+  }
 
   static async open(logsDir: string, step: number, instruction: string): Promise<StepLog> {
     await fsp.mkdir(logsDir, { recursive: true });
     await fsp.appendFile(path.join(logsDir, 'steps'), `${step}\t${instruction.replace(/\s+/g, ' ')}\n`);
     const p = path.join(logsDir, `step-${step}.log`);
-    const file = createWriteStream(p, { flags: 'w', mode: 0o600 });
+    const file = createWriteStream(p, { flags: 'w', mode: 0o600, highWaterMark: 1 << 20 });
     await new Promise<void>((resolve, reject) => {
       file.once('open', () => resolve());
       file.once('error', reject);
@@ -32,19 +40,22 @@ export class StepLog {
     const to = out ?? fallback;
     return new Writable({
       write: (chunk: Buffer, _enc, cb) => {
-        let pending = 2;
-        let failed: Error | null | undefined;
-        const done = (e?: Error | null): void => {
-          failed ??= e;
-          if (--pending === 0) cb(failed);
-        };
-        this.file.write(chunk, done);
-        to.write(chunk, done);
+        // The terminal's write paces the step; the file's runs beside it (its own buffer of up to
+        // 1 MiB), waited for only when that buffer is full: one disk round trip per chunk in
+        // series cost 13% on a step printing 22 MB.
+        if (!this.failed) this.file.write(chunk);
+        to.write(chunk, (e) => {
+          if (e) cb(e);
+          // Asked now, not at the write: a drain in between would otherwise never come again.
+          else if (!this.failed && this.file.writableNeedDrain) this.file.once('drain', () => cb());
+          else cb();
+        });
       },
     });
   }
 
   async close(): Promise<void> {
+    if (this.failed) return;
     await new Promise<void>((resolve) => this.file.end(() => resolve()));
   }
 }
