@@ -41,7 +41,8 @@ import {
   resolveUser,
 } from '@tsbuild/container';
 import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
-import type { ExtraMount } from '@tsbuild/runtime';
+import type { ExtraMount, RunUsage } from '@tsbuild/runtime';
+import { StepLog } from './step-log.js';
 import { fdPath, withFd } from '@tsbuild/linux';
 import { BuildCache, type StepInputs, cacheKey, hashSources, shortKey } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
@@ -851,6 +852,10 @@ class Builder {
       const v = this.opts.buildArgs?.[k];
       if (v !== undefined) proxy.set(k, v);
     }
+    // Only RUN writes output: its complete log goes into the build's record (tsbuild logs).
+    const log = this.opts.record !== undefined && ins.keyword === 'RUN' ? await StepLog.open(path.join(this.opts.record.dir, 'logs'), step, ins.text) : undefined;
+    const stdout = log !== undefined ? log.tee(this.opts.stdout, process.stdout) : this.opts.stdout;
+    const stderr = log !== undefined ? log.tee(this.opts.stderr, process.stderr) : this.opts.stderr;
     const scope: StepScope = {
       file: this.df.file,
       escape: this.df.escape,
@@ -861,17 +866,23 @@ class Builder {
       stage: sr,
       prepared,
       ...(this.opts.runtime ? { runtime: this.opts.runtime } : {}),
-      ...(this.opts.stdout ? { stdout: this.opts.stdout } : {}),
-      ...(this.opts.stderr ? { stderr: this.opts.stderr } : {}),
+      ...(stdout ? { stdout } : {}),
+      ...(stderr ? { stderr } : {}),
       ...(this.opts.signal ? { signal: this.opts.signal } : {}),
+      ...(log !== undefined ? { logHint: `tsbuild logs ${this.opts.record!.id} --step ${step}` } : {}),
       scratch: path.join(this.scratch, `step-${step}`),
       timestamp: () => this.timestamp(),
       fail: (message) => this.fail(ins, message),
       failAt: (needle, message) => this.failAt(ins, needle, message),
       layerStep: (createdBy, change, dropIfEmpty) => this.layerStep(sr, step, createdBy, change, dropIfEmpty),
       runMounts: (mounts, scratch) => this.prepareRunMounts(ins, sr, mounts, scratch),
+      reportUsage: (wallMs, usage) => this.opts.onEvent?.({ type: 'step-usage', step, wallMs: Math.round(wallMs), ...roundUsage(usage) }),
     };
-    await handler(ins, scope, sr.wc);
+    try {
+      await handler(ins, scope, sr.wc);
+    } finally {
+      await log?.close();
+    }
   }
 
   private timestamp(): string {
@@ -1176,4 +1187,13 @@ const CACHE_MOUNTS_IN_USE = new Map<string, { promise: Promise<void> }>();
 /** The build's compression settings as compressImage takes them (gzip at its default level unless set). */
 function layerCompressionOptions(opts: BuildOptions): CompressImageOptions {
   return { format: opts.compression?.format ?? 'gzip', ...(opts.compression?.level !== undefined ? { level: opts.compression.level } : {}) };
+}
+
+/** Whole milliseconds and bytes for the step-usage event; a figure the host did not count stays absent. */
+function roundUsage(u: RunUsage | undefined): { cpuMs?: number; peakMemoryBytes?: number; writtenBytes?: number } {
+  const out: { cpuMs?: number; peakMemoryBytes?: number; writtenBytes?: number } = {};
+  if (u?.cpuMs !== undefined) out.cpuMs = Math.round(u.cpuMs);
+  if (u?.peakMemoryBytes !== undefined) out.peakMemoryBytes = u.peakMemoryBytes;
+  if (u?.writtenBytes !== undefined) out.writtenBytes = u.writtenBytes;
+  return out;
 }

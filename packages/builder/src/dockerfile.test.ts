@@ -130,3 +130,30 @@ describe('errors located at a Dockerfile line', () => {
     expect(atLine('Dockerfile', 1, bug)).toBe(bug);
   });
 });
+
+describe('# tsbuild:limits', () => {
+  it('attaches to the instruction right below it, across other comment lines, and not across a blank line', () => {
+    const df = parseDockerfile('FROM scratch\n# tsbuild:limits memory=2g cpus=1 pids=100\n# builds the thing\nRUN make\n# tsbuild:limits memory=1g\n\nRUN other\nRUN last\n');
+    const [a, b, c] = df.stages[0]!.instructions;
+    expect(a!.limits).toEqual({ memory: 2 * 1024 ** 3, cpus: 1, pidsLimit: 100, line: 2 });
+    expect(b!.limits).toBeUndefined();
+    expect(c!.limits).toBeUndefined();
+    // Not part of the instruction's text: the cache key and history are those of the RUN alone.
+    expect(a!.text).toBe('RUN make');
+  });
+
+  it('a comment inside a continuation does not attach to the next instruction', () => {
+    const df = parseDockerfile('FROM scratch\nRUN a \\\n# tsbuild:limits memory=1g\n  && b\nRUN c\n');
+    expect(df.stages[0]!.instructions.map((i) => i.limits)).toEqual([undefined, undefined]);
+  });
+
+  it('bad limits are one line naming the directive line', () => {
+    const bad = (text: string) => () => parseDockerfile(`FROM scratch\n${text}\nRUN x\n`);
+    expect(bad('# tsbuild:limits memory=lots')).toThrow(/^Dockerfile:2: # tsbuild:limits memory=lots: want a size of at least 6m/);
+    expect(bad('# tsbuild:limits cpus=0')).toThrow(/^Dockerfile:2: # tsbuild:limits cpus=0: want a positive number/);
+    expect(bad('# tsbuild:limits pids=many')).toThrow(/^Dockerfile:2: .*whole number/);
+    expect(bad('# tsbuild:limits swap=1g')).toThrow(/^Dockerfile:2: # tsbuild:limits swap=1g: unknown limit/);
+    expect(bad('# tsbuild:limits')).toThrow(/^Dockerfile:2: # tsbuild:limits: want memory=SIZE/);
+    expect(() => parseDockerfile('FROM scratch\n# tsbuild:limits memory=1g\nCOPY a b\n')).toThrow('Dockerfile:2: # tsbuild:limits applies to a RUN step, not to COPY on line 3');
+  });
+});

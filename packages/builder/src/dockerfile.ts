@@ -11,6 +11,7 @@ import {
   UnavailableError,
 } from '@tsbuild/oci';
 import { splitRaw } from './expand.js';
+import { LIMITS_DIRECTIVE, type StepLimits, parseStepLimits } from './step-limits.js';
 
 /**
  * A Dockerfile as the builder sees it: stages of instructions, each with its logical argument
@@ -37,6 +38,8 @@ export interface Instruction {
   text: string;
   /** Here-documents (`<<EOF` … `EOF`) of RUN, COPY and ADD, in the order their markers appear. */
   heredocs?: Heredoc[];
+  /** This step's own cgroup limits: a `# tsbuild:limits …` comment among the lines right above it. */
+  limits?: StepLimits;
 }
 
 export interface Heredoc {
@@ -193,8 +196,12 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
   const lines = content.split(/\r?\n/);
   const globalArgs: Instruction[] = [];
   const stages: Stage[] = [];
+  /** The 0-based line after the previous instruction (its continuations and here-documents). */
+  let after = 0;
   for (const ins of df.getInstructions()) {
     const range = ins.getRange();
+    const limits = stepLimits(lines, after, range.start.line, file);
+    after = range.end.line + 1;
     const line = range.start.line + 1;
     const column = range.start.character + 1;
     const keyword = ins.getKeyword().toUpperCase();
@@ -213,6 +220,10 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
     }
     const parsed: Instruction = { keyword, line, column, source: physical, args, flags, text: `${keyword} ${rest}`.trim() };
     if (heredocs.length > 0) parsed.heredocs = heredocs;
+    if (limits !== undefined) {
+      if (keyword !== 'RUN') throw new DockerfileError(file, limits.line, `# tsbuild:limits applies to a RUN step, not to ${keyword} on line ${line}`);
+      parsed.limits = limits;
+    }
     const json = parseJsonForm(args);
     if (json) parsed.json = json;
     if (keyword === 'FROM') {
@@ -235,6 +246,26 @@ export function parseDockerfile(content: string, file = 'Dockerfile'): ParsedDoc
   }
   if (stages.length === 0) throw new DockerfileError(file, 1, 'file with no instructions: a Dockerfile needs a FROM');
   return { file, escape, globalArgs, stages, lines, ...(check !== undefined ? { check } : {}) };
+}
+
+/**
+ * The `# tsbuild:limits` directive among the comment lines right above an instruction (from
+ * `from`, the line after the previous one, to `at`, its first line; 0-based), if any. A blank
+ * line or another instruction between them detaches it, as it would a reader's eye.
+ */
+function stepLimits(lines: string[], from: number, at: number, file: string): StepLimits | undefined {
+  for (let k = at - 1; k >= from; k--) {
+    const t = lines[k]!.trim();
+    if (!t.startsWith('#')) return undefined;
+    const m = LIMITS_DIRECTIVE.exec(t);
+    if (m === null) continue;
+    try {
+      return parseStepLimits(m[1]!, k + 1);
+    } catch (e) {
+      throw new DockerfileError(file, k + 1, (e as Error).message);
+    }
+  }
+  return undefined;
 }
 
 /**

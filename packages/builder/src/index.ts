@@ -10,3 +10,4 @@ export { buildPlatforms, allPlatforms, type MultiPlatformOptions, type MultiPlat
 export { BuildRecords, type BuildRecord } from './build-records.js';
 export { checkBuild, type CheckFinding } from './lint/index.js';
 export { MetadataRecorder, type BuildMetadata, type StepMetadata } from './metadata.js';
+export { loggedSteps } from './step-log.js';

@@ -24,6 +24,7 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   info: () => import('./commands/info.js'),
   inspect: () => import('./commands/inspect.js'),
   load: () => import('./commands/load.js'),
+  logs: () => import('./commands/logs.js'),
   login: () => import('./commands/login.js'),
   logout: () => import('./commands/logout.js'),
   manifest: () => import('./commands/manifest.js'),

@@ -1,6 +1,6 @@
 export type { Mount } from './mount-spec.js';
 export { run } from './run.js';
-export type { RunSpec, RunIO, RunResult } from './spec.js';
+export type { RunSpec, RunIO, RunResult, RunUsage } from './spec.js';
 export { copyInto } from './copy-into.js';
 export type { CopyOp, ExtraMount } from './helper-protocol.js';
 export { validateResources, type Resources, type DeviceRate, type DeviceRule } from './cgroups/cgroup-resources.js';

@@ -90,7 +90,8 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
     await Promise.all(copies);
     await tty?.finished();
     const oomKilled = cgroup?.oomKilled() ?? false;
-    return result.signal === undefined ? { exitCode: result.exitCode, oomKilled } : { exitCode: result.exitCode, signal: result.signal, oomKilled };
+    const usage = cgroup?.usage();
+    return { exitCode: result.exitCode, ...(result.signal !== undefined ? { signal: result.signal } : {}), oomKilled, ...(usage !== undefined ? { usage } : {}) };
   } finally {
     tty?.stop();
     // In this order: kill what the run left (cgroup.kill), so the network namespace empties and

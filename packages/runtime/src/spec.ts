@@ -84,4 +84,22 @@ export interface RunResult {
   signal?: string;
   /** The kernel's OOM killer killed a process of the run because of `resources.memory`. */
   oomKilled: boolean;
+  /** What the run cost, from its cgroup: absent when it had none (rootless without delegation, an OCI runtime). */
+  usage?: RunUsage;
 }
+
+/** A run's cost as its cgroup counted it (RunResult.usage). */
+export interface RunUsage {
+  /** CPU time, user + system, of every process of the run (v1 cpuacct.usage, v2 cpu.stat usage_usec). */
+  cpuMs?: number;
+  /** The most memory the run held at once (v1 memory.max_usage_in_bytes, v2 memory.peak: Linux 5.19+). */
+  peakMemoryBytes?: number;
+  /**
+   * Bytes written to block devices on the run's account (v1 blkio.throttle.io_service_bytes_recursive
+   * `Write`, v2 io.stat `wbytes`). Page-cache writes count once written back: v2 charges the
+   * writeback to the cgroup that dirtied the pages (cgroup-v2.rst, "Writeback"), v1 only I/O the
+   * run's own tasks issue (fsync, O_DIRECT), so a short run's buffered writes may not show yet.
+   */
+  writtenBytes?: number;
+}
+

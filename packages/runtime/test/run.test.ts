@@ -68,7 +68,7 @@ describe('run', () => {
     const p = run({ args: ['sleep', '1000'], env: ['PATH=/bin', marker], cwd: '/', rootfs: fx.overlay().mounts, scratchDir: fx.scratch() }, { stdout: 'inherit', stderr: 'inherit' });
     await waitFor('sleep', () => processesWithEnv(marker).length === 1);
     process.kill(processesWithEnv(marker)[0], 'SIGKILL');
-    await expect(p).resolves.toEqual({ exitCode: 137, signal: 'SIGKILL', oomKilled: false });
+    await expect(p).resolves.toEqual({ exitCode: 137, signal: 'SIGKILL', oomKilled: false, usage: expect.objectContaining({ cpuMs: expect.any(Number) }) });
   });
 
   it('pipes stdin', async () => {

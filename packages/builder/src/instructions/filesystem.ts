@@ -62,10 +62,11 @@ export const RUN: Handler = async (ins, scope, wc) => {
     // --tmpfs mountpoints as RUN --mount ones: a directory made for a mount is not the step's change.
     const missing = await wc.missingPaths([...runMounts.map((m) => m.target), ...(scope.runtime?.tmpfs ?? []).map((t) => t.destination)]);
     let res;
+    const started = performance.now();
     try {
       res = await wc.runStep(argv, env, user, {
         workdir: c.WorkingDir || '/',
-        runtime: { ...scope.runtime, ...(network !== undefined ? { network } : {}) },
+        runtime: { ...scope.runtime, ...(network !== undefined ? { network } : {}), ...stepResources(ins, scope) },
         ...(extra.mounts.length > 0 ? { mounts: extra.mounts } : {}),
         stdin: 'ignore',
         stdout: tail.wrap(scope.stdout),
@@ -77,17 +78,39 @@ export const RUN: Handler = async (ins, scope, wc) => {
       await fsp.rm(mountScratch, { recursive: true, force: true });
       await wc.removeMountpoints(missing);
     }
+    scope.reportUsage(performance.now() - started, res.usage);
     if (res.oomKilled) {
-      const limit = scope.runtime?.resources?.memory;
-      scope.fail(`RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB)` : ''}`);
+      const own = ins.limits?.memory !== undefined;
+      const limit = own ? ins.limits!.memory : scope.runtime?.resources?.memory;
+      const from = own ? `, from # tsbuild:limits on line ${ins.limits!.line}` : ', from --memory';
+      scope.fail(`RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB${from})` : ''}`);
     }
     if (res.exitCode !== 0 || res.signal) {
       const how = res.signal ? `was killed by ${res.signal}` : `exited with status ${res.exitCode}`;
       const last = tail.lastLine();
-      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}`);
+      const hint = scope.logHint !== undefined ? `; full output: ${scope.logHint}` : '';
+      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}${hint}`);
     }
   });
 };
+
+/**
+ * The step's cgroup limits: the build's (--memory, --cpus, --pids-limit), with those of its
+ * `# tsbuild:limits` directive in their place. A step's own memory limit takes docker's default
+ * swap with it (as much again), not the build's --memory-swap total, made for another limit.
+ */
+function stepResources(ins: Instruction, scope: StepScope): { resources?: NonNullable<StepScope['runtime']>['resources'] } {
+  const l = ins.limits;
+  if (l === undefined) return {};
+  const resources = { ...scope.runtime?.resources };
+  if (l.memory !== undefined) {
+    resources.memory = l.memory;
+    delete resources.memorySwap;
+  }
+  if (l.cpus !== undefined) resources.cpus = l.cpus;
+  if (l.pidsLimit !== undefined) resources.pidsLimit = l.pidsLimit;
+  return { resources };
+}
 
 function signalOpt(scope: StepScope): { signal?: AbortSignal } {
   return scope.signal ? { signal: scope.signal } : {};

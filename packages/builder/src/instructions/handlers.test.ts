@@ -72,6 +72,7 @@ function scope(ins: Instruction, o: Partial<StepScope> & { layers?: { createdBy:
       await change();
     },
     runMounts: async (mounts) => ({ mounts: mounts.map(() => ({ destination: '/x', type: 'tmpfs', options: [] })), release: () => undefined }),
+    reportUsage: () => undefined,
     ...o,
   };
 }
@@ -191,6 +192,40 @@ describe('filesystem instructions go through the container', () => {
   it('RUN out of memory names the limit', async () => {
     const wc = new RecordingContainer();
     wc.result = { exitCode: 137, oomKilled: true } as RunResult;
-    await expect(handle('RUN true', wc, { runtime: { resources: { memory: 64 << 20 } } })).rejects.toThrow('RUN was killed: out of memory (limit 64 MiB)');
+    await expect(handle('RUN true', wc, { runtime: { resources: { memory: 64 << 20 } } })).rejects.toThrow('RUN was killed: out of memory (limit 64 MiB, from --memory)');
+  });
+});
+
+describe('RUN: per-step limits (# tsbuild:limits) and usage', () => {
+  const build = { resources: { memory: 1024 ** 3, memorySwap: 2 * 1024 ** 3, cpus: 2, pidsLimit: 500 }, network: 'host' as const };
+
+  it('the directive replaces the build-wide limits for its step only; the next RUN keeps the defaults', async () => {
+    const df = parseDockerfile('FROM scratch\n# tsbuild:limits memory=64m cpus=0.5 pids=50\nRUN make\nRUN make install\n');
+    const [limited, plain] = df.stages[0]!.instructions as [Instruction, Instruction];
+    const wc = new RecordingContainer();
+    await HANDLERS.RUN!(limited, scope(limited, { runtime: build }), wc);
+    await HANDLERS.RUN!(plain, scope(plain, { runtime: build }), wc);
+    const runtimes = wc.calls.filter((c) => c.method === 'runStep').map((c) => c.args[4]);
+    // The step's own memory limit takes docker's default swap, not the build's --memory-swap.
+    expect(runtimes[0]).toEqual({ network: 'host', resources: { memory: 64 * 1024 ** 2, cpus: 0.5, pidsLimit: 50 } });
+    expect(runtimes[1]).toEqual(build);
+  });
+
+  it('an OOM kill names the step limit and the directive line; one under --memory names the flag', async () => {
+    const df = parseDockerfile('FROM scratch\nRUN true\n# tsbuild:limits memory=64m\nRUN big\n');
+    const ins = df.stages[0]!.instructions[1]!;
+    const wc = new RecordingContainer();
+    wc.result = { exitCode: 137, signal: 'SIGKILL', oomKilled: true };
+    await expect(HANDLERS.RUN!(ins, scope(ins, { runtime: build }), wc)).rejects.toThrow('Dockerfile:4: RUN was killed: out of memory (limit 64 MiB, from # tsbuild:limits on line 3)');
+    const other = df.stages[0]!.instructions[0]!;
+    await expect(HANDLERS.RUN!(other, scope(other, { runtime: build }), wc)).rejects.toThrow('Dockerfile:2: RUN was killed: out of memory (limit 1024 MiB, from --memory)');
+  });
+
+  it('reports the wall time and the cgroup figures after the step, also when it fails', async () => {
+    const wc = new RecordingContainer();
+    wc.result = { exitCode: 1, oomKilled: false, usage: { cpuMs: 4100, peakMemoryBytes: 812e6 } };
+    const seen: unknown[] = [];
+    await expect(handle('RUN false', wc, { reportUsage: (wallMs, usage) => seen.push({ wall: wallMs >= 0, usage }) })).rejects.toThrow('exited with status 1');
+    expect(seen).toEqual([{ wall: true, usage: { cpuMs: 4100, peakMemoryBytes: 812e6 } }]);
   });
 });

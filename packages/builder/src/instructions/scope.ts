@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import type { ContainerRunOptions, CopyFiles, ImageState, RunDefaults, RunMount } from '@tsbuild/container';
-import type { CopyOp, ExtraMount, RunResult } from '@tsbuild/runtime';
+import type { CopyOp, ExtraMount, RunResult, RunUsage } from '@tsbuild/runtime';
 import type { Instruction } from '../dockerfile.js';
 
 /**
@@ -38,6 +38,8 @@ export interface StepScope {
   readonly stdout?: Writable;
   readonly stderr?: Writable;
   readonly signal?: AbortSignal;
+  /** How to see this step's whole output once the build is over (its log is kept), for a failure's message. */
+  readonly logHint?: string;
   /** The history time of this step (SOURCE_DATE_EPOCH or now). */
   timestamp(): string;
   fail(message: string): never;
@@ -47,6 +49,8 @@ export interface StepScope {
   layerStep(createdBy: string, change: () => Promise<void>, dropIfEmpty?: boolean): Promise<void>;
   /** The host side of RUN --mount (cache dirs, bind sources, secrets, tmpfs). */
   runMounts(mounts: RunMount[], scratch: string): Promise<{ mounts: ExtraMount[]; release: () => void }>;
+  /** After a RUN: its wall time and what its cgroup counted (the build's `step-usage` event). */
+  reportUsage(wallMs: number, usage?: RunUsage): void;
   /** A private scratch directory for this step. */
   readonly scratch: string;
 }

@@ -121,6 +121,7 @@ export default class Build extends BaseCommand<typeof Build> {
       const out = quiet ? devNull() : process.stdout;
       const metadata = f['metadata-file'] !== undefined && !multi ? new MetadataRecorder() : undefined;
       const stepText = new Map<number, string>();
+      const usage = new Map<string, BuildEvent & { type: 'step-usage' }>();
       const onEvent = (e: BuildEvent, prefix = '') => {
         metadata?.onEvent(e);
         // A warning reaches stderr even with --quiet: it says the build went on without something asked for.
@@ -132,8 +133,10 @@ export default class Build extends BaseCommand<typeof Build> {
         if (e.type === 'step' && f['explain-cache']) stepText.set(e.step, `STEP ${e.step}/${e.total} ${e.text}`);
         if (e.type === 'cache' && f['explain-cache']) out.write(`${prefix}${stepText.get(e.step) ?? `STEP ${e.step}`}: ${e.hit ? 'hit' : 'miss'}: ${e.reason}\n`);
         if (e.type === 'step') out.write(`${prefix}${style.step(`STEP ${e.step}/${e.total}:`)} ${e.text}${e.cached ? `\n${prefix}${style.dim('--> Using cache')}` : ''}\n`);
+        // A RUN's cost (step-usage) comes before its step-done, which prints it on the duration's line.
+        if (e.type === 'step-usage') usage.set(`${prefix}${e.step}`, e);
         // Durations of the steps that ran (FROM and instant config steps under 0.1 s stay quiet).
-        if (e.type === 'step-done' && e.ms >= 100) out.write(`${prefix}${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s`)}\n`);
+        if (e.type === 'step-done' && e.ms >= 100) out.write(`${prefix}${style.dim(`--> ${(e.ms / 1000).toFixed(1)}s${costText(usage.get(`${prefix}${e.step}`))}`)}\n`);
       };
       const common = {
         store,
@@ -296,6 +299,12 @@ async function writeMetadata(file: string, text: string): Promise<void> {
     await rm(tmp, { force: true });
     throw new InvalidArgumentError(`--metadata-file ${file}: cannot write it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
+}
+
+/** `, cpu 4.1s, peak 812 MB` (decimal MB, as docker stats): what the step's cgroup counted. */
+export function costText(u: { cpuMs?: number; peakMemoryBytes?: number } | undefined): string {
+  if (u === undefined) return '';
+  return `${u.cpuMs !== undefined ? `, cpu ${(u.cpuMs / 1000).toFixed(1)}s` : ''}${u.peakMemoryBytes !== undefined ? `, peak ${Math.round(u.peakMemoryBytes / 1e6)} MB` : ''}`;
 }
 
 function devNull(): Writable {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_DEVICE_RULES, type DeviceRule, blkioToIoWeight, cpuSharesToWeight, v1Writes, v2Writes, validateResources } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
-import { cgroupLayout, createRunCgroup, delegatedCgroup, pidNamespaceTag } from './run-cgroup.js';
+import { cgroupLayout, createRunCgroup, delegatedCgroup, pidNamespaceTag, v1WrittenBytes, v2WrittenBytes } from './run-cgroup.js';
 
 /**
  * cgroup v2 limits cannot be enforced on the test machine (its unified hierarchy has no
@@ -64,9 +64,28 @@ describe('cgroup v2 files (fake tree)', () => {
     expect(read('cpu.weight')).toBe('100');
     expect(read('cpuset.cpus')).toBe('0');
     expect(read('pids.max')).toBe('20');
-    // memory was enabled already at the root; the others are added there and in the parent
-    expect(readFileSync(join(root, 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +cpuset +pids');
-    expect(readFileSync(join(root, 'tsbuild', 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +cpuset +memory +pids');
+    // memory was enabled already at the root; the others (and io, for its accounting) are added there and in the parent
+    expect(readFileSync(join(root, 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +cpuset +io +pids');
+    expect(readFileSync(join(root, 'tsbuild', 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +cpuset +io +memory +pids');
+  });
+
+  it('a run without limits still gets memory and io enabled for its accounting, and reads its usage from cpu.stat, memory.peak, io.stat', async () => {
+    const root = fakeV2Root('cpu io memory pids');
+    const cg = await createRunCgroup({}, root);
+    expect(readFileSync(join(root, 'tsbuild', 'cgroup.subtree_control'), 'utf8')).toBe('+io +memory');
+    const dir = join(root, 'tsbuild', cg.name);
+    writeFileSync(join(dir, 'cpu.stat'), 'usage_usec 4100000\nuser_usec 4000000\nsystem_usec 100000\n');
+    writeFileSync(join(dir, 'memory.peak'), '851443712\n');
+    writeFileSync(join(dir, 'io.stat'), '254:0 rbytes=4096 wbytes=20971520 rios=1 wios=160 dbytes=0 dios=0\n8:0 rbytes=0 wbytes=4096 rios=0 wios=1 dbytes=0 dios=0\n');
+    expect(cg.usage()).toEqual({ cpuMs: 4100, peakMemoryBytes: 851443712, writtenBytes: 20975616 });
+  });
+
+  it('usage: a kernel before 5.19 (no memory.peak) and no io controller give the CPU time only', async () => {
+    const root = fakeV2Root('cpu pids');
+    const cg = await createRunCgroup({}, root);
+    expect(existsSync(join(root, 'tsbuild', 'cgroup.subtree_control'))).toBe(false);
+    writeFileSync(join(root, 'tsbuild', cg.name, 'cpu.stat'), 'usage_usec 1500\n');
+    expect(cg.usage()).toEqual({ cpuMs: 1.5 });
   });
 
   it('reads an OOM kill from memory.events', async () => {
@@ -213,8 +232,8 @@ describe('block I/O, memory reservation and swappiness, devices (issue 20)', () 
     const cg = await createRunCgroup({ pidsLimit: 5, cgroupParent: '/ci//builds/' }, root);
     expect(cg.path).toBe(`/ci/builds/${cg.name}`);
     expect(cg.dirs).toEqual([join(root, 'ci', 'builds', cg.name)]);
-    expect(readFileSync(join(root, 'ci', 'cgroup.subtree_control'), 'utf8')).toBe('+pids');
-    expect(readFileSync(join(root, 'ci', 'builds', 'cgroup.subtree_control'), 'utf8')).toBe('+pids');
+    expect(readFileSync(join(root, 'ci', 'cgroup.subtree_control'), 'utf8')).toBe('+io +memory +pids');
+    expect(readFileSync(join(root, 'ci', 'builds', 'cgroup.subtree_control'), 'utf8')).toBe('+io +memory +pids');
     // A fake tree's directories hold files, so rmdir fails there: the real removal is tested in
     // test/resources.test.ts. Here, that nothing is made outside the parent.
     expect(existsSync(join(root, 'tsbuild'))).toBe(false);
@@ -274,5 +293,18 @@ describe('device filter program (cgroup v2 eBPF)', () => {
 
   it('encodes struct bpf_insn: code, src<<4|dst, s16 offset, s32 immediate, little-endian', () => {
     expect(encodeInstructions([[0x55, 4, 0, 3, 136], [0x61, 2, 1, 8, 0]]).toString('hex')).toBe('550403008800000061120800' + '00000000');
+  });
+});
+
+describe('written bytes from the io counters', () => {
+  it('v1 blkio io_service_bytes: the Write lines of every device, not the Total', () => {
+    const text = '8:0 Read 4096\n8:0 Write 1048576\n8:0 Sync 0\n8:0 Async 1052672\n8:0 Total 1052672\n7:0 Write 4096\n7:0 Total 4096\nTotal 1056768\n';
+    expect(v1WrittenBytes(text)).toBe(1052672);
+    expect(v1WrittenBytes('Total 0\n')).toBe(0);
+  });
+
+  it('v2 io.stat: wbytes of every device', () => {
+    expect(v2WrittenBytes('8:0 rbytes=1 wbytes=10 rios=1 wios=1\n8:16 rbytes=0 wbytes=5 rios=0 wios=1\n')).toBe(15);
+    expect(v2WrittenBytes('')).toBe(0);
   });
 });

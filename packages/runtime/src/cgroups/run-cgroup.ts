@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
@@ -9,6 +9,7 @@ import { FailedPreconditionError } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
 import { alive } from '../pid-alive.js';
+import type { RunUsage } from '../spec.js';
 
 /**
  * The cgroup(s) of one run, named `tsbuild-<creator pid>-<random>` under a `tsbuild` parent:
@@ -63,9 +64,22 @@ export interface RunCgroup {
    * weaker sign than `oomKilled`, for when the OOM-kill counter lived in a cgroup already removed.
    */
   memoryLimitHit(): boolean;
+  /**
+   * What the run has cost so far, from the accounting controllers' counters (read it after the
+   * run, before `destroy`): each figure the host's cgroups give, none when they give none.
+   */
+  usage(): RunUsage;
   /** SIGKILLs everything still inside, waits for the cgroups to be empty, removes them. */
   destroy(): Promise<void>;
 }
+
+/**
+ * The controllers every run's cgroup gets for its accounting (RunUsage), limits or not: v1
+ * hierarchies a controller co-mounted with another (cpu,cpuacct) share, hence the realpath.
+ * Their cost is one mkdir and one rmdir per hierarchy and run.
+ */
+const V1_ACCOUNTING = ['cpuacct', 'memory', 'blkio'] as const;
+const V2_ACCOUNTING = ['memory', 'io'];
 
 export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
 const PARENT = 'tsbuild';
@@ -154,10 +168,13 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
   const made: string[] = [];
   let memoryDir: string | undefined;
   let memoryEvents: string | undefined;
+  /** Where each accounting file of this run is. */
+  const acct: { cpuacct?: string; memory?: string; blkio?: string; v2?: string } = {};
   try {
     if (layout.version === 2) {
       const dir = makeV2(root, parent, name, resources, made);
       dirs.push(dir);
+      acct.v2 = dir;
       if (resources.memory !== undefined) memoryEvents = posix.join(dir, 'memory.events');
       const hasSwap = existsSync(posix.join(dir, 'memory.swap.max')) || !existsSync(posix.join(dir, 'cgroup.procs'));
       writeAll(dir, v2Writes(resources, hasSwap, existsSync(posix.join(dir, 'io.bfq.weight'))));
@@ -172,13 +189,28 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
         throw new FailedPreconditionError(`block I/O weight is not supported here: ${blkio} has neither blkio.bfq.weight nor blkio.weight (load the bfq I/O scheduler)`);
       }
       const confine = o.confineDevices === true && existsSync(posix.join(root, 'devices'));
+      const seen = new Set<string | undefined>();
       for (const [controller, writes] of v1Writes(resources, hasMemsw, { bfq, ...(confine ? { devices: deviceRules(resources) } : {}) })) {
         const hierarchy = posix.join(root, controller);
         if (!existsSync(hierarchy)) throw new FailedPreconditionError(`cgroup v1 controller ${controller} is not mounted at ${hierarchy}`);
         const dir = makeChild(hierarchy, parent, name, controller === 'cpuset', [], made);
         dirs.push(dir);
+        seen.add(realDir(hierarchy));
         if (controller === 'memory') memoryDir = dir;
         writeAll(dir, writes);
+      }
+      // The accounting hierarchies the limits did not need: counted only, so one that is not
+      // mounted is a figure less, not an error.
+      for (const controller of V1_ACCOUNTING) {
+        const hierarchy = posix.join(root, controller);
+        const real = realDir(hierarchy);
+        if (real === undefined || !existsSync(posix.join(hierarchy, 'cgroup.procs'))) continue;
+        const dir = posix.join(hierarchy, ...parent, name);
+        if (!seen.has(real)) {
+          seen.add(real);
+          dirs.push(makeChild(hierarchy, parent, name, false, [], made));
+        }
+        acct[controller] = dir;
       }
       if (layout.unified !== undefined) dirs.push(makeChild(layout.unified, parent, name, false, [], made));
     }
@@ -203,6 +235,7 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
       }
       return false;
     },
+    usage: () => (acct.v2 !== undefined ? v2Usage(acct.v2) : v1Usage(acct)),
     memoryLimitHit: () => {
       if (memoryEvents !== undefined) return counter(memoryEvents, 'max') > 0;
       if (memoryDir === undefined) return false;
@@ -331,13 +364,91 @@ function subtree(dir: string): string[] {
 }
 
 function makeV2(root: string, parentPath: string[], name: string, resources: Resources, made: string[]): string {
-  const wanted = v2Controllers(resources);
-  if (wanted.length > 0) {
-    const available = readWords(posix.join(root, 'cgroup.controllers'));
-    const missing = wanted.filter((c) => !available.includes(c));
-    if (missing.length > 0) throw new FailedPreconditionError(`cgroup v2 controller(s) ${missing.join(', ')} not available in ${root}/cgroup.controllers`);
-  }
+  const limits = v2Controllers(resources);
+  const available = readWords(posix.join(root, 'cgroup.controllers'));
+  const missing = limits.filter((c) => !available.includes(c));
+  if (missing.length > 0) throw new FailedPreconditionError(`cgroup v2 controller(s) ${missing.join(', ')} not available in ${root}/cgroup.controllers`);
+  // cpu.stat's usage_usec is there without the cpu controller; memory.peak and io.stat need theirs.
+  const wanted = [...new Set([...limits, ...V2_ACCOUNTING.filter((c) => available.includes(c))])].sort();
   return makeChild(root, parentPath, name, false, wanted, made);
+}
+
+function realDir(p: string): string | undefined {
+  try {
+    return realpathSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A file holding one number (cpuacct.usage, memory.max_usage_in_bytes, memory.peak), or undefined. */
+function numberIn(file: string): number | undefined {
+  try {
+    const n = Number(readFileSync(file, 'utf8').trim());
+    return Number.isFinite(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `Write` lines of a v1 blkio io_service_bytes file (`MAJ:MIN Write N`), summed over devices. */
+export function v1WrittenBytes(text: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length === 3 && f[1] === 'Write') total += Number(f[2]) || 0;
+  }
+  return total;
+}
+
+/** The `wbytes=` of every device line of a v2 io.stat (`MAJ:MIN rbytes=… wbytes=… …`), summed. */
+export function v2WrittenBytes(text: string): number {
+  let total = 0;
+  for (const m of text.matchAll(/\bwbytes=(\d+)/g)) total += Number(m[1]);
+  return total;
+}
+
+function v1Usage(acct: { cpuacct?: string; memory?: string; blkio?: string }): RunUsage {
+  const out: RunUsage = {};
+  const ns = acct.cpuacct !== undefined ? numberIn(posix.join(acct.cpuacct, 'cpuacct.usage')) : undefined;
+  if (ns !== undefined) out.cpuMs = ns / 1e6;
+  const peak = acct.memory !== undefined ? numberIn(posix.join(acct.memory, 'memory.max_usage_in_bytes')) : undefined;
+  if (peak !== undefined) out.peakMemoryBytes = peak;
+  if (acct.blkio !== undefined) {
+    // CFQ/BFQ's io_service_bytes count only what their scheduler saw; the throttle layer's sees every bio.
+    for (const f of ['blkio.throttle.io_service_bytes_recursive', 'blkio.throttle.io_service_bytes']) {
+      try {
+        out.writtenBytes = v1WrittenBytes(readFileSync(posix.join(acct.blkio, f), 'utf8'));
+        break;
+      } catch {
+        // an older kernel without the _recursive file
+      }
+    }
+  }
+  return out;
+}
+
+function v2Usage(dir: string): RunUsage {
+  const out: RunUsage = {};
+  const usec = counterOrUndefined(posix.join(dir, 'cpu.stat'), 'usage_usec');
+  if (usec !== undefined) out.cpuMs = usec / 1000;
+  const peak = numberIn(posix.join(dir, 'memory.peak'));
+  if (peak !== undefined) out.peakMemoryBytes = peak;
+  try {
+    out.writtenBytes = v2WrittenBytes(readFileSync(posix.join(dir, 'io.stat'), 'utf8'));
+  } catch {
+    // no io controller here
+  }
+  return out;
+}
+
+function counterOrUndefined(file: string, key: string): number | undefined {
+  try {
+    const line = readFileSync(file, 'utf8').split('\n').find((l) => l.startsWith(`${key} `));
+    return line === undefined ? undefined : Number(line.slice(key.length + 1));
+  } catch {
+    return undefined;
+  }
 }
 
 /**
