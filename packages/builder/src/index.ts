@@ -8,3 +8,4 @@ export { MAX_SOURCE_DATE_EPOCH } from './build.js';
 export { MAX_DOCKERFILE_SIZE } from './dockerfile.js';
 export { buildPlatforms, allPlatforms, type MultiPlatformOptions, type MultiPlatformResult } from './multi-platform.js';
 export { BuildRecords, type BuildRecord } from './build-records.js';
+export { KEPT_LABEL, type KeptState, type EnterOptions, enterKeptState, listKeptStates, readKeptState, removeKeptState } from './debug-state.js';

@@ -77,14 +77,16 @@ export const RUN: Handler = async (ins, scope, wc) => {
       await fsp.rm(mountScratch, { recursive: true, force: true });
       await wc.removeMountpoints(missing);
     }
+    const failed = res.oomKilled || res.exitCode !== 0 || res.signal;
+    const kept = failed ? ((await scope.keepFailed?.({ argv, env, user, workdir: c.WorkingDir || '/', ...(network !== undefined ? { network } : {}), mounts: runMounts })) ?? '') : '';
     if (res.oomKilled) {
       const limit = scope.runtime?.resources?.memory;
-      scope.fail(`RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB)` : ''}`);
+      scope.fail(`RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB)` : ''}${kept}`);
     }
     if (res.exitCode !== 0 || res.signal) {
       const how = res.signal ? `was killed by ${res.signal}` : `exited with status ${res.exitCode}`;
       const last = tail.lastLine();
-      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}`);
+      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}${kept}`);
     }
   });
 };
