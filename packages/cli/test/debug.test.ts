@@ -111,6 +111,24 @@ describe('tsbuild debug of a USER step, and prune', () => {
     expect(r.stdout).toBe('1234\n1234\n');
   });
 
+  it('secrets are never kept: given again with --secret (flags before the build)', async () => {
+    const tok = path.join(t.tmp, 'tok');
+    await fsp.writeFile(tok, 's3cret\n');
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok && false\n' });
+    const b = await t.run(['build', '--secret', `id=tok,src=${tok}`, ctx]);
+    expect(b.code).toBe(1);
+    const id = (await fsp.readFile(path.join(t.root, 'builds', 'last'), 'utf8')).trim();
+    expect(await fsp.readFile(path.join(t.root, 'builds', id, 'debug', 'state.json'), 'utf8')).not.toContain('s3cret');
+    const without = await t.run(['debug', 'last', '--', 'sh', '-c', 'test -e /run/secrets/tok && echo there || echo absent']);
+    expect(without.stdout).toBe('absent\n');
+    expect(without.stderr).toBe('warning: secret tok at /run/secrets/tok is not kept: give it again with --secret id=tok,src=PATH\n');
+    const given = await t.run(['debug', '--secret', `id=tok,src=${tok}`, 'last', '--', 'cat', '/run/secrets/tok']);
+    expect(given.stdout).toBe('s3cret\n');
+    const misplaced = await t.run(['debug', 'last', '--secret', `id=tok,src=${tok}`]);
+    expect(misplaced.code).toBe(2);
+    expect(misplaced.stderr).toMatch(/^Error: --secret: flags go before the build/);
+  });
+
   it('a build that did not fail keeps nothing to enter', async () => {
     const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN true\n' });
     expect((await t.run(['build', ctx])).code).toBe(0);
@@ -126,7 +144,7 @@ describe('tsbuild debug of a USER step, and prune', () => {
     const before = await t.run(['snapshots']);
     expect(before.stdout).toContain(`debug-${id}`);
     const listed = (await t.run(['debug', '--list'])).stdout.trim().split('\n');
-    expect(listed).toHaveLength(2);
+    expect(listed).toHaveLength(3); // the USER, secret and this build
     const p = await t.run(['prune']);
     expect(p.code).toBe(0);
     expect(p.stdout).toContain(`deleted the failed step kept by build ${id}\n`);
@@ -135,5 +153,16 @@ describe('tsbuild debug of a USER step, and prune', () => {
     const r = await t.run(['debug', id, '--', 'true']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('a kept snapshot whose record is gone goes with the next prune', async () => {
+    const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN echo y > /y && false\n' });
+    expect((await t.run(['build', ctx])).code).toBe(1);
+    const id = (await fsp.readFile(path.join(t.root, 'builds', 'last'), 'utf8')).trim();
+    await fsp.rm(path.join(t.root, 'builds', id), { recursive: true });
+    expect((await t.run(['snapshots'])).stdout).toContain(`debug-${id}`);
+    const p = await t.run(['prune']);
+    expect(p.stdout).toContain(`deleted snapshot debug-${id}\n`);
+    expect((await t.run(['snapshots'])).stdout).not.toContain('debug-');
   });
 });

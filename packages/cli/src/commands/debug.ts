@@ -16,7 +16,7 @@ export default class Debug extends BaseCommand<typeof Debug> {
     '/bin/sh there (a terminal when stdin is one), or runs the command after `--` (the exit status is the command\'s). ' +
     'What the session changes is dropped after it: the next `debug` finds the state as the build left it. Secrets are ' +
     'never kept: give them again with --secret. --from-step N enters the state before step N instead (the result of the ' +
-    'step before it, from the build cache). `tsbuild prune` removes kept states.';
+    'step before it, from the build cache). `tsbuild prune` removes kept states. Flags go before BUILD-ID: what follows it is the command.';
   static override passThroughAfterFirstArg = true;
   static override examples = ['<%= config.bin %> debug last', '<%= config.bin %> debug last -- cat /var/log/x', '<%= config.bin %> debug --from-step 3 last', '<%= config.bin %> debug --list'];
   static override args = {
@@ -46,6 +46,10 @@ export default class Debug extends BaseCommand<typeof Debug> {
       id = 'last';
       command = this.passThrough.slice(0);
     } else if (command[0] === '--') command = command.slice(1);
+    else if (command[0]?.startsWith('-')) {
+      // Everything after the build is the command (as `tsbuild run`): a flag there would run as one.
+      throw new CliError(`${command[0]}: flags go before the build (tsbuild debug [FLAGS] [BUILD-ID|last] [-- COMMAND...])`, 2);
+    }
     const record = await records.open(id);
     process.exitCode = await enterRecord(store, await this.snapshotter(), record, {
       command,
