@@ -51,7 +51,7 @@ describe('build errors give one clear line, a non-zero exit, and leave the store
     const ctx = await t.context({ Dockerfile: 'FROM busybox\nWORKDIR /w\nRUN echo partial > /w/file && exit 3\n' });
     const r = await t.run(['build', '-t', 'x', ctx]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('Error: Dockerfile:3: RUN echo partial > /w/file && exit 3 exited with status 3\n');
+    expect(r.stderr).toBe('Error: Dockerfile:3: RUN echo partial > /w/file && exit 3 exited with status 3 (tsbuild debug last to enter the failed step)\n');
     await expectStoreUnchanged(t, before);
   });
 
