@@ -61,6 +61,7 @@ import {
 import type { BuildRecord } from './build-records.js';
 import { BuildChecks, basePlatform, undefinedVars } from './lint/index.js';
 import { runStaticChecks } from './lint/static-checks.js';
+import { type StepEntry, keepFailedRun, writeSteps } from './debug-state.js';
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';
 
 
@@ -350,6 +351,8 @@ class Builder {
   /** Cache entries that came from a --cache-from repository, by key: not pushed back there. */
   private readonly importedFrom = new Map<Digest, string>();
   private globals?: Map<string, string>;
+  /** With a record: each step as --from-step finds its result (issue 19). */
+  private readonly steps: StepEntry[] = [];
 
   constructor(
     private readonly opts: BuildOptions,
@@ -440,6 +443,7 @@ class Builder {
 
   async cleanup(): Promise<void> {
     if (this.registryClient && typeof this.opts.registry !== 'object') await this.registryClient.close();
+    if (this.opts.record) await writeSteps(this.opts.record, this.steps);
     for (const wc of this.containers) await wc.discard();
     this.containers.clear();
   }
@@ -551,6 +555,7 @@ class Builder {
 
   private emitStep(stage: Stage, text: string, cached: boolean, line?: number): number {
     this.step++;
+    if (this.opts.record) this.steps.push({ step: this.step, stage: stage.index, text });
     this.opts.onEvent?.({ type: 'step', step: this.step, total: this.total, stage: stage.index, text, cached, ...(line !== undefined ? { line } : {}) });
     return this.step;
   }
@@ -628,6 +633,7 @@ class Builder {
       this.checks.report(undefinedVars(this.df, stage, from.state.env().keys()));
       this.checks.failIfFound();
     }
+    if (this.opts.record) this.stepDone(fromStep, from.key, from.state);
     const wc = WorkingContainer.forBuild({ store: this.opts.store, snapshotter: this.opts.snapshotter }, from.state, {
       keyPrefix: `build-${this.id}-${stage.index}`,
       scratch: this.scratch,
@@ -664,6 +670,7 @@ class Builder {
             if (hit.repo !== undefined) await this.cache.putInputs(key, this.stepIdentity(stage, position, sr), this.stepInputs(parent, ins, args, prepared));
             const step = this.emitStep(stage, ins.text, true, ins.line);
             this.opts.onEvent?.({ type: 'cache', step, hit: true, source: hit.repo === undefined ? 'local' : 'registry', reason: `entry ${shortKey(key)}${hit.repo === undefined ? ' (local)' : ` from --cache-from ${hit.repo}`}` });
+            if (this.opts.record) this.stepDone(step, key);
             continue;
           }
         }
@@ -680,6 +687,7 @@ class Builder {
         const size = JSON.stringify(sr.wc.state.config).length;
         if (size > MAX_CONFIG_SIZE) this.fail(ins, `${ins.keyword}: the image config would grow to ${size} bytes, more than the ${MAX_CONFIG_SIZE >> 20} MiB allowed`);
         sr.key = key;
+        if (this.opts.record) this.stepDone(step, key);
         if (layered) {
           const { descriptor } = await writeImage(this.opts.store, sr.wc.state.config, sr.wc.state.layers, { format: 'oci' });
           await this.cache.put(key, descriptor);
@@ -877,12 +885,27 @@ class Builder {
       layerStep: (createdBy, change, dropIfEmpty) => this.layerStep(sr, step, createdBy, change, dropIfEmpty),
       runMounts: (mounts, scratch) => this.prepareRunMounts(ins, sr, mounts, scratch),
       reportUsage: (wallMs, usage) => this.opts.onEvent?.({ type: 'step-usage', step, wallMs: Math.round(wallMs), ...roundUsage(usage) }),
+      ...(this.opts.record ? { keepFailed: (run) => this.keepFailed(sr, ins, step, run) } : {}),
     };
     try {
       await handler(ins, scope, sr.wc);
     } finally {
       await log?.close();
     }
+  }
+
+  private stepDone(step: number, key: Digest, state?: ImageState): void {
+    const e = this.steps.find((x) => x.step === step);
+    if (!e) return;
+    e.key = key;
+    if (state) e.state = { config: structuredClone(state.config), layers: [...state.layers] };
+  }
+
+  /** A failed RUN's state, kept in the build's record for `tsbuild debug` (issue 19). */
+  private async keepFailed(sr: StageRun, ins: Instruction, step: number, run: Parameters<NonNullable<StepScope['keepFailed']>>[0]): Promise<string> {
+    const record = this.opts.record!;
+    const contextDir = run.mounts.some((m) => m.type === 'bind') ? (await this.context()).dir : this.opts.context;
+    return keepFailedRun(record, sr.wc, { ...run, step, text: ins.text, config: sr.wc.state.config, storeRoot: this.opts.store.root, contextDir });
   }
 
   private timestamp(): string {

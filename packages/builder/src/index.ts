@@ -11,3 +11,4 @@ export { BuildRecords, type BuildRecord } from './build-records.js';
 export { checkBuild, type CheckFinding } from './lint/index.js';
 export { MetadataRecorder, type BuildMetadata, type StepMetadata } from './metadata.js';
 export { loggedSteps } from './step-log.js';
+export { KEPT_LABEL, type KeptState, type EnterOptions, enterKeptState, listKeptStates, readKeptState, removeKeptState } from './debug-state.js';

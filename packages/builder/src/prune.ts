@@ -5,6 +5,8 @@ import { pruneCompressionRecords, type Store } from '@tsbuild/store';
 import { MOUNT_LABEL, type OverlaySnapshotter, type SnapshotInfo } from '@tsbuild/snapshotter';
 import { BuildCache } from './cache.js';
 import { CONTAINER_LABEL, ContainerRecords } from '@tsbuild/container';
+import { BuildRecords } from './build-records.js';
+import { KEPT_LABEL, readKeptState, removeKeptState } from './debug-state.js';
 
 export interface PruneOptions {
   /** Keep images that have no name. */
@@ -20,6 +22,8 @@ export interface PruneResult {
   images: Digest[];
   blobs: { digest: Digest; size: number }[];
   snapshots: string[];
+  /** Builds whose failed step's kept state (tsbuild debug) was removed. */
+  keptStates: string[];
   /** Bytes freed: blob sizes plus the disk usage of removed snapshots. */
   bytes: number;
 }
@@ -61,11 +65,19 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
         // a broken image keeps nothing alive; fsck reports it
       }
     }
+    // Failed steps kept for `tsbuild debug` go, records and snapshots (issue 19).
+    const builds = new BuildRecords(store.root);
+    const keptStates: string[] = [];
+    let bytes = 0;
+    for (const rec of await builds.list()) {
+      const state = await readKeptState(rec);
+      if (state && (await s.exists(state.snapshot))) bytes += (await s.usage(state.snapshot).catch(() => ({ size: 0 }))).size;
+      if (await removeKeptState(builds, s, rec)) keptStates.push(rec.id);
+    }
     const infos: SnapshotInfo[] = [];
     await s.walk((i) => {
       infos.push(i);
     });
-    let bytes = 0;
     const removed: string[] = [];
     // Remove leaves first: a snapshot with children cannot go before them.
     // A `tsbuild mount` view is the user's until `tsbuild umount`: kept, with its parents.
@@ -74,7 +86,12 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     const records = await new ContainerRecords(store).list();
     const containerIds = new Set(records.map((r) => r.id));
     const owned = (i: SnapshotInfo) => i.labels[CONTAINER_LABEL] !== undefined && containerIds.has(i.labels[CONTAINER_LABEL]);
-    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined && !owned(i));
+    // A kept state's snapshot is its record's while the record keeps the state (as a container's
+    // is the container's); one whose record is gone goes.
+    const keptBy = new Set<string>();
+    for (const rec of await builds.list()) if (await readKeptState(rec)) keptBy.add(rec.id);
+    const kept = (i: SnapshotInfo) => i.labels[KEPT_LABEL] !== undefined && keptBy.has(i.labels[KEPT_LABEL]);
+    let pending = infos.filter((i) => !(i.kind === 'committed' && keep.has(i.name)) && i.labels[MOUNT_LABEL] === undefined && !owned(i) && !kept(i));
     for (let progress = true; progress && pending.length > 0; ) {
       progress = false;
       const parents = new Set(infos.filter((i) => !removed.includes(i.name)).map((i) => i.parent).filter((p): p is string => p !== undefined));
@@ -96,6 +113,6 @@ export async function prune(store: Store, s: OverlaySnapshotter, opts: PruneOpti
     const containers = records.flatMap((r) => (r.image ? [r.image.manifest.digest] : []));
     const gc = await store.gc({ keep: [...containers, ...(opts.buildCache ? [] : await cache.roots())] });
     await pruneCompressionRecords(store);
-    return { cacheEntries, images, blobs: gc.removed, snapshots: removed, bytes: bytes + gc.bytes };
+    return { cacheEntries, images, blobs: gc.removed, snapshots: removed, keptStates, bytes: bytes + gc.bytes };
   });
 }

@@ -14,6 +14,7 @@ const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
   config: () => import('./commands/config.js'),
   containers: () => import('./commands/containers.js'),
   copy: () => import('./commands/copy.js'),
+  debug: () => import('./commands/debug.js'),
   diff: () => import('./commands/diff.js'),
   export: () => import('./commands/export.js'),
   from: () => import('./commands/from.js'),

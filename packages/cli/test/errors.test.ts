@@ -51,8 +51,8 @@ describe('build errors give one clear line, a non-zero exit, and leave the store
     const ctx = await t.context({ Dockerfile: 'FROM busybox\nWORKDIR /w\nRUN echo partial > /w/file && exit 3\n' });
     const r = await t.run(['build', '-t', 'x', ctx]);
     expect(r.code).toBe(1);
-    // The step's whole output stays in the build's record: the line says how to see it.
-    expect(r.stderr).toMatch(/^Error: Dockerfile:3: RUN echo partial > \/w\/file && exit 3 exited with status 3; full output: tsbuild logs [0-9a-f]{12} --step 3\n$/);
+    // The step's whole output stays in the build's record, and its state for tsbuild debug: the line says how to reach both.
+    expect(r.stderr).toMatch(/^Error: Dockerfile:3: RUN echo partial > \/w\/file && exit 3 exited with status 3; full output: tsbuild logs [0-9a-f]{12} --step 3 \(tsbuild debug last to enter the failed step\)\n$/);
     await expectStoreUnchanged(t, before);
   });
 

@@ -146,7 +146,7 @@ describe('container flags on build', () => {
     const ctx = await t.context({ Dockerfile: 'FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=100M count=1\n' });
     const r = await t.run(['build', '--memory', '32m', ctx]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toBe('Error: Dockerfile:2: RUN was killed: out of memory (limit 32 MiB, from --memory)\n');
+    expect(r.stderr).toBe('Error: Dockerfile:2: RUN was killed: out of memory (limit 32 MiB, from --memory) (tsbuild debug last to enter the failed step)\n');
   });
 
   it('--network none and --pids-limit reach RUN', async () => {

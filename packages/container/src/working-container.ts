@@ -206,6 +206,26 @@ export class WorkingContainer {
     this.rec.snapshot = '';
   }
 
+  /**
+   * Build mode: commits the active snapshot as `name` (with `labels`) instead of leaving it to
+   * `discard`: a failed RUN's state, kept for `tsbuild debug` (issue 19). False when the step
+   * had no snapshot to keep.
+   */
+  async keep(name: string, labels: Record<string, string>): Promise<boolean> {
+    if (this.rec.snapshot === '') return false;
+    await this.env.snapshotter.commit(name, this.rec.snapshot, { labels });
+    this.rec.snapshot = '';
+    return true;
+  }
+
+  /**
+   * Build mode: the changes go into `key`, an active snapshot the caller prepared (`tsbuild debug`
+   * prepares one on top of a kept state, so that the session leaves that state as it was).
+   */
+  useSnapshot(key: string): void {
+    this.rec.snapshot = key;
+  }
+
   /** The key of the active snapshot with the container's changes ('' before the first change in build mode). */
   get snapshotKey(): string {
     return this.rec.snapshot;

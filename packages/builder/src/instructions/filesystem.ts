@@ -79,17 +79,19 @@ export const RUN: Handler = async (ins, scope, wc) => {
       await wc.removeMountpoints(missing);
     }
     scope.reportUsage(performance.now() - started, res.usage);
+    const failed = res.oomKilled || res.exitCode !== 0 || res.signal;
+    const kept = failed ? ((await scope.keepFailed?.({ argv, env, user, workdir: c.WorkingDir || '/', ...(network !== undefined ? { network } : {}), mounts: runMounts })) ?? '') : '';
     if (res.oomKilled) {
       const own = ins.limits?.memory !== undefined;
       const limit = own ? ins.limits!.memory : scope.runtime?.resources?.memory;
       const from = own ? `, from # tsbuild:limits on line ${ins.limits!.line}` : ', from --memory';
-      scope.fail(`RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB${from})` : ''}`);
+      scope.fail(`RUN was killed: out of memory${limit !== undefined && limit > 0 ? ` (limit ${Math.round(limit / 1048576)} MiB${from})` : ''}${kept}`);
     }
     if (res.exitCode !== 0 || res.signal) {
       const how = res.signal ? `was killed by ${res.signal}` : `exited with status ${res.exitCode}`;
       const last = tail.lastLine();
       const hint = scope.logHint !== undefined ? `; full output: ${scope.logHint}` : '';
-      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}${hint}`);
+      scope.fail(`RUN ${truncate(ins.args)} ${how}${last ? ` (last output: ${JSON.stringify(truncate(last, 120))})` : ''}${hint}${kept}`);
     }
   });
 };

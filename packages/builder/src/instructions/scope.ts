@@ -51,6 +51,11 @@ export interface StepScope {
   runMounts(mounts: RunMount[], scratch: string): Promise<{ mounts: ExtraMount[]; release: () => void }>;
   /** After a RUN: its wall time and what its cgroup counted (the build's `step-usage` event). */
   reportUsage(wallMs: number, usage?: RunUsage): void;
+  /**
+   * A RUN failed: keep its state for `tsbuild debug` when the build has a record (issue 19).
+   * Returns what the failure message adds (how to enter the state), or '' when nothing was kept.
+   */
+  keepFailed?(run: { argv: string[]; env: Map<string, string>; user: string; workdir: string; network?: 'none' | 'host' | 'private'; mounts: RunMount[] }): Promise<string>;
   /** A private scratch directory for this step. */
   readonly scratch: string;
 }

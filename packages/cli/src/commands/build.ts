@@ -4,7 +4,9 @@ import { type Readable, Writable } from 'node:stream';
 import { Args, CliError, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, type Platform, digestHex, formatPlatform, parsePlatform, shortId } from '@tsbuild/oci';
 import { apply } from '@tsbuild/snapshotter';
-import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, MetadataRecorder, allPlatforms, build, buildPlatforms, checkBuild } from '@tsbuild/builder';
+import { isatty } from 'node:tty';
+import { enterRecord } from './debug.js';
+import { type BuildEvent, BuildRecords, MAX_DOCKERFILE_SIZE, MAX_SOURCE_DATE_EPOCH, MetadataRecorder, allPlatforms, build, buildPlatforms, checkBuild, readKeptState } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -51,6 +53,7 @@ export default class Build extends BaseCommand<typeof Build> {
     'cache-to': Flags.string({ description: 'after the build, push every cached step to this registry repository (tags are cache keys)', helpGroup: 'REGISTRY' }),
     'cache-from': Flags.string({ description: 'registry repository to take cached steps from when the local cache misses (repeatable)', multiple: true, helpGroup: 'REGISTRY' }),
     check: Flags.boolean({ description: 'run the build checks only (no build): print each finding, exit status 1 when there is one' }),
+    'on-error': Flags.string({ description: 'when a RUN fails: fail (default), or shell: open a shell in the failed step, then fail (needs a terminal on stdin and stdout; see tsbuild debug)', options: ['fail', 'shell'], default: 'fail' }),
     pull: Flags.string({ description: 'pull FROM images: missing (only what the store lacks), always, never', options: ['missing', 'always', 'never'], default: 'missing' }),
     'explain-cache': Flags.boolean({ description: 'say why each step missed the cache (the first input that differs), or which entry it hit' }),
     'metadata-file': Flags.string({ description: 'write the image digest and ID and each step\'s cache result, time, costs and layer to this JSON file' }),
@@ -88,6 +91,11 @@ export default class Build extends BaseCommand<typeof Build> {
     if (f['metadata-file'] !== undefined && (platforms.length > 1 || f.manifest !== undefined || f['all-platforms'])) throw new CliError('--metadata-file is for a single-platform build (not with several platforms, --manifest or --all-platforms)', 2);
     // A manifest list: several platforms (buildah names it with -t then), --manifest, --all-platforms.
     const multi = platforms.length > 1 || f.manifest !== undefined || f['all-platforms'];
+    // --on-error=shell without a terminal is a usage error, said before building: a CI log has no
+    // one to type into the shell, and `tsbuild debug last` enters the step later anyway.
+    if (f['on-error'] === 'shell' && (multi || !isatty(0) || !isatty(1))) {
+      throw new CliError(multi ? '--on-error=shell builds one platform only' : '--on-error=shell needs a terminal on stdin and stdout (without one: tsbuild debug last after the build)', 2);
+    }
     if (f.file === '-' && args.context === '-') throw new InvalidArgumentError('the Dockerfile and the context cannot both come from stdin');
     const store = await this.store();
     const scratch = await mkdtemp(path.join(store.root, 'tmp', 'stdin-'));
@@ -194,7 +202,10 @@ export default class Build extends BaseCommand<typeof Build> {
       }
       // What outlives the build (its logs, a failed step's state) goes into a record of its own.
       const record = await new BuildRecords(store.root).create();
-      const result = await build({ ...common, record, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}), onEvent: (e) => onEvent(e) });
+      const result = await build({ ...common, record, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}), onEvent: (e) => onEvent(e) }).catch(async (e: unknown) => {
+        if (f['on-error'] === 'shell') await shellOnError(store, common.snapshotter, record, e);
+        throw e;
+      });
       if (!quiet) {
         if (result.names.length > 0) out.write(`COMMIT ${result.names.join(', ')}\n`);
         out.write(`--> ${shortId(result.imageId)} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
@@ -210,6 +221,13 @@ export default class Build extends BaseCommand<typeof Build> {
       for (const c of clients) await c.close();
     }
   }
+}
+
+/** --on-error=shell: the failed step's shell, when the build kept one; the build's error follows it. */
+async function shellOnError(store: Parameters<typeof enterRecord>[0], snapshotter: Parameters<typeof enterRecord>[1], record: Parameters<typeof enterRecord>[2], e: unknown): Promise<void> {
+  if (!(await readKeptState(record))) return;
+  process.stderr.write(`Error: ${(e as Error).message}\nEntering the failed step (exit the shell to end the build)\n`);
+  await enterRecord(store, snapshotter, record, {});
 }
 
 /**

@@ -6,6 +6,7 @@ export default class Prune extends BaseCommand<typeof Prune> {
   static override summary = 'Remove untagged images, and blobs and snapshots that no image references';
   static override description =
     'Removes untagged (<none>) images first, as `docker image prune` does, unless --keep-untagged. ' +
+    'Removes the failed steps kept for `tsbuild debug` too. ' +
     'Takes the store\'s exclusive lock, so it waits for running builds to finish.';
   static override flags = {
     'keep-untagged': Flags.boolean({ description: 'keep images that have no name' }),
@@ -14,6 +15,7 @@ export default class Prune extends BaseCommand<typeof Prune> {
 
   async run(): Promise<void> {
     const r = await prune(await this.store(), await this.snapshotter(), { keepUntagged: this.flags['keep-untagged'], buildCache: this.flags['build-cache'] });
+    for (const id of r.keptStates) process.stdout.write(`deleted the failed step kept by build ${id}\n`);
     if (r.cacheEntries > 0) process.stdout.write(`dropped ${r.cacheEntries} build cache entries\n`);
     for (const i of r.images) process.stdout.write(`deleted image ${i}\n`);
     for (const b of r.blobs) process.stdout.write(`deleted blob ${b.digest} (${humanSize(b.size)})\n`);
