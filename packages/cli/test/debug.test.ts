@@ -28,7 +28,7 @@ describe('tsbuild debug', () => {
   it('the failure names the command and says how to enter the failed step', () => {
     expect(failed.code).toBe(1);
     const lines = failed.stderr.trim().split('\n');
-    expect(lines.at(-1)).toMatch(/^Error: .*Dockerfile:5: RUN .*echo partial > \/written && false exited with status 1 \(tsbuild debug last to enter the failed step\)$/);
+    expect(lines.at(-1)).toMatch(/^Error: .*Dockerfile:5: RUN .*echo partial > \/written && false exited with status 1; full output: tsbuild logs [0-9a-f]{12} --step 5 \(tsbuild debug last to enter the failed step\)$/);
   });
 
   it('runs a command in the failed step: what the command wrote up to its failure is there', async () => {

@@ -29,7 +29,7 @@ describe('build: step costs, per-step limits, step logs', () => {
     // The step before it held the same 100 MB under the build's (absent) default.
     expect(r.stdout).toContain('104857600\n');
     // Before it, the step's own stderr (the shell's "Killed").
-    expect(r.stderr.endsWith('\nError: Dockerfile:4: RUN was killed: out of memory (limit 64 MiB, from # tsbuild:limits on line 3)\n')).toBe(true);
+    expect(r.stderr.endsWith('\nError: Dockerfile:4: RUN was killed: out of memory (limit 64 MiB, from # tsbuild:limits on line 3) (tsbuild debug last to enter the failed step)\n')).toBe(true);
   });
 
   it('keeps every RUN step\'s complete output, stdout and stderr, for tsbuild logs; a failure points at it', async () => {
@@ -39,7 +39,7 @@ describe('build: step costs, per-step limits, step logs', () => {
     const r = await t.run(['build', '--no-cache', '-q', ctx]);
     expect(r.code).toBe(1);
     const id = /full output: tsbuild logs ([0-9a-f]{12}) --step 5/.exec(r.stderr)?.[1];
-    expect(r.stderr).toMatch(/^err-1\nError: Dockerfile:5: RUN echo before-failure; exit 3 exited with status 3 \(last output: "before-failure"\); full output: tsbuild logs [0-9a-f]{12} --step 5\n$/);
+    expect(r.stderr).toMatch(/^err-1\nError: Dockerfile:5: RUN echo before-failure; exit 3 exited with status 3 \(last output: "before-failure"\); full output: tsbuild logs [0-9a-f]{12} --step 5 \(tsbuild debug last to enter the failed step\)\n$/);
     expect(id).toBeDefined();
     const logs = path.join(t.root, 'builds', id!, 'logs');
     // Not clipped: all 200000 lines (1.3 MB).
