@@ -59,7 +59,8 @@ import {
   withContext,
 } from './dockerfile.js';
 import type { BuildRecord } from './build-records.js';
-import { BuildChecks, basePlatform, undefinedVars } from './lint/index.js';
+import { BuildChecks } from './lint/reporter.js';
+import { basePlatform, undefinedVars } from './lint/rules.js';
 import { runStaticChecks } from './lint/static-checks.js';
 import { type StepEntry, keepFailedRun, writeSteps } from './debug-state.js';
 import { InstructionVars, UnsetVariableError, expandArgWords, expandWord, expandWords, splitRaw } from './expand.js';

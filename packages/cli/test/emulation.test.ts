@@ -78,7 +78,9 @@ describe('RUN under QEMU user emulation', () => {
 
   it('a build FROM the arm64 image runs its RUN emulated and the layer holds the result', async () => {
     const ctx = await t.context({ Dockerfile: 'FROM busybox-arm64\nRUN uname -m > /m\n' });
-    const b = await t.run(['build', '-q', '-t', 'built-arm64', ctx]);
+    // --platform says the target: without it the target is this machine's and the arm64 base is
+    // a finding (InvalidBaseImagePlatform, as BuildKit warns).
+    const b = await t.run(['build', '-q', '--platform', 'linux/arm64', '-t', 'built-arm64', ctx]);
     expect(b.stderr).toBe('');
     expect(b.code).toBe(0);
     // Read from the committed layer on the host, without running anything.
@@ -110,7 +112,7 @@ describe('RUN under QEMU user emulation', () => {
     expect(run.code).toBe(1);
     // Not the RUN of the build test above: a cached RUN runs nothing and needs no emulator.
     const ctx = await t.context({ Dockerfile: 'FROM busybox-arm64\nRUN uname -m > /never\n' });
-    const build = await withoutEmulators(['build', '-q', '-t', 'never', ctx]);
+    const build = await withoutEmulators(['build', '-q', '--platform', 'linux/arm64', '-t', 'never', ctx]);
     expect(build.stderr).toBe(`Error: Dockerfile:2: ${line}\n`);
     expect(build.code).toBe(1);
     expect(await snapshots()).toBe(snapsBefore);
