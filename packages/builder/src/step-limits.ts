@@ -1,3 +1,4 @@
+import { parseByteSize } from '@tsbuild/oci';
 /**
  * `# tsbuild:limits memory=2g cpus=1 pids=100`: a comment right above an instruction gives that
  * step its own cgroup limits, in place of the build's --memory/--cpus/--pids-limit (which stay
@@ -28,8 +29,7 @@ export function parseStepLimits(text: string, line: number): StepLimits {
     const key = m?.[1];
     const value = m?.[2] ?? '';
     if (key === 'memory') {
-      const s = /^(\d+(?:\.\d+)?)([bkmgt]?)i?b?$/i.exec(value);
-      const bytes = s === null ? NaN : Math.floor(Number(s[1]) * { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[s[2]!.toLowerCase() as '']);
+      const bytes = parseByteSize(value) ?? NaN;
       // The kernel needs some room for the step's own processes; docker's minimum is 6 MiB.
       if (!(bytes >= 6 * 1024 * 1024)) throw new Error(`# tsbuild:limits ${w}: want a size of at least 6m, such as 512m or 2g`);
       out.memory = bytes;

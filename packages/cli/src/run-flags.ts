@@ -3,7 +3,7 @@ import { type DeviceRate, type Resources, validateResources } from '@tsbuild/run
 import { parseDevice, parseSecurityOpts, parseTmpfs, parseUlimit, validateOomScoreAdj, validateShmSize } from '@tsbuild/runtime';
 import { posix } from 'node:path';
 import { Flags } from './cli-kit.js';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { InvalidArgumentError, parseByteSize } from '@tsbuild/oci';
 import { inUserNamespace } from '@tsbuild/linux';
 import type { RunDefaults } from '@tsbuild/builder';
 
@@ -209,10 +209,9 @@ export interface RuntimeFlagValues {
 /** Docker's byte sizes: a number with an optional b, k, m, g (binary units, case-insensitive). */
 export function parseBytes(flag: string, v: string): number {
   if (v === '-1') return -1;
-  const m = /^(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?$/i.exec(v.trim());
-  if (!m) throw new InvalidArgumentError(`--${flag}=${v}: want a size such as 64m or 1g`);
-  const mult = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase()]!;
-  return Math.floor(Number(m[1]) * mult);
+  const n = parseByteSize(v);
+  if (n === undefined) throw new InvalidArgumentError(`--${flag}=${v}: want a size such as 64m or 1g`);
+  return n;
 }
 
 export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {

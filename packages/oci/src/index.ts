@@ -10,3 +10,4 @@ export * from './lazy-builtins.js';
 export * from './in-root-path.js';
 export { globPaths, hasWildcard, unescapeGlob, segmentRegExp, type GlobTree } from './path-glob.js';
 export { MAX_ID, isValidId } from './ids.js';
+export { parseByteSize } from './byte-size.js';
