@@ -12,14 +12,13 @@ import { makeArm64BusyboxRootfs } from '../fixtures/busybox-rootfs-arm64.mjs';
 
 export async function benchMultiPlatform({ repo, tmp, tsbuild, buildah, sh, compare, storage }) {
   tsbuild('import', '--platform', 'linux/arm64', makeArm64BusyboxRootfs(path.join(tmp, 'rootfs-arm64')), 'busybox-arm64');
-  const { Store, emptyManifestList, readManifestList, withEntry, writeManifestList } = await import(path.join(repo, 'packages/store/dist/index.js'));
+  const { Store, configPlatform, emptyManifestList, readManifestList, withEntry, writeManifestList } = await import(path.join(repo, 'packages/store/dist/index.js'));
   const store = await Store.open(path.join(tmp, 'store'));
   let list = emptyManifestList('oci');
   buildah('manifest', 'create', 'localhost/bb-multi');
   for (const [name, arch] of [['busybox', 'amd64'], ['busybox-arm64', 'arm64']]) {
     const { descriptor } = await store.resolve(name);
-    const c = await store.image(descriptor).config();
-    list = withEntry(list, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size, platform: { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) } });
+    list = withEntry(list, { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size, platform: configPlatform(await store.image(descriptor).config()) });
     // skopeo 1.9 cannot copy a list into containers-storage (--all): each image, then buildah's list.
     const archive = path.join(tmp, `bb-${arch}.tar`);
     tsbuild('save', name, '-o', archive, '--format', 'oci-archive');

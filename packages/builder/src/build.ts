@@ -22,7 +22,7 @@ import {
   type Reference,
   unescapeGlob,
 } from '@tsbuild/oci';
-import { type CompressImageOptions, type Store, compressImage, writeImage } from '@tsbuild/store';
+import { type CompressImageOptions, type Store, compressImage, configPlatform, writeImage } from '@tsbuild/store';
 import {
   BuildContext,
   WorkingContainer,
@@ -500,20 +500,10 @@ class Builder {
    * out once. Callers must not change the map.
    */
   private globalArgs(): Map<string, string> {
-    if (this.globals) return this.globals;
-    const m = platformArgs(this.target());
-    for (const ins of this.df.globalArgs) {
-      try {
-        for (const { name, value } of expandArgWords(ins.args, new InstructionVars(m), this.df.escape)) {
-          const v = this.opts.buildArgs?.[name] ?? value;
-          if (v !== undefined) m.set(name, v);
-        }
-      } catch (e) {
-        throw this.located(ins, e);
-      }
-    }
-    this.globals = m;
-    return m;
+    this.globals ??= globalArgValues(this.df, this.opts.buildArgs, this.target(), (ins, e) => {
+      throw this.located(ins, e);
+    });
+    return this.globals;
   }
 
   /**
@@ -1176,6 +1166,26 @@ function expandHeredoc(content: string, vars: Map<string, string>): string {
  * strings, which leave out arm64's default variant (`linux/arm64`, TARGETVARIANT empty) while
  * our platforms write it (v8, as image configs and lists carry it); arm keeps its v7.
  */
+/**
+ * The values of the global ARGs (before the first FROM) with the platform ARGs docker predefines
+ * there, for a build for `target`: the one reading of them, for the build and for `--check`.
+ * An ARG whose default cannot be expanded goes to `failed` (which may throw) and is left out.
+ */
+export function globalArgValues(df: ParsedDockerfile, buildArgs: Record<string, string> | undefined, target: Platform, failed: (ins: Instruction, e: unknown) => void): Map<string, string> {
+  const m = platformArgs(target);
+  for (const ins of df.globalArgs) {
+    try {
+      for (const { name, value } of expandArgWords(ins.args, new InstructionVars(m), df.escape)) {
+        const v = buildArgs?.[name] ?? value;
+        if (v !== undefined) m.set(name, v);
+      }
+    } catch (e) {
+      failed(ins, e);
+    }
+  }
+  return m;
+}
+
 function platformArgs(target: Platform): Map<string, string> {
   const m = new Map<string, string>();
   for (const [prefix, platform] of [['TARGET', target], ['BUILD', hostPlatform()]] as const) {
@@ -1196,7 +1206,7 @@ function platformArgs(target: Platform): Map<string, string> {
  */
 function withPlatform(state: ImageState, platform: Platform): ImageState {
   const c = state.config;
-  const own: Platform = { os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) };
+  const own = configPlatform(c);
   if (samePlatformAs(own, platform) && own.variant === platform.variant) return state;
   c.os = platform.os;
   c.architecture = platform.architecture;

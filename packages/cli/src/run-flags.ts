@@ -1,10 +1,10 @@
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { type DeviceRate, type Resources, validateResources } from '@tsbuild/runtime';
 import { parseDevice, parseSecurityOpts, parseTmpfs, parseUlimit, validateOomScoreAdj, validateShmSize } from '@tsbuild/runtime';
 import { posix } from 'node:path';
 import { Flags } from './cli-kit.js';
 import { InvalidArgumentError, parseByteSize } from '@tsbuild/oci';
-import { inUserNamespace } from '@tsbuild/linux';
+import { inUserNamespace, major, minor, readIdMap } from '@tsbuild/linux';
 import type { RunDefaults } from '@tsbuild/builder';
 
 type ExtraMount = NonNullable<RunDefaults['mounts']>[number];
@@ -85,9 +85,7 @@ export function blockDevice(flag: string, value: string, path: string): { major:
     throw new InvalidArgumentError(`${flag} ${value}: ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
   if (!st.isBlockDevice()) throw new InvalidArgumentError(`${flag} ${value}: ${path} is not a block device`);
-  // glibc's gnu_dev_major / gnu_dev_minor (sys/sysmacros.h): 12 bits of major and 20 of minor, split.
-  const d = st.rdev;
-  return { major: Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn)), minor: Number((d & 0xffn) | ((d >> 12n) & ~0xffn)) };
+  return { major: major(st.rdev), minor: minor(st.rdev) };
 }
 
 /** `DEVICE:VALUE` of the per-device flags; VALUE parsed by `parse` (null: refuse it). */
@@ -106,12 +104,8 @@ function perDevice(flag: string, values: readonly string[] | undefined, parse: (
 function cgroupOptions(f: RuntimeFlagValues, resources: Resources): void {
   const integer = (s: string): number | null => (/^\d+$/.test(s) ? Number(s) : null);
   const rate = (s: string): number | null => {
-    try {
-      const n = parseBytes('rate', s);
-      return n > 0 ? n : null;
-    } catch {
-      return null;
-    }
+    const n = parseByteSize(s);
+    return n !== undefined && n > 0 ? n : null;
   };
   if (f['blkio-weight'] !== undefined) resources.blkioWeight = f['blkio-weight'];
   const lists = {
@@ -269,7 +263,7 @@ function processOptions(f: RuntimeFlagValues): RunDefaults {
  */
 function autoRange(): { containerID: number; hostID: number; size: number } {
   if (!inUserNamespace()) return { containerID: 0, hostID: 100000, size: 65536 };
-  const top = Math.max(...readFileSync('/proc/self/uid_map', 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)).map(([inside = 0, , count = 0]) => inside + count));
+  const top = Math.max(...readIdMap().map((r) => r.inside + r.count));
   if (top <= 1) throw new InvalidArgumentError('--userns=auto: this rootless namespace has no ids beyond root (no subordinate ids in /etc/subuid)');
   return { containerID: 0, hostID: 1, size: Math.min(65536, top - 1) };
 }

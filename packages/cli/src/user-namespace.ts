@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as os, userInfo } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { CAP_SYS_ADMIN, hasEffectiveCapability } from '@tsbuild/linux';
+import { CAP_SYS_ADMIN, hasEffectiveCapability, readIdMap } from '@tsbuild/linux';
 import { ROOTLESS_UID_ENV } from '@tsbuild/store';
 import { CliError } from './cli-kit.js';
+import { onPath } from './on-path.js';
 
 /**
  * Rootless tsbuild, buildah's way (pkg/unshare: MaybeReexecUsingUserNamespace): a command that
@@ -64,7 +65,7 @@ export async function reexecInUserNamespace(): Promise<number> {
     const subuid = subordinateRange('/etc/subuid', user.username, uid, 'uids');
     const subgid = subordinateRange('/etc/subgid', user.username, uid, 'gids');
     for (const tool of ['newuidmap', 'newgidmap']) {
-      if (!onPath(tool)) throw new CliError(`rootless: ${tool} is not installed: install Debian's uidmap package (apt-get install uidmap), which maps the subordinate ids`, 1);
+      if (onPath(tool) === undefined) throw new CliError(`rootless: ${tool} is not installed: install Debian's uidmap package (apt-get install uidmap), which maps the subordinate ids`, 1);
     }
     args.push('--map-user=0', '--map-group=0', `--map-users=${subuid.start},1,${subuid.count}`, `--map-groups=${subgid.start},1,${subgid.count}`);
     env[ROOTLESS_UID_ENV] = String(uid);
@@ -128,24 +129,13 @@ export function subordinateRange(file: string, name: string, uid: number, what: 
 
 /** How many ids a map of this process covers, from id 0 up (its first line: `0 outside count`). */
 function mappedSize(file: string): number {
-  const [inside, , count] = readFileSync(file, 'utf8').trim().split('\n')[0]!.trim().split(/\s+/).map(Number);
-  if (inside !== 0 || count === undefined || !(count > 0)) throw new CliError(`rootless: ${file} maps no range starting at id 0 (it reads ${readFileSync(file, 'utf8').trim()})`, 1);
-  return count;
+  const map = readIdMap(file);
+  const first = map[0];
+  if (first === undefined || first.inside !== 0 || !(first.count > 0)) throw new CliError(`rootless: ${file} maps no range starting at id 0 (it reads ${map.map((r) => `${r.inside} ${r.outside} ${r.count}`).join(', ')})`, 1);
+  return first.count;
 }
 
 /** The runtime's newuidmap/newgidmap stand-ins (they write the maps without shadow's checks). */
 function idMapStandIns(): string {
   return path.join(path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json')), 'bin');
-}
-
-function onPath(tool: string): boolean {
-  for (const dir of (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
-    try {
-      accessSync(path.join(dir || '.', tool), constants.X_OK);
-      return true;
-    } catch {
-      // next
-    }
-  }
-  return false;
 }

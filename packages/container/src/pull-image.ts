@@ -1,7 +1,6 @@
 import {
   CancelledError,
   type Descriptor,
-  type ImageConfig,
   type ImageIndex,
   NotFoundError,
   type Platform,
@@ -13,7 +12,7 @@ import {
   parseReference,
   samePlatformAs,
 } from '@tsbuild/oci';
-import type { Store } from '@tsbuild/store';
+import { type Store, configPlatform } from '@tsbuild/store';
 import type { RegistryClient } from '@tsbuild/registry-client';
 
 /** buildah's --pull: missing (pull when the store lacks the image), always, never. */
@@ -94,9 +93,7 @@ async function forPlatform(store: Store, name: string, descriptor: Descriptor, p
     if (await store.content.info(entry.digest)) return { descriptor: entry };
     return { found: `a list whose ${formatPlatform(platform)} image is not stored` };
   }
-  const config = await store.image(descriptor).config();
-  const has: ImageConfig = config;
-  const own: Platform = { os: has.os, architecture: has.architecture, ...(has.variant ? { variant: has.variant } : {}) };
+  const own = configPlatform(await store.image(descriptor).config());
   if (samePlatformAs(own, platform)) return { descriptor };
   return { found: `a ${formatPlatform(own)} image` };
 }

@@ -17,7 +17,7 @@ import {
   parseReference,
 } from '@tsbuild/oci';
 import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
-import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
+import { type Store, configPlatform, ingestLayer, writeImage } from '@tsbuild/store';
 import { type CopyLayer, MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, planCopyLayer, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import type { CopyOp, ExtraMount, RunResult } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -453,8 +453,7 @@ export class WorkingContainer {
    * one line naming it and what to install, and nothing is left behind.
    */
   private async checkEmulation(): Promise<void> {
-    const { os, architecture, variant } = this.rec.config;
-    (await runtime()).emulatorFor({ os, architecture, ...(variant ? { variant } : {}) });
+    (await runtime()).emulatorFor(configPlatform(this.rec.config));
   }
 
   /** The one way a command runs in a container: `run`, and every RUN of a build. */

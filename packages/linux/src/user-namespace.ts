@@ -5,6 +5,23 @@ export const CAP_SYS_ADMIN = 21;
 
 let inUserNs: boolean | undefined;
 
+/** One line of /proc/PID/uid_map or gid_map: ids inside from `inside`, `count` of them, are `outside`… outside. */
+export interface IdMapRange {
+  inside: number;
+  outside: number;
+  count: number;
+}
+
+/** A process's uid or gid map (user_namespaces(7)), one range a line. */
+export function readIdMap(file = '/proc/self/uid_map'): IdMapRange[] {
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.trim().split(/\s+/).map(Number))
+    .map(([inside = 0, outside = 0, count = 0]) => ({ inside, outside, count }));
+}
+
 /**
  * Whether this process runs in a user namespace other than the initial one. The initial
  * namespace's uid_map is the identity over every id, `0 0 4294967295` (user_namespaces(7)); any
@@ -15,13 +32,13 @@ let inUserNs: boolean | undefined;
  */
 export function inUserNamespace(): boolean {
   if (inUserNs === undefined) {
-    let map = '';
+    let map: IdMapRange[] = [];
     try {
-      map = readFileSync('/proc/self/uid_map', 'utf8');
+      map = readIdMap();
     } catch {
       // No /proc: nothing to tell, assume the initial namespace as every tool does.
     }
-    inUserNs = map !== '' && map.trim().split(/\s+/).join(' ') !== '0 0 4294967295';
+    inUserNs = map.length > 0 && !(map.length === 1 && map[0]!.inside === 0 && map[0]!.outside === 0 && map[0]!.count === 4294967295);
   }
   return inUserNs;
 }

@@ -1,5 +1,5 @@
 import { type Platform, hostPlatform } from '@tsbuild/oci';
-import { type BuildOptions, loadDockerfile } from '../build.js';
+import { type BuildOptions, globalArgValues, loadDockerfile } from '../build.js';
 import { type Stage } from '../dockerfile.js';
 import { InstructionVars, expandWord, splitRaw } from '../expand.js';
 import { BuildChecks } from './reporter.js';
@@ -17,20 +17,9 @@ export async function checkBuild(options: BuildOptions): Promise<CheckFinding[]>
   const checks = new BuildChecks(parsed);
   await runStaticChecks(opts, parsed, checks);
   if (!checks.enabled) return checks.findings;
-  const globals = new Map<string, string>();
-  for (const ins of parsed.globalArgs) {
-    for (const w of splitRaw(ins.args, parsed.escape)) {
-      const eq = w.indexOf('=');
-      const name = eq < 0 ? w : w.slice(0, eq);
-      try {
-        const v = opts.buildArgs?.[name] ?? (eq < 0 ? undefined : expandWord(w.slice(eq + 1), new InstructionVars(globals), parsed.escape));
-        if (v !== undefined) globals.set(name, v);
-      } catch {
-        // the build reports it
-      }
-    }
-  }
   const target: Platform = opts.platform ?? hostPlatform();
+  // The build reports an ARG it cannot expand; the checks go on without it.
+  const globals = globalArgValues(parsed, opts.buildArgs, target, () => {});
   const envs = new Map<number, Set<string>>();
   for (const stage of parsed.stages) {
     const base = await baseEnv(stage);

@@ -1,20 +1,17 @@
-import { accessSync, constants, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
-import { inUserNamespace } from '@tsbuild/linux';
+import { onPath } from '../on-path.js';
+import { inUserNamespace, readIdMap } from '@tsbuild/linux';
 import { apparmorEnabled, selinuxEnabled } from '@tsbuild/runtime';
 
 /** A /proc/self/{u,g}id_map as buildah info prints it: container_id, host_id, size. */
 function idMap(file: string): { container_id: number; host_id: number; size: number }[] {
-  return readFileSync(file, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/).map(Number))
-    .map(([container_id = 0, host_id = 0, size = 0]) => ({ container_id, host_id, size }));
+  return readIdMap(file).map((r) => ({ container_id: r.inside, host_id: r.outside, size: r.count }));
 }
 
 /**
@@ -51,21 +48,6 @@ export function cgroupControls(root = '/sys/fs/cgroup'): { blkio: boolean; blkio
     blkioWeight: existsSync(path.join(blkio, 'blkio.weight')) || existsSync(path.join(blkio, 'blkio.bfq.weight')),
     devices: existsSync(path.join(root, 'devices', 'devices.allow')),
   };
-}
-
-/** An executable named `name` on PATH, as execvp would find it; undefined when there is none. */
-function onPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (dir === '') continue;
-    const p = path.join(dir, name);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /**

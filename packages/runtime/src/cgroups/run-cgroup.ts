@@ -9,6 +9,7 @@ import { FailedPreconditionError } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
 import { alive } from '../pid-alive.js';
+import { warnOnce } from '../warn-once.js';
 import type { RunUsage } from '../spec.js';
 
 /**
@@ -149,14 +150,6 @@ function attachDevicesByBpf(dir: string, rules: DeviceRule[]): void {
   } catch (e) {
     throw new FailedPreconditionError(`cannot attach the devices eBPF program to cgroup ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
   }
-}
-
-/** A warning the kernel's cgroup v2 gives no way to honour: once per process. */
-const warned = new Set<string>();
-function warnOnce(message: string): void {
-  if (warned.has(message)) return;
-  warned.add(message);
-  process.emitWarning(message);
 }
 
 export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT, o: RunCgroupOptions = {}): Promise<RunCgroup> {
