@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { childProcess } from '@tsbuild/oci';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants as os, userInfo } from 'node:os';
@@ -76,7 +76,7 @@ export async function reexecInUserNamespace(): Promise<number> {
   // unshare's and newuidmap's complaints go to fd 2 = a pipe until the shell restores the caller's
   // stderr (fd 3) just before node starts, so a failure to make the namespace becomes one line.
   args.push('--', '/bin/sh', '-c', 'exec 2>&3 3>&-; exec "$@"', 'sh', process.execPath, ...process.execArgv, process.argv[1]!, ...process.argv.slice(2));
-  const child = spawn('setpriv', args, { stdio: ['inherit', 'inherit', 'pipe', 2], env });
+  const child = childProcess().spawn('setpriv', args, { stdio: ['inherit', 'inherit', 'pipe', 2], env });
   let diagnostics = '';
   (child.stderr as Readable).setEncoding('utf8').on('data', (d: string) => {
     if (diagnostics.length < 8192) diagnostics += d;

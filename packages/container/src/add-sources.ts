@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DataLossError, InvalidArgumentError, UnavailableError } from '@tsbuild/oci';
+import { DataLossError, InvalidArgumentError, UnavailableError, childProcess } from '@tsbuild/oci';
 import { apply, decompressed } from '@tsbuild/snapshotter';
 
 /**
@@ -51,7 +50,7 @@ function compressionOf(h: Buffer): Compression {
  */
 function uncompressedStream(file: string, c: Compression): Readable {
   if (c === 'bzip2' || c === 'xz') {
-    const child = spawn(c === 'bzip2' ? 'bzip2' : 'xz', ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = childProcess().spawn(c === 'bzip2' ? 'bzip2' : 'xz', ['-dc', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     const exited = new Promise<Error | undefined>((resolve) => {

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import type * as ChildProcess from 'node:child_process';
 import type * as Crypto from 'node:crypto';
 import type * as Zlib from 'node:zlib';
 
@@ -27,3 +28,9 @@ export const crypto = lazy(() => load('node:crypto') as typeof Crypto);
 
 /** node:zlib on first use (~1.3 ms to load): images, inspect and a push of stored gzip blobs never load it. */
 export const zlib = lazy(() => load('node:zlib') as typeof Zlib);
+
+/**
+ * node:child_process on first use (~7 ms to load, with node:net and node:stream under it): from,
+ * commit, config and the listing commands start no process and never load it.
+ */
+export const childProcess = lazy(() => load('node:child_process') as typeof ChildProcess);

@@ -1,4 +1,3 @@
-import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
@@ -8,7 +7,7 @@ import { posix } from 'node:path';
 import { constants, release } from 'node:os';
 import { isatty } from 'node:tty';
 import { promisify } from 'node:util';
-import { FailedPreconditionError } from '@tsbuild/oci';
+import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
 import { capGet, lastCapability, shortenOverlayData } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
@@ -88,7 +87,7 @@ export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal
     const oomKilled = cgroup.oomKilled() || (result.exitCode === 128 + 9 && cgroup.memoryLimitHit());
     return { ...result, oomKilled };
   } finally {
-    await promisify(execFile)(runtime, ['--root', state, 'delete', '--force', id]).catch(() => {});
+    await promisify(childProcess().execFile)(runtime, ['--root', state, 'delete', '--force', id]).catch(() => {});
     // The runtime's /etc mountpoints copied /etc up into the upperdir; the script removed them,
     // and an /etc left empty there was not the command's doing: drop it (the overlay is gone by now).
     for (const u of newEtc) await rmdir(posix.join(u, 'etc')).catch(() => {});
@@ -182,7 +181,7 @@ function runScript(mounts: Mount[], target: string, runtime: string, state: stri
 
 async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSignal | undefined): Promise<Omit<RunResult, 'oomKilled'>> {
   const stdin = io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
-  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script], {
+  const child = childProcess().spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script], {
     stdio: [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
   });

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
@@ -11,11 +10,12 @@ import {
   InvalidArgumentError,
   NotFoundError,
   TsbuildError,
+  childProcess,
 } from '@tsbuild/oci';
 import { readOnlyFileMount, takeDescriptor } from '@tsbuild/linux';
 import { EXEC_LINE, INIT_EXE_FD, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
-import { HELPER, ID_MAP_TOOLS } from './package-files.js';
-import { userNamespaceArgs } from './security-spec.js';
+import { helperPath, idMapTools } from './package-files.js';
+import { type IdMapping, userNamespaceArgs } from './security-spec.js';
 
 export interface ChainOptions {
   /** 'none' and 'private' get a new network namespace ('private' is wired by `beforeRequest`). */
@@ -65,7 +65,37 @@ export interface ChainResult {
 export type Request = Omit<RunRequest, 'chainPid'> | Omit<CopyRequest, 'chainPid'>;
 
 /**
- * Starts the helper in fresh namespaces and waits for it (or the command it became) to end.
+ * What the chain's command line depends on, known before the rest of the request: a run can start
+ * its chain first and prepare the request (cgroup, seccomp program) while node boots in the
+ * helper, whose start-up is most of a short run's time.
+ */
+export interface ChainShape {
+  kind: Request['kind'];
+  /** The request's target: the exe links are made next to it. */
+  target: string;
+  /** The run's user namespace (unshare maps it), as the request's security.userns will say. */
+  userns?: { uidMappings: IdMapping[]; gidMappings: IdMapping[] };
+  /** A `terminal` run request. */
+  terminal?: boolean;
+}
+
+/** A started chain whose helper waits for its request. */
+export interface Chain {
+  /** Sends the request and resolves (or rejects) as runChain does. Called once. */
+  send(request: Request): Promise<ChainResult>;
+  /** Sends nothing: the helper reads the end of its control socket and exits. Resolves once the chain is gone. */
+  abandon(): Promise<void>;
+}
+
+/** Starts the helper in fresh namespaces and waits for it (or the command it became) to end. */
+export async function runChain(request: Request, opts: ChainOptions): Promise<ChainResult> {
+  const userns = request.kind === 'run' ? request.security?.userns : undefined;
+  const terminal = request.kind === 'run' && request.terminal === true;
+  return startChain({ kind: request.kind, target: request.target, ...(userns !== undefined ? { userns } : {}), terminal }, opts).send(request);
+}
+
+/**
+ * Starts the chain; its helper boots and waits for the request that `send` gives it.
  *
  * Lifetime, whatever happens to tsbuild:
  *  - setpriv --pdeathsig KILL: setpriv execs unshare, which keeps the signal, so unshare is
@@ -73,15 +103,46 @@ export type Request = Omit<RunRequest, 'chainPid'> | Omit<CopyRequest, 'chainPid
  *  - unshare --kill-child: its forked child (the helper, then the command: PID 1 of the new PID
  *    namespace) gets SIGKILL when unshare dies;
  *  - when PID 1 of a PID namespace dies the kernel kills every other process in it
- *    (pid_namespaces(7)), and with the last of them goes the mount namespace and every mount in it.
+ *    (pid_namespaces(7)), and with the last of them goes the mount namespace and every mount in it;
+ *  - a helper whose control socket ends before a request arrives exits at once (tsbuild died,
+ *    or abandoned the chain).
  * An abort closes the control socket, SIGKILLs PID 1 and unshare, and waits until they are gone.
  */
-export function runChain(request: Request, opts: ChainOptions): Promise<ChainResult> {
+export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
+  let requested!: (r: Request | undefined) => void;
+  const requestReady = new Promise<Request | undefined>((resolve) => (requested = resolve));
+  const result = chainResult(shape, opts, requestReady);
+  // Whatever happens before `send` is awaited is reported by it (or dropped by `abandon`).
+  result.catch(() => {});
+  let used = false;
+  const use = (): void => {
+    if (used) throw new Error('internal error: a helper chain takes one request');
+    used = true;
+  };
+  return {
+    send: (request) => {
+      use();
+      requested(request);
+      return result;
+    },
+    abandon: async () => {
+      use();
+      requested(undefined);
+      await result.then(
+        () => {},
+        () => {},
+      );
+    },
+  };
+}
+
+function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>): Promise<ChainResult> {
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
-  if (!existsSync(HELPER)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${HELPER}`));
+  const helper = helperPath();
+  if (!existsSync(helper)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`));
   const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
   // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
-  const userns = request.kind === 'run' ? request.security?.userns : undefined;
+  const userns = shape.userns;
   if (userns !== undefined) args.push(...userNamespaceArgs(userns));
   if (opts.network !== 'host') args.push('--net');
   args.push('--');
@@ -97,7 +158,7 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
   // Executed through symlinks to /proc/self/fd/N, resolved by unshare and the init in their own
   // /proc/self: the kernel names a process after the last component of the path it was executed
   // by, and PID 1 should show as `tini` in ps, not as `6`.
-  const links = posix.join(posix.dirname(request.target), 'exe');
+  const links = posix.join(posix.dirname(shape.target), 'exe');
   try {
     mkdirSync(links, { recursive: true });
     for (const [name, fd] of [['node', NODE_EXE_FD], [posix.basename(opts.init ?? 'init'), INIT_EXE_FD]] as const) symlinkSync(`/proc/self/fd/${fd}`, posix.join(links, name));
@@ -105,15 +166,14 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     return Promise.reject(new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e }));
   }
   if (opts.init !== undefined) args.push(posix.join(links, posix.basename(opts.init)), '--');
-  args.push(posix.join(links, 'node'), HELPER);
-  const terminal = request.kind === 'run' && request.terminal === true;
+  args.push(posix.join(links, 'node'), helper);
+  const terminal = shape.terminal === true;
   const needContainerPid = opts.init !== undefined || opts.beforeRequest !== undefined || userns !== undefined || terminal;
-
   return new Promise<ChainResult>((resolve, reject) => {
-    const child = spawn('setpriv', args, {
+    const child = childProcess().spawn('setpriv', args, {
       stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
       // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
-      env: { PATH: `${userns !== undefined ? `${ID_MAP_TOOLS}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+      env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
     });
     const control = child.stdio[3] as Socket;
     let reply = '';
@@ -165,15 +225,14 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
     child.on('error', (e) => {
       spawnError = e;
     });
+    let command = '';
     const sendRequest = async (pid: number): Promise<void> => {
       let chainPid = pid;
-      let sent = request;
       if (needContainerPid) {
         containerPid = await firstChild(pid, () => child.exitCode !== null || child.signalCode !== null || aborted);
         if (containerPid === undefined) return; // the chain ended (or was aborted) first: its exit says why
         try {
           await opts.beforeRequest?.(containerPid);
-          if (userns !== undefined && request.kind === 'run') sent = joinCgroupsFromHost(request, containerPid);
         } catch (e) {
           setupError = e;
           killChain(pid);
@@ -181,6 +240,22 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
         }
         // With an init in between, the helper's parent is the init, not unshare.
         if (opts.init !== undefined) chainPid = containerPid;
+      }
+      const request = await requestReady;
+      if (request === undefined) {
+        control.end();
+        return;
+      }
+      let sent = request;
+      if (request.kind === 'run') command = request.args[0] ?? '';
+      if (userns !== undefined && containerPid !== undefined && request.kind === 'run') {
+        try {
+          sent = joinCgroupsFromHost(request, containerPid);
+        } catch (e) {
+          setupError = e;
+          killChain(pid);
+          return;
+        }
       }
       control.write(`${JSON.stringify({ ...sent, chainPid })}\n`);
     };
@@ -205,10 +280,10 @@ export function runChain(request: Request, opts: ChainOptions): Promise<ChainRes
         reject(replyError(error));
       } else if (code !== 0 && !lostSigkill && /^(setpriv|unshare): /m.test(diagnostics)) {
         reject(new FailedPreconditionError(`cannot create the container's namespaces: ${firstLine(diagnostics)}`));
-      } else if (request.kind === 'run' && !execed) {
+      } else if (shape.kind === 'run' && !execed) {
         // Neither an answer nor an execve: the helper itself died (a crash, or a SIGKILL).
         const why = diagnostics.split('\n').find((l) => /Error|error:/.test(l)) ?? firstLine(diagnostics);
-        reject(new FailedPreconditionError(`the runtime helper died before starting ${request.args[0]} (exit ${code ?? sig}): ${why.trim()}`));
+        reject(new FailedPreconditionError(`the runtime helper died before starting ${command} (exit ${code ?? sig}): ${why.trim()}`));
       } else if (lostSigkill) {
         // unshare passes a child's death by signal on by raising the same signal on itself, but
         // signal(SIGKILL, SIG_DFL) fails with EINVAL, so for SIGKILL it prints an error and exits

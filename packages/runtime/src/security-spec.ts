@@ -113,8 +113,7 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
   if (apparmor.notice !== undefined) warnOnce(apparmor.notice);
   if (apparmor.profile !== undefined) req.apparmorProfile = apparmor.profile;
   if (spec.userns !== undefined) {
-    validateMappings(spec.userns.uidMappings, 'uid');
-    validateMappings(spec.userns.gidMappings, 'gid');
+    validateUserNamespace(spec.userns);
     req.userns = spec.userns;
     const uid = spec.userns.uidMappings[0]!.hostID;
     const gid = spec.userns.gidMappings[0]!.hostID;
@@ -129,6 +128,12 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
     }
   }
   return req;
+}
+
+/** One uid and one gid range, each starting at id 0 inside: what util-linux unshare maps. */
+export function validateUserNamespace(userns: { uidMappings: IdMapping[]; gidMappings: IdMapping[] }): void {
+  validateMappings(userns.uidMappings, 'uid');
+  validateMappings(userns.gidMappings, 'gid');
 }
 
 function validateMappings(m: IdMapping[], what: string): void {

@@ -66,6 +66,19 @@ describe('lifetime', () => {
     expect(tsbuildCgroups()).toEqual([]);
   });
 
+  it('a run whose request fails after its helper started (an unknown capability) leaves no process, mount or cgroup', async () => {
+    // run() starts the helper first and prepares the request while it boots; a failure there
+    // abandons the helper, which exits on the end of its control socket before run() rejects.
+    const { upper, mounts } = fx.overlay();
+    const before = childrenOf(process.pid);
+    await expect(
+      run({ args: ['true'], env: ['PATH=/bin'], cwd: '/', rootfs: mounts, scratchDir: fx.scratch(), capabilities: { add: ['CAP_TELEPORT'] }, resources: { pidsLimit: 50 } }, {}),
+    ).rejects.toThrow(/CAP_TELEPORT/);
+    expect(childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p))).toEqual([]);
+    expect(mountsMentioning(upper)).toEqual([]);
+    expect(tsbuildCgroups()).toEqual([]);
+  });
+
   it('kill -9 of the parent with limits and an init: no process, no mount, no cgroup', async () => {
     await killParentMidRun('setsid sleep 1000 & sleep 1000', undefined, { init: true, resources: { memory: 64 * 1024 * 1024, pidsLimit: 50 } });
   });
@@ -81,18 +94,7 @@ describe('lifetime', () => {
 
 /** Children of `pid` that are the cgroup reaper of run-cgroup.ts (`sh -c` of its script). */
 function cgroupReapersOf(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        return ppid === pid && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('dirs=$(cat)');
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return childrenOf(pid).filter(isReaper);
 }
 
 describe('kill -9 of a real `tsbuild run`', () => {
@@ -154,3 +156,27 @@ describe('kill -9 of a real `tsbuild run`', () => {
     }
   });
 });
+
+/** The pids whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** The cgroup reaper (run-cgroup.ts), which lives as long as this process. */
+function isReaper(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dirs=$(cat)');
+  } catch {
+    return false;
+  }
+}

@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { WorkingContainer } from '@tsbuild/container';
 import { inUserNamespace } from '@tsbuild/linux';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { InvalidArgumentError, childProcess } from '@tsbuild/oci';
 import { Args, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { USERNS_ENV } from '../user-namespace.js';
@@ -39,7 +38,7 @@ export default class Unshare extends BaseCommand<typeof Unshare> {
       env[variable] = await wc.mount();
     }
     const command = args.command !== undefined ? [args.command, ...this.passThrough] : [process.env.SHELL || '/bin/sh'];
-    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
+    const child = childProcess().spawn(command[0]!, command.slice(1), { stdio: 'inherit', env });
     // The shell owns the terminal now: its Ctrl-C is its own business.
     const ignore = (): void => {};
     process.on('SIGINT', ignore);

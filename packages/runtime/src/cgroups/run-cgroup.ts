@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { attachDeviceFilter } from '@tsbuild/linux';
-import { FailedPreconditionError } from '@tsbuild/oci';
+import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
 import { alive } from '../pid-alive.js';
@@ -286,7 +285,7 @@ let reaper: Writable | undefined;
 function reapOnExit(dirs: string[]): void {
   if (dirs.length === 0) return;
   if (reaper === undefined || reaper.destroyed) {
-    const child = spawn('sh', ['-c', REAPER_SCRIPT], {
+    const child = childProcess().spawn('sh', ['-c', REAPER_SCRIPT], {
       // setsid: a ^C or a kill of tsbuild's process group does not reach it; no stdout/stderr of
       // ours held open after we exit.
       detached: true,

@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { promisify } from 'node:util';
 import { LOCK_EX, flock } from '@tsbuild/linux';
-import { FailedPreconditionError } from '@tsbuild/oci';
+import { FailedPreconditionError, childProcess, lazy } from '@tsbuild/oci';
 import { AddressAllocator, parseIPv4 } from './address-allocator.js';
 
 /**
@@ -43,7 +42,7 @@ export interface PrivateNetwork {
   release(): Promise<void>;
 }
 
-const run = promisify(execFile);
+const execFile = lazy(() => promisify(childProcess().execFile));
 
 /**
  * Wires the network namespace of `netns` (a host pid inside it, or the name of a namespace
@@ -135,7 +134,7 @@ function ip(args: string[]): Promise<void> {
 
 async function tool(cmd: string, args: string[], input?: string): Promise<void> {
   try {
-    const p = run(cmd, args, { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    const p = execFile()(cmd, args, { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
     if (input !== undefined) p.child.stdin?.end(input);
     await p;
   } catch (e) {

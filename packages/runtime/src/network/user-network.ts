@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { FailedPreconditionError } from '@tsbuild/oci';
+import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
 import type { PrivateNetwork } from './private-network.js';
 
 /**
@@ -37,7 +36,7 @@ export async function attachUserNetwork(pid: number, userns: boolean): Promise<P
   const args = ['--configure', '--mtu=65520', '--disable-host-loopback', '--ready-fd=3', '--exit-fd=4'];
   if (userns) args.push(`--userns-path=/proc/${pid}/ns/user`);
   args.push(String(pid), 'tap0');
-  const child = spawn('slirp4netns', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+  const child = childProcess().spawn('slirp4netns', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   const ready = child.stdio[3] as Socket;
   const exit = child.stdio[4] as Socket;
   let diagnostics = '';
