@@ -1,11 +1,11 @@
-import { type Stats, closeSync, lstatSync, openSync, readdirSync, readlinkSync } from 'node:fs';
-import path from 'node:path';
+import { type Stats, closeSync, openSync, readlinkSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { getXattr, isHostOnlyXattr, listXattrs, major, minor } from '@tsbuild/linux';
 import type { CopyOp } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { MergedView } from './merged-view.js';
+import { CopyWalker, type Kind, type Owner, type Upper, kindOf } from './copy-walker.js';
 import { BufferPool } from './buffer-pool.js';
 import { END_OF_ARCHIVE, padding, type TarHeader } from './tar-format.js';
 import { TarOutput } from './tar-output.js';
@@ -23,8 +23,8 @@ import { OPAQUE_MARKER } from './whiteout.js';
  * deleting them; the build's next step needs them only as a filesystem, and the committed
  * snapshot is unpacked from the layer blob when one does (imageSnapshot).
  *
- * The plan mirrors UpperWriter (direct-copy.ts) decision for decision; where the write would
- * depend on the kernel or the filesystem in a way the plan cannot know (a 0/0 character device,
+ * The plan takes the CopyWalker's decisions, as UpperWriter (direct-copy.ts) does; where the
+ * write would depend on the kernel or the filesystem in a way the plan cannot know (a 0/0 character device,
  * xattrs outside user., trusted. and security.capability, xattrs on a symlink), `planCopyLayer`
  * returns undefined and the caller writes the files as before. It throws what the write would
  * throw only in the same sense: a caller that falls back on any error gets the writer's own.
@@ -40,7 +40,7 @@ export interface CopyLayer {
 export async function planCopyLayer(s: OverlaySnapshotter, parent: string | undefined, op: Extract<CopyOp, { op: 'copy' }>): Promise<CopyLayer | undefined> {
   const planner = new Planner(await MergedView.open(s, parent), Math.floor(Date.now() / 1000));
   try {
-    await planner.copy(op);
+    await new CopyWalker(planner).copy(op);
   } catch (e) {
     if (e instanceof Unplannable) return undefined;
     throw e;
@@ -50,11 +50,6 @@ export async function planCopyLayer(s: OverlaySnapshotter, parent: string | unde
 }
 
 class Unplannable extends Error {}
-
-interface Owner {
-  uid: number;
-  gid: number;
-}
 
 /** Owner, mode, xattrs and mtime (whole seconds) of an entry of the planned upperdir. */
 interface Meta extends Owner {
@@ -107,13 +102,14 @@ function xattrsOf(p: string, symlink: boolean): Map<string, Buffer> {
   return out;
 }
 
-/** UpperWriter over an upperdir kept in memory: same calls, same order, same decisions. */
-class Planner {
+/** The upperdir kept in memory: the CopyWalker's decisions, carried out on a tree. */
+class Planner implements Upper {
   readonly root: Dir;
   private links = new Map<string, { at: string[]; inode: Inode }>();
+  private groups = new Map<number, Map<string, { at: string[]; inode: Inode }>>();
 
   constructor(
-    private readonly lower: MergedView,
+    readonly lower: MergedView,
     /** The mtime of a directory that got a child: the time of the write, which the plan takes as now. */
     private readonly now: number,
   ) {
@@ -137,8 +133,13 @@ class Planner {
     return n;
   }
 
-  /** What the merged view (planned upperdir over the lower layers) has at `rel`: 'dir', 'other' or undefined. */
-  private async merged(rel: string[]): Promise<'dir' | 'other' | undefined> {
+  /** The plan starts empty and holds one COPY: until it has entries, the lower layers are the merged view. */
+  resolve(p: string): Promise<string[]> {
+    if (this.root.children.size > 0) throw new Unplannable();
+    return this.lower.resolve(p, true);
+  }
+
+  async merged(rel: string[]): Promise<Kind> {
     // Walk the plan: an entry of ours hides the lower one; below an opaque or new directory of
     // ours, or below a non-directory, nothing of the lower layers shows.
     let n: Node = this.root;
@@ -148,94 +149,77 @@ class Planner {
       if (next === undefined) {
         if (n.pure) return undefined;
         // The rest is read from the lower layers (no directory of ours on the way hides them).
-        const st = await this.lower.lstatResolved(rel);
-        return st === undefined ? undefined : st.isDirectory() ? 'dir' : 'other';
+        return kindOf(await this.lower.lstatResolved(rel));
       }
       n = next;
     }
     return n.kind === 'dir' ? 'dir' : 'other';
   }
 
-  async copy(op: Extract<CopyOp, { op: 'copy' }>): Promise<void> {
-    const sources: [string, Stats][] = [];
-    for (const src of op.sources) sources.push([src, lstatSync(src)]);
-    const dest = await this.lower.resolve(op.dest, true);
-    const destStat = await this.lower.lstatResolved(dest);
-    const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || destStat?.isDirectory() === true;
-    const owner = { uid: op.uid, gid: op.gid };
-    const groups = new Map<number, Map<string, { at: string[]; inode: Inode }>>();
-    for (const [i, [src, st]] of sources.entries()) {
-      const g = op.linkGroups?.[i];
-      if (g === undefined) this.links = new Map();
-      else this.links = groups.get(g) ?? (groups.set(g, new Map()), groups.get(g)!);
-      const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
-      if (st.isDirectory()) {
-        await this.mkdirAll(dest, { ...owner, mode: op.mode ?? 0o755 });
-        for (const name of readdirSync(src)) await this.copyEntry(path.join(src, name), [...dest, name], entryOwner, op.mode);
-      } else if (intoDir) {
-        await this.mkdirAll(dest, { ...owner, mode: 0o755 });
-        await this.copyEntry(src, [...dest, path.basename(src)], entryOwner, op.mode, st);
-      } else {
-        await this.mkdirAll(dest.slice(0, -1), { ...owner, mode: 0o755 });
-        await this.copyEntry(src, dest, entryOwner, op.mode, st);
+  own(rel: string[]): Kind {
+    const n = this.node(rel);
+    return n === undefined ? undefined : n.kind === 'dir' ? 'dir' : 'other';
+  }
+
+  pure(rel: string[]): boolean {
+    return this.dirAt(rel).pure;
+  }
+
+  beginSource(op: Extract<CopyOp, { op: 'copy' }>, i: number): void {
+    if (i === 0) this.groups = new Map();
+    const g = op.linkGroups?.[i];
+    if (g === undefined) this.links = new Map();
+    else this.links = this.groups.get(g) ?? (this.groups.set(g, new Map()), this.groups.get(g)!);
+  }
+
+  copyUpDir(rel: string[], below: { stat: Stats; abs: string }): void {
+    const st = below.stat;
+    this.add(rel, {
+      kind: 'dir',
+      meta: { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, mtime: Math.floor(st.mtimeMs / 1000), xattrs: xattrsOf(below.abs, false) },
+      children: new Map(),
+      opaque: false,
+      pure: false,
+    });
+  }
+
+  makeDir(rel: string[], mode: number, owner: Owner, opaque: boolean): void {
+    this.add(rel, { kind: 'dir', meta: { ...owner, mode, mtime: this.now, xattrs: new Map() }, children: new Map(), opaque, pure: true });
+  }
+
+  openDir(rel: string[], opaque: boolean): void {
+    this.makeDir(rel, 0o700, { uid: 0, gid: 0 }, opaque);
+  }
+
+  finishDir(src: string, rel: string[], st: Stats, uid: number, gid: number, mode: number): void {
+    // copyMetadata: owner, mode, the source's xattrs over those copied up, and its mtime.
+    const dir = this.dirAt(rel);
+    for (const [k, v] of xattrsOf(src, false)) dir.meta.xattrs.set(k, v);
+    dir.meta = { ...dir.meta, uid, gid, mode, mtime: Math.floor(st.mtimeMs / 1000) };
+  }
+
+  leaf(src: string, rel: string[], st: Stats, uid: number, gid: number, mode: number): void {
+    if (st.isFile() && st.nlink >= 2) {
+      const first = this.links.get(`${st.dev}:${st.ino}`);
+      const there = first && this.node(first.at);
+      if (first && there?.kind === 'leaf' && there.inode === first.inode) {
+        first.inode.names++;
+        this.add(rel, { kind: 'leaf', inode: first.inode });
+        return;
       }
     }
+    if (st.isSocket()) return; // copyNode skips sockets
+    if (!st.isFile() && !st.isSymbolicLink() && !st.isFIFO() && !st.isCharacterDevice() && !st.isBlockDevice()) throw new Unplannable();
+    const symlink = st.isSymbolicLink();
+    // A symlink has no mode of its own (copyMetadata leaves it; lstat shows 0777).
+    const inode: Inode = { src, st, meta: { uid, gid, mode: symlink ? 0o777 : mode, mtime: Math.floor(st.mtimeMs / 1000), xattrs: xattrsOf(src, symlink) }, names: 1 };
+    this.add(rel, { kind: 'leaf', inode });
+    if (st.isFile() && st.nlink >= 2) this.links.set(`${st.dev}:${st.ino}`, { at: rel, inode });
   }
 
-  /**
-   * UpperWriter.mkdirAll over components `resolve` gave: none of them is a symlink in the lower
-   * layers, and the plan adds only directories on the way, so each prefix resolves to itself.
-   */
-  private async mkdirAll(parts: string[], opts: Owner & { mode: number }): Promise<void> {
-    for (let i = 1; i <= parts.length; i++) {
-      const rel = parts.slice(0, i);
-      const kind = await this.merged(rel);
-      if (kind === 'dir') continue;
-      if (kind !== undefined) throw new Unplannable(); // the writer's error: a file of that name
-      await this.makeDir(rel, i === parts.length ? opts.mode : 0o755, opts);
-    }
-  }
-
-  private async makeDir(rel: string[], mode: number, owner: Owner): Promise<void> {
-    const parent = await this.copyUp(rel.slice(0, -1));
-    const opaque = (await this.lower.lstatResolved(rel)) !== undefined;
-    this.add(parent, rel.at(-1)!, { kind: 'dir', meta: { ...owner, mode, mtime: this.now, xattrs: new Map() }, children: new Map(), opaque, pure: true });
-  }
-
-  /** Each directory of `rel` in the plan, copied up from the lower layers where only they have it; returns the last. */
-  private async copyUp(rel: string[]): Promise<Dir> {
-    let dir = this.root;
-    for (let i = 1; i <= rel.length; i++) {
-      const name = rel[i - 1]!;
-      const here = dir.children.get(name);
-      if (here !== undefined) {
-        if (here.kind !== 'dir') throw new Unplannable();
-        dir = here;
-        continue;
-      }
-      const below = await this.lower.entry(rel.slice(0, i));
-      if (!below?.stat.isDirectory()) throw new Unplannable();
-      const st = below.stat;
-      const up: Dir = {
-        kind: 'dir',
-        meta: { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, mtime: Math.floor(st.mtimeMs / 1000), xattrs: xattrsOf(below.abs, false) },
-        children: new Map(),
-        opaque: false,
-        pure: false,
-      };
-      this.add(dir, name, up);
-      dir = up;
-    }
-    return dir;
-  }
-
-  /** Puts `node` under `dir` as `name` (creating an entry: the directory's mtime becomes the time of the write). */
-  private add(dir: Dir, name: string, node: Node): void {
-    dir.children.set(name, node);
-    dir.meta.mtime = this.now;
-  }
-
-  private remove(dir: Dir, name: string): void {
+  remove(rel: string[]): void {
+    const dir = this.dirAt(rel.slice(0, -1));
+    const name = rel.at(-1)!;
     const n = dir.children.get(name);
     if (n === undefined) return;
     dir.children.delete(name);
@@ -243,49 +227,16 @@ class Planner {
     forEachLeaf(n, (l) => l.inode.names--);
   }
 
-  private async copyEntry(src: string, rel: string[], owner: Owner | undefined, mode: number | undefined, st?: Stats): Promise<void> {
-    st ??= lstatSync(src);
-    const parent = await this.copyUp(rel.slice(0, -1));
-    const name = rel.at(-1)!;
-    const inUpper = parent.children.get(name);
-    const alone = parent.pure;
-    const existing = alone ? (inUpper === undefined ? undefined : inUpper.kind === 'dir' ? 'dir' : 'other') : await this.merged(rel);
-    if (inUpper && !(inUpper.kind === 'dir' && st.isDirectory())) this.remove(parent, name);
-    const uid = owner?.uid ?? st.uid;
-    const gid = owner?.gid ?? st.gid;
-    const m = mode ?? st.mode & 0o7777;
-    if (st.isDirectory()) {
-      let dir: Dir;
-      if (existing === 'dir') {
-        dir = inUpper?.kind === 'dir' ? inUpper : await this.copyUp(rel);
-      } else {
-        const opaque = !alone && (await this.lower.lstatResolved(rel)) !== undefined;
-        dir = { kind: 'dir', meta: { uid: 0, gid: 0, mode: 0o700, mtime: this.now, xattrs: new Map() }, children: new Map(), opaque, pure: true };
-        this.add(parent, name, dir);
-      }
-      for (const child of readdirSync(src)) await this.copyEntry(path.join(src, child), [...rel, child], owner, mode);
-      // copyMetadata: owner, mode, the source's xattrs over those copied up, and its mtime.
-      for (const [k, v] of xattrsOf(src, false)) dir.meta.xattrs.set(k, v);
-      dir.meta = { ...dir.meta, uid, gid, mode: m, mtime: Math.floor(st.mtimeMs / 1000) };
-      return;
-    }
-    if (st.isFile() && st.nlink >= 2) {
-      const first = this.links.get(`${st.dev}:${st.ino}`);
-      const there = first && this.node(first.at);
-      if (first && there?.kind === 'leaf' && there.inode === first.inode) {
-        first.inode.names++;
-        this.add(parent, name, { kind: 'leaf', inode: first.inode });
-        return;
-      }
-    }
-    if (st.isSocket()) return; // copyNode skips sockets
-    if (st.isCharacterDevice() && st.rdev === 0) throw new Unplannable();
-    if (!st.isFile() && !st.isSymbolicLink() && !st.isFIFO() && !st.isCharacterDevice() && !st.isBlockDevice()) throw new Unplannable();
-    const symlink = st.isSymbolicLink();
-    // A symlink has no mode of its own (copyMetadata leaves it; lstat shows 0777).
-    const inode: Inode = { src, st, meta: { uid, gid, mode: symlink ? 0o777 : m, mtime: Math.floor(st.mtimeMs / 1000), xattrs: xattrsOf(src, symlink) }, names: 1 };
-    this.add(parent, name, { kind: 'leaf', inode });
-    if (st.isFile() && st.nlink >= 2) this.links.set(`${st.dev}:${st.ino}`, { at: rel, inode });
+  fail(): never {
+    // The writer's error, which a caller that writes the files instead will meet.
+    throw new Unplannable();
+  }
+
+  /** Puts `node` at `rel` (creating an entry: its directory's mtime becomes the time of the write). */
+  private add(rel: string[], node: Node): void {
+    const dir = this.dirAt(rel.slice(0, -1));
+    dir.children.set(rel.at(-1)!, node);
+    dir.meta.mtime = this.now;
   }
 }
 
