@@ -35,11 +35,14 @@ export class HardLinks {
   }
 }
 
-/** The HardLinks for source `i` of a copy op: one per link group (CopyOp.linkGroups), else one per source. */
-export function linksOf(op: { linkGroups?: number[] }, i: number, groups: Map<number, HardLinks>): HardLinks {
+/**
+ * The link table for source `i` of a copy op: one per link group (CopyOp.linkGroups), else one per
+ * source. `make` makes an empty one (a HardLinks, or a copy's own kind of table).
+ */
+export function linksOf<T>(op: { linkGroups?: number[] }, i: number, groups: Map<number, T>, make: () => T): T {
   const g = op.linkGroups?.[i];
-  if (g === undefined) return new HardLinks();
+  if (g === undefined) return make();
   let links = groups.get(g);
-  if (!links) groups.set(g, (links = new HardLinks()));
+  if (links === undefined) groups.set(g, (links = make()));
   return links;
 }

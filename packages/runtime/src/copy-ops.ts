@@ -1,6 +1,6 @@
 import { chmodSync, lchownSync, lstatSync, mkdirSync, readdirSync, rmSync, unlinkSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
-import { type HardLinks, copyMetadata, copyNode, linksOf, lstatIfExists } from '@tsbuild/linux';
+import { HardLinks, copyMetadata, copyNode, linksOf, lstatIfExists } from '@tsbuild/linux';
 import type { CopyOp } from './helper-protocol.js';
 import { HelperFailure } from './helper-failure.js';
 import { hostPath, resolveInRoot } from './root-path.js';
@@ -47,7 +47,7 @@ function copy(root: string, op: Extract<CopyOp, { op: 'copy' }>): void {
   for (const [i, [src, st]] of sources.entries()) {
     // Directories the copy creates on the way to dest get uid:gid; the copied entries keep theirs if asked.
     const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
-    const links = linksOf(op, i, groups);
+    const links = linksOf(op, i, groups, () => new HardLinks());
     try {
       if (st.isDirectory()) {
         mkdirInRoot(root, dest, { ...owner, mode: op.mode ?? 0o755 });

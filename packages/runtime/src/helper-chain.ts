@@ -15,7 +15,7 @@ import {
 import { readOnlyFileMount, takeDescriptor } from '@tsbuild/linux';
 import { EXEC_LINE, INIT_EXE_FD, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { helperPath, idMapTools } from './package-files.js';
-import { type IdMapping, userNamespaceArgs } from './security-spec.js';
+import { type UserNamespaceMaps, userNamespaceArgs } from './security-spec.js';
 
 export interface ChainOptions {
   /** 'none' and 'private' get a new network namespace ('private' is wired by `beforeRequest`). */
@@ -74,7 +74,7 @@ export interface ChainShape {
   /** The request's target: the exe links are made next to it. */
   target: string;
   /** The run's user namespace (unshare maps it), as the request's security.userns will say. */
-  userns?: { uidMappings: IdMapping[]; gidMappings: IdMapping[] };
+  userns?: UserNamespaceMaps;
   /** A `terminal` run request. */
   terminal?: boolean;
 }

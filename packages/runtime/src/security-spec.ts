@@ -18,6 +18,12 @@ export interface IdMapping {
   size: number;
 }
 
+/** A user namespace's maps: one uid and one gid range (util-linux 2.38 unshare maps one each). */
+export interface UserNamespaceMaps {
+  uidMappings: IdMapping[];
+  gidMappings: IdMapping[];
+}
+
 /**
  * The security side of a RunSpec. Defaults are docker's: its capability set, its seccomp
  * profile, runc's masked and read-only paths, generated /etc/hosts, resolv.conf and hostname.
@@ -46,7 +52,7 @@ export interface SecurityOptions {
    * uid of container root works (files it creates are owned by that uid on the host); lower
    * layers owned by host root appear as nobody and are read-only to the container.
    */
-  userns?: { uidMappings: IdMapping[]; gidMappings: IdMapping[] };
+  userns?: UserNamespaceMaps;
   /**
    * SELinux labels (runc's semantics, see security-labels.ts): applied only when asked and
    * SELinux is enabled; otherwise a notice says they are not.
@@ -69,7 +75,7 @@ export interface SecurityRequest {
   maskedPaths: string[];
   readonlyPaths: string[];
   etcFiles?: EtcFiles;
-  userns?: { uidMappings: IdMapping[]; gidMappings: IdMapping[] };
+  userns?: UserNamespaceMaps;
   /** Written to /proc/thread-self/attr/exec before execve; the mount label goes on tmpfs and the rootfs. */
   selinux?: SelinuxLabels;
   /** Written as `exec PROFILE` to /proc/thread-self/attr/apparmor/exec before execve. */
@@ -113,7 +119,7 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
   if (apparmor.notice !== undefined) warnOnce(apparmor.notice);
   if (apparmor.profile !== undefined) req.apparmorProfile = apparmor.profile;
   if (spec.userns !== undefined) {
-    validateUserNamespace(spec.userns);
+    // Validated with the rest of the spec before anything starts (run.ts validate).
     req.userns = spec.userns;
     const uid = spec.userns.uidMappings[0]!.hostID;
     const gid = spec.userns.gidMappings[0]!.hostID;
@@ -131,7 +137,7 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
 }
 
 /** One uid and one gid range, each starting at id 0 inside: what util-linux unshare maps. */
-export function validateUserNamespace(userns: { uidMappings: IdMapping[]; gidMappings: IdMapping[] }): void {
+export function validateUserNamespace(userns: UserNamespaceMaps): void {
   validateMappings(userns.uidMappings, 'uid');
   validateMappings(userns.gidMappings, 'gid');
 }
@@ -150,7 +156,7 @@ function validateMappings(m: IdMapping[], what: string): void {
  * That switch must precede any execve: an exec by a uid that is not root of the namespace drops
  * every capability (capabilities(7), "Capabilities and execution of programs by root").
  */
-export function userNamespaceArgs(userns: { uidMappings: IdMapping[]; gidMappings: IdMapping[] }): string[] {
+export function userNamespaceArgs(userns: UserNamespaceMaps): string[] {
   const u = userns.uidMappings[0];
   const g = userns.gidMappings[0];
   return [`--map-users=${u.hostID},${u.containerID},${u.size}`, `--map-groups=${g.hostID},${g.containerID},${g.size}`, '--setuid', '0', '--setgid', '0'];

@@ -84,6 +84,13 @@ interface Inode {
 
 type Node = Dir | Leaf;
 
+/** Of each source inode with more than one name (`dev:ino`): where its first copy is, and the planned inode. */
+type Links = Map<string, { at: string[]; inode: Inode }>;
+
+function nodeKind(n: Node | undefined): Kind {
+  return n === undefined ? undefined : n.kind === 'dir' ? 'dir' : 'other';
+}
+
 /** xattrs a copy writes as they are on ext4/xfs as root (copyXattrs); any other kind makes the layer unplannable. */
 function plannableXattr(name: string): boolean {
   return name.startsWith('user.') || name.startsWith('trusted.') || name === 'security.capability';
@@ -103,10 +110,9 @@ function xattrsOf(p: string, symlink: boolean): Map<string, Buffer> {
 }
 
 /** The upperdir kept in memory: the CopyWalker's decisions, carried out on a tree. */
-class Planner implements Upper {
+class Planner implements Upper<Links> {
   readonly root: Dir;
-  private links = new Map<string, { at: string[]; inode: Inode }>();
-  private groups = new Map<number, Map<string, { at: string[]; inode: Inode }>>();
+  private links: Links = new Map();
 
   constructor(
     readonly lower: MergedView,
@@ -153,23 +159,23 @@ class Planner implements Upper {
       }
       n = next;
     }
-    return n.kind === 'dir' ? 'dir' : 'other';
+    return nodeKind(n);
   }
 
   own(rel: string[]): Kind {
-    const n = this.node(rel);
-    return n === undefined ? undefined : n.kind === 'dir' ? 'dir' : 'other';
+    return nodeKind(this.node(rel));
   }
 
   pure(rel: string[]): boolean {
     return this.dirAt(rel).pure;
   }
 
-  beginSource(op: Extract<CopyOp, { op: 'copy' }>, i: number): void {
-    if (i === 0) this.groups = new Map();
-    const g = op.linkGroups?.[i];
-    if (g === undefined) this.links = new Map();
-    else this.links = this.groups.get(g) ?? (this.groups.set(g, new Map()), this.groups.get(g)!);
+  newLinks(): Links {
+    return new Map();
+  }
+
+  useLinks(links: Links): void {
+    this.links = links;
   }
 
   copyUpDir(rel: string[], below: { stat: Stats; abs: string }): void {

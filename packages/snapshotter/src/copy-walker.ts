@@ -1,5 +1,6 @@
 import { type Stats, lstatSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { linksOf } from '@tsbuild/linux';
 import type { CopyOp } from '@tsbuild/runtime';
 import type { MergedView } from './merged-view.js';
 
@@ -22,7 +23,7 @@ export function kindOf(st: Stats | undefined): Kind {
  * would leave it; a back end only carries out each decision. Paths are components already
  * resolved inside the image.
  */
-export interface Upper {
+export interface Upper<L> {
   /** The parent's layers, below the upperdir. */
   readonly lower: MergedView;
   /** `p` resolved in the merged view (the upperdir over the lower layers), its final symlink followed. */
@@ -33,8 +34,10 @@ export interface Upper {
   own(rel: string[]): Kind;
   /** The upperdir's directory `rel` has nothing of a lower layer below it (it is new, or opaque). */
   pure(rel: string[]): boolean;
-  /** Source `i` of `op` begins: hard links are kept among the files of one source or link group. */
-  beginSource(op: Extract<CopyOp, { op: 'copy' }>, i: number): void;
+  /** An empty table of the hard links copied so far (kept among the files of one source or link group). */
+  newLinks(): L;
+  /** The table `leaf` consults and fills from here on: the current source's. */
+  useLinks(links: L): void;
   /** Directory `rel`, which only a lower layer has (`below`), made in the upperdir as overlayfs copy-up makes it. */
   copyUpDir(rel: string[], below: { stat: Stats; abs: string }): void;
   /** A new directory (mkdir -p) with its mode and owner; opaque when a lower layer has that name. */
@@ -52,16 +55,17 @@ export interface Upper {
 }
 
 /** COPY's and WORKDIR's decisions over an upperdir (see Upper). */
-export class CopyWalker {
-  constructor(private readonly u: Upper) {}
+export class CopyWalker<L> {
+  constructor(private readonly u: Upper<L>) {}
 
   async copy(op: Extract<CopyOp, { op: 'copy' }>): Promise<void> {
     const sources = op.sources.map((src) => [src, lstatSync(src)] as const);
     const dest = await this.u.resolve(op.dest);
     const intoDir = op.dest.endsWith('/') || op.sources.length > 1 || (await this.u.merged(dest)) === 'dir';
     const owner = { uid: op.uid, gid: op.gid };
+    const groups = new Map<number, L>();
     for (const [i, [src, st]] of sources.entries()) {
-      this.u.beginSource(op, i);
+      this.u.useLinks(linksOf(op, i, groups, () => this.u.newLinks()));
       // As the helper: directories made on the way get uid:gid, copied entries keep theirs if asked.
       const entryOwner = op.keepOwners?.[i] === true ? undefined : owner;
       if (st.isDirectory()) {

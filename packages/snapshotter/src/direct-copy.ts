@@ -1,7 +1,7 @@
 import { type Stats, chmodSync, lchownSync, mkdirSync, promises as fsp, rmSync, unlinkSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
-import { HardLinks, copyMetadata, copyNode, copyXattrs, linksOf, lstatIfExists, setXattr } from '@tsbuild/linux';
+import { HardLinks, copyMetadata, copyNode, copyXattrs, lstatIfExists, setXattr } from '@tsbuild/linux';
 import type { CopyOp } from '@tsbuild/runtime';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 import { MergedView } from './merged-view.js';
@@ -46,7 +46,7 @@ export async function emptyDir(dir: string): Promise<void> {
  * a COPY of many small files is bound by the round trip of each async call through the thread
  * pool, not by the disk.
  */
-class UpperWriter implements Upper {
+class UpperWriter implements Upper<HardLinks> {
   /** Upperdir directories this writer made or copied up (no need to lstat them again). */
   private readonly ready = new Set<string>();
   /**
@@ -56,7 +56,6 @@ class UpperWriter implements Upper {
   private readonly pureDirs = new Set<string>();
   /** Hard links among the files of one COPY source, kept as in the helper (runtime copy-ops). */
   private links = new HardLinks();
-  private groups = new Map<number, HardLinks>();
 
   constructor(
     private readonly upper: string,
@@ -85,9 +84,12 @@ class UpperWriter implements Upper {
     return this.pureDirs.has(this.host(rel));
   }
 
-  beginSource(op: Extract<CopyOp, { op: 'copy' }>, i: number): void {
-    if (i === 0) this.groups = new Map();
-    this.links = linksOf(op, i, this.groups);
+  newLinks(): HardLinks {
+    return new HardLinks();
+  }
+
+  useLinks(links: HardLinks): void {
+    this.links = links;
   }
 
   copyUpDir(rel: string[], below: { stat: Stats; abs: string }): void {
