@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
@@ -81,6 +82,12 @@ export interface ChainShape {
 
 /** A started chain whose helper waits for its request. */
 export interface Chain {
+  /**
+   * Moves the helper into these cgroups (their cgroup.procs files) from here, before the request
+   * goes out, so that the command and all it forks start inside. Called before `send`, as soon as
+   * the cgroups exist: the move overlaps the helper's start-up (see joinCgroups).
+   */
+  joinCgroups(procsFiles: string[]): void;
   /** Sends the request and resolves (or rejects) as runChain does. Called once. */
   send(request: Request): Promise<ChainResult>;
   /** Sends nothing: the helper reads the end of its control socket and exits. Resolves once the chain is gone. */
@@ -111,7 +118,9 @@ export async function runChain(request: Request, opts: ChainOptions): Promise<Ch
 export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
   let requested!: (r: Request | undefined) => void;
   const requestReady = new Promise<Request | undefined>((resolve) => (requested = resolve));
-  const result = chainResult(shape, opts, requestReady);
+  let cgroupsKnown!: (procsFiles: string[]) => void;
+  const cgroups = new Promise<string[]>((resolve) => (cgroupsKnown = resolve));
+  const result = chainResult(shape, opts, requestReady, cgroups);
   // Whatever happens before `send` is awaited is reported by it (or dropped by `abandon`).
   result.catch(() => {});
   let used = false;
@@ -120,13 +129,16 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
     used = true;
   };
   return {
+    joinCgroups: (procsFiles) => cgroupsKnown(procsFiles),
     send: (request) => {
       use();
+      cgroupsKnown([]);
       requested(request);
       return result;
     },
     abandon: async () => {
       use();
+      cgroupsKnown([]);
       requested(undefined);
       await result.then(
         () => {},
@@ -136,7 +148,7 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
   };
 }
 
-function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>): Promise<ChainResult> {
+function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, cgroups: Promise<string[]>): Promise<ChainResult> {
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
   const helper = helperPath();
   if (!existsSync(helper)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`));
@@ -168,7 +180,8 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
   if (opts.init !== undefined) args.push(posix.join(links, posix.basename(opts.init)), '--');
   args.push(posix.join(links, 'node'), helper);
   const terminal = shape.terminal === true;
-  const needContainerPid = opts.init !== undefined || opts.beforeRequest !== undefined || userns !== undefined || terminal;
+  // A run always looks for its container's first process: its cgroups are joined from here.
+  const needContainerPid = shape.kind === 'run' || opts.beforeRequest !== undefined;
   return new Promise<ChainResult>((resolve, reject) => {
     const child = childProcess().spawn('setpriv', args, {
       stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
@@ -241,23 +254,24 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
         // With an init in between, the helper's parent is the init, not unshare.
         if (opts.init !== undefined) chainPid = containerPid;
       }
-      const request = await requestReady;
-      if (request === undefined) {
-        control.end();
-        return;
-      }
-      let sent = request;
-      if (request.kind === 'run') command = request.args[0] ?? '';
-      if (userns !== undefined && containerPid !== undefined && request.kind === 'run') {
+      // The cgroups first (they exist before the request is complete), then the request.
+      const procsFiles = await cgroups;
+      if (procsFiles.length > 0 && containerPid !== undefined) {
         try {
-          sent = joinCgroupsFromHost(request, containerPid);
+          await joinCgroups(procsFiles, opts.init !== undefined ? await firstChild(containerPid, () => child.exitCode !== null || aborted, false) : containerPid);
         } catch (e) {
           setupError = e;
           killChain(pid);
           return;
         }
       }
-      control.write(`${JSON.stringify({ ...sent, chainPid })}\n`);
+      const request = await requestReady;
+      if (request === undefined) {
+        control.end();
+        return;
+      }
+      if (request.kind === 'run') command = request.args[0] ?? '';
+      control.write(`${JSON.stringify({ ...request, chainPid })}\n`);
     };
     child.on('spawn', () => {
       void sendRequest(child.pid as number);
@@ -325,14 +339,19 @@ function readOnlyExecutable(path: string): number {
 }
 
 /**
- * In a user namespace the helper is root only inside it: the run's cgroup.procs files belong to
- * host root, and moving a process also needs write access to cgroup.procs of the common ancestor
- * of both cgroups (cgroup v2 delegation rules). So tsbuild moves the helper (everything it forks
- * follows) before sending the request, and the helper has nothing left to join.
+ * Moves the helper (everything it forks follows) into the run's cgroups, from tsbuild's side
+ * while the helper's node starts: the first move into a cgroup v1 hierarchy waits for an RCU grace
+ * period (cgroup_threadgroup_rwsem taken for writing), 5 to 20 ms measured here, which the helper
+ * would otherwise spend after it had started, on the command's path. From here it also works where
+ * the helper could not do it itself: in a user namespace it is root only inside, the cgroup.procs
+ * files belong to host root, and a move needs write access to cgroup.procs of the common ancestor
+ * of both cgroups (cgroup v2 delegation rules). With an init, the helper is the init's child: the
+ * init stays where it is, the helper and the command move.
  */
-function joinCgroupsFromHost(request: Omit<RunRequest, 'chainPid'>, containerPid: number): Omit<RunRequest, 'chainPid'> {
-  for (const procs of request.cgroupProcs ?? []) writeFileSync(procs, String(containerPid));
-  return { ...request, cgroupProcs: [] };
+async function joinCgroups(procsFiles: string[], helperPid: number | undefined): Promise<void> {
+  if (helperPid === undefined) return; // the chain ended first: its exit says why
+  // One after the other: the first pays the grace period, the next ones find the lock's slow path open.
+  for (const procs of procsFiles) await writeFile(procs, String(helperPid));
 }
 
 /**

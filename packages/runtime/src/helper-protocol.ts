@@ -24,8 +24,6 @@ export interface RunRequest {
   additionalGids: number[];
   hostname: string;
   network: 'host' | 'none' | 'private';
-  /** cgroup.procs files the helper writes "0" to before mounting anything (the run's cgroups). */
-  cgroupProcs?: string[];
   /** Mounts inside the rootfs besides /proc, /dev and /sys (RUN --mount), in order. */
   mounts?: ExtraMount[];
   /** Capabilities, seccomp, masked paths, /etc files, user namespace; absent: none applied. */

@@ -6,7 +6,7 @@
  * either execve's a RUN command (which thereby becomes PID 1) or performs COPY operations and exits.
  * Node itself is multi-threaded, so namespaces cannot be entered from tsbuild's own process.
  */
-import { closeSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { MS, dup2, mount, openPty } from '@tsbuild/linux';
 import { applyCopyOps } from './copy-ops.js';
 import { enterContainer } from './container-setup.js';
@@ -73,9 +73,7 @@ function main(): void {
   // without knowing it. Our parent must still be the process tsbuild started.
   if (hostParentPid() !== req.chainPid) process.exit(128 + 9);
   try {
-    // Join the run's cgroups first, before any mount or fork: writing 0 to cgroup.procs moves the
-    // writer (cgroups(7)), and everything the command forks later starts inside.
-    if (req.kind === 'run') for (const procs of req.cgroupProcs ?? []) writeFileSync(procs, '0');
+    // tsbuild has moved us into the run's cgroups already (joinCgroups in helper-chain.ts).
     if (req.kind === 'run') {
       // The command's stderr arrives as fd 4; our fd 2 is tsbuild's diagnostics pipe.
       dup2(COMMAND_STDERR_FD, 2);

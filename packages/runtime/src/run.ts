@@ -45,8 +45,8 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
   try {
     const stdin: StdioMode = tty !== undefined || io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
     const copies: Promise<void>[] = [];
-    // The chain first: node boots in the helper (most of a short run's time) while the cgroup and
-    // the seccomp program are made here; the helper waits for the request.
+    // The chain first: node boots in the helper (most of a short run's time) while the cgroup is
+    // made and joined and the seccomp program compiled here; the helper waits for the request.
     const chain = startChain(
       { kind: 'run', target, ...(spec.userns !== undefined ? { userns: spec.userns } : {}), terminal: tty !== undefined },
       {
@@ -74,6 +74,8 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
     let request: Omit<RunRequest, 'chainPid'>;
     try {
       cgroup = await runCgroup(withDevices(spec.resources, proc.devices));
+      // Moved while the helper starts, before the request exists.
+      if (cgroup !== undefined) chain.joinCgroups(cgroup.procsFiles);
       request = {
         kind: 'run',
         target,
@@ -87,7 +89,6 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         additionalGids: spec.user?.additionalGids ?? [],
         hostname: spec.hostname ?? randomBytes(6).toString('hex'),
         network,
-        cgroupProcs: cgroup?.procsFiles ?? [],
         security: securityRequest(spec),
         process: proc,
         ...(tty !== undefined ? { terminal: true } : {}),

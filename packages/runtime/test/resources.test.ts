@@ -29,6 +29,13 @@ describe('cgroup limits (v1, real kernel)', () => {
     expect(free).toMatchObject({ out: '0\n', oomKilled: false });
   });
 
+  it('with an init, the command is in the run cgroups (tsbuild moves the helper, the child of the init)', async () => {
+    const r = await sh('dd bs=200M count=1 if=/dev/zero of=/dev/null', { resources: { memory: 64 * 1024 * 1024 }, init: true });
+    expect(r.oomKilled).toBe(true);
+    const pids = await sh('for i in $(seq 30); do sleep 1 & done', { resources: { pidsLimit: 10 }, init: true });
+    expect(pids.err).toContain("can't fork");
+  });
+
   it('pidsLimit 20 stops a fork loop', async () => {
     const r = await sh('for i in $(seq 100); do sleep 5 & done; echo started', { resources: { pidsLimit: 20 } });
     expect(r.err).toContain("can't fork");
