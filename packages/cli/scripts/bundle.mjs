@@ -10,6 +10,7 @@
 // Native modules (koffi, zstd-napi) stay external and load from node_modules as before.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
@@ -31,6 +32,7 @@ function git(...args) {
 }
 const head = git('rev-parse', '--verify', '-q', 'HEAD');
 const commit = head && git('status', '--porcelain', '--untracked-files=no') !== '' ? `${head}-dirty` : head;
+const runtimeDir = path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
 const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
 
 const common = {
@@ -42,7 +44,14 @@ const common = {
   // import('node:https') and the like become require(): no ES module loader at all.
   supported: { 'dynamic-import': false },
   // import.meta.url in the packages (createRequire, package files) becomes the bundle file's URL.
-  define: { 'import.meta.url': '__bundleUrl', TSBUILD_VERSION: JSON.stringify(version), TSBUILD_GIT_COMMIT: JSON.stringify(commit) },
+  // TSBUILD_RUNTIME_DIR: the runtime package (its helper) relative to bundle/commands/, so that a
+  // run does not resolve it through node_modules (~3 ms before its helper can start).
+  define: {
+    'import.meta.url': '__bundleUrl',
+    TSBUILD_VERSION: JSON.stringify(version),
+    TSBUILD_GIT_COMMIT: JSON.stringify(commit),
+    TSBUILD_RUNTIME_DIR: JSON.stringify(path.relative(path.join(outdir, 'commands'), runtimeDir)),
+  },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   minifyWhitespace: true,
   minifySyntax: true,

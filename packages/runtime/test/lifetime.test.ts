@@ -175,7 +175,7 @@ function childrenOf(pid: number): number[] {
 /** The cgroup reaper (run-cgroup.ts), which lives as long as this process. */
 function isReaper(pid: number): boolean {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dirs=$(cat)');
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('while IFS= read -r d; do dirs=');
   } catch {
     return false;
   }

@@ -250,14 +250,17 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
 }
 
 /**
- * Run by the reaper once its stdin ends: every directory it was given, with whatever was made
+ * Run by the reaper once its stdin ends (read with the shell's own `read`: no second process
+ * starts beside the run's helper): every directory it was given, with whatever was made
  * inside it (an OCI runtime's own cgroup), deepest first; what still runs there is SIGKILLed
  * (cgroup.kill where the kernel has it), a busy directory retried for up to 5 s, then the
  * `tsbuild` parent removed if empty. Names are tsbuild-<pid>-<hex> under /sys/fs/cgroup: no
  * blanks, one a line.
  */
 const REAPER_SCRIPT = `
-dirs=$(cat)
+dirs=
+while IFS= read -r d; do dirs="$dirs$d
+"; done
 IFS='
 '
 i=0
