@@ -55,7 +55,7 @@ export interface RunCgroup {
   path: string;
   /** Every cgroup directory of this run. */
   dirs: string[];
-  /** `<dir>/cgroup.procs` of each: the helper joins them all. */
+  /** `<dir>/cgroup.procs` of each: tsbuild moves the helper into them all (helper-chain.ts). */
   procsFiles: string[];
   /** The memory controller saw an OOM kill in this cgroup (v1 memory.oom_control, v2 memory.events). */
   oomKilled(): boolean;
