@@ -1,4 +1,4 @@
-export { syscallError, type SyscallError } from './libc.js';
+export { bindLibc, syscallError, type SyscallError } from './libc.js';
 export * from './mount.js';
 export * from './xattr.js';
 export * from './nodes.js';

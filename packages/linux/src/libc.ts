@@ -31,6 +31,14 @@ function declare() {
 
 export const sys = lazy(declare);
 
+/**
+ * Loads koffi and declares the libc functions now rather than at the first call: for a process with
+ * time to spare before it (the RUN helper, while tsbuild may still be preparing its request).
+ */
+export function bindLibc(): void {
+  sys();
+}
+
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
 export interface SyscallError extends Error {

@@ -14,14 +14,17 @@ import { mountpointFd } from './mountpoint.js';
 const DEVICES = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
 
 /**
- * Turns the helper, already in fresh mount (made private), PID, UTS and IPC namespaces, into the
- * container's world: the rootfs at /, its own /proc, a /dev tmpfs, a read-only /sys and its hostname.
+ * Turns the helper, already in fresh mount, PID, UTS and IPC namespaces, into the container's
+ * world: the rootfs at /, its own /proc, a /dev tmpfs, a read-only /sys and its hostname.
  * Every mount made here belongs to this namespace and dies with it.
  */
 export function enterContainer(req: RunRequest): void {
+  // unshare(1) already sets private propagation; do it again so nothing we mount can leak to the
+  // host's namespace through a shared peer group whatever unshare's defaults become.
+  mount(null, '/', null, MS.REC | MS.PRIVATE);
   if (req.network === 'none') setLinkUp('lo');
   const sec = req.security;
-  // A cgroup namespace rooted at the cgroup we are in now (the run's, joined by main()): the
+  // A cgroup namespace rooted at the cgroup we are in now (the run's, which tsbuild moved us into): the
   // command's /proc/self/cgroup then shows "/" (cgroup_namespaces(7)). Only this thread moves,
   // and it is the one that execve's.
   if (sec !== undefined) unshareNamespaces(CLONE.NEWCGROUP);

@@ -7,7 +7,7 @@
  * Node itself is multi-threaded, so namespaces cannot be entered from tsbuild's own process.
  */
 import { closeSync, readFileSync, readSync, writeSync } from 'node:fs';
-import { MS, dup2, mount, openPty } from '@tsbuild/linux';
+import { MS, bindLibc, dup2, mount, openPty } from '@tsbuild/linux';
 import { applyCopyOps } from './copy-ops.js';
 import { enterContainer } from './container-setup.js';
 import { execCommand } from './exec-command.js';
@@ -68,22 +68,19 @@ function main(): void {
       // EBADF: no init
     }
   }
-  // unshare(1) already sets private propagation; do it again so nothing we mount can leak to the
-  // host's namespace through a shared peer group whatever unshare's defaults become. Done before
-  // the request is read: it loads koffi, which then happens while tsbuild may still be preparing
-  // the request. A failure is answered once the request is there, as any other.
-  let notPrivate: unknown;
+  // koffi and libc's functions load while tsbuild may still be preparing the request (~2 ms);
+  // nothing is changed before the request has been read and checked. Should they fail to load,
+  // the first call fails again below, and that is answered as any other failure.
   try {
-    mount(null, '/', null, MS.REC | MS.PRIVATE);
-  } catch (e) {
-    notPrivate = e;
+    bindLibc();
+  } catch {
+    // answered below
   }
   const req = JSON.parse(readLine()) as HelperRequest;
   // unshare sets our parent-death signal after fork; if it died before that we would be orphaned
   // without knowing it. Our parent must still be the process tsbuild started.
   if (hostParentPid() !== req.chainPid) process.exit(128 + 9);
   try {
-    if (notPrivate !== undefined) throw notPrivate;
     // tsbuild has moved us into the run's cgroups already (joinCgroups in helper-chain.ts).
     if (req.kind === 'run') {
       // The command's stderr arrives as fd 4; our fd 2 is tsbuild's diagnostics pipe.
@@ -91,6 +88,7 @@ function main(): void {
       enterContainer(req);
       execCommand(req, CONTROL_FD, req.terminal === true ? handOverPty() : undefined);
     } else {
+      mount(null, '/', null, MS.REC | MS.PRIVATE);
       mountAll(req.rootfs, req.target);
       applyCopyOps(req.target, req.ops);
       process.exit(0);
