@@ -351,7 +351,13 @@ function readOnlyExecutable(path: string): number {
 async function joinCgroups(procsFiles: string[], helperPid: number | undefined): Promise<void> {
   if (helperPid === undefined) return; // the chain ended first: its exit says why
   // One after the other: the first pays the grace period, the next ones find the lock's slow path open.
-  for (const procs of procsFiles) await writeFile(procs, String(helperPid));
+  for (const procs of procsFiles) {
+    try {
+      await writeFile(procs, String(helperPid));
+    } catch (e) {
+      throw new FailedPreconditionError(`cannot move the container into its cgroup (${procs}): ${(e as Error).message}`, { cause: e });
+    }
+  }
 }
 
 /**

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { removeStaleCgroups, run } from '../src/index.js';
 import { pidNamespaceTag } from '../src/cgroups/run-cgroup.js';
+import { startChain } from '../src/helper-chain.js';
 import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
 import { tsbuildCgroups } from './cgroup-leftovers.js';
 // @ts-expect-error plain .mjs fixture without types
@@ -77,6 +78,22 @@ describe('lifetime', () => {
     expect(childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p))).toEqual([]);
     expect(mountsMentioning(upper)).toEqual([]);
     expect(tsbuildCgroups()).toEqual([]);
+  });
+
+  it('a helper that cannot be moved into its cgroups is killed, and the run fails naming the file', async () => {
+    // tsbuild moves the helper into the run's cgroups while it starts (joinCgroups): a write that
+    // fails must not leave a helper waiting, nor send it the request.
+    const { upper, mounts } = fx.overlay();
+    const target = join(fx.scratch(), 'rootfs');
+    mkdirSync(target, { recursive: true });
+    const before = childrenOf(process.pid);
+    const chain = startChain({ kind: 'run', target }, { network: 'host', stdio: ['ignore', 'ignore', 'inherit'] });
+    const missing = join(fx.dir, 'no-such-cgroup', 'cgroup.procs');
+    chain.joinCgroups([missing]);
+    const request = { kind: 'run' as const, target, rootfs: mounts, args: ['true'], env: ['PATH=/bin'], cwd: '/', uid: 0, gid: 0, additionalGids: [], hostname: 'x', network: 'host' as const };
+    await expect(chain.send(request)).rejects.toThrow(`cannot move the container into its cgroup (${missing}): ENOENT`);
+    expect(childrenOf(process.pid).filter((p) => !before.includes(p))).toEqual([]);
+    expect(mountsMentioning(upper)).toEqual([]);
   });
 
   it('kill -9 of the parent with limits and an init: no process, no mount, no cgroup', async () => {
