@@ -1,5 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, write } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
@@ -118,9 +117,8 @@ export async function runChain(request: Request, opts: ChainOptions): Promise<Ch
 export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
   let requested!: (r: Request | undefined) => void;
   const requestReady = new Promise<Request | undefined>((resolve) => (requested = resolve));
-  let cgroupsKnown!: (procsFiles: string[]) => void;
-  const cgroups = new Promise<string[]>((resolve) => (cgroupsKnown = resolve));
-  const result = chainResult(shape, opts, requestReady, cgroups);
+  const move = new CgroupMove();
+  const result = chainResult(shape, opts, requestReady, move);
   // Whatever happens before `send` is awaited is reported by it (or dropped by `abandon`).
   result.catch(() => {});
   let used = false;
@@ -129,16 +127,16 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
     used = true;
   };
   return {
-    joinCgroups: (procsFiles) => cgroupsKnown(procsFiles),
+    joinCgroups: (procsFiles) => move.cgroups(procsFiles),
     send: (request) => {
       use();
-      cgroupsKnown([]);
+      move.cgroups([]);
       requested(request);
       return result;
     },
     abandon: async () => {
       use();
-      cgroupsKnown([]);
+      move.cgroups([]);
       requested(undefined);
       await result.then(
         () => {},
@@ -148,7 +146,7 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
   };
 }
 
-function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, cgroups: Promise<string[]>): Promise<ChainResult> {
+function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove): Promise<ChainResult> {
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
   const helper = helperPath();
   if (!existsSync(helper)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`));
@@ -242,8 +240,16 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     const sendRequest = async (pid: number): Promise<void> => {
       let chainPid = pid;
       if (needContainerPid) {
-        containerPid = await firstChild(pid, () => child.exitCode !== null || child.signalCode !== null || aborted);
-        if (containerPid === undefined) return; // the chain ended (or was aborted) first: its exit says why
+        const gone = (): boolean => child.exitCode !== null || child.signalCode !== null || aborted;
+        containerPid = await firstChild(pid, gone);
+        if (containerPid === undefined) {
+          move.helper(undefined);
+          return; // the chain ended (or was aborted) first: its exit says why
+        }
+        // The helper moves into the run's cgroups while the network is attached and the request
+        // prepared; with an init, the helper is the init's child.
+        if (opts.init === undefined) move.helper(containerPid);
+        else void firstChild(containerPid, gone, false).then((helper) => move.helper(helper));
         try {
           await opts.beforeRequest?.(containerPid);
         } catch (e) {
@@ -253,17 +259,15 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
         }
         // With an init in between, the helper's parent is the init, not unshare.
         if (opts.init !== undefined) chainPid = containerPid;
+      } else {
+        move.helper(undefined);
       }
-      // The cgroups first (they exist before the request is complete), then the request.
-      const procsFiles = await cgroups;
-      if (procsFiles.length > 0 && containerPid !== undefined) {
-        try {
-          await joinCgroups(procsFiles, opts.init !== undefined ? await firstChild(containerPid, () => child.exitCode !== null || aborted, false) : containerPid);
-        } catch (e) {
-          setupError = e;
-          killChain(pid);
-          return;
-        }
+      try {
+        await move.done();
+      } catch (e) {
+        setupError = e;
+        killChain(pid);
+        return;
       }
       const request = await requestReady;
       if (request === undefined) {
@@ -339,25 +343,72 @@ function readOnlyExecutable(path: string): number {
 }
 
 /**
- * Moves the helper (everything it forks follows) into the run's cgroups, from tsbuild's side
+ * Moves the helper (everything it forks follows) into the run's cgroups, from tsbuild's side and
  * while the helper's node starts: the first move into a cgroup v1 hierarchy waits for an RCU grace
  * period (cgroup_threadgroup_rwsem taken for writing), 5 to 20 ms measured here, which the helper
- * would otherwise spend after it had started, on the command's path. From here it also works where
- * the helper could not do it itself: in a user namespace it is root only inside, the cgroup.procs
- * files belong to host root, and a move needs write access to cgroup.procs of the common ancestor
- * of both cgroups (cgroup v2 delegation rules). With an init, the helper is the init's child: the
- * init stays where it is, the helper and the command move.
+ * would otherwise spend after it had started, on the command's path. The move starts as soon as
+ * both the cgroups (`cgroups`, from Chain.joinCgroups) and the helper (`helper`) are known, in the
+ * same turn: the writes go to libuv's pool at once and wait out the grace period there while this
+ * thread goes on preparing the request. From here it also works where the helper could not do it
+ * itself: in a user namespace it is root only inside, the cgroup.procs files belong to host root,
+ * and a move needs write access to cgroup.procs of the common ancestor of both cgroups (cgroup v2
+ * delegation rules). With an init, the init stays where it is; the helper and the command move.
  */
-async function joinCgroups(procsFiles: string[], helperPid: number | undefined): Promise<void> {
-  if (helperPid === undefined) return; // the chain ended first: its exit says why
-  // One after the other: the first pays the grace period, the next ones find the lock's slow path open.
-  for (const procs of procsFiles) {
-    try {
-      await writeFile(procs, String(helperPid));
-    } catch (e) {
-      throw new FailedPreconditionError(`cannot move the container into its cgroup (${procs}): ${(e as Error).message}`, { cause: e });
-    }
+class CgroupMove {
+  #procsFiles: string[] | undefined;
+  /** null: the chain ended before its helper was found. */
+  #helper: number | null | undefined;
+  #started = false;
+  #moved!: (move: Promise<void>) => void;
+  readonly #done = new Promise<void>((resolve) => (this.#moved = resolve));
+
+  constructor() {
+    // A failed move is reported by the chain that awaits done(); one that ends first never does.
+    this.#done.catch(() => {});
   }
+
+  /** The run's cgroup.procs files; an empty list: none. The first call counts. */
+  cgroups(procsFiles: string[]): void {
+    this.#procsFiles ??= procsFiles;
+    this.#start();
+  }
+
+  /** The helper's host pid, or undefined when the chain has no helper to move (ended, or a copy). */
+  helper(pid: number | undefined): void {
+    this.#helper ??= pid ?? null;
+    this.#start();
+  }
+
+  /** Resolves once the helper is in every cgroup, or there was nothing to move. */
+  done(): Promise<void> {
+    return this.#done;
+  }
+
+  #start(): void {
+    if (this.#started || this.#procsFiles === undefined || this.#helper === undefined) return;
+    this.#started = true;
+    const helper = this.#helper;
+    this.#moved(helper === null ? Promise.resolve() : Promise.all(this.#procsFiles.map((procs) => moveInto(procs, helper))).then(() => {}));
+  }
+}
+
+/** Writes `pid` to one cgroup.procs file; all of a run's at once, since they wait out the same grace period. */
+function moveInto(procs: string, pid: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (e: Error): void => reject(new FailedPreconditionError(`cannot move the container into its cgroup (${procs}): ${e.message}`, { cause: e }));
+    let fd: number;
+    try {
+      fd = openSync(procs, 'w');
+    } catch (e) {
+      fail(e as Error);
+      return;
+    }
+    write(fd, String(pid), (e) => {
+      closeSync(fd);
+      if (e !== null) fail(e);
+      else resolve();
+    });
+  });
 }
 
 /**
