@@ -84,7 +84,7 @@ export interface Chain {
   /**
    * Moves the helper into these cgroups (their cgroup.procs files) from here, before the request
    * goes out, so that the command and all it forks start inside. Called before `send`, as soon as
-   * the cgroups exist: the move overlaps the helper's start-up (see joinCgroups).
+   * the cgroups exist: the move overlaps the helper's start-up (see CgroupMove).
    */
   joinCgroups(procsFiles: string[]): void;
   /** Sends the request and resolves (or rejects) as runChain does. Called once. */
@@ -199,6 +199,8 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     let setupError: unknown;
     control.setEncoding('utf8');
     let containerPid: number | undefined;
+    /** The helper's host pid: containerPid itself, or with an init the init's child; looked up once. */
+    let helperPid: Promise<number | undefined> = Promise.resolve(undefined);
     let pending = '';
     control.on('data', (d: string) => {
       reply += d;
@@ -214,9 +216,9 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     // The helper's pty master, copied here with pidfd_getfd; the helper waits for our answer.
     const takeTerminal = async (fd: number): Promise<void> => {
       try {
-        const helperPid = opts.init !== undefined && containerPid !== undefined ? await firstChild(containerPid, () => child.exitCode !== null || aborted, false) : containerPid;
-        if (helperPid === undefined) throw new Error('the helper is gone');
-        const master = takeDescriptor(helperPid, fd);
+        const helper = await helperPid;
+        if (helper === undefined) throw new Error('the helper is gone');
+        const master = takeDescriptor(helper, fd);
         opts.onTerminal?.(master);
         control.write(`${PTY_TAKEN_LINE}\n`);
       } catch (e) {
@@ -248,8 +250,8 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
         }
         // The helper moves into the run's cgroups while the network is attached and the request
         // prepared; with an init, the helper is the init's child.
-        if (opts.init === undefined) move.helper(containerPid);
-        else void firstChild(containerPid, gone, false).then((helper) => move.helper(helper));
+        helperPid = opts.init === undefined ? Promise.resolve(containerPid) : firstChild(containerPid, gone, false);
+        void helperPid.then((helper) => move.helper(helper));
         try {
           await opts.beforeRequest?.(containerPid);
         } catch (e) {

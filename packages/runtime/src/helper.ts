@@ -81,7 +81,7 @@ function main(): void {
   // without knowing it. Our parent must still be the process tsbuild started.
   if (hostParentPid() !== req.chainPid) process.exit(128 + 9);
   try {
-    // tsbuild has moved us into the run's cgroups already (joinCgroups in helper-chain.ts).
+    // tsbuild has moved us into the run's cgroups already (CgroupMove in helper-chain.ts).
     if (req.kind === 'run') {
       // The command's stderr arrives as fd 4; our fd 2 is tsbuild's diagnostics pipe.
       dup2(COMMAND_STDERR_FD, 2);
