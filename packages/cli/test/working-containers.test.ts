@@ -185,6 +185,18 @@ describe('working containers', () => {
       expectOneLineError(await t.run(['run', '--rm', ctr, '--', 'true']), /is a working container: --rm, --entrypoint and --volume apply to images only/);
       await ok(['rm', ctr]);
     });
+
+    it('run starts its container before it reads the store: the settings `from` recorded still win, and a failed lookup leaves nothing', async () => {
+      // `tsbuild run` starts the runtime's helper from its flags alone (WorkingContainer.startRun);
+      // a container made with `from --network none` must still get no network, not the host's.
+      const ctr = await ok(['from', '--network', 'none', 'busybox']);
+      expect(await ok(['run', ctr, '--', 'sh', '-c', "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"])).toBe('lo');
+      expect(await ok(['run', '--pids-limit', '20', ctr, '--', 'sh', '-c', "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"])).toBe('lo');
+      await ok(['rm', ctr]);
+      // No such container or image: the started run is let go, its scratch directory with it.
+      expectOneLineError(await t.run(['run', 'ghost-of-a-run', '--', 'true']), /ghost-of-a-run/);
+      expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
+    });
   });
 
   describe('copy and add', () => {

@@ -66,6 +66,7 @@ export async function runImage(opts: RunImageOptions): Promise<RunResult & { con
         ...(opts.terminal !== undefined ? { terminal: opts.terminal } : {}),
         ...(opts.runtime ? { runtime: opts.runtime } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.started ? { started: opts.started } : {}),
       });
       return { ...res, container: wc.snapshotKey };
     } finally {

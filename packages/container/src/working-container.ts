@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import {
@@ -19,7 +19,7 @@ import {
 import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, configPlatform, ingestLayer, writeImage } from '@tsbuild/store';
 import { type CopyLayer, MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, planCopyLayer, tarDirectory, unpack } from '@tsbuild/snapshotter';
-import type { CopyOp, ExtraMount, RunResult } from '@tsbuild/runtime';
+import type { CopyOp, ExtraMount, RunIO, RunResult, StartedRun } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import type { BuildContext } from './context.js';
 import type { CopySource, CopySpec } from './copy-sources.js';
@@ -65,6 +65,12 @@ export interface ContainerRunOptions {
   /** Record the command in the next commit's history (buildah's --add-history). */
   addHistory?: boolean;
   signal?: AbortSignal;
+  /**
+   * The run as the caller started it ahead (runtime's startRun), with the RunStart it expects
+   * the container's settings and these options to make: taken when they do (its scratch directory
+   * is the run's), let go otherwise. The caller releases it whatever happens.
+   */
+  started?: StartedRun;
 }
 
 export interface CopyOptions {
@@ -286,6 +292,23 @@ export class WorkingContainer {
   }
 
   /** The container named `nameOrId` (name, ID or ID prefix); NotFoundError when there is none. */
+  /**
+   * Starts a run with `opts` before its container is found and locked (runtime's startRun), in
+   * the store at `storeRoot`: what `tsbuild run` does first, so that the runtime's helper boots
+   * while the store and the container's record and layers are read. The start assumes that the
+   * container's own runtime settings (from `from`) change nothing it depends on (network, user
+   * namespace, init, limits, devices); where they do, the run lets it go and starts another. Pass
+   * it as `opts.started` to run(), or runImage(), and release it afterwards whatever happened.
+   * Undefined where the store has no scratch directory yet (then it has no container either).
+   */
+  static async startRun(storeRoot: string, opts: ContainerRunOptions): Promise<StartedRun | undefined> {
+    const tmp = path.join(storeRoot, 'tmp');
+    if (!existsSync(tmp)) return undefined;
+    const r = opts.runtime ?? {};
+    const start = { scratchDir: path.join(tmp, `run-${randomBytes(6).toString('hex')}`), network: r.network, userns: r.userns, init: r.init, resources: r.resources, devices: r.devices, runtime: r.runtime };
+    return (await runtime()).startRun(start, runIO(opts), opts.signal);
+  }
+
   static async open(env: ContainerEnv, nameOrId: string): Promise<WorkingContainer> {
     const records = new ContainerRecords(env.store);
     return new WorkingContainer(env, records, await records.get(nameOrId));
@@ -464,7 +487,7 @@ export class WorkingContainer {
     // runc sets HOME from the user's passwd entry when the environment has none (and so do
     // buildah and docker): an ENV or a build arg named HOME wins. Not part of the image's Env.
     if (!env.has('HOME')) env.set('HOME', home ?? '/');
-    const scratch = this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomBytes(3).toString('hex')}`) : this.scratch();
+    const scratch = opts.started?.scratchDir ?? (this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomBytes(3).toString('hex')}`) : this.scratch());
     const madeEtc = this.isMounted() ? await missingEtcFiles(this.mountPath) : [];
     try {
       const { run } = await runtime();
@@ -484,8 +507,9 @@ export class WorkingContainer {
           // A build's RUN keeps the runtime's host name; a container's is its own (or as given).
           ...(opts.hostname !== undefined || !this.build ? { hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12) } : {}),
         },
-        { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) },
+        runIO(opts),
         opts.signal,
+        opts.started,
       );
     } finally {
       await removeEtcFiles(this.mountPath, madeEtc);
@@ -849,6 +873,11 @@ function canonicalName(name: string): string {
  * The runtime, loaded on first use: `from`, `commit`, `containers` and the like never start a
  * process, and skip its modules (seccomp tables, capabilities, the helper chain) at start-up.
  */
+/** The streams of a run with these options, as run() gets them. */
+function runIO(opts: ContainerRunOptions): RunIO {
+  return { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) };
+}
+
 function runtime(): Promise<typeof import('@tsbuild/runtime')> {
   return import('@tsbuild/runtime');
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { close, createReadStream, rmSync, write } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { close, createReadStream, mkdirSync, rmSync, write } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { inUserNamespace, setWindowSize } from '@tsbuild/linux';
@@ -8,12 +8,12 @@ import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
 import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups } from './cgroups/run-cgroup.js';
 import { runExternal } from './external-runtime.js';
-import { startChain, type StdioMode } from './helper-chain.js';
+import { type Chain, startChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
 import { MAX_ID, isValidId } from '@tsbuild/oci';
 import type { Mount } from './mount-spec.js';
 import { securityRequest, validateUserNamespace } from './security-spec.js';
-import { type DeviceNode, processRequest } from './process-spec.js';
+import { type DeviceNode, processRequest, resolveDevice } from './process-spec.js';
 import type { ExtraMount, RunRequest } from './helper-protocol.js';
 import type { RunIO, RunResult, RunSpec } from './spec.js';
 import { type PrivateNetwork, attachPrivateNetwork } from './network/private-network.js';
@@ -21,41 +21,120 @@ import { attachUserNetwork } from './network/user-network.js';
 import { warnOnce } from './warn-once.js';
 
 /**
+ * What a run's start depends on: the command line of its helper chain (namespaces, init, user
+ * namespace maps), its cgroup and its scratch directory. Known before the rest of the spec, it
+ * lets a caller start the run (startRun) while it still prepares the rest: locks, records, layers.
+ */
+export type RunStart = Pick<RunSpec, 'scratchDir' | 'network' | 'userns' | 'init' | 'resources' | 'devices' | 'runtime'>;
+
+/**
+ * A run started ahead of its spec by startRun: its helper chain booting, its cgroup made and the
+ * helper on its way into it. run() takes it when the spec's RunStart, io and signal are the ones
+ * it was started with; otherwise run() lets it go and starts afresh, so a wrong guess costs time,
+ * never behaviour.
+ */
+export interface StartedRun {
+  /** The scratch directory the spec that takes this run must name (RunSpec.scratchDir). */
+  readonly scratchDir: string;
+  /**
+   * Ends what no run() took: the chain (its helper exits), the cgroup and the scratch directory.
+   * After run() took it, or a second time, nothing. Resolves once they are gone.
+   */
+  release(): Promise<void>;
+}
+
+/**
+ * Starts a run whose full spec is not known yet (see StartedRun); pass it to run() with that spec.
+ * Never throws: a start that cannot be made (bad values, an abort) gives a StartedRun that run()
+ * does not take, and run() reports the problem as it would without one.
+ */
+export function startRun(start: RunStart, io: RunIO, signal?: AbortSignal): StartedRun {
+  if (start.runtime === undefined && signal?.aborted !== true) {
+    try {
+      validateStart(start);
+      return new Launch(start, io, signal);
+    } catch {
+      // reported by run(), which checks the same values
+    }
+  }
+  return {
+    scratchDir: start.scratchDir,
+    release: () => rm(start.scratchDir, { recursive: true, force: true }),
+  };
+}
+
+/**
  * Runs `spec.args` in a container and resolves with its exit status once it and every process it
  * started are gone. Rejects with CancelledError when `signal` aborts (the container is killed
- * first), and with a typed error when the container could not be set up (mounts, cwd).
+ * first), and with a typed error when the container could not be set up (mounts, cwd). `started`:
+ * the run as startRun began it, taken if it was started with this spec's RunStart, io and signal.
  *
  * Call it from the main thread: the container's lifetime is tied to the thread that spawned it
  * (PR_SET_PDEATHSIG fires when that thread exits), so a worker thread's exit would kill it.
  */
-export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promise<RunResult> {
-  validate(spec);
-  const proc = processRequest(spec);
-  if (spec.runtime !== undefined) return runExternal(spec, io, signal);
-  if (signal?.aborted) throw cancelledBeforeStart(signal);
-  const target = posix.join(spec.scratchDir, 'rootfs');
-  await mkdir(target, { recursive: true });
-  // Rootless (in a user namespace) the default is a network of the run's own, as buildah's and
-  // podman's rootless default is slirp4netns: the host's is not ours to share there.
-  const network = spec.network ?? (inUserNamespace() ? 'private' : 'host');
-  const init = spec.init === true ? findInit() : undefined;
-  let cgroup: RunCgroup | undefined;
-  let net: PrivateNetwork | undefined;
-  const tty = io.terminal !== undefined ? new TerminalRelay(io) : undefined;
+export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal, started?: StartedRun): Promise<RunResult> {
+  let launch: Launch | undefined;
   try {
+    validate(spec);
+    const proc = processRequest(spec);
+    if (started instanceof Launch && started.fits(spec, io, signal)) launch = started;
+    else await started?.release();
+    if (spec.runtime !== undefined) return await runExternal(spec, io, signal);
+    if (signal?.aborted) throw cancelledBeforeStart(signal);
+    launch ??= new Launch(startOf(spec), io, signal);
+    return await launch.finish(spec, proc);
+  } finally {
+    // A started run that was not taken ends here too: nothing of it outlives run().
+    if (launch === undefined) await started?.release();
+  }
+}
+
+/**
+ * One run of the built-in runtime from its start (the constructor: the chain spawned, the cgroup
+ * made and joined) to its end (finish: the request sent, the result, everything removed).
+ */
+class Launch implements StartedRun {
+  readonly scratchDir: string;
+  readonly #key: string;
+  readonly #io: RunIO;
+  readonly #signal: AbortSignal | undefined;
+  readonly #target: string;
+  readonly #network: 'host' | 'none' | 'private';
+  readonly #chain: Chain;
+  readonly #cgroup: Promise<RunCgroup | undefined>;
+  readonly #tty: TerminalRelay | undefined;
+  readonly #copies: Promise<void>[] = [];
+  #net: PrivateNetwork | undefined;
+  /** Set once finish or release has it: a launch is used once. */
+  #used = false;
+
+  constructor(start: RunStart, io: RunIO, signal: AbortSignal | undefined) {
+    this.scratchDir = start.scratchDir;
+    this.#key = canonical(start);
+    this.#io = io;
+    this.#signal = signal;
+    this.#target = posix.join(start.scratchDir, 'rootfs');
+    // Rootless (in a user namespace) the default is a network of the run's own, as buildah's and
+    // podman's rootless default is slirp4netns: the host's is not ours to share there.
+    this.#network = start.network ?? (inUserNamespace() ? 'private' : 'host');
+    // Whatever can fail before anything starts: the init, the devices, the scratch directory.
+    const init = start.init === true ? findInit() : undefined;
+    const devices = (start.devices ?? []).map((d) => resolveDevice(d));
+    mkdirSync(this.#target, { recursive: true });
+    const tty = io.terminal !== undefined ? new TerminalRelay(io) : undefined;
+    this.#tty = tty;
     const stdin: StdioMode = tty !== undefined || io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
-    const copies: Promise<void>[] = [];
     // The chain first: node boots in the helper (most of a short run's time) while the cgroup is
     // made and joined and the seccomp program compiled here; the helper waits for the request.
-    const chain = startChain(
-      { kind: 'run', target, ...(spec.userns !== undefined ? { userns: spec.userns } : {}), terminal: tty !== undefined },
+    this.#chain = startChain(
+      { kind: 'run', target: this.#target, ...(start.userns !== undefined ? { userns: start.userns } : {}), terminal: tty !== undefined },
       {
-        network,
+        network: this.#network,
         init,
         beforeRequest:
-          network === 'private'
+          this.#network === 'private'
             ? async (pid) => {
-                net = inUserNamespace() ? await attachUserNetwork(pid, spec.userns !== undefined) : await attachPrivateNetwork(pid);
+                this.#net = inUserNamespace() ? await attachUserNetwork(pid, start.userns !== undefined) : await attachPrivateNetwork(pid);
               }
             : undefined,
         stdio: tty !== undefined ? ['ignore', 'ignore', 'pipe'] : [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe'],
@@ -64,54 +143,112 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
         onSpawn: (s) => {
           if (s.stdin !== null && typeof io.stdin === 'object') {
             // A command that does not read its stdin closes the pipe: EPIPE is its right, not an error.
-            copies.push(pipeline(io.stdin, s.stdin).catch(() => {}));
+            this.#copies.push(pipeline(io.stdin, s.stdin).catch(() => {}));
           }
           if (s.stdout !== null && typeof io.stdout === 'object') s.stdout.pipe(io.stdout, { end: false });
           if (s.stderr !== null && typeof io.stderr === 'object') s.stderr.pipe(io.stderr, { end: false });
         },
       },
     );
-    let request: Omit<RunRequest, 'chainPid'>;
-    try {
-      cgroup = await runCgroup(withDevices(spec.resources, proc.devices));
-      // Moved while the helper starts, before the request exists.
-      if (cgroup !== undefined) chain.joinCgroups(cgroup.procsFiles);
-      request = {
-        kind: 'run',
-        target,
-        rootfs: spec.userns ? spec.rootfs.map(forUserNamespace) : spec.rootfs,
-        ...(extraMounts(spec).length > 0 ? { mounts: extraMounts(spec) } : {}),
-        args: spec.args,
-        env: spec.env,
-        cwd: spec.cwd,
-        uid: spec.user?.uid ?? 0,
-        gid: spec.user?.gid ?? 0,
-        additionalGids: spec.user?.additionalGids ?? [],
-        hostname: spec.hostname ?? randomBytes(6).toString('hex'),
-        network,
-        security: securityRequest(spec),
-        process: proc,
-        ...(tty !== undefined ? { terminal: true } : {}),
-      };
-    } catch (e) {
-      await chain.abandon();
-      throw e;
-    }
-    const result = await chain.send(request);
-    await Promise.all(copies);
-    await tty?.finished();
-    const oomKilled = cgroup?.oomKilled() ?? false;
-    const usage = cgroup?.usage();
-    return { exitCode: result.exitCode, ...(result.signal !== undefined ? { signal: result.signal } : {}), oomKilled, ...(usage !== undefined ? { usage } : {}) };
-  } finally {
-    tty?.stop();
-    // In this order: kill what the run left (cgroup.kill), so the network namespace empties and
-    // its veth goes, then free the address and the scratch dir.
-    // The scratch dir holds a few entries (the rootfs mountpoint, the exe links, /etc files):
-    // removed synchronously, in well under a millisecond, rather than in a round trip through
-    // the libuv pool for each entry.
-    await cleanup([() => cgroup?.destroy(), () => net?.release(), () => rmSync(spec.scratchDir, { recursive: true, force: true })]);
+    // Moved while the helper starts, before the request exists.
+    this.#cgroup = runCgroup(withDevices(start.resources, devices)).then((cgroup) => {
+      if (cgroup !== undefined) this.#chain.joinCgroups(cgroup.procsFiles);
+      return cgroup;
+    });
+    // Reported by finish, or dropped by release.
+    this.#cgroup.catch(() => {});
   }
+
+  /** This launch was started for `spec`, `io` and `signal`, and is still unused. */
+  fits(spec: RunSpec, io: RunIO, signal: AbortSignal | undefined): boolean {
+    const a = this.#io;
+    return (
+      !this.#used &&
+      signal === this.#signal &&
+      canonical(startOf(spec)) === this.#key &&
+      io.stdin === a.stdin &&
+      io.stdout === a.stdout &&
+      io.stderr === a.stderr &&
+      (io.terminal === undefined) === (a.terminal === undefined) &&
+      io.terminal?.sizeFrom === a.terminal?.sizeFrom
+    );
+  }
+
+  async finish(spec: RunSpec, proc: ReturnType<typeof processRequest>): Promise<RunResult> {
+    this.#used = true;
+    const chain = this.#chain;
+    let cgroup: RunCgroup | undefined;
+    try {
+      let request: Omit<RunRequest, 'chainPid'>;
+      try {
+        cgroup = await this.#cgroup;
+        request = {
+          kind: 'run',
+          target: this.#target,
+          rootfs: spec.userns ? spec.rootfs.map(forUserNamespace) : spec.rootfs,
+          ...(extraMounts(spec).length > 0 ? { mounts: extraMounts(spec) } : {}),
+          args: spec.args,
+          env: spec.env,
+          cwd: spec.cwd,
+          uid: spec.user?.uid ?? 0,
+          gid: spec.user?.gid ?? 0,
+          additionalGids: spec.user?.additionalGids ?? [],
+          hostname: spec.hostname ?? randomBytes(6).toString('hex'),
+          network: this.#network,
+          security: securityRequest(spec),
+          process: proc,
+          ...(this.#tty !== undefined ? { terminal: true } : {}),
+        };
+      } catch (e) {
+        await chain.abandon();
+        throw e;
+      }
+      const sent = chain.send(request);
+      // Cgroups that runs killed before they could remove them are removed while this one runs:
+      // after the request has gone out, off the command's path.
+      const root = cgroupRoot();
+      const stale = new Promise<void>((resolve) => setImmediate(() => void (root === undefined ? Promise.resolve() : removeStaleCgroups(root)).then(() => resolve(), () => resolve())));
+      const result = await sent;
+      await Promise.all([...this.#copies, stale]);
+      await this.#tty?.finished();
+      const oomKilled = cgroup?.oomKilled() ?? false;
+      const usage = cgroup?.usage();
+      return { exitCode: result.exitCode, ...(result.signal !== undefined ? { signal: result.signal } : {}), oomKilled, ...(usage !== undefined ? { usage } : {}) };
+    } finally {
+      await this.#end(cgroup);
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.#used) return;
+    this.#used = true;
+    await this.#chain.abandon();
+    await this.#end(await this.#cgroup.catch(() => undefined));
+  }
+
+  /**
+   * In this order: kill what the run left (cgroup.kill), so the network namespace empties and its
+   * veth goes, then free the address and the scratch dir. The scratch dir holds a few entries (the
+   * rootfs mountpoint, the exe links, /etc files): removed synchronously, in well under a
+   * millisecond, rather than in a round trip through the libuv pool for each entry.
+   */
+  async #end(cgroup: RunCgroup | undefined): Promise<void> {
+    this.#tty?.stop();
+    await cleanup([() => cgroup?.destroy(), () => this.#net?.release(), () => rmSync(this.scratchDir, { recursive: true, force: true })]);
+  }
+}
+
+/** The RunStart of a spec. */
+function startOf(spec: RunSpec): RunStart {
+  const { scratchDir, network, userns, init, resources, devices, runtime } = spec;
+  return { scratchDir, network, userns, init, resources, devices, runtime };
+}
+
+/** JSON with object keys sorted and undefined left out: equal for equal values however they were spread together. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x !== null && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).filter(([, y]) => y !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
 }
 
 /**
@@ -119,10 +256,7 @@ export async function run(spec: RunSpec, io: RunIO, signal?: AbortSignal): Promi
  * cgroups cannot be created (no cgroupfs, not root) still runs; with limits that is an error.
  */
 async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | undefined> {
-  // Rootless, the host's hierarchy is root's: runs go under a cgroup v2 subtree delegated to the
-  // user when there is one (delegatedCgroup), and nowhere otherwise.
-  const root = inUserNamespace() ? rootlessCgroupRoot() : DEFAULT_CGROUP_ROOT;
-  if (root !== undefined) await removeStaleCgroups(root).catch(() => []);
+  const root = cgroupRoot();
   const limited = resources !== undefined && Object.values(resources).some((v) => v !== undefined);
   try {
     if (root === undefined) throw new FailedPreconditionError('no cgroup v2 subtree is delegated to this user');
@@ -136,6 +270,14 @@ async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | 
     }
     throw e;
   }
+}
+
+/**
+ * Where a run's cgroups go. Rootless, the host's hierarchy is root's: runs go under a cgroup v2
+ * subtree delegated to the user when there is one (delegatedCgroup), and nowhere otherwise.
+ */
+function cgroupRoot(): string | undefined {
+  return inUserNamespace() ? rootlessCgroupRoot() : DEFAULT_CGROUP_ROOT;
 }
 
 /** The delegated cgroup v2 directory of a rootless run, if any (v1 has no delegation). */
@@ -167,8 +309,7 @@ function validate(spec: RunSpec): void {
   if (spec.args.length === 0 || spec.args[0] === '') throw new InvalidArgumentError('run: empty command (args[0] is missing)');
   if (!spec.cwd.startsWith('/')) throw new InvalidArgumentError(`run: working directory must be absolute: ${spec.cwd}`);
   if (spec.rootfs.length === 0) throw new InvalidArgumentError('run: rootfs has no mounts');
-  if (spec.userns !== undefined) validateUserNamespace(spec.userns);
-  if (!posix.isAbsolute(spec.scratchDir)) throw new InvalidArgumentError(`run: scratchDir must be absolute: ${spec.scratchDir}`);
+  validateStart(startOf(spec));
   // HOST_NAME_MAX (limits.h); sethostname(2) fails with EINVAL beyond it.
   if (spec.hostname !== undefined && (spec.hostname.length === 0 || Buffer.byteLength(spec.hostname) > 64)) {
     throw new InvalidArgumentError(`run: hostname must be 1 to 64 bytes: ${spec.hostname}`);
@@ -180,8 +321,6 @@ function validate(spec: RunSpec): void {
     }
   }
   for (const e of spec.env) if (!e.includes('=')) throw new InvalidArgumentError(`run: environment entry is not KEY=VALUE: ${e}`);
-  if (spec.network !== undefined && !['host', 'none', 'private'].includes(spec.network)) throw new InvalidArgumentError(`run: network must be host, none or private: ${String(spec.network)}`);
-  if (spec.resources !== undefined) validateResources(spec.resources);
   for (const m of spec.mounts ?? []) {
     if (!posix.isAbsolute(m.destination)) throw new InvalidArgumentError(`run: mount destination must be absolute: ${m.destination}`);
     if (m.type === 'bind' && (m.source === undefined || !posix.isAbsolute(m.source))) throw new InvalidArgumentError(`run: bind mount at ${m.destination} needs an absolute source`);
@@ -193,6 +332,14 @@ function validate(spec: RunSpec): void {
     if (unsupported.length > 0) throw new InvalidArgumentError(`run: ${unsupported.join(', ')} not supported with an external OCI runtime (only with the built-in one)`);
   }
   if (spec.runtime === '') throw new InvalidArgumentError('run: runtime is empty (want runc, crun or a path)');
+}
+
+/** The checks of what a run's start takes (startRun checks them too, so it never starts from bad values). */
+function validateStart(start: RunStart): void {
+  if (start.userns !== undefined) validateUserNamespace(start.userns);
+  if (!posix.isAbsolute(start.scratchDir)) throw new InvalidArgumentError(`run: scratchDir must be absolute: ${start.scratchDir}`);
+  if (start.network !== undefined && !['host', 'none', 'private'].includes(start.network)) throw new InvalidArgumentError(`run: network must be host, none or private: ${String(start.network)}`);
+  if (start.resources !== undefined) validateResources(start.resources);
 }
 
 /**

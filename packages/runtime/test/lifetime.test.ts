@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { removeStaleCgroups, run } from '../src/index.js';
+import { removeStaleCgroups, run, startRun } from '../src/index.js';
 import { pidNamespaceTag } from '../src/cgroups/run-cgroup.js';
 import { startChain } from '../src/helper-chain.js';
 import { Collector, mountsMentioning, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
@@ -94,6 +94,67 @@ describe('lifetime', () => {
     await expect(chain.send(request)).rejects.toThrow(`cannot move the container into its cgroup (${missing}): ENOENT`);
     expect(childrenOf(process.pid).filter((p) => !before.includes(p))).toEqual([]);
     expect(mountsMentioning(upper)).toEqual([]);
+  });
+
+  it('a run started ahead (startRun) is taken by the run whose spec it was started for: one helper chain', async () => {
+    const before = childrenOf(process.pid);
+    const scratchDir = fx.scratch();
+    const io = { stdout: new Collector(), stderr: 'inherit' as const };
+    const started = startRun({ scratchDir, resources: { pidsLimit: 50 } }, io);
+    const chains = (): number[] => childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p));
+    const early = chains();
+    expect(early).toHaveLength(1); // setpriv, then unshare: the helper booting
+    let during: number[] = [];
+    const r = run({ args: ['sh', '-c', 'sleep 0.3; echo ran'], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir, resources: { pidsLimit: 50 } }, io, undefined, started);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    during = chains();
+    expect((await r).exitCode).toBe(0);
+    expect(io.stdout.text).toBe('ran\n');
+    expect(during).toEqual(early); // the same chain, no second one
+    await started.release(); // taken: nothing left to do
+    expect(chains()).toEqual([]);
+    expect(existsSync(scratchDir)).toBe(false);
+    expect(tsbuildCgroups()).toEqual([]);
+  });
+
+  it('a run started for other settings is let go: the run starts its own, and nothing of either is left', async () => {
+    expect(readFileSync('/proc/net/dev', 'utf8').split('\n').length).toBeGreaterThan(4); // the host has more than lo
+    const before = childrenOf(process.pid);
+    const scratchDir = fx.scratch();
+    const io = { stdout: new Collector(), stderr: 'inherit' as const };
+    // Started for the host's network; the spec wants none, so the helper started is in the wrong namespaces.
+    const started = startRun({ scratchDir, resources: { pidsLimit: 50 } }, io);
+    const r = await run({ args: ['sh', '-c', 'tail -n +3 /proc/net/dev | cut -d: -f1'], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir, network: 'none', resources: { pidsLimit: 50 } }, io, undefined, started);
+    expect(r.exitCode).toBe(0);
+    expect(io.stdout.text.trim()).toBe('lo');
+    expect(childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p))).toEqual([]);
+    expect(existsSync(scratchDir)).toBe(false);
+    expect(tsbuildCgroups()).toEqual([]);
+  });
+
+  it('a started run that no run() takes ends on release: no process, scratch directory or cgroup', async () => {
+    const before = childrenOf(process.pid);
+    const scratchDir = fx.scratch();
+    const started = startRun({ scratchDir, resources: { pidsLimit: 50 } }, { stdout: 'inherit', stderr: 'inherit' });
+    expect(existsSync(scratchDir)).toBe(true);
+    await started.release();
+    expect(childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p))).toEqual([]);
+    expect(existsSync(scratchDir)).toBe(false);
+    expect(tsbuildCgroups()).toEqual([]);
+  });
+
+  it('a started run whose signal aborts first: run() rejects as cancelled and nothing is left', async () => {
+    const before = childrenOf(process.pid);
+    const scratchDir = fx.scratch();
+    const ac = new AbortController();
+    const io = { stdout: 'inherit' as const, stderr: 'inherit' as const };
+    const started = startRun({ scratchDir }, io, ac.signal);
+    ac.abort(new Error('^C'));
+    await expect(run({ args: ['true'], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir }, io, ac.signal, started)).rejects.toThrow(/cancelled/);
+    await started.release();
+    expect(childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p))).toEqual([]);
+    expect(existsSync(scratchDir)).toBe(false);
+    expect(tsbuildCgroups()).toEqual([]);
   });
 
   it('kill -9 of the parent with limits and an init: no process, no mount, no cgroup', async () => {

@@ -1,9 +1,11 @@
+import path from 'node:path';
 import { isatty } from 'node:tty';
 import { Args, Flags } from '../cli-kit.js';
 import { InvalidArgumentError, NotFoundError, parsePlatform } from '@tsbuild/oci';
 import { platformFlag } from '../platform-flag.js';
 import { registryClient, registryFlags } from '../registry-flags.js';
 import { WorkingContainer, runImage } from '@tsbuild/container';
+import type { StartedRun } from '@tsbuild/runtime';
 import { BaseCommand } from '../base-command.js';
 import { parseVolumes, runtimeFlags, runtimeOptions, usernsFlags, volumeFlags } from '../run-flags.js';
 
@@ -57,9 +59,10 @@ export default class Run extends BaseCommand<typeof Run> {
     // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
     if (!(f.tty && f.interactive)) process.once('SIGINT', onSignal);
     let closeEnv: (() => Promise<void>) | undefined;
+    let started: StartedRun | undefined;
     try {
       // What a working container's run and an image's run take alike.
-      const common = {
+      const options = {
         ...(f.env ? { env: f.env } : {}),
         ...(workdir ? { workdir } : {}),
         ...(f.user ? { user: f.user } : {}),
@@ -70,6 +73,9 @@ export default class Run extends BaseCommand<typeof Run> {
         runtime,
         signal: controller.signal,
       };
+      // The run starts first (its helper boots meanwhile), then the store and the container are read.
+      started = await WorkingContainer.startRun(path.resolve(this.flags.root), options);
+      const common = { ...options, ...(started ? { started } : {}) };
       const env = await this.containerEnv(platform ? () => registryClient(f) : undefined);
       closeEnv = env.close;
       const wc = await WorkingContainer.find(env, args.image);
@@ -101,6 +107,7 @@ export default class Run extends BaseCommand<typeof Run> {
       if (r.oomKilled) process.stderr.write(`Error: the container was killed: out of memory${runtime.resources?.memory ? ` (limit ${Math.round(runtime.resources.memory / 1048576)} MiB)` : ''}\n`);
       process.exitCode = r.exitCode;
     } finally {
+      await started?.release();
       await closeEnv?.();
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
