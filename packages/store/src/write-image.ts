@@ -7,6 +7,7 @@ import {
   MediaType,
   layerCompression,
   layerMediaType,
+  sha256Of,
 } from '@tsbuild/oci';
 import type { Store } from './store.js';
 
@@ -31,7 +32,11 @@ export async function writeImage(
   const last = c.history?.at(-1)?.created;
   if (last !== undefined) c.created = last;
   const docker = opts.format === 'docker';
-  const configDesc = await store.putJSON(c, docker ? MediaType.DockerConfig : MediaType.OciConfig);
+  // The config's descriptor is known before it is written (store.putJSON serialises it the same
+  // way), so config and manifest are written side by side: their fsyncs overlap. Nothing names
+  // the manifest until the caller records it, once both are in the store.
+  const configJSON = JSON.stringify(c);
+  const configDesc: Descriptor = { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: sha256Of(configJSON), size: Buffer.byteLength(configJSON) };
   const ls = docker
     ? layers.map((l) => {
         const kind = layerCompression(l.mediaType);
@@ -46,6 +51,7 @@ export async function writeImage(
     layers: ls,
     ...(opts.annotations && !docker ? { annotations: opts.annotations } : {}),
   };
-  const descriptor = await store.putJSON(manifest, manifest.mediaType!);
+  const [written, descriptor] = await Promise.all([store.putJSON(c, configDesc.mediaType), store.putJSON(manifest, manifest.mediaType!)]);
+  if (written.digest !== configDesc.digest) throw new Error(`internal error: config written as ${written.digest}, named ${configDesc.digest} in its manifest`);
   return { descriptor, configDigest: configDesc.digest };
 }
