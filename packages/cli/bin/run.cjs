@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // The bundle (scripts/bundle.mjs) of dist/main.js. CommonJS, so node never starts its ES module
-// loader (~3 ms) for a command.
-const { main, internalError } = require('../bundle/main.cjs');
+// loader (~3 ms) for a command; loaded with its code cache as the commands are (load-command.cjs).
+const { main, internalError } = require('../bundle/load-command.cjs').loadScript(require('node:path').join(__dirname, '..', 'bundle', 'main.cjs'), true);
 
 // A warning is one line, like an error: "Warning: …" without node's "(node:PID)" prefix and its
 // "--trace-warnings" hint.

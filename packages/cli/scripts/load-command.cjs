@@ -1,5 +1,6 @@
 'use strict';
-// Copied into bundle/ by bundle.mjs. Loads bundle/commands/<id>.cjs as require() would, with
+// Copied into bundle/ by bundle.mjs. Loads bundle/commands/<id>.cjs, and bin/run.cjs loads
+// bundle/main.cjs, as require() would, with
 // V8's code cache: the functions a command compiled when it last ran are kept in <id>.cjs.cache
 // next to it and reused, instead of parsed and compiled again (node 20 has no
 // module.enableCompileCache). V8 refuses a cache made by another V8 or with other flags, but it
@@ -18,7 +19,11 @@ const vm = require('node:vm');
 const unsaved = [];
 
 module.exports = function loadCommand(id) {
-  const file = path.join(__dirname, 'commands', `${id}.cjs`);
+  return loadScript(path.join(__dirname, 'commands', `${id}.cjs`), process.argv[2] === id);
+};
+
+/** Loads `file` (a CommonJS file) with its code cache; `save`: write one at exit if it had none. */
+function loadScript(file, save) {
   const cacheFile = `${file}.cache`;
   const source = readFileSync(file, 'utf8');
   const st = statSync(file);
@@ -35,14 +40,16 @@ module.exports = function loadCommand(id) {
     cachedData,
     importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
-  if ((cachedData === undefined || script.cachedDataRejected) && process.argv[2] === id) {
+  if ((cachedData === undefined || script.cachedDataRejected) && save) {
     if (unsaved.length === 0) process.once('exit', () => unsaved.forEach(saveCache));
     unsaved.push({ script, cacheFile, identity });
   }
   const module = { exports: {} };
   script.runInThisContext()(module.exports, createRequire(file), module, file, path.dirname(file));
   return module.exports;
-};
+}
+
+module.exports.loadScript = loadScript;
 
 function saveCache({ script, cacheFile, identity }) {
   const tmp = `${cacheFile}.${process.pid}.tmp`;

@@ -67,8 +67,9 @@ export default class Run extends BaseCommand<typeof Run> {
         ...(workdir ? { workdir } : {}),
         ...(f.user ? { user: f.user } : {}),
         stdin: f.interactive ? ('inherit' as const) : ('ignore' as const),
-        stdout: process.stdout,
-        stderr: process.stderr,
+        // The command writes to our stdout and stderr itself, as runc's does under buildah and podman.
+        stdout: 'inherit' as const,
+        stderr: 'inherit' as const,
         ...(f.tty ? { terminal: { sizeFrom: process.stdout } } : {}),
         runtime,
         signal: controller.signal,
