@@ -504,6 +504,7 @@ export class WorkingContainer {
           user,
           rootfs: await this.rootfs(),
           scratchDir: scratch,
+          cacheDir: path.join(this.env.store.root, 'runtime-cache'),
           // A build's RUN keeps the runtime's host name; a container's is its own (or as given).
           ...(opts.hostname !== undefined || !this.build ? { hostname: opts.hostname ?? opts.runtime?.hostname ?? this.rec.runtime?.hostname ?? this.rec.id.slice(0, 12) } : {}),
         },

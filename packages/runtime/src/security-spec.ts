@@ -4,7 +4,7 @@ import { capGet, lastCapability } from '@tsbuild/linux';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { resolveCapabilities, type CapabilityChanges } from './capabilities.js';
 import type { EtcFiles } from './etc-files.js';
-import { compileFilter, encodeProgram } from './seccomp/bpf.js';
+import { compiledProgram } from './seccomp/program-cache.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 import { parseSeccompProfile, resolveProfile, type SeccompProfile } from './seccomp/profile.js';
 import { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS } from './security-paths.js';
@@ -89,7 +89,7 @@ const compiledDefault = new Map<string, string>();
  * its seccomp filter. With a user namespace, `scratchDir` is given to the namespace's root: the
  * helper, root inside but an unprivileged uid outside, writes the /etc files there.
  */
-export function securityRequest(spec: SecurityOptions & { scratchDir: string; rootfs: { options: string[] }[] }): SecurityRequest {
+export function securityRequest(spec: SecurityOptions & { scratchDir: string; rootfs: { options: string[] }[]; cacheDir?: string }): SecurityRequest {
   const capabilities = resolveCapabilities(spec.capabilities, lastCapability(), capGet().permitted);
   const req: SecurityRequest = {
     capabilities,
@@ -105,7 +105,7 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
     if (program === undefined) {
       const profile = seccomp === 'default' ? DEFAULT_SECCOMP_PROFILE : seccomp;
       const resolved = resolveProfile(profile, { capabilities: new Set(capabilities), arch: process.arch, kernel: release() });
-      program = encodeProgram(compileFilter(resolved)).toString('base64');
+      program = compiledProgram(resolved, spec.cacheDir);
       if (seccomp === 'default') compiledDefault.set(key, program);
     }
     req.seccomp = program;

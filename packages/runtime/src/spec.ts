@@ -35,6 +35,12 @@ export interface RunSpec extends SecurityOptions, ProcessOptions {
   /** A host directory this run may use (the mountpoint lives here); run() removes it. */
   scratchDir: string;
   /**
+   * A directory where runs keep what they compute alike for later runs (compiled seccomp
+   * programs), to be trusted as the store is: whoever may write there may replace a run's seccomp
+   * filter. Default: none, everything is computed each time.
+   */
+  cacheDir?: string;
+  /**
    * 'host' (default) shares the host's network; 'none' is a network namespace with only lo, up;
    * 'private' is a network namespace with lo and eth0 on the bridge tsbuild0 (10.123.0.0/16), NAT
    * to whatever the host reaches (see network/private-network.ts).

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { InvalidArgumentError, lazy, sha256Of } from '@tsbuild/oci';
 import type { ResolvedProfile, ResolvedRule, SeccompAction, SeccompArg } from './profile.js';
 import { AARCH64 } from './generated/aarch64.js';
 import { I386 } from './generated/i386.js';
@@ -336,3 +336,15 @@ class Emitter {
     return [...this.rev].reverse();
   }
 }
+
+/**
+ * What a compiled program depends on besides its profile: this compiler's code and its syscall
+ * tables, as one digest (of the functions' source text, so any change to them is a new identity).
+ * A program kept under a key made with it (program-cache.ts) is never taken by another compiler.
+ */
+export const compilerIdentity = lazy(() =>
+  sha256Of(
+    [compileFilter, x86Family, encodeProgram, actionValue, rulesByNumber, dispatch, searchTree, ruleBlock, argCheck, Emitter].map(String).join('\n') +
+      JSON.stringify([BPF, SECCOMP_RET, AUDIT_ARCH, SECCOMP_DATA, X32_SYSCALL_BIT, X86_64, I386, X32, AARCH64]),
+  ),
+);
