@@ -197,6 +197,33 @@ describe('working containers', () => {
       expectOneLineError(await t.run(['run', 'ghost-of-a-run', '--', 'true']), /ghost-of-a-run/);
       expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
     });
+
+    it('`run NAME CMD` with no flag of its own takes the helper its main started (its scratch directory says so); with a flag, the run starts its own', async () => {
+      const ctr = await ok(['from', 'busybox']);
+      /** Every scratch directory seen while the run lasted (listed every 10 ms). */
+      const scratchOf = async (args: string[]): Promise<{ pid: number; dirs: string[] }> => {
+        const child = t.spawn(args);
+        let closed = false;
+        const done = new Promise<number | null>((r) => child.on('close', (code) => ((closed = true), r(code))));
+        const seen = new Set<string>();
+        while (!closed) {
+          for (const n of await fsp.readdir(path.join(t.root, 'tmp'))) if (n.startsWith('run-')) seen.add(n);
+          await sleep(10);
+        }
+        expect(await done).toBe(0);
+        return { pid: child.pid as number, dirs: [...seen] };
+      };
+      // prestartRun names its directory run-<pid>-…; WorkingContainer.startRun run-<12 hex digits>.
+      const plain = await scratchOf(['run', ctr, '--', 'sh', '-c', 'sleep 0.5']);
+      expect(plain.dirs).toHaveLength(1);
+      expect(plain.dirs[0]).toMatch(new RegExp(`^run-${plain.pid}-[0-9a-z]+$`));
+      const flagged = await scratchOf(['run', '--hostname', 'h', ctr, '--', 'sh', '-c', 'sleep 0.5']);
+      expect(flagged.dirs).toHaveLength(1);
+      expect(flagged.dirs[0]).toMatch(/^run-[0-9a-f]{12}$/);
+      // Nothing of either stays.
+      expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
+      await ok(['rm', ctr]);
+    });
   });
 
   describe('copy and add', () => {

@@ -1,5 +1,6 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, write } from 'node:fs';
 import { posix } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { constants } from 'node:os';
@@ -101,7 +102,8 @@ export async function runChain(request: Request, opts: ChainOptions): Promise<Ch
 }
 
 /**
- * Starts the chain; its helper boots and waits for the request that `send` gives it.
+ * Starts the chain (or takes `adopted`, one spawnChain started for this shape and options); its
+ * helper boots and waits for the request that `send` gives it.
  *
  * Lifetime, whatever happens to tsbuild:
  *  - setpriv --pdeathsig KILL: setpriv execs unshare, which keeps the signal, so unshare is
@@ -114,11 +116,11 @@ export async function runChain(request: Request, opts: ChainOptions): Promise<Ch
  *    or abandoned the chain).
  * An abort closes the control socket, SIGKILLs PID 1 and unshare, and waits until they are gone.
  */
-export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
+export function startChain(shape: ChainShape, opts: ChainOptions, adopted?: SpawnedChain): Chain {
   let requested!: (r: Request | undefined) => void;
   const requestReady = new Promise<Request | undefined>((resolve) => (requested = resolve));
   const move = new CgroupMove();
-  const result = chainResult(shape, opts, requestReady, move);
+  const result = chainResult(shape, opts, requestReady, move, adopted);
   // Whatever happens before `send` is awaited is reported by it (or dropped by `abandon`).
   result.catch(() => {});
   let used = false;
@@ -146,25 +148,34 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
   };
 }
 
-function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove): Promise<ChainResult> {
-  if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
+/**
+ * A chain's process spawned before its run was asked for (run.ts prestartRun), handed to the run
+ * that takes it: startChain then attaches to it instead of spawning one. Its spawn succeeded (it
+ * has a pid); its 'spawn' event may not have been emitted yet, and is not waited for.
+ */
+export interface SpawnedChain {
+  child: ChildProcess;
+}
+
+/**
+ * Spawns the chain of `shape`: setpriv, unshare into the namespaces, then node (or the init, and
+ * node under it) from read-only mounts of their binaries, running the helper. Throws a
+ * FailedPreconditionError when the helper or those mounts cannot be had; a spawn that fails later
+ * (no setpriv) is the child's 'error' event.
+ */
+export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): ChildProcess {
   const helper = helperPath();
-  if (!existsSync(helper)) return Promise.reject(new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`));
+  if (!existsSync(helper)) throw new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`);
   const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
   // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
   const userns = shape.userns;
   if (userns !== undefined) args.push(...userNamespaceArgs(userns));
   if (opts.network !== 'host') args.push('--net');
   args.push('--');
-  let exes: number[];
-  try {
-    // Always both descriptors (node's twice without an init): the helper closes both, and an fd 6
-    // left to node would be one of its own (its epoll or signal pipe), closed under it.
-    const node = readOnlyExecutable(process.execPath);
-    exes = [node, opts.init !== undefined ? readOnlyExecutable(opts.init) : node];
-  } catch (e) {
-    return Promise.reject(e);
-  }
+  // Always both descriptors (node's twice without an init): the helper closes both, and an fd 6
+  // left to node would be one of its own (its epoll or signal pipe), closed under it.
+  const node = readOnlyExecutable(process.execPath);
+  const exes = [node, opts.init !== undefined ? readOnlyExecutable(opts.init) : node];
   // Executed through symlinks to /proc/self/fd/N, resolved by unshare and the init in their own
   // /proc/self: the kernel names a process after the last component of the path it was executed
   // by, and PID 1 should show as `tini` in ps, not as `6`.
@@ -173,19 +184,29 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     mkdirSync(links, { recursive: true });
     for (const [name, fd] of [['node', NODE_EXE_FD], [posix.basename(opts.init ?? 'init'), INIT_EXE_FD]] as const) symlinkSync(`/proc/self/fd/${fd}`, posix.join(links, name));
   } catch (e) {
-    return Promise.reject(new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e }));
+    throw new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e });
   }
   if (opts.init !== undefined) args.push(posix.join(links, posix.basename(opts.init)), '--');
   args.push(posix.join(links, 'node'), helper);
+  return childProcess().spawn('setpriv', args, {
+    stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
+    // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
+    env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+  });
+}
+
+function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove, adopted?: SpawnedChain): Promise<ChainResult> {
+  if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
+  let child: ChildProcess;
+  try {
+    child = adopted?.child ?? spawnChain(shape, opts);
+  } catch (e) {
+    return Promise.reject(e);
+  }
   const terminal = shape.terminal === true;
   // A run always looks for its container's first process: its cgroups are joined from here.
   const needContainerPid = shape.kind === 'run' || opts.beforeRequest !== undefined;
   return new Promise<ChainResult>((resolve, reject) => {
-    const child = childProcess().spawn('setpriv', args, {
-      stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
-      // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
-      env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
-    });
     const control = child.stdio[3] as Socket;
     let reply = '';
     let diagnostics = '';
@@ -279,10 +300,12 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
       if (request.kind === 'run') command = request.args[0] ?? '';
       control.write(`${JSON.stringify({ ...request, chainPid })}\n`);
     };
-    child.on('spawn', () => {
+    const onSpawned = (): void => {
       void sendRequest(child.pid as number);
       opts.onSpawn?.({ stdin: child.stdin, stdout: child.stdout, stderr: child.stdio[4] as Readable | null });
-    });
+    };
+    if (adopted !== undefined) onSpawned();
+    else child.on('spawn', onSpawned);
     child.on('close', (code, sig) => {
       opts.signal?.removeEventListener('abort', onAbort);
       control.destroy();

@@ -1,14 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { close, createReadStream, mkdirSync, rmSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { inUserNamespace, setWindowSize } from '@tsbuild/linux';
 import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
-import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups } from './cgroups/run-cgroup.js';
+import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups, startCgroupReaper } from './cgroups/run-cgroup.js';
 import { runExternal } from './external-runtime.js';
-import { type Chain, startChain, type StdioMode } from './helper-chain.js';
+import { type Chain, type SpawnedChain, spawnChain, startChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
 import { MAX_ID, isValidId } from '@tsbuild/oci';
 import type { Mount } from './mount-spec.js';
@@ -49,18 +50,127 @@ export interface StartedRun {
  * does not take, and run() reports the problem as it would without one.
  */
 export function startRun(start: RunStart, io: RunIO, signal?: AbortSignal): StartedRun {
+  const pre = takePrestarted(start, io);
   if (start.runtime === undefined && signal?.aborted !== true) {
     try {
       validateStart(start);
-      return new Launch(start, io, signal);
+      return new Launch(pre !== undefined ? { ...start, scratchDir: pre.scratchDir } : start, io, signal, pre?.chain);
     } catch {
       // reported by run(), which checks the same values
     }
   }
+  if (pre !== undefined) letGo(pre);
   return {
     scratchDir: start.scratchDir,
     release: () => rm(start.scratchDir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * Where prestartRun leaves its chain for startRun, under a global symbol: the two may be separate
+ * copies of this module in one process (the CLI's main and its run command are bundled apart).
+ */
+const PRESTARTED = Symbol.for('tsbuild.prestarted-run');
+
+interface Prestarted {
+  scratchDir: string;
+  chain: SpawnedChain;
+  /** Taken by a run, or let go. */
+  done: boolean;
+  /** Removes prestartRun's exit and signal handlers (a closure of the copy of this module that made it). */
+  unhook: () => void;
+}
+
+/**
+ * Spawns the helper chain of the default run (no network, user namespace, init, limits or devices
+ * of its own, stdin ignored, stdout and stderr the process's) with `scratchDir` as its scratch
+ * directory, before anything asks for a run: for `tsbuild run NAME CMD…`, whose main calls it
+ * before the run command's own code has loaded, so that node boots in the helper meanwhile (~10 ms
+ * sooner than startRun could). startRun takes it for that start (any scratch directory beside this
+ * one) with those streams; any other start lets it go, and one that nothing took is killed and its
+ * directory removed when the process exits. Never throws.
+ */
+export function prestartRun(scratchDir: string): void {
+  try {
+    const target = posix.join(scratchDir, 'rootfs');
+    mkdirSync(target, { recursive: true });
+    const child = spawnChain({ kind: 'run', target, terminal: false }, { network: defaultNetwork(), stdio: ['ignore', 'inherit', 'inherit'] });
+    // And the reaper of the run's cgroup, while spawning is quick (startCgroupReaper).
+    if (cgroupRoot() !== undefined) startCgroupReaper();
+    child.on('error', () => {}); // a spawn that failed: no pid, so never taken
+    // Until a run takes it, it keeps nothing alive, and whatever ends the process first (an
+    // error, ^C, a SIGTERM) ends it too; the signal then does what it would have done.
+    child.unref();
+    for (const s of child.stdio) (s as Socket | null)?.unref();
+    const onExit = (): void => {
+      if (!p.done) letGo(p);
+    };
+    const onSignal = (signal: NodeJS.Signals): void => {
+      p.unhook();
+      onExit();
+      process.kill(process.pid, signal);
+    };
+    const p: Prestarted = {
+      scratchDir,
+      chain: { child },
+      done: false,
+      unhook: () => {
+        process.off('exit', onExit);
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      },
+    };
+    process.once('exit', onExit);
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    (globalThis as Record<symbol, unknown>)[PRESTARTED] = p;
+  } catch {
+    rmSync(scratchDir, { recursive: true, force: true });
+  }
+}
+
+/** The prestarted chain, when there is one that fits `start` and `io`; one that does not is let go. */
+function takePrestarted(start: RunStart, io: RunIO): Prestarted | undefined {
+  const g = globalThis as Record<symbol, Prestarted | undefined>;
+  const p = g[PRESTARTED];
+  if (p === undefined) return undefined;
+  delete g[PRESTARTED];
+  const child = p.chain.child;
+  const fits =
+    !p.done &&
+    // Spawned (its 'spawn' event waits for the next tick, which the awaits since need not have given).
+    child.pid !== undefined &&
+    child.exitCode === null &&
+    child.signalCode === null &&
+    posix.dirname(p.scratchDir) === posix.dirname(start.scratchDir) &&
+    canonical({ ...start, scratchDir: undefined }) === canonical({}) &&
+    io.terminal === undefined &&
+    (io.stdin ?? 'ignore') === 'ignore' &&
+    io.stdout === 'inherit' &&
+    io.stderr === 'inherit';
+  if (!fits) {
+    letGo(p);
+    return undefined;
+  }
+  p.unhook();
+  p.done = true;
+  child.ref();
+  for (const s of child.stdio) (s as Socket | null)?.ref();
+  return p;
+}
+
+function letGo(p: Prestarted): void {
+  p.unhook();
+  p.done = true;
+  p.chain.child.kill('SIGKILL');
+  rmSync(p.scratchDir, { recursive: true, force: true });
+}
+
+/** A run's network when its spec names none. */
+function defaultNetwork(): 'host' | 'private' {
+  // Rootless (in a user namespace) the default is a network of the run's own, as buildah's and
+  // podman's rootless default is slirp4netns: the host's is not ours to share there.
+  return inUserNamespace() ? 'private' : 'host';
 }
 
 /**
@@ -108,15 +218,13 @@ class Launch implements StartedRun {
   /** Set once finish or release has it: a launch is used once. */
   #used = false;
 
-  constructor(start: RunStart, io: RunIO, signal: AbortSignal | undefined) {
+  constructor(start: RunStart, io: RunIO, signal: AbortSignal | undefined, adopted?: SpawnedChain) {
     this.scratchDir = start.scratchDir;
     this.#key = canonical(start);
     this.#io = io;
     this.#signal = signal;
     this.#target = posix.join(start.scratchDir, 'rootfs');
-    // Rootless (in a user namespace) the default is a network of the run's own, as buildah's and
-    // podman's rootless default is slirp4netns: the host's is not ours to share there.
-    this.#network = start.network ?? (inUserNamespace() ? 'private' : 'host');
+    this.#network = start.network ?? defaultNetwork();
     // Whatever can fail before anything starts: the init, the devices, the scratch directory.
     const init = start.init === true ? findInit() : undefined;
     const devices = (start.devices ?? []).map((d) => resolveDevice(d));
@@ -149,6 +257,7 @@ class Launch implements StartedRun {
           if (s.stderr !== null && typeof io.stderr === 'object') s.stderr.pipe(io.stderr, { end: false });
         },
       },
+      adopted,
     );
     // Moved while the helper starts, before the request exists.
     this.#cgroup = runCgroup(withDevices(start.resources, devices)).then((cgroup) => {

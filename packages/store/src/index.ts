@@ -1,4 +1,5 @@
-export { Store, DEFAULT_ROOT, ROOTLESS_UID_ENV, defaultStoreRoot, type FsckReport, type FsckProblem } from './store.js';
+export { Store, type FsckReport, type FsckProblem } from './store.js';
+export { DEFAULT_ROOT, ROOTLESS_UID_ENV, defaultStoreRoot } from './default-root.js';
 export { type ContentStore, type BlobWriter, type BlobInfo } from './content-store.js';
 export { type ImageRecord, normaliseName } from './image-names.js';
 export { type Image, type Layer, pickPlatform } from './image.js';

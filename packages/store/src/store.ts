@@ -1,6 +1,5 @@
 import { mkdirSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import {
   DataLossError,
@@ -21,27 +20,8 @@ import { FileContentStore, isErrno, type ContentStore } from './content-store.js
 import { FileLock, type LockMode } from './file-lock.js';
 import { openImage, type Image } from './image.js';
 import { readListSources, sweepListSources } from './list-sources.js';
+import { defaultStoreRoot } from './default-root.js';
 import { UNTAGGED_PREFIX, normaliseName, readImagesFile, untaggedKey, writeImagesFile, type ImageRecord } from './image-names.js';
-
-/** root's store, as /var/lib/containers/storage is containers-storage's. */
-export const DEFAULT_ROOT = '/var/lib/tsbuild';
-
-/**
- * Set by tsbuild when it re-executes itself in a user namespace for an ordinary user (rootless):
- * that user's uid. Inside, the process is uid 0, yet the store must stay the user's.
- */
-export const ROOTLESS_UID_ENV = 'TSBUILD_ROOTLESS_UID';
-
-/**
- * The store a command uses when no --root or TSBUILD_ROOT is given: DEFAULT_ROOT for root, and for
- * an ordinary user (also once re-executed in its user namespace) $XDG_DATA_HOME/tsbuild, that is
- * ~/.local/share/tsbuild, as containers-storage keeps a rootless user's images.
- */
-export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
-  if (env[ROOTLESS_UID_ENV] === undefined && (process.getuid?.() ?? 0) === 0) return DEFAULT_ROOT;
-  const data = env.XDG_DATA_HOME !== undefined && env.XDG_DATA_HOME.startsWith('/') ? env.XDG_DATA_HOME : join(env.HOME || homedir(), '.local', 'share');
-  return join(data, 'tsbuild');
-}
 
 /** Manifests and indexes are small; registries commonly cap them at 4 MiB. */
 const MAX_MANIFEST_SIZE = 4 << 20;
