@@ -48,8 +48,12 @@ describe('tsbuild run', () => {
     expect(net.stdout.trim()).toBe('lo');
     const caps = await t.run(['run', '--rm', '--cap-drop', 'CHOWN', '--security-opt', 'no-new-privileges', 'busybox', 'grep', '-E', '^(CapEff|NoNewPrivs):', '/proc/self/status']);
     expect(caps.stdout).toBe('CapEff:\t00000000a80425fa\nNoNewPrivs:\t1\n');
-    const init = await t.run(['run', '--rm', '--init', 'busybox', 'sh', '-c', 'cat /proc/1/comm; echo $$']);
-    expect(init.stdout.split('\n').slice(0, 2)).toEqual([expect.stringMatching(/^tini/), '2']);
+    // The init is PID 1 (shown as `init`, the link it is executed through) and the command its child.
+    const init = await t.run(['run', '--rm', '--init', 'busybox', 'sh', '-c', 'cat /proc/1/comm; echo $PPID']);
+    expect(init.stdout.split('\n').slice(0, 2)).toEqual(['init', '1']);
+    // The same with runc: the init bound at /dev/init and run as the process.
+    const runcInit = await t.run(['run', '--rm', '--init', '--runtime', 'runc', 'busybox', 'sh', '-c', 'cat /proc/1/comm; echo $PPID']);
+    expect(runcInit.stdout.split('\n').slice(0, 2)).toEqual(['init', '1']);
   });
 
   it('-v binds a host directory or file (read-only with :ro); a bad one is one line and status 1', async () => {
@@ -105,6 +109,15 @@ describe('tsbuild run', () => {
     const noTty = await t.run(['run', '--rm', '-it', 'busybox', 'true']);
     expect(noTty.code).toBe(1);
     expect(noTty.stderr).toMatch(/^Error: the input device is not a TTY/);
+  });
+
+  it('-t with --init: the init leads the session on the pty and puts the command in its foreground group', async () => {
+    // /proc/PID/stat: field 5 the process group, 6 the session, 8 the terminal's foreground group.
+    const script = 'read -r _ _ _ _ pgrp sid _ tpgid _ < /proc/$$/stat; [ "$pgrp" = "$tpgid" ] && [ "$pgrp" = "$$" ] && echo foreground; echo sid=$sid ppid=$PPID; tty; exit 5';
+    const r = await t.run(['run', '--rm', '-t', '--init', 'busybox', 'sh', '-c', script]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(5);
+    expect(r.stdout).toBe('foreground\r\nsid=1 ppid=1\r\n/dev/pts/0\r\n');
   });
 
   /** `tsbuild ARGS` under script(1): a terminal of ROWSxCOLS (controlling, and stdin unless redirected); `input` is what is typed. */

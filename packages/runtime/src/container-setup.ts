@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import { CLONE, MNT_DETACH, inUserNamespace, major, minor, MS, O_PATH, fdLink, mkdirAllInRoot, mount, openInRoot, pivotRoot, sethostname, setLinkUp, umount, unshareNamespaces, withFd } from '@tsbuild/linux';
 import { bindEtcFiles, etcFileContents, prepareEtcLayer } from './etc-files.js';
 import { HelperFailure } from './helper-failure.js';
-import type { ExtraMount, RunRequest } from './helper-protocol.js';
+import { INIT_EXE_FD, type ExtraMount, type RunRequest } from './helper-protocol.js';
 import type { DeviceNode } from './process-spec.js';
 import { mountAll, mountCall } from './mount-spec.js';
 import { hostPath, resolveInRoot } from './root-path.js';
@@ -69,6 +69,9 @@ export function enterContainer(req: RunRequest): void {
   mkdirSync(`${dev}/mqueue`);
   mount('mqueue', `${dev}/mqueue`, 'mqueue', MS.NOSUID | MS.NODEV | MS.NOEXEC);
   symlinkSync('/proc/self/fd', `${dev}/fd`);
+  // The init, executed through this link (exec-command.ts): PID 1 shows as `init` in ps, as its
+  // last component names it, and the link leads nowhere once the init has started.
+  if (req.init !== undefined) symlinkSync(`/proc/self/fd/${INIT_EXE_FD}`, `${dev}/init`);
   symlinkSync('/proc/self/fd/0', `${dev}/stdin`);
   symlinkSync('/proc/self/fd/1', `${dev}/stdout`);
   symlinkSync('/proc/self/fd/2', `${dev}/stderr`);

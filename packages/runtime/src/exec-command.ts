@@ -33,6 +33,8 @@ import { makeDirectories } from './make-directories.js';
 /** Docker's default PATH when the image sets none. */
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const SIGKILL = 9;
+/** The link to the init's descriptor that enterContainer makes in the container's /dev. */
+const INIT_PATH = '/dev/init';
 
 /**
  * Last step of the helper, inside the container: working directory, credentials, descriptor hygiene,
@@ -80,6 +82,16 @@ export function execCommand(req: RunRequest, controlFd: number, terminal?: numbe
 
   cloexecFrom(3);
   for (const fd of [0, 1, 2]) clearCloexec(fd);
+  if (req.init !== undefined) {
+    // The init in our place, as PID 1, with all of the above; it finds the command as a shell
+    // would (execvp in the container's PATH, checked above) and starts it as its child. The link
+    // leads through /proc/self/fd to the init's descriptor, resolved before close-on-exec closes it.
+    try {
+      execve(INIT_PATH, [req.init, '--', ...req.args], env);
+    } catch (e) {
+      fail(126, `${req.init} (the init): cannot execute: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
   try {
     execve(resolved.path, req.args, env);
   } catch (e) {

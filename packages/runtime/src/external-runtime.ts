@@ -17,6 +17,7 @@ import { mountCall, type Mount } from './mount-spec.js';
 import { createNamedNetns, attachPrivateNetwork, type PrivateNetwork } from './network/private-network.js';
 import { type BundleOptions, ociSpec } from './oci-bundle.js';
 import { cancelled } from './helper-chain.js';
+import { findInit } from './init.js';
 import type { RunIO, RunResult, RunSpec } from './spec.js';
 
 /**
@@ -76,6 +77,7 @@ export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal
       etcFiles: etc,
       ...bundleSecurity(spec),
       ...(io.terminal !== undefined ? { terminal: terminalOf(io.terminal) } : {}),
+      ...(spec.init === true ? { init: findInit() } : {}),
     });
     await writeFile(posix.join(bundle, 'config.json'), JSON.stringify(config));
     newEtc = upperDirs(spec.rootfs).filter((u) => !existsSync(posix.join(u, 'etc')));

@@ -14,7 +14,7 @@ import {
   childProcess,
 } from '@tsbuild/oci';
 import { readOnlyFileMount, takeDescriptor } from '@tsbuild/linux';
-import { EXEC_LINE, INIT_EXE_FD, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+import { EXEC_LINE, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { helperPath, idMapTools } from './package-files.js';
 import { type UserNamespaceMaps, userNamespaceArgs } from './security-spec.js';
 
@@ -22,10 +22,10 @@ export interface ChainOptions {
   /** 'none' and 'private' get a new network namespace ('private' is wired by `beforeRequest`). */
   network: 'host' | 'none' | 'private';
   /**
-   * An init (tini, catatonit, dumb-init: any that takes `-- PROGRAM ARGS`) to run as PID 1 of the
-   * PID namespace, with the helper, and so the command, as its child. It is exec'd by unshare
-   * before the helper mounts anything and shares the helper's mount namespace, so pivot_root moves
-   * its root too (pivot_root(2)); being loaded already, it needs nothing from the host afterwards.
+   * An init (a static tini, catatonit, dumb-init: any that takes `-- PROGRAM ARGS`; init.ts) to
+   * run as PID 1 of the PID namespace with the command as its child: its read-only descriptor goes
+   * to the helper (INIT_EXE_FD), which executes it in place of the command once the container is
+   * set up, when its request says so (RunRequest.init).
    */
   init?: string;
   /**
@@ -158,8 +158,8 @@ export interface SpawnedChain {
 }
 
 /**
- * Spawns the chain of `shape`: setpriv, unshare into the namespaces, then node (or the init, and
- * node under it) from read-only mounts of their binaries, running the helper. Throws a
+ * Spawns the chain of `shape`: setpriv, unshare into the namespaces, then node from a read-only
+ * mount of its binary, running the helper (and the init's read-only descriptor for it). Throws a
  * FailedPreconditionError when the helper or those mounts cannot be had; a spawn that fails later
  * (no setpriv) is the child's 'error' event.
  */
@@ -172,21 +172,20 @@ export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network'
   if (userns !== undefined) args.push(...userNamespaceArgs(userns));
   if (opts.network !== 'host') args.push('--net');
   args.push('--');
-  // Always both descriptors (node's twice without an init): the helper closes both, and an fd 6
-  // left to node would be one of its own (its epoll or signal pipe), closed under it.
+  // Always both descriptors (node's twice without an init): the helper closes what it does not
+  // execute, and an fd 6 left to node would be one of its own (its epoll or signal pipe), closed under it.
   const node = readOnlyExecutable(process.execPath);
   const exes = [node, opts.init !== undefined ? readOnlyExecutable(opts.init) : node];
-  // Executed through symlinks to /proc/self/fd/N, resolved by unshare and the init in their own
-  // /proc/self: the kernel names a process after the last component of the path it was executed
-  // by, and PID 1 should show as `tini` in ps, not as `6`.
+  // Executed through a symlink to /proc/self/fd/5, resolved by unshare in its own /proc/self: the
+  // kernel names a process after the last component of the path it was executed by, and the
+  // helper should show as `node` in ps, not as `5`.
   const links = posix.join(posix.dirname(shape.target), 'exe');
   try {
     mkdirSync(links, { recursive: true });
-    for (const [name, fd] of [['node', NODE_EXE_FD], [posix.basename(opts.init ?? 'init'), INIT_EXE_FD]] as const) symlinkSync(`/proc/self/fd/${fd}`, posix.join(links, name));
+    symlinkSync(`/proc/self/fd/${NODE_EXE_FD}`, posix.join(links, 'node'));
   } catch (e) {
     throw new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e });
   }
-  if (opts.init !== undefined) args.push(posix.join(links, posix.basename(opts.init)), '--');
   args.push(posix.join(links, 'node'), helper);
   return childProcess().spawn('setpriv', args, {
     stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
@@ -219,9 +218,8 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     let spawnError: Error | undefined;
     let setupError: unknown;
     control.setEncoding('utf8');
+    /** The helper's host pid (PID 1 of the new namespace), once found. */
     let containerPid: number | undefined;
-    /** The helper's host pid: containerPid itself, or with an init the init's child; looked up once. */
-    let helperPid: Promise<number | undefined> = Promise.resolve(undefined);
     let pending = '';
     control.on('data', (d: string) => {
       reply += d;
@@ -231,15 +229,14 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
         const line = pending.slice(0, nl);
         pending = pending.slice(nl + 1);
         const fd = parsePtyLine(line);
-        if (fd !== undefined) void takeTerminal(fd);
+        if (fd !== undefined) takeTerminal(fd);
       }
     });
     // The helper's pty master, copied here with pidfd_getfd; the helper waits for our answer.
-    const takeTerminal = async (fd: number): Promise<void> => {
+    const takeTerminal = (fd: number): void => {
       try {
-        const helper = await helperPid;
-        if (helper === undefined) throw new Error('the helper is gone');
-        const master = takeDescriptor(helper, fd);
+        if (containerPid === undefined) throw new Error('the helper is gone');
+        const master = takeDescriptor(containerPid, fd);
         opts.onTerminal?.(master);
         control.write(`${PTY_TAKEN_LINE}\n`);
       } catch (e) {
@@ -261,7 +258,6 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     });
     let command = '';
     const sendRequest = async (pid: number): Promise<void> => {
-      let chainPid = pid;
       if (needContainerPid) {
         const gone = (): boolean => child.exitCode !== null || child.signalCode !== null || aborted;
         containerPid = await firstChild(pid, gone);
@@ -270,9 +266,8 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
           return; // the chain ended (or was aborted) first: its exit says why
         }
         // The helper moves into the run's cgroups while the network is attached and the request
-        // prepared; with an init, the helper is the init's child.
-        helperPid = opts.init === undefined ? Promise.resolve(containerPid) : firstChild(containerPid, gone, false);
-        void helperPid.then((helper) => move.helper(helper));
+        // prepared (with an init, the init it becomes and the command it starts are born there).
+        move.helper(containerPid);
         try {
           await opts.beforeRequest?.(containerPid);
         } catch (e) {
@@ -280,8 +275,6 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
           killChain(pid);
           return;
         }
-        // With an init in between, the helper's parent is the init, not unshare.
-        if (opts.init !== undefined) chainPid = containerPid;
       } else {
         move.helper(undefined);
       }
@@ -298,7 +291,7 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
         return;
       }
       if (request.kind === 'run') command = request.args[0] ?? '';
-      control.write(`${JSON.stringify({ ...request, chainPid })}\n`);
+      control.write(`${JSON.stringify({ ...request, chainPid: pid })}\n`);
     };
     const onSpawned = (): void => {
       void sendRequest(child.pid as number);
@@ -377,7 +370,7 @@ function readOnlyExecutable(path: string): number {
  * thread goes on preparing the request. From here it also works where the helper could not do it
  * itself: in a user namespace it is root only inside, the cgroup.procs files belong to host root,
  * and a move needs write access to cgroup.procs of the common ancestor of both cgroups (cgroup v2
- * delegation rules). With an init, the init stays where it is; the helper and the command move.
+ * delegation rules). With an init the helper becomes it: the init and the command are inside too.
  */
 class CgroupMove {
   #procsFiles: string[] | undefined;
@@ -450,11 +443,10 @@ function moveInto(procs: string, pid: number): Promise<void> {
  * /proc/<pid>/task/<pid>/children (Linux 3.5+, CONFIG_PROC_CHILDREN); undefined when `gone()`
  * turns true first. With a user namespace unshare forks another child first, the one that runs
  * newuidmap/newgidmap and exits: the container's is told apart by its NSpid line (status in
- * proc(5)), which has one more level than ours. `inNewPidNamespace` false: any first child (the
- * helper under an init, in the same namespace).
+ * proc(5)), which has one more level than ours.
  */
-async function firstChild(pid: number, gone: () => boolean, inNewPidNamespace = true): Promise<number | undefined> {
-  const levels = inNewPidNamespace ? (nsLevels('self') ?? 1) : 0;
+async function firstChild(pid: number, gone: () => boolean): Promise<number | undefined> {
+  const levels = nsLevels('self') ?? 1;
   for (let i = 0; ; i++) {
     if (gone()) return undefined;
     let children: string[];

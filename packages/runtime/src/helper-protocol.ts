@@ -36,6 +36,13 @@ export interface RunRequest {
    * takes a copy (pidfd_getfd) and answers PTY_TAKEN_LINE.
    */
   terminal?: boolean;
+  /**
+   * Run the init (its name, for its argv[0]) as PID 1 with the command as its child: the helper
+   * sets everything up as for the command, then executes the init, from INIT_EXE_FD, through the
+   * link /dev/init, with `-- ARGS` (runc's order: the init is the container's process, with its
+   * credentials, capabilities, seccomp filter, cgroups and terminal).
+   */
+  init?: string;
 }
 
 /** A mount inside the container: a host file or directory bound in, or a fresh tmpfs. */
@@ -107,8 +114,10 @@ export const HELPER_SETUP_FAILED = 125;
 
 /**
  * Descriptors the chain starts with beyond the control socket (3) and the command's stderr (4):
- * node's binary (and the init's) on a read-only mount of its own (helper-chain.ts), which unshare
- * and the init execute through /proc/self/fd/N. The helper closes them first thing.
+ * node's binary and the init's (node's again without one), each on a read-only mount of its own
+ * (helper-chain.ts). unshare executes node through /proc/self/fd/5; the helper closes it first
+ * thing, and 6 too unless its request names an init, which it executes through /proc/self/fd/6
+ * (close-on-exec by then: the path is resolved before the descriptors go).
  */
 export const NODE_EXE_FD = 5;
 export const INIT_EXE_FD = 6;

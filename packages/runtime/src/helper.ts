@@ -1,7 +1,8 @@
 /**
  * The helper process: started by tsbuild as
  *   setpriv --pdeathsig KILL -- unshare --mount --uts --ipc --pid --fork --kill-child [--net] -- node helper.cjs
- * (node being a read-only mount of node's binary, passed as fd 5: see readOnlyExecutable in helper-chain.ts)
+ * (node being a read-only mount of node's binary, passed as fd 5, and the init's, if any, as fd 6:
+ * see readOnlyExecutable in helper-chain.ts)
  * it reads one request (a JSON line) on fd 3, does the mounts in its own mount namespace and then
  * either execve's a RUN command (which thereby becomes PID 1) or performs COPY operations and exits.
  * Node itself is multi-threaded, so namespaces cannot be entered from tsbuild's own process.
@@ -58,16 +59,18 @@ function hostParentPid(): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
 }
 
-function main(): void {
-  // Our own executable's descriptor (and the init's) must not be there for the command to reach
-  // through /proc/self/fd while we execve it.
-  for (const fd of [NODE_EXE_FD, INIT_EXE_FD]) {
-    try {
-      closeSync(fd);
-    } catch {
-      // EBADF: no init
-    }
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // EBADF: not passed
   }
+}
+
+function main(): void {
+  // Our own executable's descriptor must not be there for the command to reach through
+  // /proc/self/fd while we execve it (the init's goes below, unless we execute the init).
+  closeQuietly(NODE_EXE_FD);
   // koffi and libc's functions load while tsbuild may still be preparing the request (~2 ms);
   // nothing is changed before the request has been read and checked. Should they fail to load,
   // the first call fails again below, and that is answered as any other failure.
@@ -80,6 +83,7 @@ function main(): void {
   // unshare sets our parent-death signal after fork; if it died before that we would be orphaned
   // without knowing it. Our parent must still be the process tsbuild started.
   if (hostParentPid() !== req.chainPid) process.exit(128 + 9);
+  if (req.kind !== 'run' || req.init === undefined) closeQuietly(INIT_EXE_FD);
   try {
     // tsbuild has moved us into the run's cgroups already (CgroupMove in helper-chain.ts).
     if (req.kind === 'run') {

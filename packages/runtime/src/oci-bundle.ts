@@ -57,6 +57,11 @@ export interface BundleOptions {
   seccomp?: ResolvedProfile;
   /** A pseudo-terminal for the process (process.terminal), of this size if given. */
   terminal?: { size?: { rows: number; columns: number } };
+  /**
+   * A static init's host path: bound read-only at /dev/init and run as the process, with `--
+   * ARGS`, as the built-in runtime does (PID 1 shows as `init`).
+   */
+  init?: string;
 }
 
 export function ociSpec(o: BundleOptions): OciSpec {
@@ -76,13 +81,14 @@ export function ociSpec(o: BundleOptions): OciSpec {
   for (const [name, source] of Object.entries(o.etcFiles ?? {})) {
     mounts.push({ destination: `/etc/${name}`, type: 'bind', source, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
   }
+  if (o.init !== undefined) mounts.push({ destination: '/dev/init', type: 'bind', source: o.init, options: ['bind', 'ro', 'nosuid', 'nodev'] });
   return {
     ociVersion: '1.0.2',
     process: {
       terminal: o.terminal !== undefined,
       ...(o.terminal?.size !== undefined ? { consoleSize: { height: o.terminal.size.rows, width: o.terminal.size.columns } } : {}),
       user: { uid: o.user.uid, gid: o.user.gid, ...(o.user.additionalGids.length > 0 ? { additionalGids: o.user.additionalGids } : {}) },
-      args: o.args,
+      args: o.init !== undefined ? ['/dev/init', '--', ...o.args] : o.args,
       env: o.env,
       cwd: o.cwd,
       capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },

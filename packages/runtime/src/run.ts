@@ -210,6 +210,8 @@ class Launch implements StartedRun {
   readonly #signal: AbortSignal | undefined;
   readonly #target: string;
   readonly #network: 'host' | 'none' | 'private';
+  /** The init's host path, with an init. */
+  readonly #init: string | undefined;
   readonly #chain: Chain;
   readonly #cgroup: Promise<RunCgroup | undefined>;
   readonly #tty: TerminalRelay | undefined;
@@ -227,6 +229,7 @@ class Launch implements StartedRun {
     this.#network = start.network ?? defaultNetwork();
     // Whatever can fail before anything starts: the init, the devices, the scratch directory.
     const init = start.init === true ? findInit() : undefined;
+    this.#init = init;
     const devices = (start.devices ?? []).map((d) => resolveDevice(d));
     mkdirSync(this.#target, { recursive: true });
     const tty = io.terminal !== undefined ? new TerminalRelay(io) : undefined;
@@ -307,6 +310,7 @@ class Launch implements StartedRun {
           security: securityRequest(spec),
           process: proc,
           ...(this.#tty !== undefined ? { terminal: true } : {}),
+          ...(this.#init !== undefined ? { init: posix.basename(this.#init) } : {}),
         };
       } catch (e) {
         await chain.abandon();

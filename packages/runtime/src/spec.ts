@@ -53,9 +53,12 @@ export interface RunSpec extends SecurityOptions, ProcessOptions {
    */
   resources?: Resources;
   /**
-   * Run an init (tini; else catatonit or dumb-init, from the host's PATH) as PID 1, with the
-   * command as its child: it reaps orphaned zombies and forwards signals to the command, which as
-   * PID 1 itself would ignore every signal it has no handler for.
+   * Run an init (a statically linked tini, catatonit or dumb-init from the host's PATH, tini-static
+   * first) as PID 1, with the command as its child: it reaps orphaned zombies and forwards signals
+   * to the command, which as PID 1 itself would ignore every signal it has no handler for. The
+   * init is the container's process, as under runc: it starts where the command would have (the
+   * run's user, capabilities, seccomp filter, cgroups, terminal), from a read-only mount, through
+   * the link /dev/init, and shows as `init`.
    */
   init?: boolean;
   /**

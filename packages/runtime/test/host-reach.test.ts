@@ -108,15 +108,19 @@ describe("the runtime's own binary (runc CVE-2019-5736)", () => {
     expect(sha256(process.execPath)).toBe(before);
   });
 
-  it('with an init, PID 1 (tini from the host) runs from a read-only mount too, and shows as tini', async () => {
+  it('with an init, PID 1 (tini from the host) runs from a read-only mount too, and shows as init', async () => {
     // With every capability the command may open /proc/1/exe (ptrace's rules want the caller's
-    // capabilities to cover the target's); by default it may not even read the link.
+    // capabilities to cover the target's); by default it may not even read the link. The probe is
+    // a copy of node inside the rootfs: the command is the init's child, so its /proc/self/exe
+    // would be the init.
     const probe = `const fs = require('fs'); const r = { comm: fs.readFileSync('/proc/1/comm', 'utf8').trim() };
 try { fs.accessSync('/proc/1/exe', fs.constants.W_OK); r.access = 'writable'; } catch (e) { r.access = e.code; }
 console.log(JSON.stringify(r));`;
-    const r = await shIn(fx, '', { init: true, capabilities: { add: ['ALL'] }, args: ['/proc/self/exe', '-e', probe] }, { overlay: overlayWithNodeLibraries() });
+    const o = overlayWithNodeLibraries();
+    copyFileSync(process.execPath, join(o.upper, 'node'));
+    const r = await shIn(fx, '', { init: true, capabilities: { add: ['ALL'] }, args: ['/node', '-e', probe] }, { overlay: o });
     expect(r.err).toBe('');
-    expect(JSON.parse(r.out)).toEqual({ comm: expect.stringMatching(/^tini(-static)?$/), access: 'EROFS' });
+    expect(JSON.parse(r.out)).toEqual({ comm: 'init', access: 'EROFS' });
   });
 
   it("none of the helper's descriptors can be executed, the ones of node's binary included", async () => {

@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run } from '../src/index.js';
+import { findInit, staticallyLinked } from '../src/init.js';
 import { Collector, processesWithEnv, waitFor, useBusyboxFixture } from './busybox-rootfs.js';
 
 const fx = useBusyboxFixture({ noLeftoverCgroups: true });
@@ -19,10 +22,10 @@ describe('init', () => {
     const r = await run({ args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir: fx.scratch(), init: true }, { stdout: out, stderr: 'inherit' });
     expect(r.exitCode).toBe(0);
     const [ids, , ...procs] = out.text.trim().split('\n');
-    expect(ids).toBe('pid=2 ppid=1');
+    expect(ids).toMatch(/^pid=\d+ ppid=1$/);
     const table = procs.map((l) => l.trim().split(/\s+/));
     expect(table.map((cols) => cols[0])).toContain('1');
-    expect(table.find((cols) => cols[0] === '1')?.[2]).toMatch(/^tini/);
+    expect(table.find((cols) => cols[0] === '1')?.[2]).toBe('init');
     expect(table.filter((cols) => cols[1].startsWith('Z'))).toEqual([]);
     expect(table.filter((cols) => cols[2] === 'sleep')).toEqual([]);
   });
@@ -41,6 +44,33 @@ describe('init', () => {
     process.kill(init, 'SIGTERM');
     await expect(p).resolves.toMatchObject({ exitCode: 7 });
     expect(out.text).toContain('got TERM');
+  });
+
+  it("the init is the container's own process: the run's user, capabilities, seccomp filter and cgroup", async () => {
+    const out = new Collector();
+    const script = 'grep -E "^(Uid|CapEff|Seccomp):" /proc/1/status; cat /proc/1/cgroup | grep -c "::/$"; ls -l /dev/init | sed "s/.*-> //"';
+    const r = await run(
+      { args: ['sh', '-c', script], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir: fx.scratch(), init: true, user: { uid: 1000, gid: 1000 }, resources: { pidsLimit: 50 } },
+      { stdout: out, stderr: 'inherit' },
+    );
+    expect(r.exitCode).toBe(0);
+    // uid 1000 with no capabilities left (as the command), under a seccomp filter (mode 2), at the
+    // root of its cgroup namespace (the run's cgroup), executed through the link to its descriptor.
+    expect(out.text).toBe('Uid:\t1000\t1000\t1000\t1000\nCapEff:\t0000000000000000\nSeccomp:\t2\n1\n/proc/self/fd/6\n');
+  });
+
+  it('a static init is required, as it starts inside the container: a dynamic one is named in the error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tsbuild-init-'));
+    try {
+      copyFileSync('/usr/bin/tini', join(dir, 'tini'));
+      chmodSync(join(dir, 'tini'), 0o755);
+      expect(staticallyLinked('/usr/bin/tini-static')).toBe(true);
+      expect(staticallyLinked('/usr/bin/tini')).toBe(false);
+      expect(findInit('/usr/bin')).toBe('/usr/bin/tini-static');
+      expect(() => findInit(dir, [])).toThrow(`run: init requested but ${join(dir, 'tini')} is linked dynamically, and an init starts inside the container: install a static one (apt-get install tini gives tini-static)`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without init, the command is PID 1 and ignores a SIGTERM it has no handler for', async () => {
