@@ -3,17 +3,29 @@ import path from 'node:path';
 import { prestartRun } from '@tsbuild/runtime';
 import { defaultStoreRoot } from '@tsbuild/store';
 
+/** Flags of `run` that change nothing its helper's start depends on, booleans and ones with a value. */
+const NEUTRAL_BOOLEANS = new Set(['--rm', '--add-history']);
+const NEUTRAL_WITH_VALUE = new Set(['-e', '--env', '-w', '--workdir', '--workingdir', '-u', '--user', '--hostname', '--entrypoint']);
+
 /**
- * `tsbuild [--root DIR] run NAME [--] CMD…` with no flag of the run command's own starts the
- * runtime's helper before the run command's code has even loaded (runtime's prestartRun): node
- * boots in the helper while tsbuild loads its command, reads the store and the container, and
- * the run takes that helper when what it finds wants the default run (WorkingContainer.startRun,
- * runtime's startRun and run() check it). Anything else (a flag, a store without a scratch
- * directory) starts nothing here. Bundled on its own (bundle/prestart.cjs), loaded for `run` only.
+ * `tsbuild [--root DIR] run [--rm] [-e K=V] [-w DIR] [-u USER] [--hostname H] [--entrypoint E] NAME …`
+ * (no flag that changes how its container starts) starts the runtime's helper before the run
+ * command's code has even loaded (runtime's prestartRun): node boots in the helper while tsbuild
+ * loads its command, reads the store and the container, and the run takes that helper when what
+ * it finds wants the default run (WorkingContainer.startRun, runtime's startRun and run() check
+ * it). Anything else (another flag, a store without a scratch directory) starts nothing here.
+ * Bundled on its own (bundle/prestart.cjs), loaded for `run` only.
  */
 export function prestart(globals: string[], rest: string[]): void {
-  const [name] = rest;
-  if (name === undefined || name.startsWith('-') || rest.length < 2) return;
+  let i = 0;
+  for (; i < rest.length && rest[i]!.startsWith('-'); i++) {
+    const a = rest[i]!;
+    if (NEUTRAL_BOOLEANS.has(a)) continue;
+    const eq = a.indexOf('=');
+    if (!NEUTRAL_WITH_VALUE.has(eq > 0 ? a.slice(0, eq) : a)) return;
+    if (eq < 0) i++;
+  }
+  if (rest[i] === undefined) return;
   const root = rootOf(globals);
   if (root === undefined) return;
   const tmp = path.join(path.resolve(root), 'tmp');

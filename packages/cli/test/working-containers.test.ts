@@ -198,7 +198,7 @@ describe('working containers', () => {
       expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
     });
 
-    it('`run NAME CMD` with no flag of its own takes the helper its main started (its scratch directory says so); with a flag, the run starts its own', async () => {
+    it('`run NAME CMD` without a flag that changes how it starts takes the helper its main started (its scratch directory says so); with one, the run starts its own', async () => {
       const ctr = await ok(['from', 'busybox']);
       /** Every scratch directory seen while the run lasted (listed every 10 ms). */
       const scratchOf = async (args: string[]): Promise<{ pid: number; dirs: string[] }> => {
@@ -217,7 +217,11 @@ describe('working containers', () => {
       const plain = await scratchOf(['run', ctr, '--', 'sh', '-c', 'sleep 0.5']);
       expect(plain.dirs).toHaveLength(1);
       expect(plain.dirs[0]).toMatch(new RegExp(`^run-${plain.pid}-[0-9a-z]+$`));
-      const flagged = await scratchOf(['run', '--hostname', 'h', ctr, '--', 'sh', '-c', 'sleep 0.5']);
+      // Flags that change nothing of how the container starts keep the early start.
+      const neutral = await scratchOf(['run', '-e', 'X=1', '--workingdir=/tmp', '--hostname', 'h', ctr, '--', 'sh', '-c', 'sleep 0.5']);
+      expect(neutral.dirs).toHaveLength(1);
+      expect(neutral.dirs[0]).toMatch(new RegExp(`^run-${neutral.pid}-[0-9a-z]+$`));
+      const flagged = await scratchOf(['run', '--pids-limit', '100', ctr, '--', 'sh', '-c', 'sleep 0.5']);
       expect(flagged.dirs).toHaveLength(1);
       expect(flagged.dirs[0]).toMatch(/^run-[0-9a-f]{12}$/);
       // Nothing of either stays.
