@@ -213,7 +213,10 @@ export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROU
   }
   const everywhere = (): string[] => [...new Set([...dirs, ...hierarchies(layout).map((h) => posix.join(h, ...parent, name))])];
   // Every hierarchy's <name>, not only ours: an OCI runtime nests its cgroup in each (see destroy).
-  if (dirs.length > 0) reapOnExit(everywhere());
+  // Told to the reaper in the next turn, once the caller has started moving the run's first
+  // process in (helper-chain.ts CgroupMove): that move waits out an RCU grace period, which is
+  // better begun ~1–4 ms sooner (the listing and the pipe write, traced).
+  if (dirs.length > 0) setImmediate(() => reapOnExit(everywhere()));
   return {
     name,
     path: `/${[...parent, name].join('/')}`,
