@@ -349,6 +349,14 @@ describe('rootless tsbuild as an ordinary user', () => {
     expect(r.stdout).toMatch(/unshare=1$/m);
   }, 60_000);
 
+  it('--init runs the init as PID 1 rootless too, as the container\'s process (its filter and capabilities)', async () => {
+    const r = await ok(as(['run', '--rm', '--init', 'busybox', 'sh', '-c', 'cat /proc/1/comm; echo $PPID; grep -E "^(CapEff|Seccomp):" /proc/1/status']));
+    expect(r.stdout).toBe('init\n1\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n');
+    const t = await as(['run', '--rm', '-t', '--init', 'busybox', 'sh', '-c', 'read -r _ _ _ _ pgrp _ _ tpgid _ < /proc/$$/stat; [ "$pgrp" = "$tpgid" ] && echo foreground']);
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toBe('foreground\r\n');
+  }, 60_000);
+
   it('resource limits that cannot be set rootless are one warning line; the command still runs', async () => {
     const r = await as(['run', '--rm', '--memory', '64m', '--pids-limit', '50', '--cpus', '0.5', 'busybox', 'echo', 'limited']);
     expect(r.code, r.stderr).toBe(0);
