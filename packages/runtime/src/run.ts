@@ -293,6 +293,10 @@ class Launch implements StartedRun {
     try {
       let request: Omit<RunRequest, 'chainPid'>;
       try {
+        // Made again if it went: a run started before its caller took the store's lock may have
+        // seen a prune empty the store's tmp/ meanwhile (the helper needs only this mountpoint now;
+        // node was executed through the links beside it as the chain started).
+        mkdirSync(this.#target, { recursive: true });
         cgroup = await this.#cgroup;
         request = {
           kind: 'run',

@@ -132,6 +132,18 @@ describe('lifetime', () => {
     expect(tsbuildCgroups()).toEqual([]);
   });
 
+  it('a started run whose scratch directory was emptied before run() (a prune between the two) still runs', async () => {
+    const scratchDir = fx.scratch();
+    const io = { stdout: new Collector(), stderr: 'inherit' as const };
+    const started = startRun({ scratchDir }, io);
+    await new Promise((resolve) => setTimeout(resolve, 150)); // the helper's node is running by now
+    rmSync(scratchDir, { recursive: true, force: true });
+    const r = await run({ args: ['sh', '-c', 'echo ran'], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir }, io, undefined, started);
+    expect(r.exitCode).toBe(0);
+    expect(io.stdout.text).toBe('ran\n');
+    expect(existsSync(scratchDir)).toBe(false);
+  });
+
   it('a started run that no run() takes ends on release: no process, scratch directory or cgroup', async () => {
     const before = childrenOf(process.pid);
     const scratchDir = fx.scratch();
