@@ -291,7 +291,6 @@ export class WorkingContainer {
     });
   }
 
-  /** The container named `nameOrId` (name, ID or ID prefix); NotFoundError when there is none. */
   /**
    * Starts a run with `opts` before its container is found and locked (runtime's startRun), in
    * the store at `storeRoot`: what `tsbuild run` does first, so that the runtime's helper boots
@@ -309,6 +308,7 @@ export class WorkingContainer {
     return (await runtime()).startRun(start, runIO(opts), opts.signal);
   }
 
+  /** The container named `nameOrId` (name, ID or ID prefix); NotFoundError when there is none. */
   static async open(env: ContainerEnv, nameOrId: string): Promise<WorkingContainer> {
     const records = new ContainerRecords(env.store);
     return new WorkingContainer(env, records, await records.get(nameOrId));
