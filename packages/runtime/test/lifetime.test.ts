@@ -190,7 +190,12 @@ function cgroupReapersOf(pid: number): number[] {
 describe('kill -9 of a real `tsbuild run`', () => {
   const bin = fileURLToPath(new URL('../../cli/bin/tsbuild', import.meta.url));
 
-  it('leaves no process, no mount and no cgroup, with no later command to sweep them', async () => {
+  // With limits the run starts its own helper; without (only -e, which changes nothing of how it
+  // starts) it takes the one main started early (prestartRun), with the reaper main started.
+  it.each([
+    ['with limits', ['--memory', '64m', '--pids-limit', '50'], 1],
+    ['the early-started helper', [], 0],
+  ])('leaves no process, no mount and no cgroup, with no later command to sweep them (%s)', async (_what, flags, minCgroups) => {
     const tmp = mkdtempSync(join(tmpdir(), 'tsbuild-kill9-'));
     let tsbuild: ReturnType<typeof spawn> | undefined;
     try {
@@ -199,12 +204,15 @@ describe('kill -9 of a real `tsbuild run`', () => {
       execFileSync(bin, ['import', join(tmp, 'rootfs'), 'busybox'], { env, stdio: 'ignore' });
       const marker = `TSBUILD_CLI_KILL9=${process.pid}-${Date.now()}`;
       // bin/tsbuild exec's node: the pid is tsbuild's own.
-      const child = spawn(bin, ['run', '--memory', '64m', '--pids-limit', '50', '-e', marker, 'busybox', 'sh', '-c', 'setsid sleep 1000 & sleep 1000'], { env, stdio: 'ignore' });
+      const child = spawn(bin, ['run', ...flags, '-e', marker, 'busybox', 'sh', '-c', 'setsid sleep 1000 & sleep 1000'], { env, stdio: 'ignore' });
       tsbuild = child;
       const pid = child.pid as number;
       const exited = new Promise((r) => child.on('exit', (code, sig) => r(sig ?? code)));
       await waitFor('the container processes', () => processesWithEnv(marker).length >= 2);
-      expect(tsbuildCgroups(pid).length).toBeGreaterThan(1); // memory, pids and unified
+      // memory, pids and unified with limits; the accounting and device ones and unified without
+      expect(tsbuildCgroups(pid).length).toBeGreaterThan(minCgroups as number);
+      // The early start's scratch directory is named after tsbuild's pid, the run's own is not.
+      expect(readdirSync(join(tmp, 'store', 'tmp')).some((n) => n.startsWith(`run-${pid}-`))).toBe(flags.length === 0);
       expect(mountsMentioning(tmp).length).toBeGreaterThan(0);
       // Other test processes sweep dead pids' cgroups too (removeStaleCgroups before each run), so
       // that they vanish proves little alone: the reaper tsbuild started must do it, and end.
