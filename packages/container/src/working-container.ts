@@ -870,15 +870,15 @@ function canonicalName(name: string): string {
   }
 }
 
-/**
- * The runtime, loaded on first use: `from`, `commit`, `containers` and the like never start a
- * process, and skip its modules (seccomp tables, capabilities, the helper chain) at start-up.
- */
 /** The streams of a run with these options, as run() gets them. */
 function runIO(opts: ContainerRunOptions): RunIO {
   return { stdin: opts.stdin ?? 'ignore', stdout: opts.stdout ?? 'inherit', stderr: opts.stderr ?? 'inherit', ...(opts.terminal ? { terminal: opts.terminal } : {}) };
 }
 
+/**
+ * The runtime, loaded on first use: `from`, `commit`, `containers` and the like never start a
+ * process, and skip its modules (seccomp tables, capabilities, the helper chain) at start-up.
+ */
 function runtime(): Promise<typeof import('@tsbuild/runtime')> {
   return import('@tsbuild/runtime');
 }

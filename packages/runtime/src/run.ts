@@ -212,6 +212,8 @@ class Launch implements StartedRun {
   readonly #network: 'host' | 'none' | 'private';
   /** The init's host path, with an init. */
   readonly #init: string | undefined;
+  /** Where the run's cgroups go (cgroupRoot), undefined where none can. */
+  readonly #cgroupRoot = cgroupRoot();
   readonly #chain: Chain;
   readonly #cgroup: Promise<RunCgroup | undefined>;
   readonly #tty: TerminalRelay | undefined;
@@ -263,7 +265,7 @@ class Launch implements StartedRun {
       adopted,
     );
     // Moved while the helper starts, before the request exists.
-    this.#cgroup = runCgroup(withDevices(start.resources, devices)).then((cgroup) => {
+    this.#cgroup = runCgroup(withDevices(start.resources, devices), this.#cgroupRoot).then((cgroup) => {
       if (cgroup !== undefined) this.#chain.joinCgroups(cgroup.procsFiles);
       return cgroup;
     });
@@ -323,8 +325,8 @@ class Launch implements StartedRun {
       const sent = chain.send(request);
       // Cgroups that runs killed before they could remove them are removed while this one runs:
       // after the request has gone out, off the command's path.
-      const root = cgroupRoot();
-      const stale = new Promise<void>((resolve) => setImmediate(() => void (root === undefined ? Promise.resolve() : removeStaleCgroups(root)).then(() => resolve(), () => resolve())));
+      const root = this.#cgroupRoot;
+      const stale = root === undefined ? undefined : new Promise<void>((resolve) => setImmediate(resolve)).then(() => removeStaleCgroups(root)).catch(() => []);
       const result = await sent;
       await Promise.all([...this.#copies, stale]);
       await this.#tty?.finished();
@@ -372,8 +374,7 @@ function canonical(v: unknown): string {
  * The run's cgroup. Without limits it is only a convenience (cgroup.kill), so a machine where
  * cgroups cannot be created (no cgroupfs, not root) still runs; with limits that is an error.
  */
-async function runCgroup(resources: Resources | undefined): Promise<RunCgroup | undefined> {
-  const root = cgroupRoot();
+async function runCgroup(resources: Resources | undefined, root: string | undefined): Promise<RunCgroup | undefined> {
   const limited = resources !== undefined && Object.values(resources).some((v) => v !== undefined);
   try {
     if (root === undefined) throw new FailedPreconditionError('no cgroup v2 subtree is delegated to this user');

@@ -32,11 +32,11 @@ export async function writeImage(
   const last = c.history?.at(-1)?.created;
   if (last !== undefined) c.created = last;
   const docker = opts.format === 'docker';
-  // The config's descriptor is known before it is written (store.putJSON serialises it the same
-  // way), so config and manifest are written side by side: their fsyncs overlap. Nothing names
-  // the manifest until the caller records it, once both are in the store.
-  const configJSON = JSON.stringify(c);
-  const configDesc: Descriptor = { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: sha256Of(configJSON), size: Buffer.byteLength(configJSON) };
+  // The config's descriptor is known before it is written, so config and manifest are written
+  // side by side: their fsyncs overlap. Nothing names the manifest until the caller records it,
+  // once both are in the store.
+  const configBytes = Buffer.from(JSON.stringify(c), 'utf8');
+  const configDesc: Descriptor = { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: sha256Of(configBytes), size: configBytes.length };
   const ls = docker
     ? layers.map((l) => {
         const kind = layerCompression(l.mediaType);
@@ -51,7 +51,6 @@ export async function writeImage(
     layers: ls,
     ...(opts.annotations && !docker ? { annotations: opts.annotations } : {}),
   };
-  const [written, descriptor] = await Promise.all([store.putJSON(c, configDesc.mediaType), store.putJSON(manifest, manifest.mediaType!)]);
-  if (written.digest !== configDesc.digest) throw new Error(`internal error: config written as ${written.digest}, named ${configDesc.digest} in its manifest`);
+  const [, descriptor] = await Promise.all([store.content.writeBuffer(configBytes, configDesc.digest), store.putJSON(manifest, manifest.mediaType!)]);
   return { descriptor, configDigest: configDesc.digest };
 }
