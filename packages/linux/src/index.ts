@@ -16,3 +16,4 @@ export { copyMetadata, copyNode } from './copy-entry.js';
 export * from './user-namespace.js';
 export { attachDeviceFilter } from './bpf.js';
 export * from './rlimit.js';
+export * from './spawn.js';

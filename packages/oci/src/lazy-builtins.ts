@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type * as ChildProcess from 'node:child_process';
 import type * as Crypto from 'node:crypto';
+import type * as Net from 'node:net';
 import type * as Zlib from 'node:zlib';
 
 /**
@@ -34,3 +35,6 @@ export const zlib = lazy(() => load('node:zlib') as typeof Zlib);
  * commit, config and the listing commands start no process and never load it.
  */
 export const childProcess = lazy(() => load('node:child_process') as typeof ChildProcess);
+
+/** node:net on first use (with node:stream under it): for the sockets of a process started by posix_spawn. */
+export const net = lazy(() => load('node:net') as typeof Net);

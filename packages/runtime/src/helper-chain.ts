@@ -1,6 +1,5 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, symlinkSync, write } from 'node:fs';
 import { posix } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { constants } from 'node:os';
@@ -11,9 +10,8 @@ import {
   InvalidArgumentError,
   NotFoundError,
   TsbuildError,
-  childProcess,
 } from '@tsbuild/oci';
-import { readOnlyFileMount, takeDescriptor } from '@tsbuild/linux';
+import { type SpawnedProcess, readOnlyFileMount, spawnProcess, takeDescriptor } from '@tsbuild/linux';
 import { EXEC_LINE, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { helperPath, idMapTools } from './package-files.js';
 import { type UserNamespaceMaps, userNamespaceArgs } from './security-spec.js';
@@ -154,7 +152,7 @@ export function startChain(shape: ChainShape, opts: ChainOptions, adopted?: Spaw
  * has a pid); its 'spawn' event may not have been emitted yet, and is not waited for.
  */
 export interface SpawnedChain {
-  child: ChildProcess;
+  child: SpawnedProcess;
 }
 
 /**
@@ -163,7 +161,7 @@ export interface SpawnedChain {
  * FailedPreconditionError when the helper or those mounts cannot be had; a spawn that fails later
  * (no setpriv) is the child's 'error' event.
  */
-export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): ChildProcess {
+export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): SpawnedProcess {
   const helper = helperPath();
   if (!existsSync(helper)) throw new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`);
   const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
@@ -187,7 +185,7 @@ export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network'
     throw new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e });
   }
   args.push(posix.join(links, 'node'), helper);
-  return childProcess().spawn('setpriv', args, {
+  return spawnProcess('setpriv', args, {
     stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
     // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
     env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
@@ -196,7 +194,7 @@ export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network'
 
 function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove, adopted?: SpawnedChain): Promise<ChainResult> {
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
-  let child: ChildProcess;
+  let child: SpawnedProcess;
   try {
     child = adopted?.child ?? spawnChain(shape, opts);
   } catch (e) {
@@ -299,7 +297,7 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     };
     if (adopted !== undefined) onSpawned();
     else child.on('spawn', onSpawned);
-    child.on('close', (code, sig) => {
+    child.on('close', (code: number | null, sig: NodeJS.Signals | null) => {
       opts.signal?.removeEventListener('abort', onAbort);
       control.destroy();
       const lines = reply.split('\n').filter((l) => l.length > 0 && parsePtyLine(l) === undefined);

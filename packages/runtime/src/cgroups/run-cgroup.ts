@@ -3,8 +3,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpat
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import { attachDeviceFilter } from '@tsbuild/linux';
-import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
+import { attachDeviceFilter, spawnProcess } from '@tsbuild/linux';
+import { FailedPreconditionError } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
 import { alive } from '../pid-alive.js';
@@ -293,15 +293,15 @@ const REAPER = Symbol.for('tsbuild.cgroup-reaper');
 
 /**
  * Starts this process's reaper if it has none. reapOnExit does it on first use; tsbuild run's
- * early start (runtime prestartRun) does it first, while the CPUs are free: spawn() waits until the
- * child has exec'd, and with the helper's node booting on the other CPU that took 2 to 13 ms
- * (traced) in the middle of the run's preparation.
+ * early start (runtime prestartRun) does it first, while the CPUs are free: a start returns once
+ * the child has exec'd, and with the helper's node booting on the other CPU node's spawn() took 2
+ * to 13 ms (traced) in the middle of the run's preparation (posix_spawn now: spawnProcess).
  */
 export function startCgroupReaper(): Writable {
   const g = globalThis as Record<symbol, Writable | undefined>;
   const known = g[REAPER];
   if (known !== undefined && !known.destroyed) return known;
-  const child = childProcess().spawn('sh', ['-c', REAPER_SCRIPT], {
+  const child = spawnProcess('sh', ['-c', REAPER_SCRIPT], {
     // setsid: a ^C or a kill of tsbuild's process group does not reach it; no stdout/stderr of
     // ours held open after we exit.
     detached: true,
