@@ -21,10 +21,12 @@ const crash = (e) => {
 process.on('uncaughtException', crash);
 process.on('unhandledRejection', crash);
 
-// A command whose work stalled (nothing left to wait on, its promise never settled) would end
-// with node's status 0 and nothing said: say so in one line, and fail with status 1.
+// Once nothing is left to wait on, leave: node would otherwise free its environment and V8's heap
+// first (~3–8 ms, more with a larger heap), which a process about to end does not need; the 'exit'
+// listeners still run. A command whose work stalled (nothing left to wait on, its promise never
+// settled) would end with node's status 0 and nothing said: say so in one line, and fail with status 1.
 process.on('beforeExit', () => {
-  if (settled) return;
+  if (settled) process.exit();
   process.stderr.write('Error: internal error: the command stopped before it finished (a stream stalled)\n');
   process.exit(1);
 });
