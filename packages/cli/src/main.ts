@@ -80,8 +80,9 @@ export async function main(argv: string[]): Promise<number> {
       return report(e, id);
     }
   }
-  // `tsbuild run NAME CMD…`: the runtime's helper starts before the command's code loads.
-  if (id === 'run' && first !== 'help') (await import('./prestart-run.js')).prestart(globals, rest);
+  // `tsbuild GLOBAL-FLAGS run NAME CMD…`: the runtime's helper starts before the command's code
+  // loads (without global flags bin/run.cjs started it, before main loaded).
+  if (id === 'run' && first !== 'help' && globals.length > 0) (await import('./prestart-run.js')).prestart(globals, rest);
   const c = await load(id);
   if (first === 'help') {
     process.stdout.write(commandHelp(c));

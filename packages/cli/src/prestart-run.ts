@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { prestartRun } from '@tsbuild/runtime';
 import { defaultStoreRoot } from '@tsbuild/store';
+import { needsUserNamespace } from './user-namespace.js';
 
 /** Flags of `run` that change nothing its helper's start depends on, booleans and ones with a value. */
 const NEUTRAL_BOOLEANS = new Set(['--rm', '--add-history']);
@@ -13,10 +14,14 @@ const NEUTRAL_WITH_VALUE = new Set(['-e', '--env', '-w', '--workdir', '--working
  * command's code has even loaded (runtime's prestartRun): node boots in the helper while tsbuild
  * loads its command, reads the store and the container, and the run takes that helper when what
  * it finds wants the default run (WorkingContainer.startRun, runtime's startRun and run() check
- * it). Anything else (another flag, a store without a scratch directory) starts nothing here.
- * Bundled on its own (bundle/prestart.cjs), loaded for `run` only.
+ * it). Anything else (another flag, a store without a scratch directory, a command main runs
+ * again in a user namespace) starts nothing here. Bundled on its own (bundle/prestart.cjs), loaded
+ * for `run` only: by bin/run.cjs before main loads for `tsbuild run …`, by main for `tsbuild
+ * GLOBAL-FLAGS run …`.
  */
 export function prestart(globals: string[], rest: string[]): void {
+  // A command main will run again in a user namespace starts its helper there.
+  if (needsUserNamespace('run')) return;
   let i = 0;
   for (; i < rest.length && rest[i]!.startsWith('-'); i++) {
     const a = rest[i]!;

@@ -198,7 +198,7 @@ describe('working containers', () => {
       expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
     });
 
-    it('`run NAME CMD` without a flag that changes how it starts takes the helper its main started (its scratch directory says so); with one, the run starts its own', async () => {
+    it('`run NAME CMD` without a flag that changes how it starts takes the helper started before its code loaded (its scratch directory says so); with one, the run starts its own', async () => {
       const ctr = await ok(['from', 'busybox']);
       /** Every scratch directory seen while the run lasted (listed every 10 ms). */
       const scratchOf = async (args: string[]): Promise<{ pid: number; dirs: string[] }> => {
@@ -217,6 +217,10 @@ describe('working containers', () => {
       const plain = await scratchOf(['run', ctr, '--', 'sh', '-c', 'sleep 0.5']);
       expect(plain.dirs).toHaveLength(1);
       expect(plain.dirs[0]).toMatch(new RegExp(`^run-${plain.pid}-[0-9a-z]+$`));
+      // With a global flag first, main starts it (bin/run.cjs does for `run` as the first word).
+      const global = await scratchOf(['--root', t.root, 'run', ctr, '--', 'sh', '-c', 'sleep 0.5']);
+      expect(global.dirs).toHaveLength(1);
+      expect(global.dirs[0]).toMatch(new RegExp(`^run-${global.pid}-[0-9a-z]+$`));
       // Flags that change nothing of how the container starts keep the early start.
       const neutral = await scratchOf(['run', '-e', 'X=1', '--workingdir=/tmp', '--hostname', 'h', ctr, '--', 'sh', '-c', 'sleep 0.5']);
       expect(neutral.dirs).toHaveLength(1);

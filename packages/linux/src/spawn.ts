@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { accessSync, closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, openSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
@@ -256,17 +256,28 @@ function socketOf(fd: number, slot: number): Socket {
   return new (net().Socket)({ fd, readable: slot !== 0, writable: true });
 }
 
-/** execvp(3)'s search, on the child's PATH (as libuv does), for a command named without a slash. */
+/**
+ * execvp(3)'s search, on the child's PATH (as libuv does), for a command named without a slash.
+ * Looked up with stat, which says ENOENT without an exception (the first thrown by node costs
+ * ~4 ms here), and kept per PATH: a build starts the same few commands again and again.
+ */
 function findCommand(command: string, path = '/usr/sbin:/usr/bin:/sbin:/bin'): string {
   if (command.includes('/')) return command;
+  const key = `${command}\0${path}`;
+  const known = found.get(key);
+  if (known !== undefined && statSync(known, { throwIfNoEntry: false })?.isFile() === true) return known;
   for (const dir of path.split(':')) {
     const candidate = posix.join(dir === '' ? '.' : dir, command);
+    if (statSync(candidate, { throwIfNoEntry: false })?.isFile() !== true) continue;
     try {
       accessSync(candidate, fsConstants.X_OK);
-      return candidate;
     } catch {
-      // next
+      continue;
     }
+    found.set(key, candidate);
+    return candidate;
   }
   throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT', errno: -2, syscall: `spawn ${command}`, path: command });
 }
+
+const found = new Map<string, string>();
