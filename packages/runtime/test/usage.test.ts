@@ -22,7 +22,10 @@ describe('run usage (v1, real kernel)', () => {
     // 1 to 2 whole seconds of loop (date has a 1 s resolution), on a CPU shared with other tests.
     expect(busy.usage?.cpuMs).toBeGreaterThan(300);
     expect(busy.usage?.cpuMs).toBeLessThan(2500);
+    // The helper is in the run's cgroups while its node starts (it is moved there early, see
+    // DESIGN.md, Start-up), and that start counts: 75–90 ms of CPU on a 2-vCPU VM whose `node -e 0`
+    // takes ~63 ms, 114 ms once under the whole suite's load. A second of sleep adds nothing to it.
     const idle = await sh('sleep 1');
-    expect(idle.usage?.cpuMs).toBeLessThan(100);
+    expect(idle.usage?.cpuMs).toBeLessThan(250);
   });
 });
