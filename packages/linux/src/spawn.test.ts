@@ -50,6 +50,13 @@ describe('spawnProcess', () => {
     expect(error?.code).toBe('ENOENT');
   });
 
+  it('passes over PATH entries it cannot search, as execvp does', async () => {
+    // A file where a directory should be (ENOTDIR), and one of root's own directories for another
+    // user (EACCES; root itself is never refused, so the file stands in for it here).
+    const child = spawnProcess('true', [], { stdio: ['ignore', 'ignore', 'ignore'], env: { PATH: `/etc/passwd:${dir}/missing:${env.PATH}` } });
+    expect((await collect(child)).code).toBe(0);
+  });
+
   it('gives each slot the descriptor asked for, even when slots and sources cross', async () => {
     // Our fds a and b go to the child's 4 and 3: whatever their numbers, setting one slot must not
     // clobber the source of the other.

@@ -257,7 +257,8 @@ function socketOf(fd: number, slot: number): Socket {
 }
 
 /**
- * execvp(3)'s search, on the child's PATH (as libuv does), for a command named without a slash.
+ * execvp(3)'s search, on the child's PATH (as libuv does), for a command named without a slash:
+ * a directory that cannot be searched (EACCES, as root's own for another user) is passed over.
  * Looked up with stat, which says ENOENT without an exception (the first thrown by node costs
  * ~4 ms here), and kept per PATH: a build starts the same few commands again and again.
  */
@@ -265,15 +266,10 @@ function findCommand(command: string, path = '/usr/sbin:/usr/bin:/sbin:/bin'): s
   if (command.includes('/')) return command;
   const key = `${command}\0${path}`;
   const known = found.get(key);
-  if (known !== undefined && statSync(known, { throwIfNoEntry: false })?.isFile() === true) return known;
+  if (known !== undefined && executable(known)) return known;
   for (const dir of path.split(':')) {
     const candidate = posix.join(dir === '' ? '.' : dir, command);
-    if (statSync(candidate, { throwIfNoEntry: false })?.isFile() !== true) continue;
-    try {
-      accessSync(candidate, fsConstants.X_OK);
-    } catch {
-      continue;
-    }
+    if (!executable(candidate)) continue;
     found.set(key, candidate);
     return candidate;
   }
@@ -281,3 +277,14 @@ function findCommand(command: string, path = '/usr/sbin:/usr/bin:/sbin:/bin'): s
 }
 
 const found = new Map<string, string>();
+
+/** A regular file we may execute; false for anything stat or access(2) refuses. */
+function executable(file: string): boolean {
+  try {
+    if (statSync(file, { throwIfNoEntry: false })?.isFile() !== true) return false;
+    accessSync(file, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
