@@ -8,7 +8,7 @@ import { constants, release } from 'node:os';
 import { isatty } from 'node:tty';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
-import { capGet, lastCapability, shortenOverlayData } from '@tsbuild/linux';
+import { capGet, lastCapability, shortenOverlayData, spawnProcess } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 import { resolveProfile } from './seccomp/profile.js';
@@ -183,7 +183,7 @@ function runScript(mounts: Mount[], target: string, runtime: string, state: stri
 
 async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSignal | undefined): Promise<Omit<RunResult, 'oomKilled'>> {
   const stdin = io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
-  const child = childProcess().spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script], {
+  const child = spawnProcess('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script], {
     stdio: [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
   });
@@ -200,8 +200,8 @@ async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSign
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   const [code, sig] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-    child.on('error', (e) => reject(new FailedPreconditionError(`cannot start setpriv/unshare (util-linux): ${e.message}`, { cause: e })));
-    child.on('close', (c, s) => resolve([c, s]));
+    child.on('error', (e: Error) => reject(new FailedPreconditionError(`cannot start setpriv/unshare (util-linux): ${e.message}`, { cause: e })));
+    child.on('close', (c: number | null, s: NodeJS.Signals | null) => resolve([c, s]));
   }).finally(() => signal?.removeEventListener('abort', onAbort));
   await Promise.all(copies);
   if (aborted) throw cancelled(signal as AbortSignal);

@@ -1,7 +1,8 @@
 import { accessSync, constants } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
+import { spawnProcess } from '@tsbuild/linux';
+import { FailedPreconditionError } from '@tsbuild/oci';
 import type { PrivateNetwork } from './private-network.js';
 
 /**
@@ -36,7 +37,8 @@ export async function attachUserNetwork(pid: number, userns: boolean): Promise<P
   const args = ['--configure', '--mtu=65520', '--disable-host-loopback', '--ready-fd=3', '--exit-fd=4'];
   if (userns) args.push(`--userns-path=/proc/${pid}/ns/user`);
   args.push(String(pid), 'tap0');
-  const child = childProcess().spawn('slirp4netns', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+  // posix_spawn (spawnProcess), as the helper chain: every rootless run with a network starts one.
+  const child = spawnProcess('slirp4netns', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   const ready = child.stdio[3] as Socket;
   const exit = child.stdio[4] as Socket;
   let diagnostics = '';
@@ -59,7 +61,7 @@ export async function attachUserNetwork(pid: number, userns: boolean): Promise<P
         reject(new FailedPreconditionError(e.code === 'ENOENT' ? "slirp4netns is not installed (needed for network 'private' in a user namespace: apt-get install slirp4netns)" : `cannot start slirp4netns: ${e.message}`)),
       );
       ready.once('data', () => resolve());
-      child.once('close', (code) => reject(new FailedPreconditionError(`slirp4netns exited (${code}) before the network was up: ${diagnostics.trim().split('\n').at(-1) ?? ''}`)));
+      child.once('close', (code: number | null) => reject(new FailedPreconditionError(`slirp4netns exited (${code}) before the network was up: ${diagnostics.trim().split('\n').at(-1) ?? ''}`)));
     });
   } catch (e) {
     await release();
