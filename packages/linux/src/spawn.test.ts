@@ -1,9 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type SpawnedProcess, spawnProcess } from './spawn.js';
+import { type SpawnedProcess, findOnPath, spawnProcess } from './spawn.js';
 
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 const dir = mkdtempSync(path.join(tmpdir(), 'spawn-test-'));
@@ -116,5 +116,19 @@ describe('spawnProcess', () => {
     const left = Number(spawnSync(process.execPath, ['-e', script(true)], { encoding: 'utf8' }).stdout.trim());
     expect(waited).toBeGreaterThanOrEqual(900);
     expect(left).toBeLessThan(500);
+  });
+});
+
+describe('findOnPath', () => {
+  it('finds executable regular files only, in PATH order, as execvp does', () => {
+    const bin = path.join(dir, 'bin');
+    mkdirSync(path.join(bin, 'a-dir'), { recursive: true });
+    writeFileSync(path.join(bin, 'not-executable'), '#!/bin/sh\n');
+    writeFileSync(path.join(bin, 'sh'), '#!/bin/sh\n');
+    chmodSync(path.join(bin, 'sh'), 0o755);
+    expect(findOnPath('sh', `/etc/passwd:${bin}:/bin`)).toBe(path.join(bin, 'sh'));
+    expect(findOnPath('not-executable', bin)).toBeUndefined();
+    expect(findOnPath('a-dir', bin)).toBeUndefined();
+    expect(findOnPath('no-such-command-here', `${bin}:/bin`)).toBeUndefined();
   });
 });

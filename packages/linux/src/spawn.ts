@@ -165,9 +165,9 @@ function reapExited(): void {
 
 /**
  * Starts `command` with `args` as node's child_process.spawn() would, but by posix_spawn(3):
- * glibc's clones the caller's address space instead of copying it (CLONE_VM | CLONE_VFORK), so
- * the start costs the same whatever node's heap; spawn() forks, ~5–10 ms per child here with a
- * heap of a few tens of MB, and loads node:child_process first (~4 ms). Returns once the child
+ * glibc's child shares the caller's address space until it executes (CLONE_VM | CLONE_VFORK),
+ * so the start costs the same whatever node's heap; spawn() forks, ~5–10 ms per child here with
+ * a heap of a few tens of MB, and loads node:child_process first (~4 ms). Returns once the child
  * has executed `command` (or reports the failure as node does, with an 'error' event). The child
  * gets the default disposition for every signal and an empty signal mask (node ignores SIGPIPE,
  * and ignored signals survive execve), and exactly the descriptors of `stdio`: ours are
@@ -256,27 +256,34 @@ function socketOf(fd: number, slot: number): Socket {
   return new (net().Socket)({ fd, readable: slot !== 0, writable: true });
 }
 
-/**
- * execvp(3)'s search, on the child's PATH (as libuv does), for a command named without a slash:
- * a directory that cannot be searched (EACCES, as root's own for another user) is passed over.
- * Looked up with stat, which says ENOENT without an exception (the first thrown by node costs
- * ~4 ms here), and kept per PATH: a build starts the same few commands again and again.
- */
-function findCommand(command: string, path = '/usr/sbin:/usr/bin:/sbin:/bin'): string {
+/** findOnPath, kept per PATH: a build starts the same few commands again and again. */
+function findCommand(command: string, path?: string): string {
   if (command.includes('/')) return command;
   const key = `${command}\0${path}`;
   const known = found.get(key);
   if (known !== undefined && executable(known)) return known;
-  for (const dir of path.split(':')) {
-    const candidate = posix.join(dir === '' ? '.' : dir, command);
-    if (!executable(candidate)) continue;
-    found.set(key, candidate);
-    return candidate;
-  }
-  throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT', errno: -2, syscall: `spawn ${command}`, path: command });
+  const file = findOnPath(command, path);
+  if (file === undefined) throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT', errno: -2, syscall: `spawn ${command}`, path: command });
+  found.set(key, file);
+  return file;
 }
 
 const found = new Map<string, string>();
+
+/**
+ * An executable `name` on `path` (default: the default PATH tsbuild gives the processes it
+ * starts), as execvp(3) finds one: an empty entry is the working directory, an entry that cannot
+ * be searched (EACCES, as root's own directories for another user; ENOTDIR) is passed over.
+ * Looked up with stat, which says ENOENT without an exception (the first one node builds costs
+ * ~4 ms here). Undefined when there is none.
+ */
+export function findOnPath(name: string, path = '/usr/sbin:/usr/bin:/sbin:/bin'): string | undefined {
+  for (const dir of path.split(':')) {
+    const candidate = posix.join(dir === '' ? '.' : dir, name);
+    if (executable(candidate)) return candidate;
+  }
+  return undefined;
+}
 
 /** A regular file we may execute; false for anything stat or access(2) refuses. */
 function executable(file: string): boolean {

@@ -5,8 +5,7 @@ import path from 'node:path';
 import { CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
-import { onPath } from '../on-path.js';
-import { inUserNamespace, readIdMap } from '@tsbuild/linux';
+import { findOnPath, inUserNamespace, readIdMap } from '@tsbuild/linux';
 import { apparmorEnabled, selinuxEnabled } from '@tsbuild/runtime';
 
 /** A /proc/self/{u,g}id_map as buildah info prints it: container_id, host_id, size. */
@@ -115,11 +114,11 @@ export default class Info extends BaseCommand<typeof Info> {
         builtin: {
           helper: helper !== undefined && existsSync(helper) ? helper : null,
           // The helper chain is setpriv → unshare → node (packages/runtime/src/helper-chain.ts).
-          setpriv: onPath('setpriv') ?? null,
-          unshare: onPath('unshare') ?? null,
+          setpriv: findOnPath('setpriv', process.env.PATH) ?? null,
+          unshare: findOnPath('unshare', process.env.PATH) ?? null,
           seccompArchitectures: SECCOMP_ARCHITECTURES,
         },
-        ociRuntimes: Object.fromEntries(['runc', 'crun'].flatMap((n) => { const p = onPath(n); return p === undefined ? [] : [[n, p]]; })),
+        ociRuntimes: Object.fromEntries(['runc', 'crun'].flatMap((n) => { const p = findOnPath(n, process.env.PATH); return p === undefined ? [] : [[n, p]]; })),
       },
     };
     process.stdout.write(flags.format === 'json' ? `${JSON.stringify(info, null, 2)}\n` : `${renderTemplate(flags.format, info)}\n`);

@@ -293,9 +293,9 @@ const REAPER = Symbol.for('tsbuild.cgroup-reaper');
 
 /**
  * Starts this process's reaper if it has none. reapOnExit does it on first use; tsbuild run's
- * early start (runtime prestartRun) does it first, while the CPUs are free: a start returns once
- * the child has exec'd, and with the helper's node booting on the other CPU node's spawn() took 2
- * to 13 ms (traced) in the middle of the run's preparation (posix_spawn now: spawnProcess).
+ * early start (runtime prestartRun) does it first, while the CPUs are free: a start returns only
+ * once the child has executed, which took node's spawn() 2 to 13 ms (traced) in the middle of a
+ * run's preparation, with the helper's node booting on the other CPU; spawnProcess ~1 ms.
  */
 export function startCgroupReaper(): Writable {
   const g = globalThis as Record<symbol, Writable | undefined>;
