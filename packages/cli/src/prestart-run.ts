@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { prestartRun } from '@tsbuild/runtime';
-import { defaultStoreRoot } from '@tsbuild/store';
+import { defaultStoreRoot, runScratchDir } from '@tsbuild/store';
 import { needsUserNamespace } from './user-namespace.js';
 
 /** Flags of `run` that change nothing its helper's start depends on, booleans and ones with a value. */
@@ -33,9 +33,8 @@ export function prestart(globals: string[], rest: string[]): void {
   if (rest[i] === undefined) return;
   const root = rootOf(globals);
   if (root === undefined) return;
-  const tmp = path.join(path.resolve(root), 'tmp');
-  if (!existsSync(tmp)) return;
-  prestartRun(path.join(tmp, `run-${process.pid}-${process.hrtime.bigint().toString(36)}`));
+  if (!existsSync(path.join(path.resolve(root), 'tmp'))) return;
+  prestartRun(runScratchDir(path.resolve(root), `early-${process.hrtime.bigint().toString(36)}`));
 }
 
 /** The store root the global flags, TSBUILD_ROOT or the default name; undefined for flags this does not read. */

@@ -17,7 +17,7 @@ import {
   parseReference,
 } from '@tsbuild/oci';
 import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
-import { type Store, configPlatform, ingestLayer, writeImage } from '@tsbuild/store';
+import { type Store, configPlatform, ingestLayer, runScratchDir, writeImage } from '@tsbuild/store';
 import { type CopyLayer, MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, planCopyLayer, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import type { CopyOp, ExtraMount, RunIO, RunResult, StartedRun } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
@@ -301,10 +301,9 @@ export class WorkingContainer {
    * Undefined where the store has no scratch directory yet (then it has no container either).
    */
   static async startRun(storeRoot: string, opts: ContainerRunOptions): Promise<StartedRun | undefined> {
-    const tmp = path.join(storeRoot, 'tmp');
-    if (!existsSync(tmp)) return undefined;
+    if (!existsSync(path.join(storeRoot, 'tmp'))) return undefined;
     const r = opts.runtime ?? {};
-    const start = { scratchDir: path.join(tmp, `run-${randomBytes(6).toString('hex')}`), network: r.network, userns: r.userns, init: r.init, resources: r.resources, devices: r.devices, runtime: r.runtime };
+    const start = { scratchDir: runScratchDir(storeRoot, randomBytes(6).toString('hex')), network: r.network, userns: r.userns, init: r.init, resources: r.resources, devices: r.devices, runtime: r.runtime };
     return (await runtime()).startRun(start, runIO(opts), opts.signal);
   }
 

@@ -51,3 +51,13 @@ export function flockSync(fd: number, operation: number): boolean {
   }
   return true;
 }
+
+/** Whether a process exists (EPERM means it does, owned by someone else): a dead tsbuild's leftovers are swept by this. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -211,8 +211,8 @@ describe('kill -9 of a real `tsbuild run`', () => {
       await waitFor('the container processes', () => processesWithEnv(marker).length >= 2);
       // memory, pids and unified with limits; the accounting and device ones and unified without
       expect(tsbuildCgroups(pid).length).toBeGreaterThan(minCgroups as number);
-      // The early start's scratch directory is named after tsbuild's pid, the run's own is not.
-      expect(readdirSync(join(tmp, 'store', 'tmp')).some((n) => n.startsWith(`run-${pid}-`))).toBe(flags.length === 0);
+      // The early start's scratch directory is run-<tsbuild's pid>-early-…, the run's own run-<pid>-<hex>.
+      expect(readdirSync(join(tmp, 'store', 'tmp')).some((n) => n.startsWith(`run-${pid}-early-`))).toBe(flags.length === 0);
       expect(mountsMentioning(tmp).length).toBeGreaterThan(0);
       // Other test processes sweep dead pids' cgroups too (removeStaleCgroups before each run), so
       // that they vanish proves little alone: the reaper tsbuild started must do it, and end.

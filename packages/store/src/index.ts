@@ -1,5 +1,6 @@
 export { Store, type FsckReport, type FsckProblem } from './store.js';
 export { DEFAULT_ROOT, ROOTLESS_UID_ENV, defaultStoreRoot } from './default-root.js';
+export { runScratchDir, runScratchOwner } from './run-scratch.js';
 export { type ContentStore, type BlobWriter, type BlobInfo } from './content-store.js';
 export { type ImageRecord, normaliseName } from './image-names.js';
 export { type Image, type Layer, pickPlatform } from './image.js';

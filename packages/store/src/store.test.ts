@@ -1,4 +1,5 @@
-import { mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,6 +17,7 @@ import {
   type ImageManifest,
 } from '@tsbuild/oci';
 import { Store } from './store.js';
+import { runScratchDir } from './run-scratch.js';
 import { ingestLayer } from './layer-ingest.js';
 
 let root: string;
@@ -152,6 +154,16 @@ describe('gc', () => {
     expect(await readdir(join(root, 'ingest'))).toEqual([]);
     expect(await readdir(join(root, 'tmp'))).toEqual([]);
     expect((await store.fsck()).problems).toEqual([]);
+  });
+
+  it("leaves a live process's run scratch directory in tmp/ (made before its run takes the lock), and removes a dead one's", async () => {
+    const dead = spawnSync('true').pid!;
+    await mkdir(join(root, 'tmp', `run-${process.pid}-early-x`, 'exe'), { recursive: true });
+    await mkdir(join(root, 'tmp', `run-${dead}-0123456789ab`));
+    await mkdir(join(root, 'tmp', 'run-image-leftover'));
+    await store.withLock('exclusive', () => store.gc());
+    expect(await readdir(join(root, 'tmp'))).toEqual([`run-${process.pid}-early-x`]);
+    expect(runScratchDir(root, 'early-x')).toBe(join(root, 'tmp', `run-${process.pid}-early-x`));
   });
 
   it('follows an index to its child manifests', async () => {

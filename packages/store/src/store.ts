@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processAlive } from '@tsbuild/linux';
 import {
   DataLossError,
   InvalidArgumentError,
@@ -21,6 +22,7 @@ import { FileLock, type LockMode } from './file-lock.js';
 import { openImage, type Image } from './image.js';
 import { readListSources, sweepListSources } from './list-sources.js';
 import { defaultStoreRoot } from './default-root.js';
+import { runScratchOwner } from './run-scratch.js';
 import { UNTAGGED_PREFIX, normaliseName, readImagesFile, untaggedKey, writeImagesFile, type ImageRecord } from './image-names.js';
 
 /** Manifests and indexes are small; registries commonly cap them at 4 MiB. */
@@ -214,7 +216,9 @@ export class Store {
   /**
    * Mark from every name (manifest → config + layers; index → child manifests), sweep
    * unreferenced blobs, and empty ingest/ and tmp/. `keep` adds extra roots. The caller holds the
-   * exclusive lock: nothing else is writing, so whatever is in ingest/ is a crash's leftover.
+   * exclusive lock: nothing else is writing, so whatever is in ingest/ is a crash's leftover. In
+   * tmp/ the scratch directory of a live process's run stays (runScratchDir): `tsbuild run` makes
+   * it and starts its helper from it before it takes the store's lock.
    */
   async gc(opts: { keep?: Digest[] } = {}): Promise<{ removed: { digest: Digest; size: number }[]; bytes: number }> {
     const marked = new Set<Digest>();
@@ -234,7 +238,11 @@ export class Store {
       bytes += blob.size;
     }
     await sweepListSources(this.root, marked);
-    for (const dir of ['ingest', 'tmp']) await emptyDir(join(this.root, dir));
+    await emptyDir(join(this.root, 'ingest'));
+    await emptyDir(join(this.root, 'tmp'), (name) => {
+      const owner = runScratchOwner(name);
+      return owner !== undefined && processAlive(owner);
+    });
     // A crash in setName can leave images.json.tmp; remove it under the names lock, where no
     // setName can be writing it right now.
     await this.namesLock.with('exclusive', () => rm(`${this.imagesPath}.tmp`, { force: true }));
@@ -428,7 +436,8 @@ function isJSONMediaType(mt: string): boolean {
   return mt.endsWith('+json') || mt.endsWith('.json') || mt === 'application/octet-stream';
 }
 
-async function emptyDir(dir: string): Promise<void> {
+/** Removes everything in `dir` but what `keep` names. */
+async function emptyDir(dir: string, keep: (name: string) => boolean = () => false): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -436,5 +445,5 @@ async function emptyDir(dir: string): Promise<void> {
     if (isErrno(e, 'ENOENT')) return;
     throw e;
   }
-  for (const n of names) await rm(join(dir, n), { recursive: true, force: true });
+  for (const n of names) if (!keep(n)) await rm(join(dir, n), { recursive: true, force: true });
 }

@@ -3,11 +3,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpat
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import { attachDeviceFilter, spawnProcess } from '@tsbuild/linux';
+import { attachDeviceFilter, processAlive, spawnProcess } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
-import { alive } from '../pid-alive.js';
 import { warnOnce } from '../warn-once.js';
 import type { RunUsage } from '../spec.js';
 
@@ -342,7 +341,7 @@ export async function removeStaleCgroups(root = DEFAULT_CGROUP_ROOT): Promise<st
     }
     for (const n of names) {
       const m = NAME.exec(n);
-      if (m !== null && m[2] === ours && !alive(Number(m[1]))) stale.push(...subtree(posix.join(parent, n)));
+      if (m !== null && m[2] === ours && !processAlive(Number(m[1]))) stale.push(...subtree(posix.join(parent, n)));
     }
   }
   if (stale.length > 0) {

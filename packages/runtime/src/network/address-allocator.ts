@@ -1,8 +1,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { LOCK_EX, LOCK_UN, flock } from '@tsbuild/linux';
+import { LOCK_EX, LOCK_UN, flock, processAlive } from '@tsbuild/linux';
 import { UnavailableError } from '@tsbuild/oci';
-import { alive } from '../pid-alive.js';
 
 /**
  * IPv4 addresses of the private network handed out to runs, recorded in `<stateDir>/addresses.json`
@@ -26,7 +25,7 @@ export class AddressAllocator {
       for (let i = 2; i < size - 1; i++) {
         const addr = formatIPv4(this.network + i);
         const owner = table[addr];
-        if (owner !== undefined && alive(owner.pid)) continue;
+        if (owner !== undefined && processAlive(owner.pid)) continue;
         table[addr] = { pid: process.pid, id };
         return addr;
       }
@@ -52,7 +51,7 @@ export class AddressAllocator {
       } catch {
         // first use, or a file cut short by a crash: every live owner re-registers on next use
       }
-      for (const [addr, owner] of Object.entries(table)) if (!alive(owner.pid)) delete table[addr];
+      for (const [addr, owner] of Object.entries(table)) if (!processAlive(owner.pid)) delete table[addr];
       const result = fn(table);
       writeFileSync(`${file}.tmp`, JSON.stringify(table));
       renameSync(`${file}.tmp`, file);
