@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { prestartRun } from '@tsbuild/runtime';
 import { defaultStoreRoot, runScratchDir } from '@tsbuild/store';
@@ -33,8 +32,8 @@ export function prestart(globals: string[], rest: string[]): void {
   if (rest[i] === undefined) return;
   const root = rootOf(globals);
   if (root === undefined) return;
-  if (!existsSync(path.join(path.resolve(root), 'tmp'))) return;
-  prestartRun(runScratchDir(path.resolve(root), `early-${process.hrtime.bigint().toString(36)}`));
+  const scratchDir = runScratchDir(path.resolve(root), `early-${process.hrtime.bigint().toString(36)}`);
+  if (scratchDir !== undefined) prestartRun(scratchDir);
 }
 
 /** The store root the global flags, TSBUILD_ROOT or the default name; undefined for flags this does not read. */

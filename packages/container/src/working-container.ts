@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import {
@@ -301,9 +301,10 @@ export class WorkingContainer {
    * Undefined where the store has no scratch directory yet (then it has no container either).
    */
   static async startRun(storeRoot: string, opts: ContainerRunOptions): Promise<StartedRun | undefined> {
-    if (!existsSync(path.join(storeRoot, 'tmp'))) return undefined;
+    const scratchDir = runScratchDir(storeRoot, randomBytes(6).toString('hex'));
+    if (scratchDir === undefined) return undefined;
     const r = opts.runtime ?? {};
-    const start = { scratchDir: runScratchDir(storeRoot, randomBytes(6).toString('hex')), network: r.network, userns: r.userns, init: r.init, resources: r.resources, devices: r.devices, runtime: r.runtime };
+    const start = { scratchDir, network: r.network, userns: r.userns, init: r.init, resources: r.resources, devices: r.devices, runtime: r.runtime };
     return (await runtime()).startRun(start, runIO(opts), opts.signal);
   }
 

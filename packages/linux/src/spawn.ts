@@ -256,19 +256,13 @@ function socketOf(fd: number, slot: number): Socket {
   return new (net().Socket)({ fd, readable: slot !== 0, writable: true });
 }
 
-/** findOnPath, kept per PATH: a build starts the same few commands again and again. */
+/** findOnPath, or the error node's spawn gives for a command it cannot find. */
 function findCommand(command: string, path?: string): string {
   if (command.includes('/')) return command;
-  const key = `${command}\0${path}`;
-  const known = found.get(key);
-  if (known !== undefined && executable(known)) return known;
   const file = findOnPath(command, path);
   if (file === undefined) throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT', errno: -2, syscall: `spawn ${command}`, path: command });
-  found.set(key, file);
   return file;
 }
-
-const found = new Map<string, string>();
 
 /**
  * An executable `name` on `path` (default: the default PATH tsbuild gives the processes it

@@ -164,6 +164,7 @@ describe('gc', () => {
     await store.withLock('exclusive', () => store.gc());
     expect(await readdir(join(root, 'tmp'))).toEqual([`run-${process.pid}-early-x`]);
     expect(runScratchDir(root, 'early-x')).toBe(join(root, 'tmp', `run-${process.pid}-early-x`));
+    expect(runScratchDir(join(root, 'no-store-here'), 'x')).toBeUndefined();
   });
 
   it('follows an index to its child manifests', async () => {
