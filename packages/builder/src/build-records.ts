@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { NotFoundError } from '@tsbuild/oci';
+import { randomHex } from '@tsbuild/linux';
 
 /**
  * What a build keeps after it ends, for `tsbuild logs` and `tsbuild debug` (issue 19): one
@@ -24,7 +24,7 @@ export class BuildRecords {
 
   /** A new, empty record, made the `last` one. */
   async create(): Promise<BuildRecord> {
-    const id = randomBytes(6).toString('hex');
+    const id = randomHex(6);
     const dir = path.join(this.dir, id);
     await fsp.mkdir(dir, { recursive: true });
     // builds/last is replaced atomically: a reader sees the old id or the new one.

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -43,7 +42,7 @@ import {
 import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount, RunUsage } from '@tsbuild/runtime';
 import { StepLog } from './step-log.js';
-import { fdPath, withFd } from '@tsbuild/linux';
+import { fdPath, withFd, randomHex } from '@tsbuild/linux';
 import { BuildCache, type StepInputs, cacheKey, hashSources, shortKey } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import { HANDLERS, type StepScope, checkDockerfile, checkInstruction, truncate } from './instructions/index.js';
@@ -240,7 +239,7 @@ export async function buildParsed(opts: BuildOptions, parsed: ParsedDockerfile):
   await runStaticChecks(opts, parsed, checks);
   checks.failIfFound();
   return store.withLock('shared', async () => {
-    const scratch = path.join(store.root, 'tmp', `build-${randomBytes(6).toString('hex')}`);
+    const scratch = path.join(store.root, 'tmp', `build-${randomHex(6)}`);
     await fsp.mkdir(scratch, { recursive: true });
     const b = new Builder(opts, parsed, scratch, cacheFrom, checks);
     try {
@@ -344,7 +343,7 @@ class Builder {
   private step = 0;
   private total = 0;
   private readonly stageResults = new Map<number, StageResult>();
-  private readonly id = randomBytes(6).toString('hex');
+  private readonly id = randomHex(6);
   private readonly cache: BuildCache;
   private registryClient?: RegistryClient;
   /** Every cached step state this build produced or used, by cache key, in build order: what --cache-to pushes. */
@@ -1024,7 +1023,7 @@ class Builder {
    */
   private async copyOp(ins: Instruction, sr: StageRun, vars: Map<string, string>): Promise<CopyFiles> {
     // --link (BuildKit: a layer independent of its parent) gives the same filesystem; accepted as such.
-    const staging = path.join(this.scratch, `sources-${ins.line}-${randomBytes(3).toString('hex')}`);
+    const staging = path.join(this.scratch, `sources-${ins.line}-${randomHex(3)}`);
     // Here-documents: `COPY <<EOF /dst`; each marker word is replaced by a file named after it.
     const heredocFiles = new Map<string, string>();
     let rawArgs = ins.args;

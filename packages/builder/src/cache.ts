@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { createReadStream, lstatSync, promises as fsp, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { type Descriptor, type Digest, isDigest } from '@tsbuild/oci';
+import { type Descriptor, type Digest, isDigest, crypto } from '@tsbuild/oci';
 
 /**
  * The build cache: instruction cache key → the image state after that instruction, stored as an
@@ -183,7 +183,7 @@ async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
 
 /** A cache key: sha256 over labelled parts, so that no two different inputs share one encoding. */
 export function cacheKey(parts: Record<string, unknown>): Digest {
-  return `sha256:${createHash('sha256').update(JSON.stringify(parts)).digest('hex')}`;
+  return `sha256:${crypto().createHash('sha256').update(JSON.stringify(parts)).digest('hex')}`;
 }
 
 /**
@@ -193,7 +193,7 @@ export function cacheKey(parts: Record<string, unknown>): Digest {
  * Not mtimes, not files the context leaves out. Also counts the entries it walked.
  */
 export async function hashSources(sources: string[], keepOwners?: boolean[]): Promise<{ digest: Digest; entries: number; files: string[] }> {
-  const h = createHash('sha256');
+  const h = crypto().createHash('sha256');
   const count = { entries: 0, files: [] as string[], label: '' };
   for (const [i, src] of sources.entries()) {
     const owners = keepOwners?.[i] === true;
@@ -209,7 +209,7 @@ export async function hashSources(sources: string[], keepOwners?: boolean[]): Pr
  * each one on the libuv pool in turn took ~1.9 s here; sync calls take a fraction of that. The
  * build is waiting for this key anyway.
  */
-async function hashTree(abs: string, rel: string, h: ReturnType<typeof createHash>, count: { entries: number; files: string[]; label: string }, owners: boolean): Promise<void> {
+async function hashTree(abs: string, rel: string, h: Hash, count: { entries: number; files: string[]; label: string }, owners: boolean): Promise<void> {
   count.entries++;
   const st = lstatSync(abs);
   const mode = (st.mode & 0o7777).toString(8) + (owners ? ` ${st.uid}:${st.gid}` : '');
@@ -237,7 +237,7 @@ async function hashTree(abs: string, rel: string, h: ReturnType<typeof createHas
 }
 
 async function fileDigest(p: string, size: number): Promise<string> {
-  const h = createHash('sha256');
+  const h = crypto().createHash('sha256');
   if (size <= 1 << 20) {
     h.update(readFileSync(p));
   } else {

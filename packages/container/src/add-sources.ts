@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DataLossError, InvalidArgumentError, UnavailableError, childProcess } from '@tsbuild/oci';
+import { DataLossError, InvalidArgumentError, UnavailableError, childProcess, crypto } from '@tsbuild/oci';
 import { apply, decompressed } from '@tsbuild/snapshotter';
 
 /**
@@ -149,7 +148,7 @@ export async function download(url: string, dir: string, checksum: string | unde
     if (!res.ok || !res.body) throw new UnavailableError(`ADD ${url}: the server answered ${res.status} ${res.statusText}`);
     await fsp.mkdir(dir, { recursive: true });
     const out = path.join(dir, name);
-    const hash = createHash('sha256');
+    const hash = crypto().createHash('sha256');
     const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
     body.on('data', (c: Buffer) => {
       armStall();

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import {
@@ -12,6 +11,7 @@ import {
   parseReference,
 } from '@tsbuild/oci';
 import { FileLock, type Store } from '@tsbuild/store';
+import { randomHex } from '@tsbuild/linux';
 import type { RunDefaults } from './defaults.js';
 
 /** The label on a working container's active snapshot: its container ID. prune keeps such snapshots. */
@@ -113,7 +113,7 @@ export class ContainerRecords {
   /** Writes a record: the whole file to a temporary name, fsync'd, then renamed over the old one. */
   async save(r: ContainerRecord): Promise<void> {
     const dir = path.join(this.dir, r.id);
-    const tmp = path.join(dir, `state.json.${randomBytes(4).toString('hex')}`);
+    const tmp = path.join(dir, `state.json.${randomHex(4)}`);
     const fh = await fsp.open(tmp, 'wx', 0o600);
     try {
       await fh.writeFile(`${JSON.stringify(r)}\n`);
@@ -131,7 +131,7 @@ export class ContainerRecords {
    */
   async create(image: string, name: string | undefined, make: (id: string, name: string) => Promise<ContainerRecord>): Promise<ContainerRecord> {
     await this.ensureDir();
-    const id = randomBytes(32).toString('hex');
+    const id = randomHex(32);
     const reserved = await this.setLock.with('exclusive', async () => {
       const taken = new Set((await this.list()).map((r) => r.name));
       let chosen = name;

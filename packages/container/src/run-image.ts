@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { type ImageConfig, InvalidArgumentError, type Platform } from '@tsbuild/oci';
@@ -6,6 +5,7 @@ import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { RunResult } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
+import { randomHex } from '@tsbuild/linux';
 import { type PullPolicy, storedOrPulled } from './pull-image.js';
 import { ImageState } from './image-state.js';
 import { type ContainerRunOptions, WorkingContainer } from './working-container.js';
@@ -50,7 +50,7 @@ export async function runImage(opts: RunImageOptions): Promise<RunResult & { con
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) throw new InvalidArgumentError(`no command given and image ${opts.image} has neither Entrypoint nor Cmd`);
   return store.withLock('shared', async () => {
-    const id = randomBytes(6).toString('hex');
+    const id = randomHex(6);
     const scratch = path.join(store.root, 'tmp', `run-${id}`);
     const state = ImageState.from(config, layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })));
     const wc = WorkingContainer.forBuild({ store, snapshotter }, state, { keyPrefix: `run-${id}`, scratch });

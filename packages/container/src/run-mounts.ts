@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { InvalidArgumentError } from '@tsbuild/oci';
+import { InvalidArgumentError, crypto } from '@tsbuild/oci';
 
 /**
  * `RUN --mount=type=…,key=value,…` as BuildKit's Dockerfile frontend reads it: bind (the
@@ -74,7 +73,7 @@ export function parseRunMount(value: string, cwd: string): RunMount {
 /** The directory name of a cache mount's id under <store>/cache-mounts: readable, and collision-free by its hash. */
 export function cacheMountDirName(id: string): string {
   const readable = id.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '').slice(0, 60);
-  return `${readable || 'cache'}-${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
+  return `${readable || 'cache'}-${crypto().createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
 }
 
 function unquote(v: string): string {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -16,7 +15,7 @@ import {
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
-import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount } from '@tsbuild/linux';
+import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount, randomHex } from '@tsbuild/linux';
 import { type Store, configPlatform, ingestLayer, runScratchDir, writeImage } from '@tsbuild/store';
 import { type CopyLayer, MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, planCopyLayer, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import type { CopyOp, ExtraMount, RunIO, RunResult, StartedRun } from '@tsbuild/runtime';
@@ -179,7 +178,7 @@ export class WorkingContainer {
   static forBuild(env: ContainerEnv, state: ImageState, mode: BuildMode): WorkingContainer {
     const rec: ContainerRecord = {
       version: 1,
-      id: randomBytes(32).toString('hex'),
+      id: randomHex(32),
       name: mode.keyPrefix,
       created: new Date().toISOString(),
       config: state.config,
@@ -301,7 +300,7 @@ export class WorkingContainer {
    * Undefined where the store has no scratch directory yet (then it has no container either).
    */
   static async startRun(storeRoot: string, opts: ContainerRunOptions): Promise<StartedRun | undefined> {
-    const scratchDir = runScratchDir(storeRoot, randomBytes(6).toString('hex'));
+    const scratchDir = runScratchDir(storeRoot, randomHex(6));
     if (scratchDir === undefined) return undefined;
     const r = opts.runtime ?? {};
     const start = { scratchDir, network: r.network, userns: r.userns, init: r.init, resources: r.resources, devices: r.devices, runtime: r.runtime };
@@ -434,7 +433,7 @@ export class WorkingContainer {
   }
 
   private scratch(): string {
-    return path.join(this.env.store.root, 'tmp', `wc-${this.rec.id.slice(0, 12)}-${randomBytes(4).toString('hex')}`);
+    return path.join(this.env.store.root, 'tmp', `wc-${this.rec.id.slice(0, 12)}-${randomHex(4)}`);
   }
 
   /**
@@ -487,7 +486,7 @@ export class WorkingContainer {
     // runc sets HOME from the user's passwd entry when the environment has none (and so do
     // buildah and docker): an ENV or a build arg named HOME wins. Not part of the image's Env.
     if (!env.has('HOME')) env.set('HOME', home ?? '/');
-    const scratch = opts.started?.scratchDir ?? (this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomBytes(3).toString('hex')}`) : this.scratch());
+    const scratch = opts.started?.scratchDir ?? (this.build ? path.join(this.build.scratch, `run-${this.stepKeys}-${randomHex(3)}`) : this.scratch());
     const madeEtc = this.isMounted() ? await missingEtcFiles(this.mountPath) : [];
     try {
       const { run } = await runtime();
@@ -634,7 +633,7 @@ export class WorkingContainer {
   }
 
   private copyScratch(): string {
-    return path.join(this.build?.scratch ?? this.scratch(), `copy-${this.stepKeys}-${randomBytes(3).toString('hex')}`);
+    return path.join(this.build?.scratch ?? this.scratch(), `copy-${this.stepKeys}-${randomHex(3)}`);
   }
 
   /**

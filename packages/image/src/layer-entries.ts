@@ -1,6 +1,6 @@
-import { createHash, type Hash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { DataLossError, InvalidArgumentError, isTsbuildError, type Digest } from '@tsbuild/oci';
+import { DataLossError, InvalidArgumentError, isTsbuildError, type Digest, crypto } from '@tsbuild/oci';
 import { TarParser, decompressed, type TarType } from '@tsbuild/snapshotter';
 import type { Layer } from '@tsbuild/store';
 
@@ -73,7 +73,7 @@ export async function scanLayerTar(src: Readable, where: string, opts: { hashes?
         if (type === 'symlink') meta.linkname = h.linkname;
         if (type === 'hardlink') meta.linkname = normalisePath(h.linkname);
         entries.push({ kind: 'file', meta });
-        if (hashes && type === 'file') hashing = { meta, hash: createHash('sha256') };
+        if (hashes && type === 'file') hashing = { meta, hash: crypto().createHash('sha256') };
       }
     },
     data(chunk) {

@@ -17,3 +17,4 @@ export * from './user-namespace.js';
 export { attachDeviceFilter } from './bpf.js';
 export * from './rlimit.js';
 export * from './spawn.js';
+export { randomHex } from './random.js';

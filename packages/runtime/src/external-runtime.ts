@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
@@ -8,7 +7,7 @@ import { constants, release } from 'node:os';
 import { isatty } from 'node:tty';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
-import { capGet, lastCapability, shortenOverlayData, spawnProcess } from '@tsbuild/linux';
+import { capGet, lastCapability, shortenOverlayData, spawnProcess, randomHex } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 import { resolveProfile } from './seccomp/profile.js';
@@ -49,13 +48,13 @@ export async function runExternal(spec: RunSpec, io: RunIO, signal?: AbortSignal
   const bundle = posix.join(spec.scratchDir, 'bundle');
   const state = posix.join(spec.scratchDir, 'state');
   await Promise.all([rootfs, bundle, state].map((d) => mkdir(d, { recursive: true })));
-  const hostname = spec.hostname ?? randomBytes(6).toString('hex');
+  const hostname = spec.hostname ?? randomHex(6);
   const network = spec.network ?? 'host';
   let cgroup: RunCgroup | undefined;
   let netns: { path: string; remove(): Promise<void> } | undefined;
   let net: PrivateNetwork | undefined;
   let newEtc: string[] = [];
-  let id = `tsbuild-${process.pid}-${randomBytes(4).toString('hex')}`;
+  let id = `tsbuild-${process.pid}-${randomHex(4)}`;
   try {
     await removeStaleCgroups().catch(() => []);
     cgroup = await createRunCgroup(spec.resources ?? {});

@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { close, createReadStream, mkdirSync, rmSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { inUserNamespace, setWindowSize } from '@tsbuild/linux';
+import { inUserNamespace, setWindowSize, randomHex } from '@tsbuild/linux';
 import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
 import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups, startCgroupReaper } from './cgroups/run-cgroup.js';
@@ -311,7 +310,7 @@ class Launch implements StartedRun {
           uid: spec.user?.uid ?? 0,
           gid: spec.user?.gid ?? 0,
           additionalGids: spec.user?.additionalGids ?? [],
-          hostname: spec.hostname ?? randomBytes(6).toString('hex'),
+          hostname: spec.hostname ?? randomHex(6),
           network: this.#network,
           security: securityRequest(spec),
           process: proc,

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { randomInt } from 'node:crypto';
-import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError, crypto } from '@tsbuild/oci';
 
 /**
  * Linux security module labels of a run, with runc's and podman's semantics (go-selinux
@@ -114,8 +113,8 @@ export function selinuxLabels(o: SelinuxLabelOptions | undefined): { labels?: Se
   if (o === undefined || o.disable === true) return {};
   if (!selinuxEnabled()) return { notice: 'SELinux is not enabled on this host: --security-opt label options are not applied' };
   // One MCS category pair, as container-selinux's allocator does (c0..c1023, two different).
-  const a = randomInt(1024);
-  let b = randomInt(1023);
+  const a = crypto().randomInt(1024);
+  let b = crypto().randomInt(1023);
   if (b >= a) b++;
   return { labels: composeSelinuxLabels(o, policyContainerContexts(), `s0:c${Math.min(a, b)},c${Math.max(a, b)}`) };
 }

@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, fchownSync, linkSync, lstatSync, mkdirSync, openSync, rmSync, symlinkSync, unlinkSync, writeSync, chmodSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { inUserNamespace, lchown, lutimens, mknod, openRoot, resolvePathInRoot, S_IFBLK, S_IFCHR, S_IFIFO, setXattr, type Timespec } from '@tsbuild/linux';
-import { FailedPreconditionError, InvalidArgumentError, type Digest } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError, type Digest, crypto } from '@tsbuild/oci';
 import { decompressed } from './decompress.js';
 import type { TarHeader } from './tar-format.js';
 import { TarParser, type TarSink } from './tar-parser.js';
@@ -80,7 +79,7 @@ export async function apply(layer: Readable, dir: string, opts: ApplyOptions = {
   const rootStat = await lstat(root);
   if (!rootStat.isDirectory()) throw new InvalidArgumentError(`cannot apply a layer into ${root}: not a directory`);
   const unprivileged = opts.unprivileged ?? process.getuid?.() !== 0;
-  const hash = createHash('sha256');
+  const hash = crypto().createHash('sha256');
   const w = new TreeWriter(root, unprivileged, inUserNamespace(), opts.rules === 'archive');
   const parser = new TarParser(w);
   try {

@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { flock, LOCK_EX, LOCK_UN } from '@tsbuild/linux';
+import { flock, LOCK_EX, LOCK_UN, randomHex } from '@tsbuild/linux';
 import { DataLossError } from '@tsbuild/oci';
 import type { SnapshotKind } from './snapshotter.js';
 
@@ -76,7 +75,7 @@ export class MetadataStore {
   }
 
   private async write(m: Metadata): Promise<void> {
-    const tmp = `${this.file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const tmp = `${this.file}.tmp-${process.pid}-${randomHex(4)}`;
     const fh = await open(tmp, 'wx', 0o644);
     try {
       await fh.writeFile(JSON.stringify(m, null, 1));

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { chainIds, DataLossError, isTsbuildError, type Digest } from '@tsbuild/oci';
+import { randomHex } from '@tsbuild/linux';
 import { apply, type ApplyOptions } from './apply.js';
 import type { OverlaySnapshotter } from './overlay-snapshotter.js';
 
@@ -29,7 +29,7 @@ export async function unpack(
       parent = name;
       continue;
     }
-    const key = `unpack-${name}-${randomBytes(6).toString('hex')}`;
+    const key = `unpack-${name}-${randomHex(6)}`;
     await s.prepare(key, parent, { labels: { 'tsbuild.unpack.diffID': layer.diffID } });
     try {
       const { diffID } = await apply(await layer.open(), await s.fsDir(key), opts);

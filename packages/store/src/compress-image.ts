@@ -14,8 +14,8 @@ import {
   type Digest,
   type ImageIndex,
   type ImageManifest,
-  crypto,
 } from '@tsbuild/oci';
+import { randomHex } from '@tsbuild/linux';
 import { checkLevel } from './compression-level.js';
 import { countedStream } from './counted-stream.js';
 import { ingestLayer } from './layer-ingest.js';
@@ -259,7 +259,7 @@ async function readRecord(path: string): Promise<{ digest: Digest; size: number 
 async function writeRecord(path: string, r: { digest: Digest; size: number }): Promise<void> {
   const dir = join(path, '..');
   await mkdir(dir, { recursive: true });
-  const tmp = `${path}.${process.pid}-${crypto().randomBytes(4).toString('hex')}.tmp`;
+  const tmp = `${path}.${process.pid}-${randomHex(4)}.tmp`;
   try {
     await writeFile(tmp, JSON.stringify(r));
     await rename(tmp, path);

@@ -16,6 +16,7 @@ import {
   type Digest,
   crypto,
 } from '@tsbuild/oci';
+import { randomHex } from '@tsbuild/linux';
 import { fsyncDir } from './fs-sync.js';
 
 export interface BlobInfo {
@@ -120,7 +121,7 @@ export class FileContentStore implements ContentStore {
     }
     const alg = opts.expected !== undefined ? digestAlgorithm(opts.expected) : 'sha256';
     await mkdir(this.ingestDir, { recursive: true });
-    const tmp = join(this.ingestDir, `${process.pid}-${crypto().randomBytes(8).toString('hex')}`);
+    const tmp = join(this.ingestDir, `${process.pid}-${randomHex(8)}`);
     const fh = await open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
     return new FileBlobWriter(this, fh, tmp, alg, opts.expected, opts.size);
   }

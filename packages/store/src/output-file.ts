@@ -2,7 +2,8 @@ import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { FailedPreconditionError, InvalidArgumentError, crypto } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
+import { randomHex } from '@tsbuild/linux';
 import { fsyncDir } from './fs-sync.js';
 
 /**
@@ -14,7 +15,7 @@ import { fsyncDir } from './fs-sync.js';
  */
 export async function writeOutputFile(out: string, write: (w: Writable) => Promise<void>): Promise<void> {
   const target = resolve(out);
-  const tmp = join(dirname(target), `.${basename(target)}.${crypto().randomBytes(6).toString('hex')}.tmp`);
+  const tmp = join(dirname(target), `.${basename(target)}.${randomHex(6)}.tmp`);
   const fh = await open(tmp, 'wx', 0o644).catch((e: unknown) => {
     throw outputError(out, e);
   });

@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { TsbuildError } from '@tsbuild/oci';
 import { DIRECT_COPY_MAX_ENTRIES, type RunMount, parseRunMount } from '@tsbuild/container';
+import { randomHex } from '@tsbuild/linux';
 import type { Instruction } from '../dockerfile.js';
 import { UnsetVariableError, expandWord } from '../expand.js';
 import { checkNetwork } from './checks.js';
@@ -138,7 +138,7 @@ export function shellScript(ins: Instruction): string {
   if (docs.length === 1 && /^<<-?(["']?)[A-Za-z_][A-Za-z0-9_]*\1$/.test(ins.args.trim())) {
     const body = docs[0]!.content;
     if (!body.startsWith('#!')) return body;
-    const marker = `TSBUILD_HEREDOC_${randomBytes(4).toString('hex')}`;
+    const marker = `TSBUILD_HEREDOC_${randomHex(4)}`;
     return `f=$(mktemp) && cat > "$f" <<'${marker}' && chmod +x "$f" && "$f"; rc=$?; rm -f "$f"; exit $rc\n${body}${marker}\n`;
   }
   return `${ins.args}\n${docs.map((d) => `${d.content}${d.name}\n`).join('')}`;

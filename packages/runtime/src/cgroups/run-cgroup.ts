@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import { attachDeviceFilter, processAlive, spawnProcess } from '@tsbuild/linux';
+import { attachDeviceFilter, processAlive, spawnProcess, randomHex } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
@@ -152,7 +151,7 @@ function attachDevicesByBpf(dir: string, rules: DeviceRule[]): void {
 
 export async function createRunCgroup(resources: Resources, root = DEFAULT_CGROUP_ROOT, o: RunCgroupOptions = {}): Promise<RunCgroup> {
   const layout = cgroupLayout(root);
-  const name = `tsbuild-${process.pid}-${pidNamespaceTag()}${randomBytes(4).toString('hex')}`;
+  const name = `tsbuild-${process.pid}-${pidNamespaceTag()}${randomHex(4)}`;
   const parent = resources.cgroupParent === undefined ? [PARENT] : cgroupParentPath(resources.cgroupParent);
   const dirs: string[] = [];
   /** Parent directories this run made (a --cgroup-parent that did not exist), removed when empty. */

@@ -1,7 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { LOCK_EX, flock, spawnProcess } from '@tsbuild/linux';
+import { LOCK_EX, flock, spawnProcess, randomHex } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { AddressAllocator, parseIPv4 } from './address-allocator.js';
 
@@ -50,7 +49,7 @@ export async function attachPrivateNetwork(netns: number | string, stateDir = NE
   const nsPath = typeof netns === 'number' ? `/proc/${netns}/ns/net` : `/run/netns/${netns}`;
   await ensureBridge(stateDir);
   const allocator = new AddressAllocator(stateDir, parseIPv4(SUBNET), PREFIX);
-  const hostVeth = `tsb${randomBytes(4).toString('hex')}`;
+  const hostVeth = `tsb${randomHex(4)}`;
   const address = await allocator.allocate(hostVeth);
   const release = async (): Promise<void> => {
     await ip(['link', 'del', hostVeth]).catch(() => {}); // gone with the namespace already
