@@ -5,10 +5,12 @@ import { AUDIT_ARCH, SECCOMP_RET, compileFilter, encodeProgram, type Instruction
 import { checkProgram, runFilter } from './bpf-interpreter.js';
 import { DEFAULT_SECCOMP_PROFILE } from './default-profile.js';
 import { parseSeccompProfile, resolveProfile, type ResolvedProfile, type SeccompArg, type SeccompProfile } from './profile.js';
-import { AARCH64 } from './generated/aarch64.js';
-import { I386 } from './generated/i386.js';
-import { X32 } from './generated/x32.js';
-import { X86_64 } from './generated/x86_64.js';
+import { aarch64Syscalls } from './generated/aarch64.js';
+import { i386Syscalls } from './generated/i386.js';
+import { x32Syscalls } from './generated/x32.js';
+import { x86_64Syscalls } from './generated/x86_64.js';
+
+const [X86_64, I386, X32, AARCH64] = [x86_64Syscalls(), i386Syscalls(), x32Syscalls(), aarch64Syscalls()];
 
 const ALLOW = SECCOMP_RET.ALLOW;
 const EPERM = SECCOMP_RET.ERRNO | 1;

@@ -1,9 +1,9 @@
 import { InvalidArgumentError, lazy, sha256Of } from '@tsbuild/oci';
 import type { ResolvedProfile, ResolvedRule, SeccompAction, SeccompArg } from './profile.js';
-import { AARCH64 } from './generated/aarch64.js';
-import { I386 } from './generated/i386.js';
-import { X32 } from './generated/x32.js';
-import { X86_64 } from './generated/x86_64.js';
+import { aarch64Syscalls } from './generated/aarch64.js';
+import { i386Syscalls } from './generated/i386.js';
+import { x32Syscalls } from './generated/x32.js';
+import { x86_64Syscalls } from './generated/x86_64.js';
 
 /**
  * A compiler from a resolved seccomp profile to a classic BPF program for
@@ -77,7 +77,7 @@ export function compileFilter(p: ResolvedProfile, opts: CompileOptions = {}): In
   const defaultRet = e.ret(actionValue(p.defaultAction, p.defaultErrnoRet ?? EPERM));
   const newerRet = enosys ? e.ret(SECCOMP_RET.ERRNO | ENOSYS) : defaultRet;
   if (p.architectures[0] === 'SCMP_ARCH_AARCH64') {
-    const body = dispatch(e, rulesByNumber(p.rules, AARCH64), defaultRet, newerRet);
+    const body = dispatch(e, rulesByNumber(p.rules, syscallTables().AARCH64), defaultRet, newerRet);
     e.goto(body);
     const aarch64 = e.load(SECCOMP_DATA.nr);
     e.jump(BPF.JMP_JEQ_K, AUDIT_ARCH.AARCH64, aarch64, badArch);
@@ -92,9 +92,9 @@ export function compileFilter(p: ResolvedProfile, opts: CompileOptions = {}): In
 function x86Family(e: Emitter, p: ResolvedProfile, badArch: number, defaultRet: number, newerRet: number): void {
   const sections: { arch: 'X86_64' | 'I386' | 'X32'; table: Readonly<Record<string, number>> }[] = [];
   for (const a of p.architectures) {
-    if (a === 'SCMP_ARCH_X86_64') sections.push({ arch: 'X86_64', table: X86_64 });
-    else if (a === 'SCMP_ARCH_X86') sections.push({ arch: 'I386', table: I386 });
-    else if (a === 'SCMP_ARCH_X32') sections.push({ arch: 'X32', table: X32 });
+    if (a === 'SCMP_ARCH_X86_64') sections.push({ arch: 'X86_64', table: syscallTables().X86_64 });
+    else if (a === 'SCMP_ARCH_X86') sections.push({ arch: 'I386', table: syscallTables().I386 });
+    else if (a === 'SCMP_ARCH_X32') sections.push({ arch: 'X32', table: syscallTables().X32 });
     // Other architectures cannot run on this machine; docker's archMap names them all.
   }
   if (!sections.some((s) => s.arch === 'X86_64')) throw new InvalidArgumentError(`seccomp: the profile does not cover this machine's architecture (SCMP_ARCH_X86_64); it lists ${p.architectures.join(', ')}`);
@@ -337,14 +337,19 @@ class Emitter {
   }
 }
 
+/** The syscall tables (generated/), made on first use: a run whose program is kept never needs them. */
+const syscallTables = lazy(() => ({ X86_64: x86_64Syscalls(), I386: i386Syscalls(), X32: x32Syscalls(), AARCH64: aarch64Syscalls() }));
+
 /**
  * What a compiled program depends on besides its profile: this compiler's code and its syscall
- * tables, as one digest (of the functions' source text, so any change to them is a new identity).
- * A program kept under a key made with it (program-cache.ts) is never taken by another compiler.
+ * tables, as one digest (of the functions' source text, the tables' included, so any change to
+ * them is a new identity). A program kept under a key made with it (program-cache.ts) is never
+ * taken by another compiler.
  */
 export const compilerIdentity = lazy(() =>
   sha256Of(
-    [compileFilter, x86Family, encodeProgram, actionValue, rulesByNumber, dispatch, searchTree, ruleBlock, argCheck, Emitter].map(String).join('\n') +
-      JSON.stringify([BPF, SECCOMP_RET, AUDIT_ARCH, SECCOMP_DATA, X32_SYSCALL_BIT, X86_64, I386, X32, AARCH64]),
+    [compileFilter, x86Family, encodeProgram, actionValue, rulesByNumber, dispatch, searchTree, ruleBlock, argCheck, Emitter, x86_64Syscalls, i386Syscalls, x32Syscalls, aarch64Syscalls]
+      .map(String)
+      .join('\n') + JSON.stringify([BPF, SECCOMP_RET, AUDIT_ARCH, SECCOMP_DATA, X32_SYSCALL_BIT]),
   ),
 );

@@ -4,10 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AARCH64 } from './generated/aarch64.js';
-import { I386 } from './generated/i386.js';
-import { X32 } from './generated/x32.js';
-import { X86_64 } from './generated/x86_64.js';
+import { aarch64Syscalls } from './generated/aarch64.js';
+import { i386Syscalls } from './generated/i386.js';
+import { x32Syscalls } from './generated/x32.js';
+import { x86_64Syscalls } from './generated/x86_64.js';
+
+const [X86_64, I386, X32, AARCH64] = [x86_64Syscalls(), i386Syscalls(), x32Syscalls(), aarch64Syscalls()];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const committed = path.join(here, 'generated');
