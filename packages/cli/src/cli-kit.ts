@@ -1,3 +1,4 @@
+import { print } from './print.js';
 /**
  * The command-line layer: flag and argument definitions, a parser that follows docker's and
  * buildah's conventions (pflag: `--flag value`, `--flag=value`, `-abc`, `-fVALUE`, `--bool=false`,
@@ -324,7 +325,7 @@ export abstract class Command {
       return typeof process.exitCode === 'number' ? process.exitCode : 0;
     } catch (e) {
       if (e instanceof HelpRequest) {
-        process.stdout.write(commandHelp(this));
+        print(commandHelp(this));
         return 0;
       }
       return report(e, this.id);

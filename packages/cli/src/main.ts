@@ -5,6 +5,7 @@ import { cliVersion as version } from './version-info.js';
 export { internalError } from './cli-kit.js';
 import { commandSummaries } from './command-summaries.js';
 import { needsUserNamespace, reexecInUserNamespace } from './user-namespace.js';
+import { print } from './print.js';
 
 /** Every command, loaded only when it runs: a command imports just the packages it needs. */
 const COMMANDS: Record<string, () => Promise<{ default: typeof Command }>> = {
@@ -64,11 +65,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const [first, ...rest] = words;
   if (first === undefined || first === '--help' || first === '-h' || (first === 'help' && rest.length === 0)) {
-    process.stdout.write(rootHelp(await commandSummaries(commandIds, load), version(), globalFlags));
+    print(rootHelp(await commandSummaries(commandIds, load), version(), globalFlags));
     return 0;
   }
   if (first === '--version' || first === '-v') {
-    process.stdout.write(`${BIN} ${version()} ${process.platform}-${process.arch} node-${process.version}\n`);
+    print(`${BIN} ${version()} ${process.platform}-${process.arch} node-${process.version}\n`);
     return 0;
   }
   const id = first === 'help' ? rest[0]! : first;
@@ -85,7 +86,7 @@ export async function main(argv: string[]): Promise<number> {
   if (id === 'run' && first !== 'help' && globals.length > 0) (await import('./prestart-run.js')).prestart(globals, rest);
   const c = await load(id);
   if (first === 'help') {
-    process.stdout.write(commandHelp(c));
+    print(commandHelp(c));
     return 0;
   }
   // Global flags given before the command go first: a repeated one after the command wins, as

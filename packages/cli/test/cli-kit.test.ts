@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Args, CliError, Command, Flags, HelpRequest, commandHelp, parseArgv, type ParseSpec } from '../src/cli-kit.js';
+
+// What the commands print (print.ts writes fd 1 directly, out of a test's reach).
+const printed = vi.hoisted(() => [] as string[]);
+vi.mock('../src/print.js', () => ({ print: (s: string) => void printed.push(s) }));
 
 const spec: ParseSpec = {
   strict: true,
@@ -132,20 +136,17 @@ describe('help', () => {
   });
 
   it('run() prints help for --help (status 0), and turns usage errors into status 2', async () => {
-    const out: string[] = [];
     const writes: string[] = [];
-    const origOut = process.stdout.write.bind(process.stdout);
     const orig = process.stderr.write.bind(process.stderr);
-    process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
+    printed.length = 0;
     process.stderr.write = ((s: string) => (writes.push(s), true)) as typeof process.stderr.write;
     try {
       expect(await Demo.run(['--help'])).toBe(0);
       expect(await Demo.run([])).toBe(2);
     } finally {
-      process.stdout.write = origOut;
       process.stderr.write = orig;
     }
-    expect(out.join('')).toBe(commandHelp(Demo));
+    expect(printed.join('')).toBe(commandHelp(Demo));
     expect(writes.join('')).toBe('Error: Missing 1 required arg: IMAGE (see: tsbuild demo --help)\n');
   });
 });

@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import type * as ChildProcess from 'node:child_process';
 import type * as Crypto from 'node:crypto';
 import type * as Net from 'node:net';
+import type * as Tty from 'node:tty';
 import type * as Zlib from 'node:zlib';
 
 /**
@@ -38,3 +39,6 @@ export const childProcess = lazy(() => load('node:child_process') as typeof Chil
 
 /** node:net on first use (with node:stream under it): for the sockets of a process started by posix_spawn. */
 export const net = lazy(() => load('node:net') as typeof Net);
+
+/** node:tty on first use (node:net and node:stream load under it): for a runtime that may run on the terminal. */
+export const tty = lazy(() => load('node:tty') as typeof Tty);

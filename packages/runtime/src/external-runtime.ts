@@ -4,9 +4,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { posix } from 'node:path';
 import { constants, release } from 'node:os';
-import { isatty } from 'node:tty';
 import { promisify } from 'node:util';
-import { FailedPreconditionError, childProcess } from '@tsbuild/oci';
+import { FailedPreconditionError, childProcess, tty } from '@tsbuild/oci';
 import { capGet, lastCapability, shortenOverlayData, spawnProcess, randomHex } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
@@ -211,7 +210,7 @@ async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSign
 
 /** Whether the runtime will find a terminal to relay a pty through: its stdin (tsbuild's, with -i) or /dev/tty. */
 function hasTerminal(io: RunIO): boolean {
-  if (io.stdin === 'inherit' && isatty(0)) return true;
+  if (io.stdin === 'inherit' && tty().isatty(0)) return true;
   try {
     closeSync(openSync('/dev/tty', 'r'));
     return true;

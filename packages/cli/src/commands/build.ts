@@ -12,6 +12,7 @@ import { runtimeFlags, runtimeOptions } from '../run-flags.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
 import { platformFlag } from '../platform-flag.js';
+import { print } from '../print.js';
 
 export default class Build extends BaseCommand<typeof Build> {
   static override summary = 'Build an image from a Dockerfile';
@@ -179,7 +180,7 @@ export default class Build extends BaseCommand<typeof Build> {
       };
       if (f.check) {
         const findings = await checkBuild({ ...common, ...(platforms.length === 1 ? { platform: platforms[0]! } : {}) });
-        for (const c of findings) process.stdout.write(`${checkLine(c.rule, c.line, c.message)}\n`);
+        for (const c of findings) print(`${checkLine(c.rule, c.line, c.message)}\n`);
         if (findings.length > 0) process.exitCode = 1;
         return;
       }
@@ -196,7 +197,7 @@ export default class Build extends BaseCommand<typeof Build> {
           for (const { platform, result } of r.images) out.write(`--> ${formatPlatform(platform)}: ${shortId(result.imageId)}\n`);
           out.write(`${r.names.length > 0 ? `COMMIT manifest list ${r.names.join(', ')}` : 'COMMIT manifest list'} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
         }
-        process.stdout.write(`${digestHex(r.list.digest)}\n`);
+        print(`${digestHex(r.list.digest)}\n`);
         if (f.iidfile) await writeFile(f.iidfile, r.list.digest);
         return;
       }
@@ -211,7 +212,7 @@ export default class Build extends BaseCommand<typeof Build> {
         out.write(`--> ${shortId(result.imageId)} (${((Date.now() - started) / 1000).toFixed(1)}s)\n`);
         for (const n of result.names) out.write(`Successfully tagged ${n}\n`);
       }
-      process.stdout.write(`${digestHex(result.imageId)}\n`);
+      print(`${digestHex(result.imageId)}\n`);
       if (f.iidfile) await writeFile(f.iidfile, result.imageId);
       if (metadata) await writeMetadata(f['metadata-file']!, JSON.stringify(metadata.finish(result), null, 2));
     } finally {

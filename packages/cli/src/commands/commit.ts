@@ -3,6 +3,7 @@ import { WorkingContainer } from '@tsbuild/container';
 import { InvalidArgumentError, digestHex } from '@tsbuild/oci';
 import { writeFile } from 'node:fs/promises';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Commit extends BaseCommand<typeof Commit> {
   static override summary = 'Make an image of a working container and print its ID';
@@ -42,6 +43,6 @@ export default class Commit extends BaseCommand<typeof Commit> {
     });
     if (f.iidfile) await writeFile(f.iidfile, r.id);
     if (!f.quiet) process.stderr.write(`Writing manifest to image destination\n`);
-    process.stdout.write(`${digestHex(r.id as `sha256:${string}`)}\n`);
+    print(`${digestHex(r.id as `sha256:${string}`)}\n`);
   }
 }

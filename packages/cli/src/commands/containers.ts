@@ -1,6 +1,7 @@
 import { Flags } from '../cli-kit.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand, table } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Containers extends BaseCommand<typeof Containers> {
   static override summary = 'List working containers';
@@ -21,16 +22,16 @@ export default class Containers extends BaseCommand<typeof Containers> {
     const cut = (id: string) => (f.notruncate ? id : id.slice(0, 12));
     if (f.json || f.format === 'json') {
       const out = list.map((r) => ({ id: r.id, builder: true, imageid: r.image ? r.image.id.replace(/^sha256:/, '') : '', imagename: r.image?.name ?? 'scratch', containername: r.name }));
-      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      print(`${JSON.stringify(out, null, 2)}\n`);
       return;
     }
     if (f.format !== undefined && f.format !== 'table') throw new (await import('@tsbuild/oci')).InvalidArgumentError(`--format ${f.format}: want table or json`);
     if (f.quiet) {
-      for (const r of list) process.stdout.write(`${cut(r.id)}\n`);
+      for (const r of list) print(`${cut(r.id)}\n`);
       return;
     }
     const rows = f.noheading ? [] : [['CONTAINER ID', 'BUILDER', 'IMAGE ID', 'IMAGE NAME', 'CONTAINER NAME']];
     for (const r of list) rows.push([cut(r.id), '*', r.image ? cut(r.image.id.replace(/^sha256:/, '')) : '', r.image?.name ?? 'scratch', r.name]);
-    if (rows.length > 0) process.stdout.write(table(rows));
+    if (rows.length > 0) print(table(rows));
   }
 }

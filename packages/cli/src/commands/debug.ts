@@ -7,6 +7,7 @@ import { InvalidArgumentError } from '@tsbuild/oci';
 import { Args, CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
+import { print } from '../print.js';
 
 export default class Debug extends BaseCommand<typeof Debug> {
   static override summary = 'Open a shell in the failed step of a build (or in the state before one of its steps)';
@@ -37,7 +38,7 @@ export default class Debug extends BaseCommand<typeof Debug> {
     const records = new BuildRecords(store.root);
     if (f.list) {
       if (args.build !== undefined) throw new CliError('--list takes no build', 2);
-      for (const s of await listKeptStates(records)) process.stdout.write(`${s.build}  step ${s.step}: ${s.text}  ${s.failedAt}\n`);
+      for (const s of await listKeptStates(records)) print(`${s.build}  step ${s.step}: ${s.text}  ${s.failedAt}\n`);
       return;
     }
     let id = args.build ?? 'last';

@@ -4,6 +4,7 @@ import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanSize, table } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { registryClient, registryFlags } from '../registry-flags.js';
+import { print } from '../print.js';
 
 export default class Diff extends BaseCommand<typeof Diff> {
   static override summary = 'Show what each layer of an image adds, changes and deletes, and its wasted space; or compare two images';
@@ -51,15 +52,15 @@ export default class Diff extends BaseCommand<typeof Diff> {
         if (maxWasted !== undefined || minEfficiency !== undefined || f.layer !== undefined) this.error('--max-wasted, --min-efficiency and --layer apply to one image, not a comparison', { exit: 2 });
         const [a, b] = await Promise.all([open(args.image), open(args.other)]);
         const cmp = await compareImages(a.image, b.image, { ...(f.path ? { paths: f.path } : {}) });
-        if (f.format === 'json') process.stdout.write(`${JSON.stringify(cmp, null, 2)}\n`);
-        else process.stdout.write(renderComparison(cmp, f.tree, paint));
+        if (f.format === 'json') print(`${JSON.stringify(cmp, null, 2)}\n`);
+        else print(renderComparison(cmp, f.tree, paint));
         return;
       }
       const { image } = await open(args.image);
       const report = await diffImage(image, { ...(f.layer !== undefined ? { layer: f.layer } : {}), ...(f.path ? { paths: f.path } : {}) });
       if (f.layer !== undefined && report.layers.length === 0) this.error(`--layer ${f.layer}: the image has no such layer`, { exit: 2 });
-      if (f.format === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-      else process.stdout.write(renderReport(report, { tree: f.tree, noTrunc: f['no-trunc'] }, paint));
+      if (f.format === 'json') print(`${JSON.stringify(report, null, 2)}\n`);
+      else print(renderReport(report, { tree: f.tree, noTrunc: f['no-trunc'] }, paint));
       const w = report.waste;
       if (maxWasted != null && w.wastedBytes > maxWasted) {
         process.stderr.write(`Error: wasted space ${humanSize(w.wastedBytes)} (${w.wastedBytes} bytes) exceeds --max-wasted ${maxWasted} bytes\n`);

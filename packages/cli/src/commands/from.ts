@@ -4,6 +4,7 @@ import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand } from '../base-command.js';
 import { registryClient, registryFlags } from '../registry-flags.js';
 import { runtimeFlags, runtimeOptions } from '../run-flags.js';
+import { print } from '../print.js';
 
 export default class From extends BaseCommand<typeof From> {
   static override summary = 'Create a working container from an image (or scratch) and print its name';
@@ -33,7 +34,7 @@ export default class From extends BaseCommand<typeof From> {
     try {
       const runtime = runtimeOptions(f);
       const wc = await WorkingContainer.from(env, args.image, { pull, ...(platform ? { platform } : {}), ...(f.name !== undefined ? { name: f.name } : {}), ...(Object.keys(runtime).length > 0 ? { runtime } : {}) });
-      process.stdout.write(`${wc.name}\n`);
+      print(`${wc.name}\n`);
     } finally {
       await env.close();
     }

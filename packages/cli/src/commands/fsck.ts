@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { BaseCommand, humanSize } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Fsck extends BaseCommand<typeof Fsck> {
   static override summary = 'Verify the store: re-hash every blob and check every reference';
@@ -13,10 +14,10 @@ export default class Fsck extends BaseCommand<typeof Fsck> {
     // Not through this.snapshotter(): opening refuses a corrupt metadata.json, which is a finding here.
     const { OverlaySnapshotter } = await import('@tsbuild/snapshotter');
     const snapshots = await OverlaySnapshotter.check(path.join(store.root, 'snapshots'));
-    for (const p of report.problems) process.stdout.write(`${p.kind}: ${p.message}\n`);
-    for (const p of snapshots) process.stdout.write(`snapshot: ${p}\n`);
+    for (const p of report.problems) print(`${p.kind}: ${p.message}\n`);
+    for (const p of snapshots) print(`snapshot: ${p}\n`);
     const problems = report.problems.length + snapshots.length;
-    process.stdout.write(`checked ${report.blobsChecked} blobs (${humanSize(report.bytesChecked)}): ${problems} problem(s)\n`);
+    print(`checked ${report.blobsChecked} blobs (${humanSize(report.bytesChecked)}): ${problems} problem(s)\n`);
     if (problems > 0) throw new FailedPreconditionError(`store ${this.flags.root} is corrupt: ${problems} problem(s)`);
   }
 }

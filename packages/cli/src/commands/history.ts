@@ -4,6 +4,7 @@ import { shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import { registryClient, registryFlags } from '../registry-flags.js';
+import { print } from '../print.js';
 
 export default class History extends BaseCommand<typeof History> {
   static override summary = 'Show the history of an image, newest step first';
@@ -25,7 +26,7 @@ export default class History extends BaseCommand<typeof History> {
       const { image } = await openImageArg(args.image, { store: () => this.store(), client: getClient, ...(f.platform ? { platform: f.platform } : {}) });
       const rows = await imageHistory(image);
       if (f.format === 'json') {
-        process.stdout.write(`${JSON.stringify(rows.map((r) => ({ created: r.created ?? null, createdBy: r.createdBy, size: r.size, emptyLayer: r.emptyLayer, comment: r.comment ?? null, layer: r.layer ?? null })), null, 2)}\n`);
+        print(`${JSON.stringify(rows.map((r) => ({ created: r.created ?? null, createdBy: r.createdBy, size: r.size, emptyLayer: r.emptyLayer, comment: r.comment ?? null, layer: r.layer ?? null })), null, 2)}\n`);
         return;
       }
       const out = [['LAYER', 'CREATED', 'CREATED BY', 'SIZE', 'EMPTY', 'COMMENT']];
@@ -40,7 +41,7 @@ export default class History extends BaseCommand<typeof History> {
           r.comment ?? '',
         ]);
       }
-      process.stdout.write(table(out));
+      print(table(out));
     } finally {
       await client?.close();
     }

@@ -1,6 +1,7 @@
 import { Flags, oneLine } from '../cli-kit.js';
 import { DataLossError, type ImageIndex, type ImageManifest, isIndexMediaType, familiarReference, parseReference, shortId } from '@tsbuild/oci';
 import { BaseCommand, humanAge, humanSize, table } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Images extends BaseCommand<typeof Images> {
   static override summary = 'List images in the local store';
@@ -75,18 +76,18 @@ export default class Images extends BaseCommand<typeof Images> {
       });
     }
     if (this.flags.format === 'json') {
-      process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+      print(`${JSON.stringify(rows, null, 2)}\n`);
       return;
     }
     const id = (r: (typeof rows)[number]): string => (this.flags['no-trunc'] ? r.id : shortId(r.id as `sha256:${string}`));
     if (this.flags.quiet) {
       // As buildah and podman: one line per image, an image with several names once.
-      process.stdout.write([...new Set(rows.map(id))].map((i) => `${i}\n`).join(''));
+      print([...new Set(rows.map(id))].map((i) => `${i}\n`).join(''));
       return;
     }
     const out = this.flags.noheading ? [] : [['REPOSITORY', 'TAG', 'IMAGE ID', 'CREATED', 'SIZE']];
     for (const r of rows) out.push([r.repository, r.tag, id(r), humanAge(r.created), humanSize(r.size)]);
-    if (out.length > 0) process.stdout.write(table(out));
+    if (out.length > 0) print(table(out));
   }
 }
 

@@ -3,6 +3,7 @@ import { Args, Flags } from '../cli-kit.js';
 import { digestHex, parsePlatform } from '@tsbuild/oci';
 import { MAX_SOURCE_DATE_EPOCH, importRootfs } from '@tsbuild/builder';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Import extends BaseCommand<typeof Import> {
   static override summary = 'Create a one-layer image from a root filesystem (a directory, or a tar: plain, gzip or zstd)';
@@ -32,6 +33,6 @@ export default class Import extends BaseCommand<typeof Import> {
       ...(f.timestamp !== undefined ? { sourceDateEpoch: f.timestamp } : {}),
       ...(platform ? { platform } : {}),
     });
-    process.stdout.write(`${digestHex(r.imageId)}\n`);
+    print(`${digestHex(r.imageId)}\n`);
   }
 }

@@ -7,6 +7,7 @@ import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
 import { findOnPath, inUserNamespace, readIdMap } from '@tsbuild/linux';
 import { apparmorEnabled, selinuxEnabled } from '@tsbuild/runtime';
+import { print } from '../print.js';
 
 /** A /proc/self/{u,g}id_map as buildah info prints it: container_id, host_id, size. */
 function idMap(file: string): { container_id: number; host_id: number; size: number }[] {
@@ -121,6 +122,6 @@ export default class Info extends BaseCommand<typeof Info> {
         ociRuntimes: Object.fromEntries(['runc', 'crun'].flatMap((n) => { const p = findOnPath(n, process.env.PATH); return p === undefined ? [] : [[n, p]]; })),
       },
     };
-    process.stdout.write(flags.format === 'json' ? `${JSON.stringify(info, null, 2)}\n` : `${renderTemplate(flags.format, info)}\n`);
+    print(flags.format === 'json' ? `${JSON.stringify(info, null, 2)}\n` : `${renderTemplate(flags.format, info)}\n`);
   }
 }

@@ -2,6 +2,7 @@ import { Args, Flags } from '../cli-kit.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { type ImageIndex, NotFoundError, isIndexMediaType } from '@tsbuild/oci';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Inspect extends BaseCommand<typeof Inspect> {
   static override summary = 'Show a working container\'s state, or an image\'s manifest and config, as JSON';
@@ -17,7 +18,7 @@ export default class Inspect extends BaseCommand<typeof Inspect> {
     const { args } = await this.parse(Inspect);
     if (this.flags.type === 'manifest') {
       const { readManifestList } = await import('@tsbuild/store');
-      process.stdout.write(`${JSON.stringify((await readManifestList(await this.store(), args.image)).list, null, 4)}\n`);
+      print(`${JSON.stringify((await readManifestList(await this.store(), args.image)).list, null, 4)}\n`);
       return;
     }
     if (this.flags.type !== 'image') {
@@ -39,7 +40,7 @@ export default class Inspect extends BaseCommand<typeof Inspect> {
           HistoryComment: r.historyComment ?? '',
           PendingHistory: r.pendingHistory,
         };
-        process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+        print(`${JSON.stringify(out, null, 2)}\n`);
         return;
       }
       if (this.flags.type === 'container') throw new NotFoundError(`container ${args.image}: no such working container`);
@@ -50,12 +51,12 @@ export default class Inspect extends BaseCommand<typeof Inspect> {
       // A manifest list (buildah inspects one with --type manifest): the list, not one of its images.
       const list = await store.readJSON<ImageIndex>(descriptor.digest);
       const out: Record<string, unknown> = { Id: descriptor.digest, Names: names, Digest: descriptor.digest, ManifestDescriptor: descriptor, ManifestList: list };
-      process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+      print(`${JSON.stringify(out, null, 2)}\n`);
       return;
     }
     const img = store.image(descriptor);
     const [manifest, config, configDesc] = await Promise.all([img.manifest(), img.config(), img.configDescriptor()]);
     const out = { Id: configDesc.digest, Names: names, Digest: descriptor.digest, ManifestDescriptor: descriptor, Manifest: manifest, Config: config };
-    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    print(`${JSON.stringify(out, null, 2)}\n`);
   }
 }

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Flags } from '../cli-kit.js';
 import { loadArchive } from '@tsbuild/store';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Load extends BaseCommand<typeof Load> {
   static override summary = 'Load images from an oci-archive or docker-archive file (plain or gzip) or an OCI layout directory';
@@ -10,6 +11,6 @@ export default class Load extends BaseCommand<typeof Load> {
   async run(): Promise<void> {
     const store = await this.store();
     const loaded = await store.withLock('shared', () => loadArchive(store, path.resolve(this.flags.input)));
-    for (const l of loaded) process.stdout.write(`Loaded image: ${l.name ?? l.descriptor.digest}\n`);
+    for (const l of loaded) print(`Loaded image: ${l.name ?? l.descriptor.digest}\n`);
   }
 }

@@ -3,6 +3,7 @@ import { text } from 'node:stream/consumers';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { login } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Login extends BaseCommand<typeof Login> {
   static override summary = 'Log in to a registry (credentials go to ${XDG_RUNTIME_DIR}/containers/auth.json, as podman keeps them)';
@@ -28,6 +29,6 @@ export default class Login extends BaseCommand<typeof Login> {
       ...(f.authfile ? { authFile: f.authfile } : {}),
       client: { ...(f['tls-verify'] !== undefined ? { tlsVerify: f['tls-verify'] } : {}), ...(f['cert-dir'] ? { certDir: f['cert-dir'] } : {}) },
     });
-    process.stdout.write('Login Succeeded!\n');
+    print('Login Succeeded!\n');
   }
 }

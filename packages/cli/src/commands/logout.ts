@@ -1,6 +1,7 @@
 import { Args, Flags } from '../cli-kit.js';
 import { logout } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Logout extends BaseCommand<typeof Logout> {
   static override summary = 'Remove the stored credentials of a registry';
@@ -10,6 +11,6 @@ export default class Logout extends BaseCommand<typeof Logout> {
   async run(): Promise<void> {
     const { args } = await this.parse(Logout);
     await logout(args.registry, { ...(this.flags.authfile ? { authFile: this.flags.authfile } : {}) });
-    process.stdout.write(`Removed login credentials for ${args.registry}\n`);
+    print(`Removed login credentials for ${args.registry}\n`);
   }
 }

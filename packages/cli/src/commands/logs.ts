@@ -4,6 +4,7 @@ import { NotFoundError } from '@tsbuild/oci';
 import { BuildRecords, loggedSteps } from '@tsbuild/builder';
 import { Args, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Logs extends BaseCommand<typeof Logs> {
   static override summary = "Print a build's complete step output (every RUN, as the terminal showed it)";
@@ -25,7 +26,7 @@ export default class Logs extends BaseCommand<typeof Logs> {
       return;
     }
     for (const s of steps) {
-      process.stdout.write(`STEP ${s.step}: ${s.instruction}\n`);
+      print(`STEP ${s.step}: ${s.instruction}\n`);
       await pipeline(createReadStream(s.file), process.stdout, { end: false });
     }
   }

@@ -1,6 +1,7 @@
 import { BIN, CliError, Command, commandHelp, report as printError } from '../cli-kit.js';
 import { globalFlags, splitGlobalFlags } from '../global-flags.js';
 import { VERBS } from '../manifest/verbs.js';
+import { print } from '../print.js';
 
 /**
  * `tsbuild manifest VERB …`, as buildah's: cli-kit has no subcommands, so this command takes the
@@ -29,7 +30,7 @@ export default class Manifest extends Command {
     }
     const [verb, ...rest] = split.rest;
     if (verb === '--help' || verb === '-h' || verb === 'help') {
-      process.stdout.write(commandHelp(this));
+      print(commandHelp(this));
       return 0;
     }
     if (verb === undefined) return report(new CliError(`manifest: a verb is needed: one of ${Object.keys(VERBS).join(', ')}`, 2));

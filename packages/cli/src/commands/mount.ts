@@ -4,6 +4,7 @@ import { FailedPreconditionError, shortId } from '@tsbuild/oci';
 import { USERNS_ENV } from '../user-namespace.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { BaseCommand, table } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Mount extends BaseCommand<typeof Mount> {
   static override summary = 'Mount a working container read-write (or an image read-only) and print the mount point';
@@ -29,13 +30,13 @@ export default class Mount extends BaseCommand<typeof Mount> {
       }
       const mounts = await listMounts(s);
       if (this.flags.format === 'json') {
-        process.stdout.write(`${JSON.stringify([...containers, ...mounts], null, 2)}\n`);
+        print(`${JSON.stringify([...containers, ...mounts], null, 2)}\n`);
         return;
       }
-      for (const c of containers) process.stdout.write(`${c.container} ${c.path}\n`);
+      for (const c of containers) print(`${c.container} ${c.path}\n`);
       const rows = [['IMAGE ID', 'MOUNT POINT', 'MOUNTED']];
       for (const m of mounts) rows.push([m.imageId ? shortId(m.imageId as `sha256:${string}`) : '', m.path, String(m.mounted)]);
-      process.stdout.write(table(rows));
+      print(table(rows));
       return;
     }
     // A rootless command runs in a namespace of its own that ends with it, and its mounts with it.
@@ -44,12 +45,12 @@ export default class Mount extends BaseCommand<typeof Mount> {
     }
     const wc = await WorkingContainer.find(env, args.image);
     if (wc) {
-      process.stdout.write(`${await wc.mount()}\n`);
+      print(`${await wc.mount()}\n`);
       return;
     }
     const store = await this.store();
     const { descriptor } = await store.resolve(args.image);
     const m = await mountImage(store, s, store.image(descriptor));
-    process.stdout.write(`${m.path}\n`);
+    print(`${m.path}\n`);
   }
 }

@@ -1,6 +1,7 @@
 import { Flags } from '../cli-kit.js';
 import { prune } from '@tsbuild/builder';
 import { BaseCommand, humanSize } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Prune extends BaseCommand<typeof Prune> {
   static override summary = 'Remove untagged images, and blobs and snapshots that no image references';
@@ -15,11 +16,11 @@ export default class Prune extends BaseCommand<typeof Prune> {
 
   async run(): Promise<void> {
     const r = await prune(await this.store(), await this.snapshotter(), { keepUntagged: this.flags['keep-untagged'], buildCache: this.flags['build-cache'] });
-    for (const id of r.keptStates) process.stdout.write(`deleted the failed step kept by build ${id}\n`);
-    if (r.cacheEntries > 0) process.stdout.write(`dropped ${r.cacheEntries} build cache entries\n`);
-    for (const i of r.images) process.stdout.write(`deleted image ${i}\n`);
-    for (const b of r.blobs) process.stdout.write(`deleted blob ${b.digest} (${humanSize(b.size)})\n`);
-    for (const s of r.snapshots) process.stdout.write(`deleted snapshot ${s}\n`);
-    process.stdout.write(`Total reclaimed space: ${humanSize(r.bytes)}\n`);
+    for (const id of r.keptStates) print(`deleted the failed step kept by build ${id}\n`);
+    if (r.cacheEntries > 0) print(`dropped ${r.cacheEntries} build cache entries\n`);
+    for (const i of r.images) print(`deleted image ${i}\n`);
+    for (const b of r.blobs) print(`deleted blob ${b.digest} (${humanSize(b.size)})\n`);
+    for (const s of r.snapshots) print(`deleted snapshot ${s}\n`);
+    print(`Total reclaimed space: ${humanSize(r.bytes)}\n`);
   }
 }

@@ -3,6 +3,7 @@ import { InvalidArgumentError, digestHex, parsePlatform, parseReference } from '
 import { pull, pullAllPlatforms } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
+import { print } from '../print.js';
 
 export default class Pull extends BaseCommand<typeof Pull> {
   static override summary = 'Pull an image from a registry into the store';
@@ -30,14 +31,14 @@ export default class Pull extends BaseCommand<typeof Pull> {
         const r = await pullAllPlatforms(client, store, ref, { onProgress: progress.onProgress });
         progress.stop();
         if (!f.quiet) process.stderr.write(`Pulled ${r.name} (${r.descriptor.digest}, ${r.images.length} image(s))\n`);
-        process.stdout.write(`${digestHex(r.descriptor.digest)}\n`);
+        print(`${digestHex(r.descriptor.digest)}\n`);
         return;
       }
       const r = await pull(client, store, ref, { onProgress: progress.onProgress, ...(f.platform ? { platform: parsePlatform(f.platform) } : {}) });
       progress.stop();
       const id = (await store.image(r.descriptor).configDescriptor()).digest;
       if (!f.quiet) process.stderr.write(`Pulled ${r.name} (${r.descriptor.digest})\n`);
-      process.stdout.write(`${digestHex(id)}\n`);
+      print(`${digestHex(id)}\n`);
     } finally {
       progress.stop();
       await client.close();

@@ -5,6 +5,7 @@ import { readManifestList } from '@tsbuild/store';
 import { push } from '@tsbuild/registry-client';
 import { BaseCommand } from '../base-command.js';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
+import { print } from '../print.js';
 
 export default class Push extends BaseCommand<typeof Push> {
   static override summary = 'Push an image from the store to a registry';
@@ -50,7 +51,7 @@ export default class Push extends BaseCommand<typeof Push> {
       progress.stop();
       if (f.digestfile) await writeFile(f.digestfile, d.digest);
       if (!f.quiet) process.stderr.write(`Pushed ${args.destination ?? args.image} (${d.digest})\n`);
-      process.stdout.write(`${d.digest}\n`);
+      print(`${d.digest}\n`);
     } finally {
       progress.stop();
       await client.close();

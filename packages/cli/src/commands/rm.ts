@@ -2,6 +2,7 @@ import { Args, Flags } from '../cli-kit.js';
 import { WorkingContainer } from '@tsbuild/container';
 import { InvalidArgumentError } from '@tsbuild/oci';
 import { BaseCommand } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Rm extends BaseCommand<typeof Rm> {
   static override summary = 'Remove working containers (their mount, snapshot and record)';
@@ -21,7 +22,7 @@ export default class Rm extends BaseCommand<typeof Rm> {
     const wcs = await Promise.all(targets.map((n) => WorkingContainer.open(env, n)));
     for (const wc of wcs) {
       await wc.remove();
-      process.stdout.write(`${wc.id}\n`);
+      print(`${wc.id}\n`);
     }
   }
 }

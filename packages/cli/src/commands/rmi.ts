@@ -1,5 +1,6 @@
 import { Args } from '../cli-kit.js';
 import { BaseCommand, normalisedName } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Rmi extends BaseCommand<typeof Rmi> {
   static override summary = 'Remove images, or one of their names (the data goes with the next prune)';
@@ -17,12 +18,12 @@ export default class Rmi extends BaseCommand<typeof Rmi> {
       if (asName !== undefined && names.includes(asName) && names.length > 1) {
         // One of several names: only that name goes, the image stays.
         await store.removeName(asName);
-        process.stdout.write(`Untagged: ${asName}\n`);
+        print(`Untagged: ${asName}\n`);
         continue;
       }
       const removed = await store.removeImage(descriptor.digest);
-      for (const n of removed) process.stdout.write(`Untagged: ${n}\n`);
-      process.stdout.write(`Deleted: ${descriptor.digest}\n`);
+      for (const n of removed) print(`Untagged: ${n}\n`);
+      print(`Deleted: ${descriptor.digest}\n`);
     }
   }
 }

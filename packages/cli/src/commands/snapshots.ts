@@ -1,6 +1,7 @@
 import { Flags } from '../cli-kit.js';
 import type { SnapshotInfo } from '@tsbuild/snapshotter';
 import { BaseCommand, humanSize, table } from '../base-command.js';
+import { print } from '../print.js';
 
 export default class Snapshots extends BaseCommand<typeof Snapshots> {
   static override summary = 'List snapshots (for debugging a store)';
@@ -15,11 +16,11 @@ export default class Snapshots extends BaseCommand<typeof Snapshots> {
     });
     for (const i of all) infos.push({ ...i, size: (await s.usage(i.name)).size });
     if (this.flags.format === 'json') {
-      process.stdout.write(`${JSON.stringify(infos, null, 2)}\n`);
+      print(`${JSON.stringify(infos, null, 2)}\n`);
       return;
     }
     const rows = [['NAME', 'KIND', 'PARENT', 'SIZE']];
     for (const i of infos) rows.push([i.name, i.kind, i.parent ?? '', humanSize(i.size)]);
-    process.stdout.write(table(rows));
+    print(table(rows));
   }
 }

@@ -2,6 +2,7 @@ import { Args } from '../cli-kit.js';
 import { unmountImage } from '@tsbuild/image';
 import { BaseCommand } from '../base-command.js';
 import { WorkingContainer } from '@tsbuild/container';
+import { print } from '../print.js';
 
 export default class Umount extends BaseCommand<typeof Umount> {
   static override summary = 'Unmount a working container or an image mounted with `tsbuild mount`';
@@ -13,12 +14,12 @@ export default class Umount extends BaseCommand<typeof Umount> {
     const wc = await WorkingContainer.find(await this.containerEnv(), args.image);
     if (wc) {
       await wc.unmount();
-      process.stdout.write(`${wc.id}\n`);
+      print(`${wc.id}\n`);
       return;
     }
     const store = await this.store();
     const { descriptor } = await store.resolve(args.image);
     const m = await unmountImage(store, await this.snapshotter(), store.image(descriptor));
-    process.stdout.write(`${m.path}\n`);
+    print(`${m.path}\n`);
   }
 }

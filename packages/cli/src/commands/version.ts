@@ -1,6 +1,7 @@
 import { Command, Flags } from '../cli-kit.js';
 import { globalFlags } from '../global-flags.js';
 import { cliVersion, gitCommit, goArch } from '../version-info.js';
+import { print } from '../print.js';
 
 /**
  * `buildah version`: one `Field: value` line each, or `--json`. It imports nothing beyond the CLI's
@@ -24,9 +25,9 @@ export default class Version extends Command {
     ];
     const known = fields.filter((f): f is [string, string, string] => f[2] !== undefined);
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify(Object.fromEntries(known.map(([k, , v]) => [k, v])), null, 2)}\n`);
+      print(`${JSON.stringify(Object.fromEntries(known.map(([k, , v]) => [k, v])), null, 2)}\n`);
       return;
     }
-    process.stdout.write(known.map(([, label, v]) => `${`${label}:`.padEnd(17)}${v}\n`).join(''));
+    print(known.map(([, label, v]) => `${`${label}:`.padEnd(17)}${v}\n`).join(''));
   }
 }

@@ -6,6 +6,7 @@ import type { RegistryClient } from '@tsbuild/registry-client';
 import { BaseCommand, normalisedName } from '../base-command.js';
 import { ProgressPrinter, registryClient, registryFlags } from '../registry-flags.js';
 import { DOCKER_TRANSPORT, applyPlatformFlags, checkPlatformFlags, entriesFor, findEntry, platformFlags } from './list-entries.js';
+import { print } from '../print.js';
 
 /** A client made on first use (only a docker:// argument needs one), closed by `close`. */
 function lazyClient(f: Parameters<typeof registryClient>[0]): { get: () => Promise<RegistryClient>; close: () => Promise<void> } {
@@ -20,7 +21,7 @@ function lazyClient(f: Parameters<typeof registryClient>[0]): { get: () => Promi
 
 /** buildah prints lists with json.MarshalIndent(…, "", "    "). */
 function printJSON(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 4)}\n`);
+  print(`${JSON.stringify(value, null, 4)}\n`);
 }
 
 export class ManifestCreate extends BaseCommand<typeof ManifestCreate> {
@@ -68,7 +69,7 @@ export class ManifestCreate extends BaseCommand<typeof ManifestCreate> {
       await client.close();
     }
     const d = await writeManifestList(store, normal, list, { remote });
-    process.stdout.write(`${digestHex(d.digest)}\n`);
+    print(`${digestHex(d.digest)}\n`);
   }
 }
 
@@ -107,7 +108,7 @@ export class ManifestAdd extends BaseCommand<typeof ManifestAdd> {
       else remote.delete(e.digest);
     }
     const d = await writeManifestList(store, listName(args.list), list, { remote });
-    for (const e of got.entries) process.stdout.write(`${digestHex(d.digest)}: ${e.digest}\n`);
+    for (const e of got.entries) print(`${digestHex(d.digest)}: ${e.digest}\n`);
   }
 }
 
@@ -126,7 +127,7 @@ export class ManifestAnnotate extends BaseCommand<typeof ManifestAnnotate> {
     const { list, remote } = await readManifestList(store, args.list);
     const entry = await findEntry(store, list, args.list, args.image);
     const d = await writeManifestList(store, listName(args.list), withEntry(list, applyPlatformFlags(entry, this.flags)), { remote });
-    process.stdout.write(`${digestHex(d.digest)}: ${entry.digest}\n`);
+    print(`${digestHex(d.digest)}: ${entry.digest}\n`);
   }
 }
 
@@ -164,7 +165,7 @@ export class ManifestRemove extends BaseCommand<typeof ManifestRemove> {
     const { list, remote } = await readManifestList(store, args.list);
     const entry = await findEntry(store, list, args.list, args.digest);
     const d = await writeManifestList(store, listName(args.list), withoutEntry(list, entry.digest, args.list), { remote });
-    process.stdout.write(`${digestHex(d.digest)}: ${entry.digest}\n`);
+    print(`${digestHex(d.digest)}: ${entry.digest}\n`);
   }
 }
 
@@ -181,7 +182,7 @@ export class ManifestRm extends BaseCommand<typeof ManifestRm> {
     for (const name of argv as string[]) found.push({ name: listName(name), ...(await readManifestList(store, name)) });
     for (const f of found) {
       await store.removeName(f.name);
-      process.stdout.write(`untagged: ${f.name}\n${digestHex(f.descriptor.digest)}\n`);
+      print(`untagged: ${f.name}\n${digestHex(f.descriptor.digest)}\n`);
     }
   }
 }
@@ -239,7 +240,7 @@ export class ManifestPush extends BaseCommand<typeof ManifestPush> {
       progress.stop();
       if (f.digestfile) await writeFile(f.digestfile, d.digest);
       if (f.rm) await store.removeName(listName(args.list));
-      process.stdout.write(`${d.digest}\n`);
+      print(`${d.digest}\n`);
     } finally {
       progress.stop();
       await client.close();
