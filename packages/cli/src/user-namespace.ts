@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { constants as os, userInfo } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { CAP_SYS_ADMIN, findOnPath, hasEffectiveCapability, readIdMap } from '@tsbuild/linux';
+import { CAP_SYS_ADMIN, findOnPath, hasEffectiveCapability, readIdMap, toolPath } from '@tsbuild/linux';
 import { ROOTLESS_UID_ENV } from '@tsbuild/store';
 import { CliError } from './cli-kit.js';
 
@@ -58,7 +58,7 @@ export async function reexecInUserNamespace(): Promise<number> {
     const size = mappedSize('/proc/self/uid_map');
     const gsize = mappedSize('/proc/self/gid_map');
     args.push(`--map-users=0,0,${size}`, `--map-groups=0,0,${gsize}`);
-    env.PATH = `${idMapStandIns()}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
+    env.PATH = `${idMapStandIns()}:${toolPath()}`;
   } else {
     const user = userInfo();
     const subuid = subordinateRange('/etc/subuid', user.username, uid, 'uids');

@@ -1,4 +1,4 @@
-export { DEFAULT_PATH } from './defaults.js';
+export { DEFAULT_PATH } from '@tsbuild/oci';
 export { ImageState } from './image-state.js';
 export { BuildContext, contextIgnores, readContextFile, type ContextSource } from './context.js';
 export { download, downloadName, extractArchive, isArchive } from './add-sources.js';

@@ -8,6 +8,7 @@ import {
   type ImageConfig,
   type Platform,
   CancelledError,
+  DEFAULT_PATH,
   InvalidArgumentError,
   NotFoundError,
   chainId,
@@ -15,14 +16,13 @@ import {
   layerMediaType,
   parseReference,
 } from '@tsbuild/oci';
-import { MNT_DETACH, mountPoints, removeEmptyBeneath, umount, randomHex } from '@tsbuild/linux';
+import { MNT_DETACH, mountPoints, randomHex, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, configPlatform, ingestLayer, runScratchDir, writeImage } from '@tsbuild/store';
 import { type CopyLayer, MergedView, type Mount, type OverlaySnapshotter, copyDirect, diff, emptyDir, mountSnapshot, planCopyLayer, tarDirectory, unpack } from '@tsbuild/snapshotter';
 import type { CopyOp, ExtraMount, RunIO, RunResult, StartedRun } from '@tsbuild/runtime';
 import type { RegistryClient } from '@tsbuild/registry-client';
 import type { BuildContext } from './context.js';
 import type { CopySource, CopySpec } from './copy-sources.js';
-import { DEFAULT_PATH } from './defaults.js';
 import { CONTAINER_LABEL, type ContainerRecord, ContainerRecords } from './records.js';
 import type { RunDefaults } from './defaults.js';
 import { resolveOwner, resolveUser } from './user.js';

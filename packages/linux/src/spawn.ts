@@ -264,6 +264,17 @@ function findCommand(command: string, path?: string): string {
   return file;
 }
 
+/** Where the tools tsbuild starts are looked for when the caller's environment has no PATH. */
+const FALLBACK_TOOL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+
+/**
+ * The PATH tsbuild looks up and starts its own tools with (setpriv, unshare, ip, slirp4netns, the
+ * cgroup reaper's sh…): the caller's, or the usual system directories when it has none.
+ */
+export function toolPath(): string {
+  return process.env.PATH ?? FALLBACK_TOOL_PATH;
+}
+
 /**
  * An executable `name` on `path` (default: the default PATH tsbuild gives the processes it
  * starts), as execvp(3) finds one: an empty entry is the working directory, an entry that cannot
@@ -271,7 +282,7 @@ function findCommand(command: string, path?: string): string {
  * Looked up with stat, which says ENOENT without an exception (the first one node builds costs
  * ~4 ms here). Undefined when there is none.
  */
-export function findOnPath(name: string, path = '/usr/sbin:/usr/bin:/sbin:/bin'): string | undefined {
+export function findOnPath(name: string, path = FALLBACK_TOOL_PATH): string | undefined {
   for (const dir of path.split(':')) {
     const candidate = posix.join(dir === '' ? '.' : dir, name);
     if (executable(candidate)) return candidate;

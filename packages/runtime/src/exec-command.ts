@@ -25,13 +25,12 @@ import {
   setThreadResUid,
   threadCredentialsSupported,
 } from '@tsbuild/linux';
+import { DEFAULT_PATH } from '@tsbuild/oci';
 import { capabilityMask } from './capabilities.js';
 import { EXEC_LINE, type RunRequest } from './helper-protocol.js';
 import { HelperFailure } from './helper-failure.js';
 import { makeDirectories } from './make-directories.js';
 
-/** Docker's default PATH when the image sets none. */
-const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const SIGKILL = 9;
 /** The link to the init's descriptor that enterContainer makes in the container's /dev. */
 const INIT_PATH = '/dev/init';

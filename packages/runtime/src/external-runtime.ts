@@ -6,7 +6,7 @@ import { posix } from 'node:path';
 import { constants, release } from 'node:os';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, childProcess, tty } from '@tsbuild/oci';
-import { capGet, lastCapability, shortenOverlayData, spawnProcess, randomHex } from '@tsbuild/linux';
+import { capGet, lastCapability, randomHex, shortenOverlayData, spawnProcess, toolPath } from '@tsbuild/linux';
 import { resolveCapabilities } from './capabilities.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
 import { resolveProfile } from './seccomp/profile.js';
@@ -183,7 +183,7 @@ async function runScriptInNamespace(script: string, io: RunIO, signal: AbortSign
   const stdin = io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
   const child = spawnProcess('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', '/bin/sh', '-c', script], {
     stdio: [stdin, io.stdout === 'inherit' ? 'inherit' : 'pipe', io.stderr === 'inherit' ? 'inherit' : 'pipe', 'pipe'],
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    env: { PATH: toolPath() },
   });
   const copies: Promise<void>[] = [];
   if (child.stdin !== null && typeof io.stdin === 'object') copies.push(pipeline(io.stdin, child.stdin).catch(() => {}));

@@ -11,7 +11,7 @@ import {
   NotFoundError,
   TsbuildError,
 } from '@tsbuild/oci';
-import { type SpawnedProcess, readOnlyFileMount, spawnProcess, takeDescriptor } from '@tsbuild/linux';
+import { type SpawnedProcess, readOnlyFileMount, spawnProcess, takeDescriptor, toolPath } from '@tsbuild/linux';
 import { EXEC_LINE, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { helperPath, idMapTools } from './package-files.js';
 import { type UserNamespaceMaps, userNamespaceArgs } from './security-spec.js';
@@ -188,7 +188,7 @@ export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network'
   return spawnProcess('setpriv', args, {
     stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
     // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
-    env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+    env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${toolPath()}` },
   });
 }
 

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpat
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
-import { attachDeviceFilter, processAlive, spawnProcess, randomHex } from '@tsbuild/linux';
+import { attachDeviceFilter, processAlive, randomHex, spawnProcess, toolPath } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { type DeviceRule, type Resources, cgroupParentPath, deviceRules, v1Writes, v2Controllers, v2Writes } from './cgroup-resources.js';
 import { deviceFilterInstructions, encodeInstructions } from './device-filter.js';
@@ -304,7 +304,7 @@ export function startCgroupReaper(): Writable {
     // ours held open after we exit.
     detached: true,
     stdio: ['pipe', 'ignore', 'ignore'],
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    env: { PATH: toolPath() },
   });
   child.on('error', () => {}); // no sh: the sweep before the next run is what is left
   child.unref();

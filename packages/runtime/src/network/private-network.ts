@@ -1,6 +1,6 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { LOCK_EX, flock, spawnProcess, randomHex } from '@tsbuild/linux';
+import { flock, LOCK_EX, randomHex, spawnProcess, toolPath } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { AddressAllocator, parseIPv4 } from './address-allocator.js';
 
@@ -136,7 +136,7 @@ function ip(args: string[]): Promise<void> {
  */
 function tool(cmd: string, args: string[], input?: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawnProcess(cmd, args, { stdio: [input !== undefined ? 'pipe' : 'ignore', 'ignore', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    const child = spawnProcess(cmd, args, { stdio: [input !== undefined ? 'pipe' : 'ignore', 'ignore', 'pipe'], env: { PATH: toolPath() } });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (d: string) => {
       if (stderr.length < 65536) stderr += d;

@@ -1,7 +1,7 @@
 import { accessSync, constants } from 'node:fs';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { spawnProcess } from '@tsbuild/linux';
+import { spawnProcess, toolPath } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import type { PrivateNetwork } from './private-network.js';
 
@@ -38,7 +38,7 @@ export async function attachUserNetwork(pid: number, userns: boolean): Promise<P
   if (userns) args.push(`--userns-path=/proc/${pid}/ns/user`);
   args.push(String(pid), 'tap0');
   // posix_spawn (spawnProcess), as the helper chain: every rootless run with a network starts one.
-  const child = spawnProcess('slirp4netns', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+  const child = spawnProcess('slirp4netns', args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], env: { PATH: toolPath() } });
   const ready = child.stdio[3] as Socket;
   const exit = child.stdio[4] as Socket;
   let diagnostics = '';
