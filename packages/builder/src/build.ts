@@ -42,7 +42,7 @@ import {
 import { MergedView, type OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount, RunUsage } from '@tsbuild/runtime';
 import { StepLog } from './step-log.js';
-import { fdPath, withFd, randomHex } from '@tsbuild/linux';
+import { fdPath, randomHex, withFd } from '@tsbuild/linux';
 import { BuildCache, type StepInputs, cacheKey, hashSources, shortKey } from './cache.js';
 import { cacheRepository, exportCacheEntries, importCacheEntry } from './registry-cache.js';
 import { HANDLERS, type StepScope, checkDockerfile, checkInstruction, truncate } from './instructions/index.js';

@@ -1,4 +1,3 @@
-import { print } from './print.js';
 /**
  * The command-line layer: flag and argument definitions, a parser that follows docker's and
  * buildah's conventions (pflag: `--flag value`, `--flag=value`, `-abc`, `-fVALUE`, `--bool=false`,
@@ -8,6 +7,8 @@ import { print } from './print.js';
  * ~90 ms of the 190 ms that `tsbuild images` took; node itself starts in ~50 ms. The shape (static
  * `flags`/`args`, `Flags.string(…)`, `this.parse(Cmd)`) is oclif's, so commands read the same.
  */
+
+import { print } from './print.js';
 
 export interface FlagCommon {
   description?: string;

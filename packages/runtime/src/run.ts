@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { inUserNamespace, setWindowSize, randomHex } from '@tsbuild/linux';
+import { inUserNamespace, randomHex, setWindowSize } from '@tsbuild/linux';
 import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
 import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups, startCgroupReaper } from './cgroups/run-cgroup.js';

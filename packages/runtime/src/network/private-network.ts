@@ -1,6 +1,6 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { posix } from 'node:path';
-import { flock, LOCK_EX, randomHex, spawnProcess, toolPath } from '@tsbuild/linux';
+import { LOCK_EX, flock, randomHex, spawnProcess, toolPath } from '@tsbuild/linux';
 import { FailedPreconditionError } from '@tsbuild/oci';
 import { AddressAllocator, parseIPv4 } from './address-allocator.js';
 
