@@ -20,6 +20,7 @@ import {
   shortId,
   type Reference,
   unescapeGlob,
+  isoTime,
 } from '@tsbuild/oci';
 import { type CompressImageOptions, type Store, compressImage, configPlatform, writeImage } from '@tsbuild/store';
 import {
@@ -900,7 +901,7 @@ class Builder {
 
   private timestamp(): string {
     const epoch = this.opts.sourceDateEpoch;
-    return new Date(epoch !== undefined ? epoch * 1000 : Date.now()).toISOString();
+    return isoTime(epoch !== undefined ? epoch * 1000 : Date.now());
   }
 
   /**

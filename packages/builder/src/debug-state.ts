@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Descriptor, Digest, ImageConfig } from '@tsbuild/oci';
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, isoTime } from '@tsbuild/oci';
 import type { Store } from '@tsbuild/store';
 import type { OverlaySnapshotter } from '@tsbuild/snapshotter';
 import type { ExtraMount, RunResult } from '@tsbuild/runtime';
@@ -94,7 +94,7 @@ export async function keepFailedRun(
     build: rec.id,
     step: run.step,
     text: run.text,
-    failedAt: new Date().toISOString(),
+    failedAt: isoTime(),
     snapshot,
     argv: run.argv,
     env: [...run.env].map(([k, v]) => `${k}=${v}`),

@@ -1,6 +1,6 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import { Readable } from 'node:stream';
-import { type Descriptor, type Digest, type ImageConfig, NotFoundError, type Platform, formatReference, hostPlatform, parseReference } from '@tsbuild/oci';
+import { type Descriptor, type Digest, type ImageConfig, NotFoundError, type Platform, formatReference, hostPlatform, parseReference, isoTime } from '@tsbuild/oci';
 import { type Store, ingestLayer, writeImage } from '@tsbuild/store';
 import { decompressed, tarDirectory } from '@tsbuild/snapshotter';
 
@@ -26,7 +26,7 @@ export async function importRootfs(store: Store, source: string, name: string, o
   return store.withLock('shared', async () => {
     const tar: Readable = st.isDirectory() ? tarDirectory(source, epoch(opts)) : Readable.from(decompressed(createReadStream(source)));
     const layer = await ingestLayer(store.content, tar, { compression: 'none' });
-    const created = new Date(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now()).toISOString();
+    const created = isoTime(opts.sourceDateEpoch !== undefined ? opts.sourceDateEpoch * 1000 : Date.now());
     const p = opts.platform ?? hostPlatform();
     const config: ImageConfig = {
       created,

@@ -1,4 +1,4 @@
-import { type ContainerConfig, type HistoryEntry, type ImageConfig, InvalidArgumentError } from '@tsbuild/oci';
+import { type ContainerConfig, type HistoryEntry, type ImageConfig, InvalidArgumentError, isoTime } from '@tsbuild/oci';
 
 /**
  * `buildah config`: edits of a working container's image configuration, one field per flag, done
@@ -102,7 +102,7 @@ export function editConfig(
   config: ImageConfig,
   annotations: Readonly<Record<string, string>>,
   changes: ConfigChanges,
-  now: string = new Date().toISOString(),
+  now: string = isoTime(),
   hostEnv: Readonly<Record<string, string | undefined>> = process.env,
 ): ConfigEdit {
   const out = structuredClone(config) as EditedImageConfig;

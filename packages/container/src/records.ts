@@ -9,6 +9,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   parseReference,
+  isoTime,
 } from '@tsbuild/oci';
 import { FileLock, type Store } from '@tsbuild/store';
 import { randomHex } from '@tsbuild/linux';
@@ -189,7 +190,7 @@ function placeholder(id: string, name: string): ContainerRecord {
     version: 1,
     id,
     name,
-    created: new Date().toISOString(),
+    created: isoTime(),
     config: { architecture: '', os: '', rootfs: { type: 'layers', diff_ids: [] } },
     layers: [],
     annotations: {},

@@ -15,6 +15,7 @@ import {
   formatReference,
   layerMediaType,
   parseReference,
+  isoTime,
 } from '@tsbuild/oci';
 import { MNT_DETACH, mountPoints, randomHex, removeEmptyBeneath, umount } from '@tsbuild/linux';
 import { type Store, configPlatform, ingestLayer, runScratchDir, writeImage } from '@tsbuild/store';
@@ -180,7 +181,7 @@ export class WorkingContainer {
       version: 1,
       id: randomHex(32),
       name: mode.keyPrefix,
-      created: new Date().toISOString(),
+      created: isoTime(),
       config: state.config,
       layers: state.layers,
       annotations: {},
@@ -276,7 +277,7 @@ export class WorkingContainer {
           version: 1,
           id,
           name,
-          created: new Date().toISOString(),
+          created: isoTime(),
           ...(base ? { image: { name: image, id: base.manifest.config.digest, manifest: base.descriptor } } : {}),
           config,
           layers,
@@ -452,7 +453,7 @@ export class WorkingContainer {
         else if (process.env[kv] !== undefined) env.set(kv, process.env[kv]!);
       }
       const res = await this.exec(argv, env, opts.user ?? c.User ?? '', opts);
-      if (opts.addHistory) this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c ${argv.join(' ')}`, empty_layer: true });
+      if (opts.addHistory) this.rec.pendingHistory.push({ created: isoTime(), created_by: `/bin/sh -c ${argv.join(' ')}`, empty_layer: true });
       return res;
     });
   }
@@ -602,7 +603,7 @@ export class WorkingContainer {
         await this.applyOps([op], scratch, true, opts.signal);
         if (opts.addHistory) {
           const words = sources.map((x) => (typeof x === 'string' ? x : path.basename(x.file)));
-          this.rec.pendingHistory.push({ created: new Date().toISOString(), created_by: `/bin/sh -c #(nop) ${kind} ${words.join(' ')} ${dest}`, empty_layer: true });
+          this.rec.pendingHistory.push({ created: isoTime(), created_by: `/bin/sh -c #(nop) ${kind} ${words.join(' ')} ${dest}`, empty_layer: true });
         }
       } finally {
         await fsp.rm(scratch, { recursive: true, force: true });
@@ -747,7 +748,7 @@ export class WorkingContainer {
   async commit(opts: CommitOptions = {}): Promise<CommitResult> {
     const result = await this.locked(async () => {
       const { store, snapshotter: s } = this.env;
-      const created = new Date(opts.timestamp !== undefined ? opts.timestamp * 1000 : Date.now()).toISOString();
+      const created = isoTime(opts.timestamp !== undefined ? opts.timestamp * 1000 : Date.now());
       const compression = opts.disableCompression === false ? 'gzip' : 'none';
       const tarOpts = opts.timestamp !== undefined ? { timestamp: opts.timestamp } : {};
       const config: ImageConfig = structuredClone(this.rec.config);

@@ -11,3 +11,4 @@ export * from './in-root-path.js';
 export { globPaths, hasWildcard, unescapeGlob, segmentRegExp, type GlobTree } from './path-glob.js';
 export { MAX_ID, isValidId } from './ids.js';
 export { parseByteSize } from './byte-size.js';
+export { isoTime } from './iso-time.js';

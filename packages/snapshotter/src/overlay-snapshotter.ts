@@ -1,6 +1,6 @@
 import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { AlreadyExistsError, DataLossError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@tsbuild/oci';
+import { AlreadyExistsError, DataLossError, FailedPreconditionError, InvalidArgumentError, NotFoundError, isoTime } from '@tsbuild/oci';
 import { MetadataStore, type Metadata, type SnapshotRecord } from './metadata-store.js';
 import type { Mount, SnapshotInfo, SnapshotKind, Snapshotter } from './snapshotter.js';
 import { overlayMountOptions } from './whiteout.js';
@@ -77,7 +77,7 @@ export class OverlaySnapshotter implements Snapshotter {
         throw new FailedPreconditionError(`cannot commit snapshot "${key}": it is ${rec.kind === 'view' ? 'a view' : 'already committed'}`);
       }
       if (Object.hasOwn(m.snapshots, name)) throw new AlreadyExistsError(`snapshot "${name}" already exists (committing "${key}")`);
-      const now = new Date().toISOString();
+      const now = isoTime();
       delete m.snapshots[key];
       m.snapshots[name] = { ...rec, kind: 'committed', labels: { ...rec.labels, ...opts?.labels }, updated: now };
       return { write: true, result: rec.id };
@@ -227,7 +227,7 @@ export class OverlaySnapshotter implements Snapshotter {
       const dir = join(this.root, String(id));
       await mkdir(join(dir, 'fs'), { recursive: true, mode: 0o755 });
       if (kind === 'active') await mkdir(join(dir, 'work'), { mode: 0o700 });
-      const now = new Date().toISOString();
+      const now = isoTime();
       const rec: SnapshotRecord = { id, kind, labels: { ...labels }, created: now, updated: now };
       if (parent !== undefined) rec.parent = parent;
       m.snapshots[key] = rec;
