@@ -31,6 +31,16 @@ describe('print', () => {
     expect(r.out.toString()).toBe('12345\n');
   });
 
+  it('ends quietly with status 141 when the reader went away, as a command killed by SIGPIPE', async () => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `import { print } from '${printModule}';\nprint('a\\n'); print('b\\n'); process.stderr.write('not reached');`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // our end of the pipe closed: the child's writes get EPIPE
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect(err).toBe('');
+    expect(code).toBe(141);
+  });
+
   it('hands what a full non-blocking pipe did not take to process.stdout: every byte arrives, in order', async () => {
     // setBlocking(false) puts O_NONBLOCK on fd 1, as a parent sharing the pipe might: write(2)
     // then answers EAGAIN once the pipe's 64 KiB are full.
