@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { lazy } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { libc } from './ffi.js';
 import { check, sys } from './libc.js';
 
 /**
@@ -9,10 +9,10 @@ import { check, sys } from './libc.js';
  * exec.ts they are for a fresh, single-purpose process about to execve: they change credentials.
  */
 const fn = lazy(() => {
-  const libc = koffi().load('libc.so.6');
+  const lib = libc();
   return {
-    capget: libc.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
-    capset: libc.func('int capset(void *hdrp, void *datap)'),
+    capget: lib.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
+    capset: lib.func('int capset(void *hdrp, void *datap)'),
   };
 });
 

@@ -1,6 +1,6 @@
 import { endianness } from 'node:os';
 import { lazy } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { koffi, libc } from './ffi.js';
 import { check, sys } from './libc.js';
 
 /**
@@ -9,16 +9,16 @@ import { check, sys } from './libc.js';
  * runtime's helper), never by a long-lived Node process: setuid/execve affect the whole process.
  */
 const fn = lazy(() => {
-  const libc = koffi().load('libc.so.6');
+  const lib = libc();
   return {
-    execve: libc.func('int execve(const char *path, const char **argv, const char **envp)'),
-    setgroups: libc.func('int setgroups(size_t size, const uint32_t *list)'),
-    setresuid: libc.func('int setresuid(uint32_t ruid, uint32_t euid, uint32_t suid)'),
-    setresgid: libc.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)'),
-    recv: libc.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
-    socket: libc.func('int socket(int domain, int type, int protocol)'),
-    close: libc.func('int close(int fd)'),
-    dup2: libc.func('int dup2(int oldfd, int newfd)'),
+    execve: lib.func('int execve(const char *path, const char **argv, const char **envp)'),
+    setgroups: lib.func('int setgroups(size_t size, const uint32_t *list)'),
+    setresuid: lib.func('int setresuid(uint32_t ruid, uint32_t euid, uint32_t suid)'),
+    setresgid: lib.func('int setresgid(uint32_t rgid, uint32_t egid, uint32_t sgid)'),
+    recv: lib.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
+    socket: lib.func('int socket(int domain, int type, int protocol)'),
+    close: lib.func('int close(int fd)'),
+    dup2: lib.func('int dup2(int oldfd, int newfd)'),
   };
 });
 

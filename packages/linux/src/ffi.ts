@@ -15,6 +15,9 @@ export const koffi = lazy((): Koffi => {
   return nativeAddon(require) ?? (require('koffi') as Koffi);
 });
 
+/** glibc, loaded once: each module declares the functions it needs from it on its own first use. */
+export const libc = lazy(() => koffi().load('libc.so.6'));
+
 /** musl's dynamic loader, by node's process.arch: where it exists, koffi's loader chooses. */
 const MUSL_LOADER: Record<string, string> = { x64: '/lib/ld-musl-x86_64.so.1', arm64: '/lib/ld-musl-aarch64.so.1' };
 

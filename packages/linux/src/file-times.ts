@@ -1,5 +1,5 @@
 import { lazy } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { koffi, libc } from './ffi.js';
 import { check } from './libc.js';
 
 /**
@@ -15,7 +15,7 @@ const utimensat = lazy(() => {
   const timespec = k.struct({ tv_sec: 'long', tv_nsec: 'long' });
   // `const struct timespec times[2]`: two timespecs back to back, passed as one struct pointer.
   const timespecPair = k.struct({ atime: timespec, mtime: timespec });
-  return k.load('libc.so.6').func('utimensat', 'int', ['int', 'const char *', k.pointer(timespecPair), 'int']);
+  return libc().func('utimensat', 'int', ['int', 'const char *', k.pointer(timespecPair), 'int']);
 });
 
 /** dirfd meaning "relative to the current directory" (fcntl.h). */

@@ -1,6 +1,6 @@
 import { constants } from 'node:os';
 import { lazy } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { koffi, libc } from './ffi.js';
 
 /**
  * libc through koffi, declared on first use (see ffi.ts). Only what node:fs lacks lives here; each
@@ -8,24 +8,24 @@ import { koffi } from './ffi.js';
  * `syscall`, `path`).
  */
 function declare() {
-  const libc = koffi().load('libc.so.6');
+  const lib = libc();
   return {
-    mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
-    umount2: libc.func('int umount2(const char *target, int flags)'),
-    sethostname: libc.func('int sethostname(const char *name, size_t len)'),
-    chroot: libc.func('int chroot(const char *path)'),
-    mknod: libc.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
-    lgetxattr: libc.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
-    lsetxattr: libc.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
-    llistxattr: libc.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
-    lremovexattr: libc.func('int lremovexattr(const char *path, const char *name)'),
-    flock: libc.func('int flock(int fd, int operation)'),
-    syscall: libc.func('long syscall(long number, ...)'),
-    prctl: libc.func('int prctl(int option, ...)'),
-    fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
-    lchown: libc.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
-    ioctl: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
-    setsid: libc.func('int setsid(void)'),
+    mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
+    umount2: lib.func('int umount2(const char *target, int flags)'),
+    sethostname: lib.func('int sethostname(const char *name, size_t len)'),
+    chroot: lib.func('int chroot(const char *path)'),
+    mknod: lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
+    lgetxattr: lib.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
+    lsetxattr: lib.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
+    llistxattr: lib.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
+    lremovexattr: lib.func('int lremovexattr(const char *path, const char *name)'),
+    flock: lib.func('int flock(int fd, int operation)'),
+    syscall: lib.func('long syscall(long number, ...)'),
+    prctl: lib.func('int prctl(int option, ...)'),
+    fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
+    lchown: lib.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
+    ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
+    setsid: lib.func('int setsid(void)'),
   };
 }
 

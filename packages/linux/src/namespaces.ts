@@ -1,8 +1,8 @@
 import { lazy } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { libc } from './ffi.js';
 import { check } from './libc.js';
 
-const fn = lazy(() => ({ unshare: koffi().load('libc.so.6').func('int unshare(int flags)') }));
+const fn = lazy(() => ({ unshare: libc().func('int unshare(int flags)') }));
 
 /** Namespace flags of clone(2)/unshare(2) (linux/sched.h). */
 export const CLONE = {

@@ -1,9 +1,9 @@
 import { lazy } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { libc } from './ffi.js';
 import { check } from './libc.js';
 
 const fn = lazy(() => ({
-  prlimit: koffi().load('libc.so.6').func('int prlimit(int pid, int resource, const uint64_t *newLimit, _Out_ uint64_t *oldLimit)'),
+  prlimit: libc().func('int prlimit(int pid, int resource, const uint64_t *newLimit, _Out_ uint64_t *oldLimit)'),
 }));
 
 /** RLIM_INFINITY of the 64-bit interface (prlimit(2)): "unlimited". */

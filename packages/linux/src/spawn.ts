@@ -4,7 +4,7 @@ import { constants } from 'node:os';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
 import { lazy, net } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
+import { koffi, libc } from './ffi.js';
 import { check, sys, syscallError } from './libc.js';
 
 /**
@@ -129,21 +129,21 @@ const ATTR_SIZE = 1024;
 const SIGSET_SIZE = 256;
 
 const spawnLib = lazy(() => {
-  const libc = koffi().load('libc.so.6');
+  const lib = libc();
   return {
-    posixSpawn: libc.func('int posix_spawn(_Out_ int *pid, const char *path, const void *actions, const void *attr, const char **argv, const char **envp)'),
-    actionsInit: libc.func('int posix_spawn_file_actions_init(void *actions)'),
-    actionsAddDup2: libc.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)'),
-    actionsDestroy: libc.func('int posix_spawn_file_actions_destroy(void *actions)'),
-    attrInit: libc.func('int posix_spawnattr_init(void *attr)'),
-    attrSetFlags: libc.func('int posix_spawnattr_setflags(void *attr, short flags)'),
-    attrSetSigMask: libc.func('int posix_spawnattr_setsigmask(void *attr, const void *set)'),
-    attrSetSigDefault: libc.func('int posix_spawnattr_setsigdefault(void *attr, const void *set)'),
-    attrDestroy: libc.func('int posix_spawnattr_destroy(void *attr)'),
-    sigEmptySet: libc.func('int sigemptyset(void *set)'),
-    sigFillSet: libc.func('int sigfillset(void *set)'),
-    socketpair: libc.func('int socketpair(int domain, int type, int protocol, void *sv)'),
-    waitpid: libc.func('int waitpid(int pid, void *status, int options)'),
+    posixSpawn: lib.func('int posix_spawn(_Out_ int *pid, const char *path, const void *actions, const void *attr, const char **argv, const char **envp)'),
+    actionsInit: lib.func('int posix_spawn_file_actions_init(void *actions)'),
+    actionsAddDup2: lib.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)'),
+    actionsDestroy: lib.func('int posix_spawn_file_actions_destroy(void *actions)'),
+    attrInit: lib.func('int posix_spawnattr_init(void *attr)'),
+    attrSetFlags: lib.func('int posix_spawnattr_setflags(void *attr, short flags)'),
+    attrSetSigMask: lib.func('int posix_spawnattr_setsigmask(void *attr, const void *set)'),
+    attrSetSigDefault: lib.func('int posix_spawnattr_setsigdefault(void *attr, const void *set)'),
+    attrDestroy: lib.func('int posix_spawnattr_destroy(void *attr)'),
+    sigEmptySet: lib.func('int sigemptyset(void *set)'),
+    sigFillSet: lib.func('int sigfillset(void *set)'),
+    socketpair: lib.func('int socketpair(int domain, int type, int protocol, void *sv)'),
+    waitpid: lib.func('int waitpid(int pid, void *status, int options)'),
   };
 });
 
