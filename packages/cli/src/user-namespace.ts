@@ -64,7 +64,7 @@ export async function reexecInUserNamespace(): Promise<number> {
     const subuid = subordinateRange('/etc/subuid', user.username, uid, 'uids');
     const subgid = subordinateRange('/etc/subgid', user.username, uid, 'gids');
     for (const tool of ['newuidmap', 'newgidmap']) {
-      if (findOnPath(tool, process.env.PATH) === undefined) throw new CliError(`rootless: ${tool} is not installed: install Debian's uidmap package (apt-get install uidmap), which maps the subordinate ids`, 1);
+      if (findOnPath(tool, toolPath()) === undefined) throw new CliError(`rootless: ${tool} is not installed: install Debian's uidmap package (apt-get install uidmap), which maps the subordinate ids`, 1);
     }
     args.push('--map-user=0', '--map-group=0', `--map-users=${subuid.start},1,${subuid.count}`, `--map-groups=${subgid.start},1,${subgid.count}`);
     env[ROOTLESS_UID_ENV] = String(uid);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
-import { findOnPath, inUserNamespace, readIdMap } from '@tsbuild/linux';
+import { findOnPath, inUserNamespace, readIdMap, toolPath } from '@tsbuild/linux';
 import { apparmorEnabled, selinuxEnabled } from '@tsbuild/runtime';
 import { print } from '../print.js';
 
@@ -115,11 +115,11 @@ export default class Info extends BaseCommand<typeof Info> {
         builtin: {
           helper: helper !== undefined && existsSync(helper) ? helper : null,
           // The helper chain is setpriv → unshare → node (packages/runtime/src/helper-chain.ts).
-          setpriv: findOnPath('setpriv', process.env.PATH) ?? null,
-          unshare: findOnPath('unshare', process.env.PATH) ?? null,
+          setpriv: findOnPath('setpriv', toolPath()) ?? null,
+          unshare: findOnPath('unshare', toolPath()) ?? null,
           seccompArchitectures: SECCOMP_ARCHITECTURES,
         },
-        ociRuntimes: Object.fromEntries(['runc', 'crun'].flatMap((n) => { const p = findOnPath(n, process.env.PATH); return p === undefined ? [] : [[n, p]]; })),
+        ociRuntimes: Object.fromEntries(['runc', 'crun'].flatMap((n) => { const p = findOnPath(n, toolPath()); return p === undefined ? [] : [[n, p]]; })),
       },
     };
     print(flags.format === 'json' ? `${JSON.stringify(info, null, 2)}\n` : `${renderTemplate(flags.format, info)}\n`);
