@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what tsbuild and its tests need on Debian 12 (as root): busybox-static for the local
+# Installs what tsbuild and its tests need on Debian 12 (as root): gcc and libc6-dev to compile the
+# RUN helper (packages/runtime/src/run-helper.c, statically linked), busybox-static for the local
 # base image, and the reference tools the integration tests compare against (buildah, skopeo,
 # umoci, runc) plus Debian's registry server, and debootstrap for the benchmarks' Debian tree. Then the npm dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Rootless (an ordinary user): uidmap's setuid newuidmap/newgidmap map the subordinate ids,
 # slirp4netns gives a rootless RUN its network.
-apt_pkgs=(busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar debootstrap uidmap slirp4netns qemu-user-static)
+apt_pkgs=(gcc libc6-dev busybox-static util-linux iproute2 nftables tini bzip2 xz-utils zstd docker-registry buildah skopeo umoci runc pigz tar debootstrap uidmap slirp4netns qemu-user-static)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -112,6 +112,8 @@ describe('global flags before the command, version and info', () => {
     expect(info.store).toEqual({ root: other.root, snapshotter: 'overlay', imageCount: 1, containerCount: 1 });
     expect(info.runtime.builtin.seccompArchitectures).toContain('SCMP_ARCH_X86_64');
     expect(existsSync(info.runtime.builtin.helper)).toBe(true);
+    expect(info.runtime.builtin.helper).toMatch(/\/dist\/run-helper$/);
+    expect(existsSync(info.runtime.builtin.copyHelper)).toBe(true);
     const runc = execFileSync('sh', ['-c', 'command -v runc || true'], { encoding: 'utf8' }).trim();
     expect(info.runtime.ociRuntimes.runc ?? '').toBe(runc);
     // No containers directory: no containerCount.

@@ -12,8 +12,9 @@ import {
   TsbuildError,
 } from '@tsbuild/oci';
 import { type SpawnedProcess, readOnlyFileMount, spawnProcess, takeDescriptor, toolPath } from '@tsbuild/linux';
-import { EXEC_LINE, NODE_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
-import { helperPath, idMapTools } from './package-files.js';
+import { EXEC_LINE, HELPER_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
+import { helperPath, idMapTools, runHelperPath } from './package-files.js';
+import { encodeRunRequest, frameRunRequest } from './run-request.js';
 import { type UserNamespaceMaps, userNamespaceArgs } from './security-spec.js';
 
 export interface ChainOptions {
@@ -156,13 +157,14 @@ export interface SpawnedChain {
 }
 
 /**
- * Spawns the chain of `shape`: setpriv, unshare into the namespaces, then node from a read-only
- * mount of its binary, running the helper (and the init's read-only descriptor for it). Throws a
- * FailedPreconditionError when the helper or those mounts cannot be had; a spawn that fails later
- * (no setpriv) is the child's 'error' event.
+ * Spawns the chain of `shape`: setpriv, unshare into the namespaces, then the helper from a
+ * read-only mount of its binary (run-helper for a run; node running helper.cjs for a copy), and
+ * the init's read-only descriptor for it. Throws a FailedPreconditionError when the helper or
+ * those mounts cannot be had; a spawn that fails later (no setpriv) is the child's 'error' event.
  */
 export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): SpawnedProcess {
-  const helper = helperPath();
+  const run = shape.kind === 'run';
+  const helper = run ? runHelperPath() : helperPath();
   if (!existsSync(helper)) throw new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`);
   const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
   // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
@@ -170,21 +172,23 @@ export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network'
   if (userns !== undefined) args.push(...userNamespaceArgs(userns));
   if (opts.network !== 'host') args.push('--net');
   args.push('--');
-  // Always both descriptors (node's twice without an init): the helper closes what it does not
-  // execute, and an fd 6 left to node would be one of its own (its epoll or signal pipe), closed under it.
-  const node = readOnlyExecutable(process.execPath);
-  const exes = [node, opts.init !== undefined ? readOnlyExecutable(opts.init) : node];
+  // Always both descriptors (the helper's twice without an init): the helper closes what it does
+  // not execute, and an fd 6 left to node would be one of its own (its epoll or signal pipe), closed under it.
+  const exe = readOnlyExecutable(run ? helper : process.execPath);
+  const exes = [exe, opts.init !== undefined ? readOnlyExecutable(opts.init) : exe];
   // Executed through a symlink to /proc/self/fd/5, resolved by unshare in its own /proc/self: the
   // kernel names a process after the last component of the path it was executed by, and the
-  // helper should show as `node` in ps, not as `5`.
+  // helper should show as `run-helper` or `node` in ps, not as `5`.
   const links = posix.join(posix.dirname(shape.target), 'exe');
+  const name = run ? 'run-helper' : 'node';
   try {
     mkdirSync(links, { recursive: true });
-    symlinkSync(`/proc/self/fd/${NODE_EXE_FD}`, posix.join(links, 'node'));
+    symlinkSync(`/proc/self/fd/${HELPER_EXE_FD}`, posix.join(links, name));
   } catch (e) {
     throw new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e });
   }
-  args.push(posix.join(links, 'node'), helper);
+  args.push(posix.join(links, name));
+  if (!run) args.push(helper);
   return spawnProcess('setpriv', args, {
     stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
     // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
@@ -288,8 +292,20 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
         control.end();
         return;
       }
-      if (request.kind === 'run') command = request.args[0] ?? '';
-      control.write(`${JSON.stringify({ ...request, chainPid: pid })}\n`);
+      if (request.kind === 'run') {
+        command = request.args[0] ?? '';
+        let body: Buffer;
+        try {
+          body = encodeRunRequest(request);
+        } catch (e) {
+          setupError = e;
+          killChain(pid);
+          return;
+        }
+        control.write(frameRunRequest(body, pid));
+      } else {
+        control.write(`${JSON.stringify({ ...request, chainPid: pid })}\n`);
+      }
     };
     const onSpawned = (): void => {
       void sendRequest(child.pid as number);
@@ -335,15 +351,15 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
 const readOnlyExecutables = new Map<string, number>();
 
 /**
- * The helper is node, and until it execve's the command, /proc/self/exe (and so
- * `RUN ["/proc/self/exe"]` or a `#!/proc/self/exe` script, resolved by the kernel in the helper's
- * context) is the node binary tsbuild runs from: the container could execute it, and open it for
- * writing once no node runs any more (runc CVE-2019-5736). So the chain executes node, and the
- * init, from a read-only bind of that one file, attached nowhere (readOnlyFileMount): writes
- * through any such path fail with EROFS, and nothing of the host's tree beyond the file is
- * reachable from it. One per command, kept open for the next runs: two syscalls, no copy (a sealed
- * memfd copy of node would cost ~95 MB and tens of ms). The descriptor is close-on-exec in
- * tsbuild and passed to the chain only.
+ * Until the helper execve's the command, /proc/self/exe (and so `RUN ["/proc/self/exe"]` or a
+ * `#!/proc/self/exe` script, resolved by the kernel in the helper's context) is the helper's
+ * binary on the host (run-helper, or node for a copy): the container could execute it, and open
+ * it for writing once nothing runs it any more (runc CVE-2019-5736). So the chain executes the
+ * helper, and the init, from a read-only bind of that one file, attached nowhere
+ * (readOnlyFileMount): writes through any such path fail with EROFS, and nothing of the host's
+ * tree beyond the file is reachable from it. One per command, kept open for the next runs: two
+ * syscalls, no copy (a sealed memfd copy of node would cost ~95 MB and tens of ms). The
+ * descriptor is close-on-exec in tsbuild and passed to the chain only.
  */
 function readOnlyExecutable(path: string): number {
   let fd = readOnlyExecutables.get(path);

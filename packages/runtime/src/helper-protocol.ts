@@ -4,9 +4,10 @@ import type { ProcessRequest } from './process-spec.js';
 import type { HelperErrorCode } from './helper-failure.js';
 
 /**
- * What tsbuild sends the helper (one JSON line on fd 3) and what the helper answers on the same
- * socket: an error line when it fails before the command starts, or EXEC_LINE just before
- * starting it. fd 3 is close-on-exec, so the command never sees it.
+ * What tsbuild sends a helper on fd 3 and what the helper answers on the same socket: an error
+ * line when it fails before the command starts, or EXEC_LINE just before starting it. fd 3 is
+ * close-on-exec, so the command never sees it. A run's helper (run-helper.c) reads its request
+ * as encodeRunRequest (run-request.ts) writes it; a copy's (helper.ts) reads one JSON line.
  */
 export type HelperRequest = RunRequest | CopyRequest;
 
@@ -114,10 +115,11 @@ export const HELPER_SETUP_FAILED = 125;
 
 /**
  * Descriptors the chain starts with beyond the control socket (3) and the command's stderr (4):
- * node's binary and the init's (node's again without one), each on a read-only mount of its own
- * (helper-chain.ts). unshare executes node through /proc/self/fd/5; the helper closes it first
- * thing, and 6 too unless its request names an init, which it executes through /proc/self/fd/6
- * (close-on-exec by then: the path is resolved before the descriptors go).
+ * the helper's executable (run-helper, or node for a copy) and the init's (the helper's again
+ * without one), each on a read-only mount of its own (helper-chain.ts). unshare executes the
+ * helper through /proc/self/fd/5; the helper closes it first thing, and 6 too unless its request
+ * names an init, which it executes through /proc/self/fd/6 (close-on-exec by then: the path is
+ * resolved before the descriptors go).
  */
-export const NODE_EXE_FD = 5;
+export const HELPER_EXE_FD = 5;
 export const INIT_EXE_FD = 6;

@@ -25,8 +25,11 @@ const root = lazy(() => {
   return path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
 });
 
-/** The helper a RUN step's namespaces are set up by: dist/helper.js bundled into one file (scripts/bundle-helper.mjs). */
+/** The helper of a copy into a rootfs: dist/helper.js bundled into one file (scripts/bundle-helper.mjs). */
 export const helperPath = (): string => path.join(root(), 'dist', 'helper.cjs');
+
+/** The helper a run's namespaces are set up by: src/run-helper.c, compiled (scripts/build-run-helper.mjs). */
+export const runHelperPath = (): string => path.join(root(), 'dist', 'run-helper');
 
 /** Directory of our newuidmap/newgidmap stand-ins. */
 export const idMapTools = (): string => path.join(root(), 'bin');

@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, copyFileSync, mkdirSync, openSync, readFileSync, readdirSync, realpathSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FailedPreconditionError, InvalidArgumentError } from '@tsbuild/oci';
+import { startChain } from '../src/helper-chain.js';
+import { runHelperPath } from '../src/package-files.js';
 import { useBusyboxFixture, shIn } from './busybox-rootfs.js';
 
 /** What a Dockerfile or an image controls must neither hang the runtime nor reach the host. */
@@ -79,33 +81,52 @@ function overlayWithNodeLibraries(): { upper: string; mounts: ReturnType<typeof 
 
 const sha256 = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
-/** Run by node inside the container: can it write the file it was executed from? */
-const PROBE = `const fs = require('fs'); const r = {};
-try { fs.accessSync('/proc/self/exe', fs.constants.W_OK); r.access = 'writable'; } catch (e) { r.access = e.code; }
-try { fs.closeSync(fs.openSync('/proc/self/exe', 'r+')); r.open = 'opened'; } catch (e) { r.open = e.code; }
-console.log(JSON.stringify(r));`;
+/** The pid of the run helper a chain started for `target` waits in (its argv[0] names the link beside `target`). */
+async function waitForHelper(target: string): Promise<number> {
+  const argv0 = join(dirname(target), 'exe', 'run-helper');
+  for (let i = 0; i < 500; i++) {
+    for (const p of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+      try {
+        if (readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[0] === argv0) return Number(p);
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`no run helper for ${target}`);
+}
 
 describe("the runtime's own binary (runc CVE-2019-5736)", () => {
-  it('/proc/self/exe executed by the helper is node on a read-only mount: no write reaches the host binary', async () => {
-    const before = sha256(process.execPath);
-    const o = overlayWithNodeLibraries();
-    const r = await shIn(fx, '', { args: ['/proc/self/exe', '-e', PROBE] }, { overlay: o });
-    expect(r.err).toBe('');
-    expect(r.exitCode).toBe(0);
-    // EROFS from access(2) is the mount's answer; ETXTBSY alone would only mean node runs somewhere.
-    expect(JSON.parse(r.out)).toEqual({ access: 'EROFS', open: expect.stringMatching(/^(EROFS|ETXTBSY)$/) });
-    expect(sha256(process.execPath)).toBe(before);
+  it("the run helper runs from a read-only mount: its /proc/PID/exe, which a container reaches as /proc/self/exe, takes no write", async () => {
+    const helper = runHelperPath();
+    const before = sha256(helper);
+    const target = join(fx.scratch(), 'rootfs');
+    mkdirSync(target, { recursive: true });
+    const chain = startChain({ kind: 'run', target }, { network: 'host', stdio: ['ignore', 'ignore', 'inherit'] });
+    try {
+      // The helper waits for its request: until then it is the process a `RUN ["/proc/self/exe"]` would execute.
+      const pid = await waitForHelper(target);
+      const exe = `/proc/${pid}/exe`;
+      expect(statSync(exe).ino).toBe(statSync(helper).ino);
+      expect(() => accessSync(exe, constants.W_OK)).toThrow(expect.objectContaining({ code: 'EROFS' }));
+      expect(() => openSync(exe, 'r+')).toThrow(expect.objectContaining({ code: expect.stringMatching(/^(EROFS|ETXTBSY)$/) }));
+    } finally {
+      await chain.abandon();
+    }
+    expect(sha256(helper)).toBe(before);
   });
 
-  it('so is a #!/proc/self/exe interpreter, which the kernel resolves in the helper', async () => {
-    const before = sha256(process.execPath);
-    const o = overlayWithNodeLibraries();
-    writeFileSync(join(o.upper, 'probe'), `#!/proc/self/exe\n${PROBE}\n`);
+  it('/proc/self/exe as the command, or as a #!/proc/self/exe interpreter (resolved by the kernel in the helper), is that helper: it finds no request and exits 125', async () => {
+    const before = sha256(runHelperPath());
+    const direct = await shIn(fx, '', { args: ['/proc/self/exe'] });
+    expect(direct.exitCode).toBe(125);
+    const o = fx.overlay();
+    writeFileSync(join(o.upper, 'probe'), '#!/proc/self/exe\n');
     chmodSync(join(o.upper, 'probe'), 0o755);
-    const r = await shIn(fx, '', { args: ['/probe'] }, { overlay: o });
-    expect(r.exitCode).toBe(0);
-    expect(JSON.parse(r.out)).toEqual({ access: 'EROFS', open: expect.stringMatching(/^(EROFS|ETXTBSY)$/) });
-    expect(sha256(process.execPath)).toBe(before);
+    const script = await shIn(fx, '', { args: ['/probe'] }, { overlay: o });
+    expect(script.exitCode).toBe(125);
+    expect(sha256(runHelperPath())).toBe(before);
   });
 
   it('with an init, PID 1 (tini from the host) runs from a read-only mount too, and shows as init', async () => {

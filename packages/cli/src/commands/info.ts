@@ -88,7 +88,10 @@ export default class Info extends BaseCommand<typeof Info> {
         return undefined;
       }
     })();
-    const helper = runtimePkg === undefined ? undefined : path.join(runtimePkg, 'dist', 'helper.cjs');
+    const built = (file: string): string | null => {
+      const p = runtimePkg === undefined ? undefined : path.join(runtimePkg, 'dist', file);
+      return p !== undefined && existsSync(p) ? p : null;
+    };
     const info = {
       host: {
         os: process.platform,
@@ -113,8 +116,10 @@ export default class Info extends BaseCommand<typeof Info> {
       },
       runtime: {
         builtin: {
-          helper: helper !== undefined && existsSync(helper) ? helper : null,
-          // The helper chain is setpriv → unshare → node (packages/runtime/src/helper-chain.ts).
+          // The helper chain is setpriv → unshare → the helper (packages/runtime/src/helper-chain.ts):
+          // run-helper (compiled from run-helper.c) for a run, node with helper.cjs for a copy.
+          helper: built('run-helper'),
+          copyHelper: built('helper.cjs'),
           setpriv: findOnPath('setpriv', toolPath()) ?? null,
           unshare: findOnPath('unshare', toolPath()) ?? null,
           seccompArchitectures: SECCOMP_ARCHITECTURES,
