@@ -1,18 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { lazy } from '@tsbuild/oci';
 import { libc } from './ffi.js';
-import { check, sys } from './libc.js';
+import { check } from './libc.js';
 
 /**
- * Capabilities of the calling thread (capabilities(7)): capget(2)/capset(2) with the version-3
- * header and its two 32-bit data words, and the bounding set through prctl(2). Like the calls in
- * exec.ts they are for a fresh, single-purpose process about to execve: they change credentials.
+ * Capabilities of the calling thread (capabilities(7)): capget(2) with the version-3 header and
+ * its two 32-bit data words. What a container keeps is set by the run helper (run-helper.c).
  */
 const fn = lazy(() => {
   const lib = libc();
   return {
     capget: lib.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
-    capset: lib.func('int capset(void *hdrp, void *datap)'),
   };
 });
 
@@ -96,52 +94,4 @@ export function capGet(): CapabilitySets {
   const word = (i: number, field: number): bigint => BigInt(data.readUInt32LE(i * 12 + field * 4));
   const mask = (field: number): bigint => word(0, field) | (word(1, field) << 32n);
   return { effective: mask(0), permitted: mask(1), inheritable: mask(2) };
-}
-
-/**
- * capset(2) for the calling thread. glibc's capset is the raw syscall: it changes only the
- * calling thread, which is the one that will execve (execve keeps the caller's credentials).
- */
-export function capSet(sets: CapabilitySets): void {
-  const data = Buffer.alloc(24);
-  const fields = [sets.effective, sets.permitted, sets.inheritable];
-  fields.forEach((m, f) => {
-    data.writeUInt32LE(Number(m & 0xffffffffn), f * 4);
-    data.writeUInt32LE(Number((m >> 32n) & 0xffffffffn), 12 + f * 4);
-  });
-  check(fn().capset(header(), data), 'capset');
-}
-
-const PR_CAPBSET_DROP = 24;
-const PR_SET_KEEPCAPS = 8;
-const PR_CAP_AMBIENT = 47;
-const PR_CAP_AMBIENT_RAISE = 2;
-const PR_CAP_AMBIENT_CLEAR_ALL = 4;
-
-/**
- * Drops every capability of 0..lastCapability() not in `keep` from the bounding set: after that no
- * execve (even of a setuid-root or file-capability binary) can gain it (capabilities(7)).
- */
-export function limitBoundingSet(keep: CapabilityMask, last = lastCapability()): void {
-  for (let cap = 0; cap <= last; cap++) {
-    if ((keep >> BigInt(cap)) & 1n) continue;
-    check(sys().prctl(PR_CAPBSET_DROP, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAPBSET_DROP)', String(cap));
-  }
-}
-
-/**
- * PR_SET_KEEPCAPS: keep the permitted set across a setuid from 0 to another user (the effective
- * set is still cleared). The flag itself is cleared by execve.
- */
-export function setKeepCapabilities(on: boolean): void {
-  check(sys().prctl(PR_SET_KEEPCAPS, 'unsigned long', on ? 1 : 0, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_SET_KEEPCAPS)');
-}
-
-/** Sets the ambient set to exactly `mask`; each one must be permitted and inheritable already. */
-export function setAmbientCapabilities(mask: CapabilityMask, last = lastCapability()): void {
-  check(sys().prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_CLEAR_ALL, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAP_AMBIENT)');
-  for (let cap = 0; cap <= last; cap++) {
-    if (!((mask >> BigInt(cap)) & 1n)) continue;
-    check(sys().prctl(PR_CAP_AMBIENT, 'unsigned long', PR_CAP_AMBIENT_RAISE, 'unsigned long', cap, 'unsigned long', 0, 'unsigned long', 0), 'prctl(PR_CAP_AMBIENT_RAISE)', String(cap));
-  }
 }

@@ -1,4 +1,4 @@
-import { closeSync, constants, lstatSync, mkdirSync, openSync, readlinkSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readlinkSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
 import { pathParts, resolveInRootSync } from '@tsbuild/oci';
 import { koffi } from './ffi.js';
 import { syscallError, sys } from './libc.js';
@@ -131,42 +131,6 @@ function atParent<T>(rootFd: number, parts: string[], fn: (parentFd: number, nam
     throw e;
   } finally {
     if (parentFd !== rootFd) closeSync(parentFd);
-  }
-}
-
-/**
- * mkdir -p inside `root`: `p` is resolved in the root (a symlink on the way, say an image's
- * /var/run -> /run, leads where it leads inside the root), then each component is opened or made
- * through its parent's descriptor, never following a link. `created(fd)` is told of each directory
- * made (to set an owner); returns an O_PATH descriptor of the last directory, for the caller to
- * close. A non-directory in the way fails with ENOTDIR.
- */
-export function mkdirAllInRoot(root: string | number, p: string, o: { mode?: number; created?: (fd: number, last: boolean) => void } = {}): number {
-  const rootFd = typeof root === 'number' ? root : openRoot(root);
-  let fd = rootFd;
-  try {
-    const parts = resolvePathInRoot(rootFd, p);
-    for (const [i, name] of parts.entries()) {
-      const dirFlags = O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW;
-      let next: number;
-      try {
-        next = openat2(fd, name, dirFlags, RESOLVE.BENEATH | RESOLVE.NO_SYMLINKS);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-        mkdirSync(fdLink(fd, name), { mode: o.mode ?? 0o755 });
-        next = openat2(fd, name, dirFlags, RESOLVE.BENEATH | RESOLVE.NO_SYMLINKS);
-        o.created?.(next, i === parts.length - 1);
-      }
-      if (fd !== rootFd) closeSync(fd);
-      fd = next;
-    }
-    // `p` is the root itself: a descriptor of its own, as for any other directory.
-    return fd === rootFd ? openat2(rootFd, '.', O_PATH | constants.O_DIRECTORY, RESOLVE.BENEATH) : fd;
-  } catch (e) {
-    if (fd !== rootFd) closeSync(fd);
-    throw inRootError(e, p);
-  } finally {
-    if (typeof root === 'string') closeSync(rootFd);
   }
 }
 

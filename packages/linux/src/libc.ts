@@ -12,7 +12,6 @@ function declare() {
   return {
     mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: lib.func('int umount2(const char *target, int flags)'),
-    sethostname: lib.func('int sethostname(const char *name, size_t len)'),
     chroot: lib.func('int chroot(const char *path)'),
     mknod: lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
     lgetxattr: lib.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
@@ -21,11 +20,9 @@ function declare() {
     lremovexattr: lib.func('int lremovexattr(const char *path, const char *name)'),
     flock: lib.func('int flock(int fd, int operation)'),
     syscall: lib.func('long syscall(long number, ...)'),
-    prctl: lib.func('int prctl(int option, ...)'),
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     lchown: lib.func('int lchown(const char *path, uint32_t owner, uint32_t group)'),
     ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
-    setsid: lib.func('int setsid(void)'),
   };
 }
 

@@ -90,21 +90,8 @@ export function umount(target: string, flags = 0): void {
   check(sys().umount2(target, flags), 'umount2', target);
 }
 
-const SYS_PIVOT_ROOT: Record<string, number> = { x64: 155, arm64: 41, riscv64: 41, loong64: 41, ia32: 217, arm: 218, s390x: 217, ppc64: 203 };
-
-/** pivot_root(2); glibc has no wrapper. `pivotRoot('.', '.')` stacks the old root under the new one. */
-export function pivotRoot(newRoot: string, putOld: string): void {
-  const nr = SYS_PIVOT_ROOT[process.arch];
-  if (nr === undefined) throw new Error(`pivot_root: unsupported architecture ${process.arch}`);
-  check(sys().syscall(nr, 'const char *', newRoot, 'const char *', putOld), 'pivot_root', newRoot);
-}
-
 export function chroot(path: string): void {
   check(sys().chroot(path), 'chroot', path);
-}
-
-export function sethostname(name: string): void {
-  check(sys().sethostname(name, Buffer.byteLength(name)), 'sethostname');
 }
 
 // The new mount API's syscalls share one number on every architecture (asm-generic, Linux 5.2+).

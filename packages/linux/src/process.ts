@@ -1,27 +1,5 @@
 import { koffi } from './ffi.js';
-import { check, sys, syscallError } from './libc.js';
-
-/** prctl(2) options. */
-export const PR = {
-  SET_PDEATHSIG: 1,
-  CAPBSET_DROP: 24,
-  SET_NO_NEW_PRIVS: 38,
-  SET_CHILD_SUBREAPER: 36,
-} as const;
-
-export function prctl(option: number, arg2 = 0): void {
-  check(sys().prctl(option, 'unsigned long', arg2, 'unsigned long', 0, 'unsigned long', 0, 'unsigned long', 0), 'prctl');
-}
-
-const F_GETFD = 1;
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
-
-/** Node opens fds 0, 1, 2 close-on-exec; a command exec'd directly needs them kept open. */
-export function clearCloexec(fd: number): void {
-  const flags = check(sys().fcntl(fd, F_GETFD), 'fcntl');
-  check(sys().fcntl(fd, F_SETFD, 'int', flags & ~FD_CLOEXEC), 'fcntl');
-}
+import { sys, syscallError } from './libc.js';
 
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
