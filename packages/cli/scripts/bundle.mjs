@@ -35,6 +35,11 @@ const head = git('rev-parse', '--verify', '-q', 'HEAD');
 const commit = head && git('status', '--porcelain', '--untracked-files=no') !== '' ? `${head}-dirty` : head;
 const runtimeDir = path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
 const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
+// The seccomp compiler's and docker's default profile's digest (runtime's defaultProfileIdentity),
+// computed here from the code being bundled: a run then names its cached program without
+// loading node:crypto to hash the compiler and the profile again.
+const { defaultProfileIdentity } = await import(pathToFileURL(path.join(runtimeDir, 'dist', 'seccomp', 'program-cache.js')).href);
+const seccompIdentity = defaultProfileIdentity();
 
 const common = {
   bundle: true,
@@ -52,6 +57,7 @@ const common = {
     TSBUILD_VERSION: JSON.stringify(version),
     TSBUILD_GIT_COMMIT: JSON.stringify(commit),
     TSBUILD_RUNTIME_DIR: JSON.stringify(path.relative(path.join(outdir, 'commands'), runtimeDir)),
+    TSBUILD_SECCOMP_IDENTITY: JSON.stringify(seccompIdentity),
   },
   banner: { js: "const __bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   minifyWhitespace: true,

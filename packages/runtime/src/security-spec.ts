@@ -2,11 +2,11 @@ import { chownSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { capGet, lastCapability } from '@tsbuild/linux';
 import { InvalidArgumentError } from '@tsbuild/oci';
-import { resolveCapabilities, type CapabilityChanges } from './capabilities.js';
+import { capabilityMask, resolveCapabilities, type CapabilityChanges } from './capabilities.js';
 import type { EtcFiles } from './etc-files.js';
-import { compiledProgram } from './seccomp/program-cache.js';
+import { compiledProgram, defaultProfileIdentity } from './seccomp/program-cache.js';
 import { DEFAULT_SECCOMP_PROFILE } from './seccomp/default-profile.js';
-import { parseSeccompProfile, resolveProfile, type SeccompProfile } from './seccomp/profile.js';
+import { parseSeccompProfile, resolveProfile, type ResolvedProfile, type SeccompProfile } from './seccomp/profile.js';
 import { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS } from './security-paths.js';
 import { type SelinuxLabelOptions, type SelinuxLabels, apparmorProfile, parseLabelOption, selinuxLabels, validateApparmorProfile } from './security-labels.js';
 import { warnOnce } from './warn-once.js';
@@ -104,8 +104,11 @@ export function securityRequest(spec: SecurityOptions & { scratchDir: string; ro
     let program = seccomp === 'default' ? compiledDefault.get(key) : undefined;
     if (program === undefined) {
       const profile = seccomp === 'default' ? DEFAULT_SECCOMP_PROFILE : seccomp;
-      const resolved = resolveProfile(profile, { capabilities: new Set(capabilities), arch: process.arch, kernel: release() });
-      program = compiledProgram(resolved, spec.cacheDir);
+      const kernel = release().replace(/[^\w.+-]/g, '_');
+      const resolve = (): ResolvedProfile => resolveProfile(profile, { capabilities: new Set(capabilities), arch: process.arch, kernel });
+      // Docker's default profile is named by what decides its program, without a digest to compute.
+      const name = seccomp === 'default' ? `default-${defaultProfileIdentity().slice('sha256:'.length, 'sha256:'.length + 32)}-${process.arch}-${kernel}-${capabilityMask(capabilities).toString(16)}` : undefined;
+      program = compiledProgram(resolve, spec.cacheDir, name);
       if (seccomp === 'default') compiledDefault.set(key, program);
     }
     req.seccomp = program;
