@@ -3,16 +3,6 @@
 const path = require('node:path');
 const { loadScript } = require('../bundle/load-command.cjs');
 
-// `tsbuild run …`: the runtime's helper starts first, and node boots in it while main and the run
-// command load (src/prestart-run.ts says when; main does it for `tsbuild GLOBAL-FLAGS run …`).
-if (process.argv[2] === 'run') {
-  try {
-    loadScript(path.join(__dirname, '..', 'bundle', 'prestart.cjs'), true).prestart([], process.argv.slice(3));
-  } catch {
-    // nothing started: the run starts its helper itself, and says what is wrong if anything is
-  }
-}
-
 // The bundle (scripts/bundle.mjs) of dist/main.js. CommonJS, so node never starts its ES module
 // loader (~3 ms) for a command; loaded with its code cache as the commands are (load-command.cjs).
 const { main, internalError } = loadScript(path.join(__dirname, '..', 'bundle', 'main.cjs'), true);

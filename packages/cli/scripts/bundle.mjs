@@ -3,7 +3,6 @@
 //   bundle/main.cjs             the command table, help and version (dist/main.js)
 //   bundle/commands/<id>.cjs    one self-contained file per command
 //   bundle/load-command.cjs     loads a command's file with V8's code cache (see that file)
-//   bundle/prestart.cjs         `tsbuild run`'s early start of its helper (dist/prestart-run.js)
 // Measured: a cached rebuild spent ~110 of its ~300 ms resolving, reading and compiling ~400
 // module files; bundled it starts in ~60% of the time. CommonJS rather than ES modules, one file
 // per command rather than shared chunks: `tsbuild push` reached its registry ~6 ms sooner, and
@@ -99,23 +98,5 @@ const commandSummaries = {
     }));
   },
 };
-// main's `import('./prestart-run.js')` (for `run` only) becomes a load of bundle/prestart.cjs,
-// bundled apart so that no other command loads the runtime's code with main.
-const prestartFile = {
-  name: 'prestart-file',
-  setup(b) {
-    b.onResolve({ filter: /^\.\/prestart-run\.js$/ }, () => ({ path: 'prestart', namespace: 'tsbuild-prestart' }));
-    b.onLoad({ filter: /.*/, namespace: 'tsbuild-prestart' }, () => ({
-      contents: `module.exports = require('./load-command.cjs').loadScript(require('node:path').join(__dirname, 'prestart.cjs'), true);`,
-      loader: 'js',
-    }));
-  },
-};
-await build({ ...common, entryPoints: [path.join(dist, 'main.js')], outfile: path.join(outdir, 'main.cjs'), plugins: [commandFiles, commandSummaries, prestartFile] });
-await build({
-  ...common,
-  entryPoints: [path.join(dist, 'prestart-run.js')],
-  outfile: path.join(outdir, 'prestart.cjs'),
-  define: { ...common.define, TSBUILD_RUNTIME_DIR: JSON.stringify(path.relative(outdir, runtimeDir)) },
-});
+await build({ ...common, entryPoints: [path.join(dist, 'main.js')], outfile: path.join(outdir, 'main.cjs'), plugins: [commandFiles, commandSummaries] });
 copyFileSync(path.join(root, 'scripts', 'load-command.cjs'), path.join(outdir, 'load-command.cjs'));

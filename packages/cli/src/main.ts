@@ -81,9 +81,6 @@ export async function main(argv: string[]): Promise<number> {
       return report(e, id);
     }
   }
-  // `tsbuild GLOBAL-FLAGS run NAME CMD…`: the runtime's helper starts before the command's code
-  // loads (without global flags bin/run.cjs started it, before main loaded).
-  if (id === 'run' && first !== 'help' && globals.length > 0) (await import('./prestart-run.js')).prestart(globals, rest);
   const c = await load(id);
   if (first === 'help') {
     print(commandHelp(c));

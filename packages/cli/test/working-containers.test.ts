@@ -197,41 +197,6 @@ describe('working containers', () => {
       expectOneLineError(await t.run(['run', 'ghost-of-a-run', '--', 'true']), /ghost-of-a-run/);
       expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
     });
-
-    it('`run NAME CMD` without a flag that changes how it starts takes the helper started before its code loaded (its scratch directory says so); with one, the run starts its own', async () => {
-      const ctr = await ok(['from', 'busybox']);
-      /** Every scratch directory seen while the run lasted (listed every 10 ms). */
-      const scratchOf = async (args: string[]): Promise<{ pid: number; dirs: string[] }> => {
-        const child = t.spawn(args);
-        let closed = false;
-        const done = new Promise<number | null>((r) => child.on('close', (code) => ((closed = true), r(code))));
-        const seen = new Set<string>();
-        while (!closed) {
-          for (const n of await fsp.readdir(path.join(t.root, 'tmp'))) if (n.startsWith('run-')) seen.add(n);
-          await sleep(10);
-        }
-        expect(await done).toBe(0);
-        return { pid: child.pid as number, dirs: [...seen] };
-      };
-      // The early start names its directory run-<pid>-early-…; WorkingContainer.startRun run-<pid>-<12 hex digits>.
-      const plain = await scratchOf(['run', ctr, '--', 'sh', '-c', 'sleep 0.5']);
-      expect(plain.dirs).toHaveLength(1);
-      expect(plain.dirs[0]).toMatch(new RegExp(`^run-${plain.pid}-early-[0-9a-z]+$`));
-      // With a global flag first, main starts it (bin/run.cjs does for `run` as the first word).
-      const global = await scratchOf(['--root', t.root, 'run', ctr, '--', 'sh', '-c', 'sleep 0.5']);
-      expect(global.dirs).toHaveLength(1);
-      expect(global.dirs[0]).toMatch(new RegExp(`^run-${global.pid}-early-[0-9a-z]+$`));
-      // Flags that change nothing of how the container starts keep the early start.
-      const neutral = await scratchOf(['run', '-e', 'X=1', '--workingdir=/tmp', '--hostname', 'h', ctr, '--', 'sh', '-c', 'sleep 0.5']);
-      expect(neutral.dirs).toHaveLength(1);
-      expect(neutral.dirs[0]).toMatch(new RegExp(`^run-${neutral.pid}-early-[0-9a-z]+$`));
-      const flagged = await scratchOf(['run', '--pids-limit', '100', ctr, '--', 'sh', '-c', 'sleep 0.5']);
-      expect(flagged.dirs).toHaveLength(1);
-      expect(flagged.dirs[0]).toMatch(new RegExp(`^run-${flagged.pid}-[0-9a-f]{12}$`));
-      // Nothing of either stays.
-      expect((await fsp.readdir(path.join(t.root, 'tmp'))).filter((n) => n.startsWith('run-'))).toEqual([]);
-      await ok(['rm', ctr]);
-    });
   });
 
   describe('copy and add', () => {

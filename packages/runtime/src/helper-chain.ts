@@ -66,8 +66,8 @@ export type Request = Omit<RunRequest, 'chainPid'> | Omit<CopyRequest, 'chainPid
 
 /**
  * What the chain's command line depends on, known before the rest of the request: a run can start
- * its chain first and prepare the request (cgroup, seccomp program) while node boots in the
- * helper, whose start-up is most of a short run's time.
+ * its chain first and prepare the request (cgroup, seccomp program) while the helper is moved
+ * into the run's cgroups (CgroupMove).
  */
 export interface ChainShape {
   kind: Request['kind'];
@@ -101,8 +101,7 @@ export async function runChain(request: Request, opts: ChainOptions): Promise<Ch
 }
 
 /**
- * Starts the chain (or takes `adopted`, one spawnChain started for this shape and options); its
- * helper boots and waits for the request that `send` gives it.
+ * Starts the chain; its helper starts and waits for the request that `send` gives it.
  *
  * Lifetime, whatever happens to tsbuild:
  *  - setpriv --pdeathsig KILL: setpriv execs unshare, which keeps the signal, so unshare is
@@ -115,11 +114,11 @@ export async function runChain(request: Request, opts: ChainOptions): Promise<Ch
  *    or abandoned the chain).
  * An abort closes the control socket, SIGKILLs PID 1 and unshare, and waits until they are gone.
  */
-export function startChain(shape: ChainShape, opts: ChainOptions, adopted?: SpawnedChain): Chain {
+export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
   let requested!: (r: Request | undefined) => void;
   const requestReady = new Promise<Request | undefined>((resolve) => (requested = resolve));
   const move = new CgroupMove();
-  const result = chainResult(shape, opts, requestReady, move, adopted);
+  const result = chainResult(shape, opts, requestReady, move);
   // Whatever happens before `send` is awaited is reported by it (or dropped by `abandon`).
   result.catch(() => {});
   let used = false;
@@ -145,15 +144,6 @@ export function startChain(shape: ChainShape, opts: ChainOptions, adopted?: Spaw
       );
     },
   };
-}
-
-/**
- * A chain's process spawned before its run was asked for (run.ts prestartRun), handed to the run
- * that takes it: startChain then attaches to it instead of spawning one. Its spawn succeeded (it
- * has a pid); its 'spawn' event may not have been emitted yet, and is not waited for.
- */
-export interface SpawnedChain {
-  child: SpawnedProcess;
 }
 
 /**
@@ -196,11 +186,11 @@ export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network'
   });
 }
 
-function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove, adopted?: SpawnedChain): Promise<ChainResult> {
+function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove): Promise<ChainResult> {
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
   let child: SpawnedProcess;
   try {
-    child = adopted?.child ?? spawnChain(shape, opts);
+    child = spawnChain(shape, opts);
   } catch (e) {
     return Promise.reject(e);
   }
@@ -311,8 +301,7 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
       void sendRequest(child.pid as number);
       opts.onSpawn?.({ stdin: child.stdin, stdout: child.stdout, stderr: child.stdio[4] as Readable | null });
     };
-    if (adopted !== undefined) onSpawned();
-    else child.on('spawn', onSpawned);
+    child.on('spawn', onSpawned);
     child.on('close', (code: number | null, sig: NodeJS.Signals | null) => {
       opts.signal?.removeEventListener('abort', onAbort);
       control.destroy();
@@ -376,7 +365,7 @@ function readOnlyExecutable(path: string): number {
 
 /**
  * Moves the helper (everything it forks follows) into the run's cgroups, from tsbuild's side and
- * while the helper's node starts: the first move into a cgroup v1 hierarchy waits for an RCU grace
+ * while the request is prepared: the first move into a cgroup v1 hierarchy waits for an RCU grace
  * period (cgroup_threadgroup_rwsem taken for writing), 5 to 20 ms measured here, which the helper
  * would otherwise spend after it had started, on the command's path. The move starts as soon as
  * both the cgroups (`cgroups`, from Chain.joinCgroups) and the helper (`helper`) are known, in the

@@ -1,5 +1,5 @@
 export type { Mount } from './mount-spec.js';
-export { prestartRun, run, startRun, type RunStart, type StartedRun } from './run.js';
+export { run, startRun, type RunStart, type StartedRun } from './run.js';
 export type { RunSpec, RunIO, RunResult, RunUsage } from './spec.js';
 export { copyInto } from './copy-into.js';
 export type { CopyOp, ExtraMount } from './helper-protocol.js';

@@ -1,6 +1,5 @@
 import { close, createReadStream, mkdirSync, rmSync, write } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import type { Socket } from 'node:net';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { inUserNamespace, randomHex, setWindowSize } from '@tsbuild/linux';
@@ -8,7 +7,7 @@ import { CancelledError, FailedPreconditionError, InvalidArgumentError } from '@
 import { type Resources, validateResources } from './cgroups/cgroup-resources.js';
 import { DEFAULT_CGROUP_ROOT, type RunCgroup, cgroupLayout, createRunCgroup, delegatedCgroup, ownCgroupPath, removeStaleCgroups, startCgroupReaper } from './cgroups/run-cgroup.js';
 import { runExternal } from './external-runtime.js';
-import { type Chain, type SpawnedChain, spawnChain, startChain, type StdioMode } from './helper-chain.js';
+import { type Chain, startChain, type StdioMode } from './helper-chain.js';
 import { findInit } from './init.js';
 import { MAX_ID, isValidId } from '@tsbuild/oci';
 import type { Mount } from './mount-spec.js';
@@ -49,120 +48,18 @@ export interface StartedRun {
  * does not take, and run() reports the problem as it would without one.
  */
 export function startRun(start: RunStart, io: RunIO, signal?: AbortSignal): StartedRun {
-  const pre = takePrestarted(start, io);
   if (start.runtime === undefined && signal?.aborted !== true) {
     try {
       validateStart(start);
-      return new Launch(pre !== undefined ? { ...start, scratchDir: pre.scratchDir } : start, io, signal, pre?.chain);
+      return new Launch(start, io, signal);
     } catch {
       // reported by run(), which checks the same values
     }
   }
-  if (pre !== undefined) letGo(pre);
   return {
     scratchDir: start.scratchDir,
     release: () => rm(start.scratchDir, { recursive: true, force: true }),
   };
-}
-
-/**
- * Where prestartRun leaves its chain for startRun, under a global symbol: the two may be separate
- * copies of this module in one process (the CLI's main and its run command are bundled apart).
- */
-const PRESTARTED = Symbol.for('tsbuild.prestarted-run');
-
-interface Prestarted {
-  scratchDir: string;
-  chain: SpawnedChain;
-  /** Taken by a run, or let go. */
-  done: boolean;
-  /** Removes prestartRun's exit and signal handlers (a closure of the copy of this module that made it). */
-  unhook: () => void;
-}
-
-/**
- * Spawns the helper chain of the default run (no network, user namespace, init, limits or devices
- * of its own, stdin ignored, stdout and stderr the process's) with `scratchDir` as its scratch
- * directory, before anything asks for a run: for `tsbuild run NAME CMD…`, whose main calls it
- * before the run command's own code has loaded, so that node boots in the helper meanwhile (~10 ms
- * sooner than startRun could). startRun takes it for that start (any scratch directory beside this
- * one) with those streams; any other start lets it go, and one that nothing took is killed and its
- * directory removed when the process exits. Never throws.
- */
-export function prestartRun(scratchDir: string): void {
-  try {
-    const target = posix.join(scratchDir, 'rootfs');
-    mkdirSync(target, { recursive: true });
-    const child = spawnChain({ kind: 'run', target, terminal: false }, { network: defaultNetwork(), stdio: ['ignore', 'inherit', 'inherit'] });
-    // And the reaper of the run's cgroup, while spawning is quick (startCgroupReaper).
-    if (cgroupRoot() !== undefined) startCgroupReaper();
-    child.on('error', () => {}); // a spawn that failed: no pid, so never taken
-    // Until a run takes it, it keeps nothing alive, and whatever ends the process first (an
-    // error, ^C, a SIGTERM) ends it too; the signal then does what it would have done.
-    child.unref();
-    for (const s of child.stdio) (s as Socket | null)?.unref();
-    const onExit = (): void => {
-      if (!p.done) letGo(p);
-    };
-    const onSignal = (signal: NodeJS.Signals): void => {
-      p.unhook();
-      onExit();
-      process.kill(process.pid, signal);
-    };
-    const p: Prestarted = {
-      scratchDir,
-      chain: { child },
-      done: false,
-      unhook: () => {
-        process.off('exit', onExit);
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-      },
-    };
-    process.once('exit', onExit);
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-    (globalThis as Record<symbol, unknown>)[PRESTARTED] = p;
-  } catch {
-    rmSync(scratchDir, { recursive: true, force: true });
-  }
-}
-
-/** The prestarted chain, when there is one that fits `start` and `io`; one that does not is let go. */
-function takePrestarted(start: RunStart, io: RunIO): Prestarted | undefined {
-  const g = globalThis as Record<symbol, Prestarted | undefined>;
-  const p = g[PRESTARTED];
-  if (p === undefined) return undefined;
-  delete g[PRESTARTED];
-  const child = p.chain.child;
-  const fits =
-    !p.done &&
-    // Spawned (its 'spawn' event waits for the next tick, which the awaits since need not have given).
-    child.pid !== undefined &&
-    child.exitCode === null &&
-    child.signalCode === null &&
-    posix.dirname(p.scratchDir) === posix.dirname(start.scratchDir) &&
-    canonical({ ...start, scratchDir: undefined }) === canonical({}) &&
-    io.terminal === undefined &&
-    (io.stdin ?? 'ignore') === 'ignore' &&
-    io.stdout === 'inherit' &&
-    io.stderr === 'inherit';
-  if (!fits) {
-    letGo(p);
-    return undefined;
-  }
-  p.unhook();
-  p.done = true;
-  child.ref();
-  for (const s of child.stdio) (s as Socket | null)?.ref();
-  return p;
-}
-
-function letGo(p: Prestarted): void {
-  p.unhook();
-  p.done = true;
-  p.chain.child.kill('SIGKILL');
-  rmSync(p.scratchDir, { recursive: true, force: true });
 }
 
 /** A run's network when its spec names none. */
@@ -221,7 +118,7 @@ class Launch implements StartedRun {
   /** Set once finish or release has it: a launch is used once. */
   #used = false;
 
-  constructor(start: RunStart, io: RunIO, signal: AbortSignal | undefined, adopted?: SpawnedChain) {
+  constructor(start: RunStart, io: RunIO, signal: AbortSignal | undefined) {
     this.scratchDir = start.scratchDir;
     this.#key = canonical(start);
     this.#io = io;
@@ -236,8 +133,8 @@ class Launch implements StartedRun {
     const tty = io.terminal !== undefined ? new TerminalRelay(io) : undefined;
     this.#tty = tty;
     const stdin: StdioMode = tty !== undefined || io.stdin === undefined || io.stdin === 'ignore' ? 'ignore' : io.stdin === 'inherit' ? 'inherit' : 'pipe';
-    // The chain first: node boots in the helper (most of a short run's time) while the cgroup is
-    // made and joined and the seccomp program compiled here; the helper waits for the request.
+    // The chain first: its helper is moved into the run's cgroup (an RCU grace period of 5–20 ms,
+    // see CgroupMove) while the request is prepared here; the helper waits for the request.
     this.#chain = startChain(
       { kind: 'run', target: this.#target, ...(start.userns !== undefined ? { userns: start.userns } : {}), terminal: tty !== undefined },
       {
@@ -261,9 +158,12 @@ class Launch implements StartedRun {
           if (s.stderr !== null && typeof io.stderr === 'object') s.stderr.pipe(io.stderr, { end: false });
         },
       },
-      adopted,
     );
-    // Moved while the helper starts, before the request exists.
+    // The cgroup reaper before the cgroup: once the helper's move into it has begun, a fork (the
+    // reaper's spawn) waits until that move has waited out its RCU grace period (fork takes
+    // cgroup_threadgroup_rwsem for reading, the move for writing): 3.6 ms of main's time, profiled.
+    if (this.#cgroupRoot !== undefined) startCgroupReaper();
+    // Moved while the request is prepared, before it exists.
     this.#cgroup = runCgroup(withDevices(start.resources, devices), this.#cgroupRoot).then((cgroup) => {
       if (cgroup !== undefined) this.#chain.joinCgroups(cgroup.procsFiles);
       return cgroup;
@@ -296,7 +196,7 @@ class Launch implements StartedRun {
       try {
         // Made again if it went: a run started before its caller took the store's lock may have
         // seen a prune empty the store's tmp/ meanwhile (the helper needs only this mountpoint now;
-        // node was executed through the links beside it as the chain started).
+        // it was executed through the links beside it as the chain started).
         mkdirSync(this.#target, { recursive: true });
         cgroup = await this.#cgroup;
         request = {

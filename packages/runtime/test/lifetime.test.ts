@@ -190,11 +190,9 @@ function cgroupReapersOf(pid: number): number[] {
 describe('kill -9 of a real `tsbuild run`', () => {
   const bin = fileURLToPath(new URL('../../cli/bin/tsbuild', import.meta.url));
 
-  // With limits the run starts its own helper; without (only -e, which changes nothing of how it
-  // starts) it takes the one main started early (prestartRun), with the reaper main started.
   it.each([
     ['with limits', ['--memory', '64m', '--pids-limit', '50'], 1],
-    ['the early-started helper', [], 0],
+    ['without', [], 0],
   ])('leaves no process, no mount and no cgroup, with no later command to sweep them (%s)', async (_what, flags, minCgroups) => {
     const tmp = mkdtempSync(join(tmpdir(), 'tsbuild-kill9-'));
     let tsbuild: ReturnType<typeof spawn> | undefined;
@@ -211,8 +209,7 @@ describe('kill -9 of a real `tsbuild run`', () => {
       await waitFor('the container processes', () => processesWithEnv(marker).length >= 2);
       // memory, pids and unified with limits; the accounting and device ones and unified without
       expect(tsbuildCgroups(pid).length).toBeGreaterThan(minCgroups as number);
-      // The early start's scratch directory is run-<tsbuild's pid>-early-…, the run's own run-<pid>-<hex>.
-      expect(readdirSync(join(tmp, 'store', 'tmp')).some((n) => n.startsWith(`run-${pid}-early-`))).toBe(flags.length === 0);
+      expect(readdirSync(join(tmp, 'store', 'tmp')).some((n) => n.startsWith(`run-${pid}-`))).toBe(true);
       expect(mountsMentioning(tmp).length).toBeGreaterThan(0);
       // Other test processes sweep dead pids' cgroups too (removeStaleCgroups before each run), so
       // that they vanish proves little alone: the reaper tsbuild started must do it, and end.

@@ -283,17 +283,13 @@ done
 exit 1
 `;
 
-/**
- * This process's reaper (its stdin), under a global symbol: the CLI's main and its run command
- * are bundled apart, and the reaper main starts early (startCgroupReaper) is the one the run uses.
- */
+/** This process's reaper (its stdin), under a global symbol: one per process, whichever copy of this module starts it. */
 const REAPER = Symbol.for('tsbuild.cgroup-reaper');
 
 /**
- * Starts this process's reaper if it has none. reapOnExit does it on first use; tsbuild run's
- * early start (runtime prestartRun) does it first, while the CPUs are free: a start returns only
- * once the child has executed, which took node's spawn() 2 to 13 ms (traced) in the middle of a
- * run's preparation, with the helper's node booting on the other CPU; spawnProcess ~1 ms.
+ * Starts this process's reaper if it has none; reapOnExit does it on first use. A start returns
+ * once the child has executed: node's spawn() took 2 to 13 ms (traced) in the middle of a run's
+ * preparation, spawnProcess ~1 ms.
  */
 export function startCgroupReaper(): Writable {
   const g = globalThis as Record<symbol, Writable | undefined>;
