@@ -265,14 +265,20 @@ static long long number(const char *key, const char *v, long long min, long long
   return n;
 }
 
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
 static unsigned char *unhex(const char *v, size_t *len) {
   size_t n = strlen(v);
   if (n % 2 != 0) fail("INTERNAL", "bad request: seccomp program of odd length");
   unsigned char *out = xmalloc(n / 2);
   for (size_t i = 0; i < n / 2; i++) {
-    unsigned int b;
-    if (sscanf(v + 2 * i, "%2x", &b) != 1) fail("INTERNAL", "bad request: seccomp program is not hex");
-    out[i] = (unsigned char)b;
+    int hi = hex_digit(v[2 * i]), lo = hex_digit(v[2 * i + 1]);
+    if (hi < 0 || lo < 0) fail("INTERNAL", "bad request: seccomp program is not hex");
+    out[i] = (unsigned char)(hi << 4 | lo);
   }
   *len = n / 2;
   return out;
@@ -767,8 +773,9 @@ static int mount_overlay(const char *source, const char *target, unsigned long f
       if (common[k] == '/') last = k;
       k++;
     }
-    if (!(common[k] == 0 && (dir[k] == '/' || dir[k] == 0))) common[last] = 0;
-    else common[k] = 0;
+    /* Equal up to the end of one of them, at a component's end: the shorter one is common. */
+    bool boundary = (common[k] == 0 || common[k] == '/') && (dir[k] == 0 || dir[k] == '/');
+    common[boundary ? k : last] = 0;
     free(dir);
   }
   if (common[0] == 0 || !strcmp(common, "/")) return mount(source, target, "overlay", flags, data);
