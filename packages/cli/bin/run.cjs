@@ -29,7 +29,13 @@ process.on('unhandledRejection', crash);
 // listeners still run. A command whose work stalled (nothing left to wait on, its promise never
 // settled) would end with node's status 0 and nothing said: say so in one line, and fail with status 1.
 process.on('beforeExit', () => {
-  if (settled) process.exit();
+  if (settled) {
+    // The last 'exit' listener, where the command loaded koffi: _exit(2) once the others have run
+    // (packages/linux/src/ffi.ts says why).
+    const exitNow = globalThis[Symbol.for('tsbuild.exit-now')];
+    if (typeof exitNow === 'function') process.on('exit', (code) => exitNow(code ?? 0));
+    process.exit();
+  }
   process.stderr.write('Error: internal error: the command stopped before it finished (a stream stalled)\n');
   process.exit(1);
 });

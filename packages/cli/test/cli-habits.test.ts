@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliError, Flags } from '../src/cli-kit.js';
 import { splitGlobalFlags } from '../src/global-flags.js';
-import { TestStore } from './harness.js';
+import { REPO, TestStore } from './harness.js';
 
 describe('splitGlobalFlags', () => {
   it('takes the global flags before the first word, in both spellings, and leaves the rest', () => {
@@ -45,6 +45,16 @@ describe('global flags before the command, version and info', () => {
   afterAll(async () => {
     await t.cleanup();
     await other.cleanup();
+  });
+
+  it("a command that loaded koffi leaves by _exit(2) after node's 'exit' listeners: its output whole, its status kept, its code cache written", async () => {
+    const cache = path.join(REPO, 'packages/cli/bundle/commands/from.cjs.cache');
+    rmSync(cache, { force: true });
+    expect(await other.run(['from', '--name', 'exit-probe', 'elsewhere:1'])).toMatchObject({ code: 0, stdout: 'exit-probe\n', stderr: '' });
+    // Written by an 'exit' listener of load-command.cjs, which ran before the _exit.
+    expect(existsSync(cache)).toBe(true);
+    expect((await other.run(['rm', 'exit-probe'])).code).toBe(0);
+    expect((await other.run(['rm', 'exit-probe'])).code).toBe(1);
   });
 
   it('--root DIR and --root=DIR before the command select that store, as after it', async () => {
