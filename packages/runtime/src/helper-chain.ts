@@ -152,7 +152,7 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
  * the init's read-only descriptor for it. Throws a FailedPreconditionError when the helper or
  * those mounts cannot be had; a spawn that fails later (no setpriv) is the child's 'error' event.
  */
-export function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): SpawnedProcess {
+function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): SpawnedProcess {
   const run = shape.kind === 'run';
   const helper = run ? runHelperPath() : helperPath();
   if (!existsSync(helper)) throw new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`);
