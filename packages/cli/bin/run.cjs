@@ -31,9 +31,11 @@ process.on('unhandledRejection', crash);
 process.on('beforeExit', () => {
   if (settled) {
     // The last 'exit' listener, where the command loaded koffi: _exit(2) once the others have run
-    // (packages/linux/src/ffi.ts says why).
+    // (packages/linux/src/ffi.ts says why). Not under node flags or NODE_OPTIONS (--cpu-prof,
+    // --heap-prof, --inspect…) or NODE_V8_COVERAGE: node writes what they collect in its own exit.
     const exitNow = globalThis[Symbol.for('tsbuild.exit-now')];
-    if (typeof exitNow === 'function') process.on('exit', (code) => exitNow(code ?? 0));
+    const diagnosed = process.execArgv.length > 0 || !!process.env.NODE_OPTIONS || !!process.env.NODE_V8_COVERAGE;
+    if (typeof exitNow === 'function' && !diagnosed) process.on('exit', (code) => exitNow(code ?? 0));
     process.exit();
   }
   process.stderr.write('Error: internal error: the command stopped before it finished (a stream stalled)\n');

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,6 +55,14 @@ describe('global flags before the command, version and info', () => {
     expect(existsSync(cache)).toBe(true);
     expect((await other.run(['rm', 'exit-probe'])).code).toBe(0);
     expect((await other.run(['rm', 'exit-probe'])).code).toBe(1);
+    // Under a node flag such as --cpu-prof node exits itself, and writes what the flag collected.
+    const profiles = path.join(other.root, 'profiles');
+    execFileSync(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profiles}`, path.join(REPO, 'packages/cli/bin/run.cjs'), 'from', '--name', 'exit-probe', 'elsewhere:1'], {
+      env: { ...process.env, TSBUILD_ROOT: other.root },
+      stdio: 'ignore',
+    });
+    expect(readdirSync(profiles).filter((f) => f.endsWith('.cpuprofile'))).toHaveLength(1);
+    expect((await other.run(['rm', 'exit-probe'])).code).toBe(0);
   });
 
   it('--root DIR and --root=DIR before the command select that store, as after it', async () => {
