@@ -22,7 +22,7 @@ module.exports = function loadCommand(id) {
   return loadScript(path.join(__dirname, 'commands', `${id}.cjs`), process.argv[2] === id);
 };
 
-/** Loads `file` (a CommonJS file) with its code cache; `save`: write one at exit if it had none. */
+/** Loads `file` (a CommonJS module written as its wrapper function) with its code cache; `save`: write one at exit if it had none. */
 function loadScript(file, save) {
   const cacheFile = `${file}.cache`;
   const source = readFileSync(file, 'utf8');
@@ -35,7 +35,8 @@ function loadScript(file, save) {
   } catch {
     cachedData = undefined;
   }
-  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+  // The file is the wrapper function itself (bundle.mjs writes it so): compiled as it is.
+  const script = new vm.Script(source, {
     filename: file,
     cachedData,
     importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
