@@ -430,19 +430,11 @@ static void do_symlink(const char *target, const char *path) {
   if (symlink(target, path) != 0) FAILED("symlink %s: %s", path, ename(errno));
 }
 
+static int make_directories(const char *path, mode_t mode);
+
 /* mkdir -p of a path tsbuild chose (the scratch directory's own entries). */
 static void mkdir_all(const char *path, mode_t mode) {
-  char *p = xstrdup(path);
-  for (char *s = p + 1;; s++) {
-    if (*s == '/' || *s == 0) {
-      char c = *s;
-      *s = 0;
-      if (mkdir(p, mode) != 0 && errno != EEXIST) FAILED("mkdir %s: %s", p, ename(errno));
-      *s = c;
-      if (c == 0) break;
-    }
-  }
-  free(p);
+  if (make_directories(path, mode) != 0) FAILED("mkdir %s: %s", path, ename(errno));
 }
 
 static char *dirname_of(const char *path) {
@@ -613,23 +605,19 @@ static char *resolve_or_fail(const char *root, const char *path, bool follow_fin
 }
 
 /*
- * mkdir -p inside the root: each component of the resolved path opened, or
- * made, through its parent's descriptor, never following a link. Returns an O_PATH descriptor of
- * the last directory, or -1 with errno.
+ * mkdir -p inside the root of `path`, already resolved there (resolve_in_root): each component
+ * opened, or made, through its parent's descriptor, never following a link (one that appeared
+ * since the walk fails the open). Returns an O_PATH descriptor of the last directory, or -1 with
+ * errno.
  */
 static int mkdir_all_in_root(int rootfd, const char *path) {
-  struct parts p;
-  int err = resolve_parts(rootfd, path, true, &p);
-  if (err != 0) {
-    errno = err;
-    return -1;
-  }
+  char *copy = xstrdup(path), *save = NULL;
   int fd = rootfd;
-  for (size_t i = 0; i < p.n; i++) {
-    int next = openat2_retry(fd, p.v[i], O_PATH | O_DIRECTORY | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
+  for (char *name = strtok_r(copy, "/", &save); name != NULL; name = strtok_r(NULL, "/", &save)) {
+    int next = openat2_retry(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
     if (next < 0 && errno == ENOENT) {
-      if (mkdirat(fd, p.v[i], 0755) != 0 && errno != EEXIST) next = -1;
-      else next = openat2_retry(fd, p.v[i], O_PATH | O_DIRECTORY | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
+      if (mkdirat(fd, name, 0755) != 0 && errno != EEXIST) next = -1;
+      else next = openat2_retry(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
     }
     int saved = errno;
     if (fd != rootfd) close(fd);
@@ -640,45 +628,50 @@ static int mkdir_all_in_root(int rootfd, const char *path) {
     }
     fd = next;
   }
-  for (size_t i = 0; i < p.n; i++) free(p.v[i]);
-  free(p.v);
+  free(copy);
   if (fd == rootfd) fd = openat2_retry(rootfd, ".", O_PATH | O_DIRECTORY, RESOLVE_BENEATH, 0);
   return fd;
 }
 
 /*
  * A descriptor of the mountpoint at `dest` (resolved inside the root already), made if missing: a
- * directory, or for a file an empty file. An existing entry is used as it is.
+ * directory, or for a file an empty file. An existing entry is used as it is. -1 with errno when
+ * it cannot be had (a read-only rootfs).
  */
-static int mountpoint_fd(const char *root, const char *dest, bool file) {
+static int open_mountpoint(const char *root, const char *dest, bool file) {
   int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rootfd < 0) return -1;
   int fd = -1;
-  if (rootfd >= 0) {
-    if (!file) {
-      fd = mkdir_all_in_root(rootfd, dest);
-    } else {
-      char *dir = dirname_of(dest);
-      const char *name = strrchr(dest, '/') + 1;
-      int dirfd = mkdir_all_in_root(rootfd, dir);
-      free(dir);
-      if (dirfd >= 0) {
-        fd = openat2_retry(dirfd, name, O_PATH | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
-        if (fd < 0 && errno == ENOENT) {
-          int made = openat2_retry(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0644);
-          if (made >= 0) {
-            close(made);
-            fd = openat2_retry(dirfd, name, O_PATH | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
-          }
+  if (!file) {
+    fd = mkdir_all_in_root(rootfd, dest);
+  } else {
+    char *dir = dirname_of(dest);
+    const char *name = strrchr(dest, '/') + 1;
+    int dirfd = mkdir_all_in_root(rootfd, dir);
+    free(dir);
+    if (dirfd >= 0) {
+      fd = openat2_retry(dirfd, name, O_PATH | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
+      if (fd < 0 && errno == ENOENT) {
+        int made = openat2_retry(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0644);
+        if (made >= 0) {
+          close(made);
+          fd = openat2_retry(dirfd, name, O_PATH | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
         }
-        int saved = errno;
-        close(dirfd);
-        errno = saved;
       }
+      int saved = errno;
+      close(dirfd);
+      errno = saved;
     }
-    int saved = errno;
-    close(rootfd);
-    errno = saved;
   }
+  int saved = errno;
+  close(rootfd);
+  errno = saved;
+  return fd;
+}
+
+/* open_mountpoint, or the run fails naming the mountpoint. */
+static int mountpoint_fd(const char *root, const char *dest, bool file) {
+  int fd = open_mountpoint(root, dest, file);
   if (fd < 0) FAILED("cannot create mountpoint %s in the rootfs (read-only?): %s", dest, ename(errno));
   return fd;
 }
@@ -918,25 +911,8 @@ static void bind_etc_files(const char *root, const char *scratch, const struct r
     char *source = xprintf("%s/%s", dir, ETC_FILES[i].name);
     write_file(source, contents[i], 0644, "write the /etc files");
     char *target = resolve_or_fail(root, ETC_FILES[i].path, true, "");
-    int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    /* mountpoint_fd fails the run; a read-only rootfs only skips the file, so look first. */
-    char *parent = dirname_of(target);
-    int dirfd = rootfd < 0 ? -1 : mkdir_all_in_root(rootfd, parent);
-    int at = -1;
-    if (dirfd >= 0) {
-      const char *name = strrchr(target, '/') + 1;
-      at = openat2_retry(dirfd, name, O_PATH | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
-      if (at < 0 && errno == ENOENT) {
-        int made = openat2_retry(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0644);
-        if (made >= 0) {
-          close(made);
-          at = openat2_retry(dirfd, name, O_PATH | O_NOFOLLOW, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, 0);
-        }
-      }
-      close(dirfd);
-    }
-    if (rootfd >= 0) close(rootfd);
-    free(parent);
+    /* A read-only rootfs without the file skips it (open_mountpoint says -1), where a mount fails. */
+    int at = open_mountpoint(root, target, true);
     if (at >= 0) {
       struct stat st;
       if (fstat(at, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -1214,14 +1190,14 @@ static int hand_over_pty(void) {
 }
 
 /* mkdir -p, each component once: a /proc path answers ENOENT, and that ends it (no retry loop). */
-static int make_directories(const char *path) {
+static int make_directories(const char *path, mode_t mode) {
   char *p = xstrdup(path);
   int rc = 0;
   for (char *s = p + 1;; s++) {
     if (*s != '/' && *s != 0) continue;
     char c = *s;
     *s = 0;
-    if (s[-1] != '/' && mkdir(p, 0755) != 0 && errno != EEXIST) {
+    if (s[-1] != '/' && mkdir(p, mode) != 0 && errno != EEXIST) {
       rc = -1;
       break;
     }
@@ -1384,7 +1360,7 @@ static _Noreturn void exec_command(struct request *r, int terminal) {
   /* After pivot_root: created as root, as docker does. A /proc/self/fd/N or /proc/self/cwd magic
    * link can lead outside the root (runc CVE-2024-21626): getcwd(3) answers ENOENT there. */
   char cwd[4096];
-  if (make_directories(r->cwd) != 0 || chdir(r->cwd) != 0 || getcwd(cwd, sizeof cwd) == NULL)
+  if (make_directories(r->cwd, 0755) != 0 || chdir(r->cwd) != 0 || getcwd(cwd, sizeof cwd) == NULL)
     FAILED("cannot use working directory %s: %s", r->cwd, ename(errno));
   if (terminal >= 0) {
     /* A session of its own with the pty as its controlling terminal, and the pty as 0, 1 and 2. */
