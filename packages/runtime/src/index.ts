@@ -1,5 +1,6 @@
 export type { Mount } from './mount-spec.js';
 export { run, startRun, type RunStart, type StartedRun } from './run.js';
+export { helperPath, runHelperPath } from './package-files.js';
 export type { RunSpec, RunIO, RunResult, RunUsage } from './spec.js';
 export { copyInto } from './copy-into.js';
 export type { CopyOp, ExtraMount } from './helper-protocol.js';

@@ -1,12 +1,11 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { CliError, Flags } from '../cli-kit.js';
 import { BaseCommand } from '../base-command.js';
 import { goArch } from '../version-info.js';
 import { findOnPath, inUserNamespace, readIdMap, toolPath } from '@tsbuild/linux';
-import { apparmorEnabled, selinuxEnabled } from '@tsbuild/runtime';
+import { apparmorEnabled, helperPath, runHelperPath, selinuxEnabled } from '@tsbuild/runtime';
 import { print } from '../print.js';
 
 /** A /proc/self/{u,g}id_map as buildah info prints it: container_id, host_id, size. */
@@ -81,16 +80,14 @@ export default class Info extends BaseCommand<typeof Info> {
     const store = await this.store();
     const images = new Set((await store.listImages()).map((r) => r.descriptor.digest));
     const containersDir = path.join(root, 'containers');
-    const runtimePkg = (() => {
+    // The runtime's helpers where its package has them built (null when missing or unresolvable).
+    const built = (file: () => string): string | null => {
       try {
-        return path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
+        const p = file();
+        return existsSync(p) ? p : null;
       } catch {
-        return undefined;
+        return null;
       }
-    })();
-    const built = (file: string): string | null => {
-      const p = runtimePkg === undefined ? undefined : path.join(runtimePkg, 'dist', file);
-      return p !== undefined && existsSync(p) ? p : null;
     };
     const info = {
       host: {
@@ -118,8 +115,8 @@ export default class Info extends BaseCommand<typeof Info> {
         builtin: {
           // The helper chain is setpriv → unshare → the helper (packages/runtime/src/helper-chain.ts):
           // run-helper (compiled from run-helper.c) for a run, node with helper.cjs for a copy.
-          helper: built('run-helper'),
-          copyHelper: built('helper.cjs'),
+          helper: built(runHelperPath),
+          copyHelper: built(helperPath),
           setpriv: findOnPath('setpriv', toolPath()) ?? null,
           unshare: findOnPath('unshare', toolPath()) ?? null,
           seccompArchitectures: SECCOMP_ARCHITECTURES,
