@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 // Bundles the compiled CLI (dist/) and the workspace packages it imports into bundle/:
 //   bundle/main.cjs             the command table, help and version (dist/main.js)
-//   bundle/commands/<id>.cjs    one self-contained file per command
-//   bundle/load-command.cjs     loads a command's file with V8's code cache (see that file)
+//   bundle/commands/<id>.cjs    one file per command, with the packages it imports
+//   bundle/chunks/<name>.cjs    the runtime and the registry client, for the commands that only
+//                               import() them (see CHUNKS)
+//   bundle/load-command.cjs     loads these files with V8's code cache (see that file)
 // Measured: a cached rebuild spent ~110 of its ~300 ms resolving, reading and compiling ~400
 // module files; bundled it starts in ~60% of the time. CommonJS rather than ES modules, one file
-// per command rather than shared chunks: `tsbuild push` reached its registry ~6 ms sooner, and
-// CommonJS can use a code cache, which node 20 offers no ES module (another ~4 ms).
+// per command rather than a file per package: `tsbuild push` reached its registry ~6 ms sooner;
+// CommonJS can use a code cache, which node 20 offers no ES module (another ~4 ms); and a file
+// per package loses the tree shaking: `from` then read and evaluated all of five packages (its
+// files to the end of `from`'s load 31.5 ms, against 24.3 for one file).
 // Native modules (koffi, zstd-napi) stay external and load from node_modules as before.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -49,8 +53,9 @@ const common = {
   // import('node:https') and the like become require(): no ES module loader at all.
   supported: { 'dynamic-import': false },
   // import.meta.url in the packages (createRequire, package files) becomes the bundle file's URL.
-  // TSBUILD_RUNTIME_DIR: the runtime package (its helper) relative to bundle/commands/, so that a
-  // run does not resolve it through node_modules (~3 ms before its helper can start).
+  // TSBUILD_RUNTIME_DIR: the runtime package (its helper) relative to bundle/commands/ and
+  // bundle/chunks/ (as deep), so that a run does not resolve it through node_modules (~3 ms
+  // before its helper can start).
   define: {
     'import.meta.url': '__bundleUrl',
     TSBUILD_VERSION: JSON.stringify(version),
@@ -69,12 +74,104 @@ const common = {
 };
 
 const commands = readdirSync(path.join(dist, 'commands')).filter((f) => f.endsWith('.js')).map((f) => f.slice(0, -'.js'.length));
-await build({
-  ...common,
-  entryPoints: commands.map((c) => path.join(dist, 'commands', `${c}.js`)),
-  outdir: path.join(outdir, 'commands'),
-  outExtension: { '.js': '.cjs' },
+
+// The runtime (~135 KB bundled) and the registry client (~60 KB) are files of their own for the
+// commands that only import() them: `from` pulls only an image it does not have, `commit` never
+// runs a container, `run` of a working container pulls nothing. Such a command no longer reads
+// them: in this VM, where a page fault costs ~14 µs, reading and compiling them was ~5 ms of
+// `from` and of `commit` (the from/run/commit script 397.1 → 381.8 ms, 21 interleaved runs).
+// A chunk imports the other packages from the command's file, which shares what the chunk needs
+// of them (load-command.cjs `share`): one instance of each module in a process, so the errors'
+// classes and the modules' state are the same on both sides. A command that imports a chunk's
+// package statically (`build`, `info`) keeps it in its own file.
+const CHUNKS = ['runtime', 'registry-client'];
+const packageOf = (id) => id.slice('@tsbuild/'.length);
+const externalChunks = (names) => ({
+  name: 'chunks',
+  setup(b) {
+    b.onResolve({ filter: /^@tsbuild\/[\w-]+$/ }, (a) => (names.includes(packageOf(a.path)) ? { path: a.path, external: true } : undefined));
+  },
 });
+
+// Each chunk, and the names it imports from the other packages.
+const chunkImports = {};
+for (const chunk of CHUNKS) {
+  const entry = createRequire(import.meta.url).resolve(`@tsbuild/${chunk}`);
+  const others = {
+    name: 'other-packages',
+    setup(b) {
+      b.onResolve({ filter: /^@tsbuild\/[\w-]+$/ }, (a) => (packageOf(a.path) === chunk ? undefined : { path: a.path, external: true }));
+    },
+  };
+  // As ES modules first: the import statements esbuild writes say which names the chunk uses.
+  const esm = await build({ ...common, format: 'esm', banner: {}, footer: {}, minifyWhitespace: false, minifySyntax: false, write: false, entryPoints: [entry], outdir: path.join(outdir, 'chunks'), plugins: [others] });
+  const names = {};
+  for (const m of esm.outputFiles[0].text.matchAll(/^import\s*(\*\s*as\s*\w+|\{[^}]*\})\s*from\s*"(@tsbuild\/[\w-]+)";?$/gm)) {
+    if (m[1].startsWith('*')) throw new Error(`bundle: chunk ${chunk} imports all of ${m[2]}: name what it uses`);
+    const set = (names[m[2]] ??= new Set());
+    for (const spec of m[1].slice(1, -1).split(',')) if (spec.trim() !== '') set.add(spec.trim().split(/\s+as\s+/)[0]);
+  }
+  if (Object.keys(names).length === 0) throw new Error(`bundle: found no imports of other packages in chunk ${chunk}`);
+  // An import() of another package would get only the names shared for the static imports.
+  if (/\bimport\(\s*"@tsbuild\//.test(esm.outputFiles[0].text)) throw new Error(`bundle: chunk ${chunk} has an import() of another package: import it statically`);
+  chunkImports[chunk] = names;
+  await build({ ...common, entryPoints: { [chunk]: entry }, outdir: path.join(outdir, 'chunks'), outExtension: { '.js': '.cjs' }, plugins: [others] });
+}
+
+// Which chunks each command imports statically (they stay in its file), from a first build with
+// every chunk external: `var import_x = require("@tsbuild/x")` is a static import, an import()
+// is `() => __toESM(require("@tsbuild/x"))`.
+const probe = await build({
+  ...common,
+  minifyWhitespace: false,
+  minifySyntax: false,
+  write: false,
+  entryPoints: Object.fromEntries(commands.map((c) => [c, path.join(dist, 'commands', `${c}.js`)])),
+  outdir: path.join(outdir, 'commands'),
+  plugins: [externalChunks(CHUNKS)],
+});
+const groups = new Map();
+for (const out of probe.outputFiles) {
+  const id = path.basename(out.path, '.js');
+  const inline = CHUNKS.filter((c) => new RegExp(`=\\s*(?:__toESM\\()?require\\("@tsbuild/${c}"\\)`).test(out.text));
+  const external = CHUNKS.filter((c) => !inline.includes(c) && out.text.includes(`require("@tsbuild/${c}")`));
+  const key = external.join(',');
+  if (!groups.has(key)) groups.set(key, { external, commands: [] });
+  groups.get(key).commands.push(id);
+}
+// A command's file: the command, and then the names its chunks import from the packages, shared
+// with them. Getters: the bindings are read when a chunk reads them, as an import would.
+const commandEntries = (external) => ({
+  name: 'command-entries',
+  setup(b) {
+    b.onResolve({ filter: /^tsbuild-command-entry:/ }, (a) => ({ path: a.path.slice('tsbuild-command-entry:'.length), namespace: 'tsbuild-command-entry' }));
+    b.onLoad({ filter: /.*/, namespace: 'tsbuild-command-entry' }, (a) => {
+      const file = JSON.stringify(path.join(dist, 'commands', `${a.path}.js`));
+      const shared = new Map();
+      for (const c of external) for (const [pkg, names] of Object.entries(chunkImports[c])) for (const n of names) (shared.get(pkg) ?? shared.set(pkg, new Set()).get(pkg)).add(n);
+      const lines = [`export * from ${file};`, `export { default } from ${file};`];
+      const objects = [];
+      let i = 0;
+      for (const [pkg, names] of shared) {
+        const locals = [...names].map((n) => [n, `s${i++}`]);
+        lines.push(`import { ${locals.map(([n, l]) => `${n} as ${l}`).join(', ')} } from ${JSON.stringify(pkg)};`);
+        objects.push(`${JSON.stringify(pkg)}: { ${locals.map(([n, l]) => `get ${n}() { return ${l}; }`).join(', ')} }`);
+      }
+      if (objects.length > 0) lines.push(`require('../load-command.cjs').share({ ${objects.join(', ')} });`);
+      return { contents: lines.join('\n'), loader: 'js', resolveDir: path.join(dist, 'commands') };
+    });
+    b.onResolve({ filter: /^\.\.\/load-command\.cjs$/ }, (a) => ({ path: a.path, external: true }));
+  },
+});
+for (const { external, commands: ids } of groups.values()) {
+  await build({
+    ...common,
+    entryPoints: Object.fromEntries(ids.map((c) => [c, `tsbuild-command-entry:${c}`])),
+    outdir: path.join(outdir, 'commands'),
+    outExtension: { '.js': '.cjs' },
+    plugins: [externalChunks(external), commandEntries(external)],
+  });
+}
 
 // main's `import('./commands/<id>.js')` becomes load-command.cjs's load of bundle/commands/<id>.cjs.
 const commandFiles = {
@@ -104,3 +201,12 @@ const commandSummaries = {
 };
 await build({ ...common, entryPoints: [path.join(dist, 'main.js')], outfile: path.join(outdir, 'main.cjs'), plugins: [commandFiles, commandSummaries] });
 copyFileSync(path.join(root, 'scripts', 'load-command.cjs'), path.join(outdir, 'load-command.cjs'));
+
+// load-command.cjs reads the files as latin1: esbuild escapes what is not ASCII in strings, but
+// not in a regular expression literal. Refuse such a file here, not as a wrong regex at run time.
+for (const dir of [outdir, path.join(outdir, 'commands'), path.join(outdir, 'chunks')]) {
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cjs') && n !== 'load-command.cjs')) {
+    const at = readFileSync(path.join(dir, f)).findIndex((b) => b > 0x7f);
+    if (at !== -1) throw new Error(`bundle: ${path.relative(root, path.join(dir, f))} has a byte that is not ASCII at offset ${at}: write it as an escape in the source`);
+  }
+}

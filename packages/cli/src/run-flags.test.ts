@@ -36,25 +36,25 @@ describe('run flags', () => {
     }
   });
 
-  it('--security-opt systempaths=unconfined: no masked and no read-only paths', () => {
-    expect(runtimeOptions({ 'security-opt': ['systempaths=unconfined'] })).toEqual({ maskedPaths: [], readonlyPaths: [] });
-    expect(runtimeOptions({})).toEqual({});
-    expect(() => runtimeOptions({ 'security-opt': ['systempaths=confined'] })).toThrow(/^--security-opt systempaths=confined: want seccomp=unconfined\|PROFILE.json, systempaths=unconfined, no-new-privileges, label=.*, apparmor=PROFILE\|unconfined$/);
+  it('--security-opt systempaths=unconfined: no masked and no read-only paths', async () => {
+    expect(await runtimeOptions({ 'security-opt': ['systempaths=unconfined'] })).toEqual({ maskedPaths: [], readonlyPaths: [] });
+    expect(await runtimeOptions({})).toEqual({});
+    await expect(runtimeOptions({ 'security-opt': ['systempaths=confined'] })).rejects.toThrow(/^--security-opt systempaths=confined: want seccomp=unconfined\|PROFILE.json, systempaths=unconfined, no-new-privileges, label=.*, apparmor=PROFILE\|unconfined$/);
   });
 
-  it('--security-opt label=… and apparmor=… are parsed by the runtime\'s one parser', () => {
-    expect(runtimeOptions({ 'security-opt': ['label=user:system_u', 'label:role:system_r', 'label=level:s0-s0:c0.c1023', 'apparmor=unconfined', 'no-new-privileges', 'seccomp=unconfined'] })).toEqual({
+  it('--security-opt label=… and apparmor=… are parsed by the runtime\'s one parser', async () => {
+    expect(await runtimeOptions({ 'security-opt': ['label=user:system_u', 'label:role:system_r', 'label=level:s0-s0:c0.c1023', 'apparmor=unconfined', 'no-new-privileges', 'seccomp=unconfined'] })).toEqual({
       label: { user: 'system_u', role: 'system_r', level: 's0-s0:c0.c1023' },
       apparmorProfile: 'unconfined',
       noNewPrivileges: true,
       seccomp: 'unconfined',
     });
-    expect(runtimeOptions({ 'security-opt': ['label=disable'] })).toEqual({ label: { disable: true } });
-    expect(() => runtimeOptions({ 'security-opt': ['label=nested'] })).toThrow(/^--security-opt label=nested: want label=user:U, role:R, type:T, level:L, filetype:T or disable$/);
+    expect(await runtimeOptions({ 'security-opt': ['label=disable'] })).toEqual({ label: { disable: true } });
+    await expect(runtimeOptions({ 'security-opt': ['label=nested'] })).rejects.toThrow(/^--security-opt label=nested: want label=user:U, role:R, type:T, level:L, filetype:T or disable$/);
   });
 
-  it('--ulimit, --oom-score-adj, --device, --shm-size and --tmpfs', () => {
-    expect(runtimeOptions({ ulimit: ['nofile=1024:2048', 'core=-1', 'nproc=10'], 'oom-score-adj': '-17', device: ['/dev/null', '/dev/zero:/dev/z', '/dev/full:r', '/dev/zero:/dev/zz:rw'], 'shm-size': '1g', tmpfs: ['/run', '/cache:size=1m,exec'] })).toEqual({
+  it('--ulimit, --oom-score-adj, --device, --shm-size and --tmpfs', async () => {
+    expect(await runtimeOptions({ ulimit: ['nofile=1024:2048', 'core=-1', 'nproc=10'], 'oom-score-adj': '-17', device: ['/dev/null', '/dev/zero:/dev/z', '/dev/full:r', '/dev/zero:/dev/zz:rw'], 'shm-size': '1g', tmpfs: ['/run', '/cache:size=1m,exec'] })).toEqual({
       ulimits: [
         { name: 'nofile', soft: 1024, hard: 2048 },
         { name: 'core', soft: -1, hard: -1 },
@@ -70,7 +70,7 @@ describe('run flags', () => {
     });
   });
 
-  it('refuses each bad process flag in one line naming it', () => {
+  it('refuses each bad process flag in one line naming it', async () => {
     const cases: [Parameters<typeof runtimeOptions>[0], RegExp][] = [
       [{ ulimit: ['nofile'] }, /^--ulimit nofile: want NAME=SOFT\[:HARD\], e\.g\. nofile=1024:2048$/],
       [{ ulimit: ['nofile=1:2:3'] }, /^--ulimit nofile=1:2:3: want NAME=SOFT\[:HARD\]/],
@@ -87,7 +87,7 @@ describe('run flags', () => {
       [{ tmpfs: ['/'] }, /^--tmpfs \/: cannot mount over \/$/],
       [{ tmpfs: ['/run:shared'] }, /^--tmpfs \/run:shared: unknown option shared/],
     ];
-    for (const [f, re] of cases) expect(() => runtimeOptions(f), JSON.stringify(f)).toThrow(re);
+    for (const [f, re] of cases) await expect(runtimeOptions(f), JSON.stringify(f)).rejects.toThrow(re);
   });
 });
 
@@ -95,17 +95,17 @@ describe('cgroup flags (issue 20)', () => {
   const dev = someBlockDevice();
   const nums = { major: dev.major, minor: dev.minor };
 
-  it('block I/O flags resolve DEVICE to its major:minor, rates with docker units', () => {
+  it('block I/O flags resolve DEVICE to its major:minor, rates with docker units', async () => {
     expect(blockDevice('--device-read-bps', 'x', dev.path)).toEqual(nums);
     expect(
-      runtimeOptions({
+      (await runtimeOptions({
         'blkio-weight': 300,
         'blkio-weight-device': [`${dev.path}:200`],
         'device-read-bps': [`${dev.path}:1mb`],
         'device-write-bps': [`${dev.path}:10k`],
         'device-read-iops': [`${dev.path}:100`],
         'device-write-iops': [`${dev.path}:50`],
-      }).resources,
+      })).resources,
     ).toEqual({
       blkioWeight: 300,
       blkioWeightDevice: [{ ...nums, rate: 200 }],
@@ -116,8 +116,8 @@ describe('cgroup flags (issue 20)', () => {
     });
   });
 
-  it('--memory-reservation, --memory-swappiness and --cgroup-parent go into resources', () => {
-    expect(runtimeOptions({ memory: '64m', 'memory-reservation': '32m', 'memory-swappiness': 0, 'cgroup-parent': '/ci/builds' }).resources).toEqual({
+  it('--memory-reservation, --memory-swappiness and --cgroup-parent go into resources', async () => {
+    expect((await runtimeOptions({ memory: '64m', 'memory-reservation': '32m', 'memory-swappiness': 0, 'cgroup-parent': '/ci/builds' })).resources).toEqual({
       memory: 64 * 1024 * 1024,
       memoryReservation: 32 * 1024 * 1024,
       memorySwappiness: 0,
@@ -125,7 +125,7 @@ describe('cgroup flags (issue 20)', () => {
     });
   });
 
-  it('refuses bad values in one line naming the flag, before anything runs', () => {
+  it('refuses bad values in one line naming the flag, before anything runs', async () => {
     const cases: [Parameters<typeof runtimeOptions>[0], RegExp][] = [
       [{ 'device-read-bps': ['/no/such/dev:1mb'] }, /^--device-read-bps \/no\/such\/dev:1mb: \/no\/such\/dev: ENOENT$/],
       [{ 'device-write-bps': ['/dev/null:1mb'] }, /^--device-write-bps \/dev\/null:1mb: \/dev\/null is not a block device$/],
@@ -140,6 +140,6 @@ describe('cgroup flags (issue 20)', () => {
       [{ 'cgroup-parent': 'builds' }, /^--cgroup-parent must be an absolute path .*: builds$/],
       [{ 'cgroup-parent': '/a/../..' }, /^--cgroup-parent must be an absolute path inside the cgroup hierarchy, without \. or \.\. .*: \/a\/\.\.\/\.\.$/],
     ];
-    for (const [flags, re] of cases) expect(() => runtimeOptions(flags), JSON.stringify(flags)).toThrow(re);
+    for (const [flags, re] of cases) await expect(runtimeOptions(flags), JSON.stringify(flags)).rejects.toThrow(re);
   });
 });

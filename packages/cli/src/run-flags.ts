@@ -1,6 +1,5 @@
 import { statSync } from 'node:fs';
-import { type DeviceRate, type Resources, validateResources } from '@tsbuild/runtime';
-import { parseDevice, parseSecurityOpts, parseTmpfs, parseUlimit, validateOomScoreAdj, validateShmSize } from '@tsbuild/runtime';
+import type { DeviceRate, Resources } from '@tsbuild/runtime';
 import { posix } from 'node:path';
 import { Flags } from './cli-kit.js';
 import { InvalidArgumentError, parseByteSize } from '@tsbuild/oci';
@@ -208,7 +207,21 @@ export function parseBytes(flag: string, v: string): number {
   return n;
 }
 
-export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
+/** Every flag runtimeOptions reads. */
+const RUNTIME_FLAG_NAMES = [...Object.keys(runtimeFlags), 'userns', 'uidmap', 'gidmap'] as (keyof RuntimeFlagValues)[];
+
+/**
+ * The container flags as the runtime takes them, each value checked before anything starts (a
+ * build's first RUN may come after a pull and many steps). The runtime package parses most of
+ * them; where none is given (`from IMAGE`, most `run`s) it is not loaded for them.
+ */
+export async function runtimeOptions(f: RuntimeFlagValues): Promise<RunDefaults> {
+  const given = (k: keyof RuntimeFlagValues): boolean => {
+    const v = f[k];
+    return v !== undefined && !(Array.isArray(v) && v.length === 0);
+  };
+  if (!RUNTIME_FLAG_NAMES.some(given)) return {};
+  const rt = await import('@tsbuild/runtime');
   const resources: NonNullable<RunDefaults['resources']> = {};
   if (f.memory !== undefined) resources.memory = parseBytes('memory', f.memory);
   if (f['memory-swap'] !== undefined) resources.memorySwap = parseBytes('memory-swap', f['memory-swap']);
@@ -221,15 +234,14 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
   if (f['cpuset-cpus'] !== undefined) resources.cpusetCpus = f['cpuset-cpus'];
   if (f['pids-limit'] !== undefined) resources.pidsLimit = f['pids-limit'];
   cgroupOptions(f, resources);
-  // Before anything starts (a build's first RUN may come after a pull and many steps).
-  validateResources(resources, (field) => RESOURCE_FLAGS[field]);
+  rt.validateResources(resources, (field) => RESOURCE_FLAGS[field]);
   const out: RunDefaults = {};
   if (Object.keys(resources).length > 0) out.resources = resources;
   if (f.network !== undefined) out.network = f.network as NonNullable<RunDefaults['network']>;
   if (f['cap-add'] || f['cap-drop']) out.capabilities = { add: f['cap-add'] ?? [], drop: f['cap-drop'] ?? [] };
   // The runtime's parser is the one owner of --security-opt's syntax.
-  for (const [k, v] of Object.entries(parseSecurityOpts(f['security-opt'] ?? []))) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
-  Object.assign(out, processOptions(f));
+  for (const [k, v] of Object.entries(rt.parseSecurityOpts(f['security-opt'] ?? []))) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  Object.assign(out, processOptions(f, rt));
   if (f.runtime !== undefined) out.runtime = f.runtime;
   const uid = f.uidmap !== undefined ? parseIdMap('uidmap', f.uidmap) : f.userns === 'auto' ? autoRange() : undefined;
   const gid = f.gidmap !== undefined ? parseIdMap('gidmap', f.gidmap) : uid;
@@ -239,20 +251,20 @@ export function runtimeOptions(f: RuntimeFlagValues): RunDefaults {
 }
 
 /** --ulimit, --oom-score-adj, --device, --shm-size, --tmpfs; each value checked before anything starts. */
-function processOptions(f: RuntimeFlagValues): RunDefaults {
+function processOptions(f: RuntimeFlagValues, rt: typeof import('@tsbuild/runtime')): RunDefaults {
   const out: RunDefaults = {};
-  if (f.ulimit !== undefined && f.ulimit.length > 0) out.ulimits = f.ulimit.map(parseUlimit);
+  if (f.ulimit !== undefined && f.ulimit.length > 0) out.ulimits = f.ulimit.map(rt.parseUlimit);
   const oom = f['oom-score-adj'];
   if (oom !== undefined) {
     out.oomScoreAdj = /^-?\d+$/.test(oom) ? Number(oom) : NaN;
-    validateOomScoreAdj(out.oomScoreAdj, `--oom-score-adj ${oom}`);
+    rt.validateOomScoreAdj(out.oomScoreAdj, `--oom-score-adj ${oom}`);
   }
-  if (f.device !== undefined && f.device.length > 0) out.devices = f.device.map(parseDevice);
+  if (f.device !== undefined && f.device.length > 0) out.devices = f.device.map(rt.parseDevice);
   if (f['shm-size'] !== undefined) {
     out.shmSize = parseBytes('shm-size', f['shm-size']);
-    validateShmSize(out.shmSize, `--shm-size ${f['shm-size']}`);
+    rt.validateShmSize(out.shmSize, `--shm-size ${f['shm-size']}`);
   }
-  if (f.tmpfs !== undefined && f.tmpfs.length > 0) out.tmpfs = f.tmpfs.map(parseTmpfs);
+  if (f.tmpfs !== undefined && f.tmpfs.length > 0) out.tmpfs = f.tmpfs.map(rt.parseTmpfs);
   return out;
 }
 

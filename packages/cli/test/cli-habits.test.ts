@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -63,6 +63,24 @@ describe('global flags before the command, version and info', () => {
     });
     expect(readdirSync(profiles).filter((f) => f.endsWith('.cpuprofile'))).toHaveLength(1);
     expect((await other.run(['rm', 'exit-probe'])).code).toBe(0);
+  });
+
+  it("from and commit carry neither the runtime nor the registry client: each is a chunk, read on import(), that shares the command's packages", async () => {
+    const bundle = path.join(REPO, 'packages/cli/bundle');
+    for (const id of ['from', 'commit']) {
+      const text = readFileSync(path.join(bundle, 'commands', `${id}.cjs`), 'latin1');
+      const requires = [...text.matchAll(/(.{0,10})require\("@tsbuild\/([\w-]+)"\)/g)];
+      expect(new Set(requires.map((m) => m[2]))).toEqual(new Set(['runtime', 'registry-client']));
+      // Each in an import(), none at the top of the file.
+      for (const m of requires) expect(m[1], `${id}: ${m[0]}`).toBe('=>__toESM(');
+      expect(text).toContain('require("../load-command.cjs").share(');
+    }
+    expect(readdirSync(path.join(bundle, 'chunks')).filter((f) => f.endsWith('.cjs')).sort()).toEqual(['registry-client.cjs', 'runtime.cjs']);
+    // The runtime's error for a bad capability is one of the command's own errors (the same
+    // classes on both sides): a one-line message and status 1, not an internal error.
+    const ctr = (await other.run(['from', 'elsewhere:1'])).stdout.trim();
+    expect(await other.run(['run', '--cap-add', 'CAP_NOPE', ctr, '--', 'true'])).toMatchObject({ code: 1, stdout: '', stderr: expect.stringMatching(/^Error: --cap-add: unknown capability CAP_NOPE \(this kernel knows \d+: [^\n]*\)\n$/) });
+    expect((await other.run(['rm', ctr])).code).toBe(0);
   });
 
   it('--root DIR and --root=DIR before the command select that store, as after it', async () => {

@@ -331,7 +331,8 @@ export function parseGoDuration(flag: string, text: string): number {
   if (m[2] === '0') return 0;
   if (m[2] === '') throw bad();
   let total = 0;
-  const re = /(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
+  // µ and μ as escapes: the bundles are ASCII (load-command.cjs reads them as latin1).
+  const re = /(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/gy;
   let end = 0;
   for (let hit = re.exec(m[2]!); hit !== null; hit = re.exec(m[2]!)) {
     total += Number(hit[1]) * DURATION_UNITS[hit[2]!]!;

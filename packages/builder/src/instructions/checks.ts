@@ -14,7 +14,8 @@ export const HEALTHCHECK_FLAGS = [
 /** Go durations as HEALTHCHECK takes them (`30s`, `1m30s`, `500ms`), in nanoseconds. */
 export function parseDuration(ins: Instruction, flag: string, v: string, file: string): number {
   const units: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  // µ as an escape: the bundles are ASCII (load-command.cjs reads them as latin1).
+  const re = /(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)/gy;
   let total = 0;
   let end = 0;
   for (let m = re.exec(v); m; m = re.exec(v)) {

@@ -164,7 +164,7 @@ export default class Build extends BaseCommand<typeof Build> {
         ...(f.annotation ? { annotations: keyValues(f.annotation, '--annotation') } : {}),
         disableCompression: f['disable-compression'],
         compression: { format: f['compression-format'] as 'gzip' | 'zstd', ...(f['compression-level'] !== undefined ? { level: f['compression-level'] } : {}) },
-        runtime: runtimeOptions(f),
+        runtime: await runtimeOptions(f),
         pull: f.pull as 'missing' | 'always' | 'never',
         secrets: secrets(f.secret ?? []),
         ...(f['cache-to'] !== undefined ? { cacheTo: f['cache-to'] } : {}),

@@ -56,7 +56,7 @@ export default class Debug extends BaseCommand<typeof Debug> {
       command,
       ...(f['from-step'] !== undefined ? { fromStep: f['from-step'] } : {}),
       secrets: secretFiles(f.secret ?? []),
-      runtime: runtimeOptions(f),
+      runtime: await runtimeOptions(f),
     });
   }
 }

@@ -32,7 +32,7 @@ export default class From extends BaseCommand<typeof From> {
     const platform = f.platform !== undefined ? platformFlag(parsePlatform, f.platform) : undefined;
     const env = await this.containerEnv(() => registryClient(f));
     try {
-      const runtime = runtimeOptions(f);
+      const runtime = await runtimeOptions(f);
       const wc = await WorkingContainer.from(env, args.image, { pull, ...(platform ? { platform } : {}), ...(f.name !== undefined ? { name: f.name } : {}), ...(Object.keys(runtime).length > 0 ? { runtime } : {}) });
       print(`${wc.name}\n`);
     } finally {

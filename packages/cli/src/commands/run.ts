@@ -53,7 +53,7 @@ export default class Run extends BaseCommand<typeof Run> {
     const controller = new AbortController();
     const workdir = f.workingdir ?? f.workdir;
     const volumes = parseVolumes(f.volume ?? []);
-    const runtime = { ...runtimeOptions(f), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}), ...(volumes.length > 0 ? { mounts: volumes } : {}) };
+    const runtime = { ...(await runtimeOptions(f)), ...(f.hostname ? { hostname: f.hostname } : {}), ...(f.init ? { init: true } : {}), ...(volumes.length > 0 ? { mounts: volumes } : {}) };
     const onSignal = () => controller.abort();
     process.once('SIGTERM', onSignal);
     // With -it the terminal is raw and ^C goes to the command through its pty; otherwise it is ours.
