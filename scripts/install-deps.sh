@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tsbuild and its tests need on Debian 12 (as root): gcc and libc6-dev to compile the
-# RUN helper (packages/runtime/src/run-helper.c, statically linked), busybox-static for the local
+# RUN helper (packages/runtime/src/run-helper.c, statically linked) and the libc addon
+# (packages/linux/src/native.c), busybox-static for the local
 # base image, and the reference tools the integration tests compare against (buildah, skopeo,
 # umoci, runc) plus Debian's registry server, and debootstrap for the benchmarks' Debian tree. Then the npm dependencies.
 set -euo pipefail

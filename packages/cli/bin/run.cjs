@@ -30,8 +30,8 @@ process.on('unhandledRejection', crash);
 // settled) would end with node's status 0 and nothing said: say so in one line, and fail with status 1.
 process.on('beforeExit', () => {
   if (settled) {
-    // The last 'exit' listener, where the command loaded koffi: _exit(2) once the others have run
-    // (packages/linux/src/ffi.ts says why). Not under node flags or NODE_OPTIONS (--cpu-prof,
+    // The last 'exit' listener, where the command loaded the libc addon: _exit(2) once the others
+    // have run (packages/linux/src/ffi.ts says why). Not under node flags or NODE_OPTIONS (--cpu-prof,
     // --heap-prof, --inspect…) or NODE_V8_COVERAGE: node writes what they collect in its own exit.
     const exitNow = globalThis[Symbol.for('tsbuild.exit-now')];
     const diagnosed = process.execArgv.length > 0 || !!process.env.NODE_OPTIONS || !!process.env.NODE_V8_COVERAGE;

@@ -11,7 +11,8 @@
 // CommonJS can use a code cache, which node 20 offers no ES module (another ~4 ms); and a file
 // per package loses the tree shaking: `from` then read and evaluated all of five packages (its
 // files to the end of `from`'s load 31.5 ms, against 24.3 for one file).
-// Native modules (koffi, zstd-napi) stay external and load from node_modules as before.
+// zstd-napi's native module stays external and loads from node_modules; the linux package's
+// addon is found beside that package (TSBUILD_LINUX_ADDON).
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -37,6 +38,7 @@ function git(...args) {
 const head = git('rev-parse', '--verify', '-q', 'HEAD');
 const commit = head && git('status', '--porcelain', '--untracked-files=no') !== '' ? `${head}-dirty` : head;
 const runtimeDir = path.dirname(createRequire(import.meta.url).resolve('@tsbuild/runtime/package.json'));
+const linuxAddon = path.join(path.dirname(createRequire(import.meta.url).resolve('@tsbuild/linux/package.json')), 'dist', 'linux.node');
 const version = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version;
 // The seccomp compiler's and docker's default profile's digest (runtime's defaultProfileIdentity),
 // computed here from the code being bundled: a run then names its cached program without
@@ -49,7 +51,7 @@ const common = {
   format: 'cjs',
   platform: 'node',
   target: 'node20',
-  external: ['koffi', 'zstd-napi'],
+  external: ['zstd-napi'],
   // import('node:https') and the like become require(): no ES module loader at all.
   supported: { 'dynamic-import': false },
   // import.meta.url in the packages (createRequire, package files) becomes the bundle file's URL.
@@ -61,6 +63,8 @@ const common = {
     TSBUILD_VERSION: JSON.stringify(version),
     TSBUILD_GIT_COMMIT: JSON.stringify(commit),
     TSBUILD_RUNTIME_DIR: JSON.stringify(path.relative(path.join(outdir, 'commands'), runtimeDir)),
+    // The linux package's addon, the same way (and for main.cjs from bundle/, below).
+    TSBUILD_LINUX_ADDON: JSON.stringify(path.relative(path.join(outdir, 'commands'), linuxAddon)),
     TSBUILD_SECCOMP_IDENTITY: JSON.stringify(seccompIdentity),
   },
   // Each file is written as the function load-command.cjs calls (CommonJS's own wrapper), so the
@@ -199,7 +203,13 @@ const commandSummaries = {
     }));
   },
 };
-await build({ ...common, entryPoints: [path.join(dist, 'main.js')], outfile: path.join(outdir, 'main.cjs'), plugins: [commandFiles, commandSummaries] });
+await build({
+  ...common,
+  define: { ...common.define, TSBUILD_LINUX_ADDON: JSON.stringify(path.relative(outdir, linuxAddon)) },
+  entryPoints: [path.join(dist, 'main.js')],
+  outfile: path.join(outdir, 'main.cjs'),
+  plugins: [commandFiles, commandSummaries],
+});
 copyFileSync(path.join(root, 'scripts', 'load-command.cjs'), path.join(outdir, 'load-command.cjs'));
 
 // load-command.cjs reads the files as latin1: esbuild escapes what is not ASCII in strings, but

@@ -47,7 +47,7 @@ describe('global flags before the command, version and info', () => {
     await other.cleanup();
   });
 
-  it("a command that loaded koffi leaves by _exit(2) after node's 'exit' listeners: its output whole, its status kept, its code cache written", async () => {
+  it("a command that loaded the libc addon leaves by _exit(2) after node's 'exit' listeners: its output whole, its status kept, its code cache written", async () => {
     const cache = path.join(REPO, 'packages/cli/bundle/commands/from.cjs.cache');
     rmSync(cache, { force: true });
     expect(await other.run(['from', '--name', 'exit-probe', 'elsewhere:1'])).toMatchObject({ code: 0, stdout: 'exit-probe\n', stderr: '' });

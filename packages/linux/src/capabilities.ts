@@ -1,18 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { lazy } from '@tsbuild/oci';
-import { libc } from './ffi.js';
-import { check } from './libc.js';
+import { check, sys } from './libc.js';
 
-/**
- * Capabilities of the calling thread (capabilities(7)): capget(2) with the version-3 header and
- * its two 32-bit data words. What a container keeps is set by the run helper (run-helper.c).
- */
-const fn = lazy(() => {
-  const lib = libc();
-  return {
-    capget: lib.func('int capget(_Inout_ void *hdrp, _Out_ void *datap)'),
-  };
-});
+// Capabilities of the calling thread (capabilities(7)): capget(2) with the version-3 header and
+// its two 32-bit data words. What a container keeps is set by the run helper (run-helper.c).
 
 /** Capability numbers (linux/capability.h), by name without the CAP_ prefix. */
 export const CAPABILITIES: Readonly<Record<string, number>> = {
@@ -90,7 +80,7 @@ function header(): Buffer {
 
 export function capGet(): CapabilitySets {
   const data = Buffer.alloc(24);
-  check(fn().capget(header(), data), 'capget');
+  check(sys().capget(header(), data), 'capget');
   const word = (i: number, field: number): bigint => BigInt(data.readUInt32LE(i * 12 + field * 4));
   const mask = (field: number): bigint => word(0, field) | (word(1, field) << 32n);
   return { effective: mask(0), permitted: mask(1), inheritable: mask(2) };

@@ -1,59 +1,86 @@
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { lazy } from '@tsbuild/oci';
 
-type Koffi = typeof import('koffi');
+/**
+ * tsbuild's libc addon (src/native.c, built into dist/linux.node): one function per call, each
+ * returning what the kernel returned or -errno, never throwing for a failed call. The callers
+ * turn a negative result into a node-style error (libc.ts `check`).
+ */
+export interface Native {
+  flock(fd: number, operation: number): number;
+  flockAsync(fd: number, operation: number, callback: (err: null, result: number) => void): void;
+  mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null): number;
+  umount2(target: string, flags: number): number;
+  chroot(path: string): number;
+  mknod(path: string, mode: number, dev: bigint): number;
+  lchown(path: string, uid: number, gid: number): number;
+  /** The value's size with `value` null; otherwise the bytes read into it. */
+  lgetxattr(path: string, name: string, value: Uint8Array | null): number;
+  lsetxattr(path: string, name: string, value: Uint8Array, flags: number): number;
+  llistxattr(path: string, list: Uint8Array | null): number;
+  lremovexattr(path: string, name: string): number;
+  /** `how`: struct open_how. */
+  openat2(dirfd: number, path: string, how: Uint8Array): number;
+  openTree(dirfd: number, path: string, flags: number): number;
+  /** `attr`: struct mount_attr. */
+  mountSetattr(fd: number, path: string, flags: number, attr: Uint8Array): number;
+  pidfdOpen(pid: number, flags: number): number;
+  pidfdGetfd(pidfd: number, fd: number, flags: number): number;
+  /** BPF_PROG_LOAD; `license` ends with a NUL byte, `log` only with `logLevel` > 0. */
+  bpfProgLoad(type: number, instructions: Uint8Array, license: Uint8Array, log: Uint8Array | null, logLevel: number): number;
+  bpfProgAttach(targetFd: number, progFd: number, attachType: number, flags: number): number;
+  /** fcntl(fd, F_DUPFD_CLOEXEC, min). */
+  dupCloexec(fd: number, min: number): number;
+  ioctl(fd: number, request: number, arg: Uint8Array | Uint16Array): number;
+  capget(header: Uint8Array, data: Uint8Array): number;
+  utimensat(dirfd: number, path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, flags: number): number;
+  /** [fd, fd], or -errno. */
+  socketpair(domain: number, type: number, protocol: number): [number, number] | number;
+  /** [result or -errno, status]. */
+  waitpid(pid: number, options: number): [number, number];
+  /** posix_spawn(3) with `fds[k]` as the child's descriptor k: its pid, or -errno. */
+  spawn(path: string, argv: string[], envp: string[], fds: number[], setsid: boolean): number;
+  exit(code: number): never;
+}
 
 /**
- * koffi, loaded on first use. A command that never calls into libc does not pay for it, and one
- * that locks the store loads it only when it takes the lock: push and pull have sent their first
- * requests to the registry by then. Every module of this package uses this one instance: a
- * second load of the addon would be a second, separate registry of types.
+ * Where the bundle put the addon relative to itself (TSBUILD_LINUX_ADDON, set by the CLI's and the
+ * copy helper's bundle scripts); in dist/ it is this module's neighbour (see `unbundled`).
  */
-export const koffi = lazy((): Koffi => {
-  const require = createRequire(import.meta.url);
-  const k = nativeAddon(require) ?? (require('koffi') as Koffi);
-  (globalThis as Record<symbol, unknown>)[EXIT_NOW] = exitNow;
-  return k;
+declare const TSBUILD_LINUX_ADDON: string | undefined;
+
+/**
+ * The addon, loaded on first use: a command that never calls into libc does not pay for it, and
+ * one that locks the store loads it only when it takes the lock (push and pull have sent their
+ * first requests to the registry by then). process.dlopen, not require: no module resolution.
+ */
+export const native = lazy((): Native => {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const file = typeof TSBUILD_LINUX_ADDON === 'string' ? path.resolve(here, TSBUILD_LINUX_ADDON) : unbundled(here);
+  const module = { exports: {} as Native };
+  try {
+    process.dlopen(module, file);
+  } catch (e) {
+    throw new Error(`cannot load tsbuild's libc addon ${file} (build @tsbuild/linux): ${(e as Error).message}`, { cause: e });
+  }
+  (globalThis as Record<symbol, unknown>)[EXIT_NOW] = module.exports.exit;
+  return module.exports;
 });
 
-/** glibc, loaded once: each module declares the functions it needs from it on its own first use. */
-export const libc = lazy(() => koffi().load('libc.so.6'));
+/** dist/linux.node from dist/ffi.js, and from src/ffi.ts (the tests run the sources). */
+function unbundled(here: string): string {
+  const beside = path.join(here, 'linux.node');
+  return existsSync(beside) ? beside : path.join(here, '..', 'dist', 'linux.node');
+}
 
 /**
- * Where koffi is loaded, the CLI (bin/run.cjs) ends a command that succeeded with `_exit(2)` once
- * node's own 'exit' listeners have run, instead of node's exit: that joins V8's and libuv's
- * threads and runs the C library's exit handlers (koffi's among them), ~1.5 ms a command here
- * (31 interleaved runs of the from/run/commit script: 408.0 → 403.6 ms). Nothing is lost: on Linux
- * node writes stdout and stderr synchronously, and the 'exit' listeners (code caches, a started
- * run's release) have run by then. Set only where koffi is loaded already: loading it to exit
- * would cost more.
+ * Where the addon is loaded, the CLI (bin/run.cjs) ends a command that succeeded with `_exit(2)`
+ * once node's own 'exit' listeners have run, instead of node's exit: that joins V8's and libuv's
+ * threads and runs the C library's exit handlers, ~1.5 ms a command here (31 interleaved runs of
+ * the from/run/commit script: 408.0 → 403.6 ms). Nothing is lost: on Linux node writes stdout and
+ * stderr synchronously, and the 'exit' listeners (code caches, a started run's release) have run
+ * by then. Set only where the addon is loaded already: loading it to exit would cost more.
  */
 const EXIT_NOW = Symbol.for('tsbuild.exit-now');
-
-function exitNow(code: number): never {
-  libc().func('void _exit(int)')(code);
-  throw new Error('_exit returned');
-}
-
-/** musl's dynamic loader, by node's process.arch: where it exists, koffi's loader chooses. */
-const MUSL_LOADER: Record<string, string> = { x64: '/lib/ld-musl-x86_64.so.1', arm64: '/lib/ld-musl-aarch64.so.1' };
-
-/**
- * koffi's native addon, required from koffi's platform package (@koromix/koffi-linux-<arch>,
- * which koffi pins to its own version). koffi's loader ends at the same file after resolving both
- * packages, reading node's ELF header to tell glibc from musl, and wrapping functions deprecated
- * since koffi 2 that we do not call: ~9 ms of `tsbuild push` here, on the way to its first upload,
- * against ~1.5. Taken for the glibc build on a system without musl's loader only; anything
- * unexpected (another layout, a failed load) leaves the choice to koffi's loader.
- */
-function nativeAddon(require: NodeRequire): Koffi | undefined {
-  const musl = MUSL_LOADER[process.arch];
-  if (process.platform !== 'linux' || musl === undefined || existsSync(musl)) return undefined;
-  try {
-    const addon = require(`@koromix/koffi-linux-${process.arch}/linux_${process.arch}/koffi.node`) as Koffi & { version?: unknown };
-    return typeof addon.version === 'string' && typeof addon.load === 'function' ? addon : undefined;
-  } catch {
-    return undefined;
-  }
-}

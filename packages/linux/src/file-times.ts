@@ -1,22 +1,7 @@
-import { lazy } from '@tsbuild/oci';
-import { koffi, libc } from './ffi.js';
-import { check } from './libc.js';
+import { check, sys } from './libc.js';
 
-/**
- * utimensat(2) with nanosecond timestamps, which node:fs cannot set exactly: fs.lutimes takes
- * seconds as a double, and a double near 1.7e9 s only resolves ~240 ns. Declared here with its
- * own handle on libc (libc.ts holds the shared declarations; koffi returns the same library).
- */
-const utimensat = lazy(() => {
-  const k = koffi();
-  // struct timespec { time_t tv_sec; long tv_nsec; }: time_t is a long on the 64-bit Linux ABIs.
-  // Types without names: koffi's names are global, and a second copy of this module (two command
-  // bundles loaded by `tsbuild --help`) would define them again.
-  const timespec = k.struct({ tv_sec: 'long', tv_nsec: 'long' });
-  // `const struct timespec times[2]`: two timespecs back to back, passed as one struct pointer.
-  const timespecPair = k.struct({ atime: timespec, mtime: timespec });
-  return libc().func('utimensat', 'int', ['int', 'const char *', k.pointer(timespecPair), 'int']);
-});
+// utimensat(2) with nanosecond timestamps, which node:fs cannot set exactly: fs.lutimes takes
+// seconds as a double, and a double near 1.7e9 s only resolves ~240 ns.
 
 /** dirfd meaning "relative to the current directory" (fcntl.h). */
 export const AT_FDCWD = -100;
@@ -37,11 +22,8 @@ export interface Timespec {
  * the access time as it is (UTIME_OMIT).
  */
 export function lutimens(path: string, mtime: Timespec, atime?: Timespec): void {
-  const times = {
-    atime: atime === undefined ? { tv_sec: 0, tv_nsec: UTIME_OMIT } : { tv_sec: Math.trunc(atime.sec), tv_nsec: checkNsec(atime.nsec, path) },
-    mtime: { tv_sec: Math.trunc(mtime.sec), tv_nsec: checkNsec(mtime.nsec, path) },
-  };
-  check(utimensat()(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW), 'utimensat', path);
+  const [asec, ansec] = atime === undefined ? [0, UTIME_OMIT] : [Math.trunc(atime.sec), checkNsec(atime.nsec, path)];
+  check(sys().utimensat(AT_FDCWD, path, asec, ansec, Math.trunc(mtime.sec), checkNsec(mtime.nsec, path), AT_SYMLINK_NOFOLLOW), 'utimensat', path);
 }
 
 function checkNsec(n: number, path: string): number {

@@ -1,6 +1,5 @@
 import { closeSync, constants, lstatSync, openSync, readlinkSync, rmdirSync, unlinkSync, type Stats } from 'node:fs';
 import { pathParts, resolveInRootSync } from '@tsbuild/oci';
-import { koffi } from './ffi.js';
 import { syscallError, sys } from './libc.js';
 
 /**
@@ -20,8 +19,6 @@ const O_CLOEXEC = 0o2000000;
 /** openat2(2) `resolve` flags (linux/openat2.h). */
 export const RESOLVE = { NO_XDEV: 0x01, NO_MAGICLINKS: 0x02, NO_SYMLINKS: 0x04, BENEATH: 0x08, IN_ROOT: 0x10 } as const;
 
-/** openat2 is 437 on every architecture (asm-generic/unistd.h and x86's tables alike). */
-const SYS_OPENAT2 = 437;
 const EAGAIN = 11;
 
 /**
@@ -31,9 +28,9 @@ const EAGAIN = 11;
 export function openat2(dirfd: number, path: string, flags: number, resolve: number, mode = 0): number {
   const how = Buffer.from(new BigUint64Array([BigInt(flags | O_CLOEXEC), BigInt(mode), BigInt(resolve)]).buffer);
   for (let tries = 0; ; tries++) {
-    const fd = Number(sys().syscall(SYS_OPENAT2, 'int', dirfd, 'const char *', path, 'void *', how, 'size_t', how.length));
+    const fd = sys().openat2(dirfd, path, how);
     if (fd >= 0) return fd;
-    const errno = koffi().errno();
+    const errno = -fd;
     if (errno === EAGAIN && tries < 32) continue;
     throw syscallError('openat2', path, errno);
   }

@@ -94,9 +94,6 @@ export function chroot(path: string): void {
   check(sys().chroot(path), 'chroot', path);
 }
 
-// The new mount API's syscalls share one number on every architecture (asm-generic, Linux 5.2+).
-const SYS_OPEN_TREE = 428;
-const SYS_MOUNT_SETATTR = 442;
 const OPEN_TREE_CLONE = 1;
 const OPEN_TREE_CLOEXEC = 0o2000000; // O_CLOEXEC
 const AT_EMPTY_PATH = 0x1000;
@@ -113,12 +110,12 @@ const MOUNT_ATTR = { RDONLY: 0x1n, NOSUID: 0x2n, NODEV: 0x4n } as const;
  * from it, for writing fails with EROFS: what runc 1.2 gets from its read-only overlay.
  */
 export function readOnlyFileMount(path: string): number {
-  const fd = check(sys().syscall(SYS_OPEN_TREE, 'int', AT_FDCWD, 'const char *', path, 'unsigned int', OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC), 'open_tree', path);
+  const fd = check(sys().openTree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC), 'open_tree', path);
   // struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd } (linux/mount.h)
   const attr = Buffer.alloc(32);
   attr.writeBigUInt64LE(MOUNT_ATTR.RDONLY | MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV, 0);
   try {
-    check(sys().syscall(SYS_MOUNT_SETATTR, 'int', fd, 'const char *', '', 'unsigned int', AT_EMPTY_PATH, 'void *', attr, 'size_t', attr.length), 'mount_setattr', path);
+    check(sys().mountSetattr(fd, '', AT_EMPTY_PATH, attr), 'mount_setattr', path);
   } catch (e) {
     closeSync(fd);
     throw e;

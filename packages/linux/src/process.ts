@@ -1,4 +1,3 @@
-import { koffi } from './ffi.js';
 import { sys, syscallError } from './libc.js';
 
 export const LOCK_SH = 1;
@@ -12,9 +11,8 @@ export const LOCK_UN = 8;
  */
 export function flock(fd: number, operation: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    sys().flock.async(fd, operation, (err: unknown, ret: number) => {
-      if (err) reject(err);
-      else if (ret < 0) reject(syscallError('flock', undefined, koffi().errno()));
+    sys().flockAsync(fd, operation, (_err, ret) => {
+      if (ret < 0) reject(syscallError('flock', undefined, -ret));
       else resolve();
     });
   });
@@ -23,7 +21,7 @@ export function flock(fd: number, operation: number): Promise<void> {
 export function flockSync(fd: number, operation: number): boolean {
   const ret = sys().flock(fd, operation);
   if (ret < 0) {
-    const e = syscallError('flock');
+    const e = syscallError('flock', undefined, -ret);
     if (e.code === 'EWOULDBLOCK' || e.code === 'EAGAIN') return false;
     throw e;
   }

@@ -3,9 +3,8 @@ import { accessSync, closeSync, constants as fsConstants, openSync, statSync } f
 import { constants } from 'node:os';
 import { posix } from 'node:path';
 import type { Socket } from 'node:net';
-import { lazy, net } from '@tsbuild/oci';
-import { koffi, libc } from './ffi.js';
-import { check, sys, syscallError } from './libc.js';
+import { net } from '@tsbuild/oci';
+import { sys, syscallError } from './libc.js';
 
 /**
  * A child's descriptor: 'pipe' (a socket pair, our end a net.Socket in `stdio`), 'inherit' (ours
@@ -114,51 +113,23 @@ export class SpawnedProcess extends EventEmitter {
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([k, v]) => [v, k as NodeJS.Signals]));
 
-const F_DUPFD_CLOEXEC = 1030;
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const WNOHANG = 1;
 const ECHILD = 10;
-const POSIX_SPAWN_SETSIGMASK = 0x08;
-const POSIX_SPAWN_SETSIGDEF = 0x04;
-const POSIX_SPAWN_SETSID = 0x80;
-// glibc's posix_spawn_file_actions_t is 80 bytes, posix_spawnattr_t 336, sigset_t 128: room to spare.
-const FILE_ACTIONS_SIZE = 256;
-const ATTR_SIZE = 1024;
-const SIGSET_SIZE = 256;
-
-const spawnLib = lazy(() => {
-  const lib = libc();
-  return {
-    posixSpawn: lib.func('int posix_spawn(_Out_ int *pid, const char *path, const void *actions, const void *attr, const char **argv, const char **envp)'),
-    actionsInit: lib.func('int posix_spawn_file_actions_init(void *actions)'),
-    actionsAddDup2: lib.func('int posix_spawn_file_actions_adddup2(void *actions, int fd, int newfd)'),
-    actionsDestroy: lib.func('int posix_spawn_file_actions_destroy(void *actions)'),
-    attrInit: lib.func('int posix_spawnattr_init(void *attr)'),
-    attrSetFlags: lib.func('int posix_spawnattr_setflags(void *attr, short flags)'),
-    attrSetSigMask: lib.func('int posix_spawnattr_setsigmask(void *attr, const void *set)'),
-    attrSetSigDefault: lib.func('int posix_spawnattr_setsigdefault(void *attr, const void *set)'),
-    attrDestroy: lib.func('int posix_spawnattr_destroy(void *attr)'),
-    sigEmptySet: lib.func('int sigemptyset(void *set)'),
-    sigFillSet: lib.func('int sigfillset(void *set)'),
-    socketpair: lib.func('int socketpair(int domain, int type, int protocol, void *sv)'),
-    waitpid: lib.func('int waitpid(int pid, void *status, int options)'),
-  };
-});
 
 /** Processes started here and not yet reaped, by pid; reaped on SIGCHLD (see reapExited). */
 const running = new Map<number, SpawnedProcess>();
 
 function reapExited(): void {
-  const status = Buffer.alloc(4);
   for (const [pid, child] of running) {
-    const r = spawnLib().waitpid(pid, status, WNOHANG);
+    const [r, status] = sys().waitpid(pid, WNOHANG);
     if (r === 0) continue;
-    if (r < 0 && koffi().errno() !== ECHILD) continue;
+    if (r < 0 && -r !== ECHILD) continue;
     running.delete(pid);
     // ECHILD: reaped by someone else, its status lost; counted as a SIGKILL, the one way to lose a child.
-    child.exited(r === pid ? status.readInt32LE(0) : constants.signals.SIGKILL);
+    child.exited(r === pid ? status : constants.signals.SIGKILL);
   }
   if (running.size === 0) process.off('SIGCHLD', reapExited);
 }
@@ -174,13 +145,10 @@ function reapExited(): void {
  * close-on-exec. Exits are collected on SIGCHLD, by pid only: node's own children stay node's.
  */
 export function spawnProcess(command: string, args: string[], opts: SpawnOptions): SpawnedProcess {
-  const lib = spawnLib();
   const theirs: number[] = []; // the child's descriptors, in slot order
   const opened: number[] = []; // ours to close once the child has them
   const mine: (number | undefined)[] = []; // our ends of the 'pipe' slots, made into sockets once the child runs
   let devNull: number | undefined;
-  const actions = Buffer.alloc(FILE_ACTIONS_SIZE);
-  const attr = Buffer.alloc(ATTR_SIZE);
   let pid: number | undefined;
   let failure: Error | undefined;
   try {
@@ -198,38 +166,15 @@ export function spawnProcess(command: string, args: string[], opts: SpawnOptions
       }
     }
     const file = findCommand(command, opts.env.PATH);
-    // Each descriptor goes through a copy numbered above every slot, so that setting one slot never
-    // overwrites the source of another (dup2 clears close-on-exec on the slot).
-    lib.actionsInit(actions);
-    for (const [slot, fd] of theirs.entries()) {
-      const copy = check(sys().fcntl(fd, F_DUPFD_CLOEXEC, 'int', theirs.length), 'fcntl', `F_DUPFD_CLOEXEC ${fd}`);
-      opened.push(copy);
-      lib.actionsAddDup2(actions, copy, slot);
-    }
-    lib.attrInit(attr);
-    const all = Buffer.alloc(SIGSET_SIZE);
-    const none = Buffer.alloc(SIGSET_SIZE);
-    lib.sigFillSet(all);
-    // And glibc's own two (SIGCANCEL 32, SIGSETXID 33), which sigfillset leaves out: posix_spawn's
-    // child would set them to SIG_IGN, which execve keeps (node's spawn leaves none ignored).
-    all[3]! |= 0x80;
-    all[4]! |= 0x01;
-    lib.sigEmptySet(none);
-    lib.attrSetSigDefault(attr, all);
-    lib.attrSetSigMask(attr, none);
-    lib.attrSetFlags(attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | (opts.detached === true ? POSIX_SPAWN_SETSID : 0));
     const env = Object.entries(opts.env).map(([k, v]) => `${k}=${v}`);
     // Listening before the child exists: a SIGCHLD that came first would be lost.
     if (running.size === 0) process.on('SIGCHLD', reapExited);
-    const out = [0];
-    const err = lib.posixSpawn(out, file, actions, attr, [command, ...args, null], [...env, null]);
-    if (err !== 0) throw syscallError(`spawn ${command}`, undefined, err);
-    pid = out[0]!;
+    const r = sys().spawn(file, [command, ...args], env, theirs, opts.detached === true);
+    if (r < 0) throw syscallError(`spawn ${command}`, undefined, -r);
+    pid = r;
   } catch (e) {
     failure = e as Error;
   } finally {
-    lib.actionsDestroy(actions);
-    lib.attrDestroy(attr);
     for (const fd of opened) closeSync(fd);
     if (devNull !== undefined) closeSync(devNull);
   }
@@ -246,9 +191,9 @@ export function spawnProcess(command: string, args: string[], opts: SpawnOptions
 }
 
 function socketPair(): [number, number] {
-  const sv = Buffer.alloc(8);
-  check(spawnLib().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 'socketpair');
-  return [sv.readInt32LE(0), sv.readInt32LE(4)];
+  const sv = sys().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (typeof sv === 'number') throw syscallError('socketpair', undefined, -sv);
+  return sv;
 }
 
 /** Our end of a 'pipe' slot: the child's stdin is written to, every other slot read (and written). */

@@ -9,8 +9,6 @@ import { check, sys } from './libc.js';
  * and arm64 share them).
  */
 const TIOCSWINSZ = 0x5414;
-const SYS_PIDFD_OPEN = 434; // the same number on every architecture (asm-generic, Linux 5.3)
-const SYS_PIDFD_GETFD = 438; // Linux 5.6
 
 /** TIOCSWINSZ: the terminal's size in rows and columns, as the program behind it reads it. */
 export function setWindowSize(fd: number, rows: number, cols: number): void {
@@ -23,9 +21,9 @@ export function setWindowSize(fd: number, rows: number, cols: number): void {
  * the right to ptrace it, as root has). Close-on-exec, as pidfd_getfd makes it.
  */
 export function takeDescriptor(pid: number, fd: number): number {
-  const pidfd = check(sys().syscall(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0), 'pidfd_open');
+  const pidfd = check(sys().pidfdOpen(pid, 0), 'pidfd_open');
   try {
-    return check(sys().syscall(SYS_PIDFD_GETFD, 'int', pidfd, 'int', fd, 'unsigned int', 0), 'pidfd_getfd');
+    return check(sys().pidfdGetfd(pidfd, fd, 0), 'pidfd_getfd');
   } finally {
     closeSync(pidfd);
   }

@@ -5,24 +5,24 @@ import { check, sys } from './libc.js';
  * bytes: security.capability is binary.
  */
 export function listXattrs(path: string): string[] {
-  const size = check(sys().llistxattr(path, null, 0), 'llistxattr', path);
+  const size = check(sys().llistxattr(path, null), 'llistxattr', path);
   if (size === 0) return [];
   const buf = Buffer.alloc(size);
-  const n = check(sys().llistxattr(path, buf, size), 'llistxattr', path);
+  const n = check(sys().llistxattr(path, buf), 'llistxattr', path);
   return buf.subarray(0, n).toString('utf8').split('\0').filter((s) => s.length > 0);
 }
 
 /** The value, or undefined if the attribute is not set (ENODATA). */
 export function getXattr(path: string, name: string): Buffer | undefined {
   for (;;) {
-    const size = Number(sys().lgetxattr(path, name, null, 0));
+    const size = sys().lgetxattr(path, name, null);
     if (size < 0) {
       const e = tryErr(() => check(size, 'lgetxattr', path));
       if (e.code === 'ENODATA' || e.code === 'ENOTSUP') return undefined;
       throw e;
     }
     const buf = Buffer.alloc(size);
-    const n = Number(sys().lgetxattr(path, name, buf, size));
+    const n = sys().lgetxattr(path, name, buf);
     if (n >= 0) return buf.subarray(0, n);
     const e = tryErr(() => check(n, 'lgetxattr', path));
     if (e.code === 'ERANGE') continue; // grew between the two calls
@@ -33,7 +33,7 @@ export function getXattr(path: string, name: string): Buffer | undefined {
 
 export function setXattr(path: string, name: string, value: Uint8Array | string): void {
   const buf = typeof value === 'string' ? Buffer.from(value) : Buffer.from(value);
-  check(sys().lsetxattr(path, name, buf, buf.length, 0), 'lsetxattr', path);
+  check(sys().lsetxattr(path, name, buf, 0), 'lsetxattr', path);
 }
 
 export function removeXattr(path: string, name: string): void {

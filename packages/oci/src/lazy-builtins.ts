@@ -7,7 +7,7 @@ import type * as Zlib from 'node:zlib';
 
 /**
  * `make()` run once, on first call, its value kept. For what is costly to load and not always
- * needed: node:crypto and node:zlib below, koffi and its declarations in @tsbuild/linux. The CLI
+ * needed: node:crypto and node:zlib below, the libc addon of @tsbuild/linux. The CLI
  * bundle runs every module a command includes at start-up, so a module-level load would be paid
  * by every command.
  */

@@ -60,7 +60,7 @@ export interface PushOptions {
  * name, and a prune must not collect it mid-push. Before it (names and manifests are replaced
  * atomically, blobs never change) the name is resolved, and the requests that need no answer yet
  * are sent: an upload session is opened and the first blobs are asked about while the lock is
- * taken (which loads koffi).
+ * taken (which loads the libc addon).
  */
 export async function push(client: RegistryClient, store: Store, image: string | Descriptor, dest: Reference, opts: PushOptions = {}): Promise<Descriptor> {
   client.warmUp(dest.domain);

@@ -55,7 +55,7 @@ function main(): void {
   // Our own executable's descriptor (and fd 6, the same again) must not reach what we copy from.
   closeQuietly(HELPER_EXE_FD);
   closeQuietly(INIT_EXE_FD);
-  // koffi and libc's functions load while tsbuild may still be preparing the request (~2 ms);
+  // The libc addon loads while tsbuild may still be preparing the request;
   // nothing is changed before the request has been read and checked. Should they fail to load,
   // the first call fails again below, and that is answered as any other failure.
   try {

@@ -16,7 +16,7 @@ function idMap(file: string): { container_id: number; host_id: number; size: num
 /**
  * The architectures the built-in runtime's seccomp compiler covers (packages/runtime/src/seccomp/
  * bpf.ts, compileFilter: the x86 family in one filter, or aarch64). Written here because the
- * runtime's public API does not name them and importing it would load libc bindings (koffi).
+ * runtime's public API does not name them and importing it would load the libc addon.
  */
 const SECCOMP_ARCHITECTURES = ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32', 'SCMP_ARCH_AARCH64'];
 
