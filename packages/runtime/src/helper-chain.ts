@@ -11,7 +11,7 @@ import {
   NotFoundError,
   TsbuildError,
 } from '@tsbuild/oci';
-import { type SpawnedProcess, readOnlyFileMount, spawnProcess, takeDescriptor, toolPath } from '@tsbuild/linux';
+import { type SpawnStdio, type SpawnedProcess, readOnlyFileMount, spawnProcess, takeDescriptor, toolPath } from '@tsbuild/linux';
 import { EXEC_LINE, HELPER_EXE_FD, PTY_TAKEN_LINE, parsePtyLine, type CopyRequest, type HelperReply, type RunRequest } from './helper-protocol.js';
 import { helperPath, idMapTools, runHelperPath } from './package-files.js';
 import { encodeRunRequest, frameRunRequest } from './run-request.js';
@@ -147,28 +147,35 @@ export function startChain(shape: ChainShape, opts: ChainOptions): Chain {
 }
 
 /**
- * Spawns the chain of `shape`: setpriv, unshare into the namespaces, then the helper from a
- * read-only mount of its binary (run-helper for a run; node running helper.cjs for a copy), and
- * the init's read-only descriptor for it. Throws a FailedPreconditionError when the helper or
- * those mounts cannot be had; a spawn that fails later (no setpriv) is the child's 'error' event.
+ * Spawns the chain of `shape`, whose helper runs from a read-only mount of its binary (run-helper
+ * for a run; node running helper.cjs for a copy), with the init's read-only descriptor: for a run
+ * without a user namespace of its own, run-helper itself, which enters the namespaces as setpriv
+ * and unshare would (run-helper.c enter_namespaces), two programs fewer to execute beside
+ * tsbuild's preparation; otherwise setpriv, unshare into the namespaces (util-linux maps the ids
+ * of a user namespace), then the helper. Throws a FailedPreconditionError when the helper or those
+ * mounts cannot be had; a spawn that fails later (no setpriv) is the child's 'error' event.
  */
 function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'init' | 'stdio'>): SpawnedProcess {
   const run = shape.kind === 'run';
   const helper = run ? runHelperPath() : helperPath();
   if (!existsSync(helper)) throw new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`);
-  const args = ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
-  // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
   const userns = shape.userns;
-  if (userns !== undefined) args.push(...userNamespaceArgs(userns));
-  if (opts.network !== 'host') args.push('--net');
-  args.push('--');
+  const direct = run && userns === undefined;
+  const args = direct ? [] : ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
+  if (!direct) {
+    // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
+    if (userns !== undefined) args.push(...userNamespaceArgs(userns));
+    if (opts.network !== 'host') args.push('--net');
+    args.push('--');
+  }
   // Always both descriptors (the helper's twice without an init): the helper closes what it does
   // not execute, and an fd 6 left to node would be one of its own (its epoll or signal pipe), closed under it.
   const exe = readOnlyExecutable(run ? helper : process.execPath);
   const exes = [exe, opts.init !== undefined ? readOnlyExecutable(opts.init) : exe];
-  // Executed through a symlink to /proc/self/fd/5, resolved by unshare in its own /proc/self: the
-  // kernel names a process after the last component of the path it was executed by, and the
-  // helper should show as `run-helper` or `node` in ps, not as `5`.
+  // Executed through a symlink to /proc/self/fd/5, resolved in the /proc/self of the process that
+  // executes it (unshare, or our spawn's child): the kernel names a process after the last
+  // component of the path it was executed by, and the helper should show as `run-helper` or
+  // `node` in ps, not as `5`.
   const links = posix.join(posix.dirname(shape.target), 'exe');
   const name = run ? 'run-helper' : 'node';
   try {
@@ -177,10 +184,12 @@ function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'ini
   } catch (e) {
     throw new FailedPreconditionError(`cannot prepare ${links}: ${(e as Error).message}`, { cause: e });
   }
+  const stdio: SpawnStdio[] = [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes];
+  if (direct) return spawnProcess(posix.join(links, name), [`--namespaces=${process.pid}${opts.network !== 'host' ? ',net' : ''}`], { stdio, env: {} });
   args.push(posix.join(links, name));
   if (!run) args.push(helper);
   return spawnProcess('setpriv', args, {
-    stdio: [opts.stdio[0], opts.stdio[1], 'pipe', 'pipe', opts.stdio[2] === 'inherit' ? 2 : 'pipe', ...exes],
+    stdio,
     // The helper needs no environment; in particular no NODE_OPTIONS of the caller's.
     env: { PATH: `${userns !== undefined ? `${idMapTools()}:` : ''}${toolPath()}` },
   });
@@ -195,6 +204,8 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     return Promise.reject(e);
   }
   const terminal = shape.terminal === true;
+  /** The chain is run-helper itself (spawnChain). */
+  const direct = shape.kind === 'run' && shape.userns === undefined;
   // A run always looks for its container's first process: its cgroups are joined from here.
   const needContainerPid = shape.kind === 'run' || opts.beforeRequest !== undefined;
   return new Promise<ChainResult>((resolve, reject) => {
@@ -310,14 +321,14 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
       const error = lines.find((l) => l !== EXEC_LINE);
       const lostSigkill = code === 1 && UNSHARE_LOST_SIGKILL.test(diagnostics);
       if (spawnError !== undefined) {
-        reject(new FailedPreconditionError(`cannot start setpriv/unshare (util-linux): ${spawnError.message}`, { cause: spawnError }));
+        reject(new FailedPreconditionError(`cannot start ${direct ? 'the runtime helper' : 'setpriv/unshare (util-linux)'}: ${spawnError.message}`, { cause: spawnError }));
       } else if (aborted) {
         reject(cancelled(opts.signal as AbortSignal));
       } else if (setupError !== undefined) {
         reject(setupError);
       } else if (error !== undefined) {
         reject(replyError(error));
-      } else if (code !== 0 && !lostSigkill && /^(setpriv|unshare): /m.test(diagnostics)) {
+      } else if (code !== 0 && !lostSigkill && /^(setpriv|unshare|run-helper): /m.test(diagnostics)) {
         reject(new FailedPreconditionError(`cannot create the container's namespaces: ${firstLine(diagnostics)}`));
       } else if (shape.kind === 'run' && !execed) {
         // Neither an answer nor an execve: the helper itself died (a crash, or a SIGKILL).

@@ -103,7 +103,7 @@ describe('lifetime', () => {
     const started = startRun({ scratchDir, resources: { pidsLimit: 50 } }, io);
     const chains = (): number[] => childrenOf(process.pid).filter((p) => !before.includes(p) && !isReaper(p));
     const early = chains();
-    expect(early).toHaveLength(1); // setpriv, then unshare: the helper booting
+    expect(early).toHaveLength(1); // run-helper, entering the namespaces (or setpriv, then unshare)
     let during: number[] = [];
     const r = run({ args: ['sh', '-c', 'sleep 0.3; echo ran'], env: ['PATH=/bin'], cwd: '/', rootfs: fx.overlay().mounts, scratchDir, resources: { pidsLimit: 50 } }, io, undefined, started);
     await new Promise((resolve) => setTimeout(resolve, 150));

@@ -84,6 +84,39 @@ describe('the run helper reads its request', () => {
   });
 });
 
+describe('the run helper enters its namespaces (--namespaces=TSBUILD_PID[,net])', () => {
+  const start = (args: string[]): Promise<{ status: number | null; signal: NodeJS.Signals | null; stderr: string }> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(runHelperPath(), args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr!.setEncoding('utf8');
+      child.stderr!.on('data', (d: string) => (stderr += d));
+      child.on('error', reject);
+      child.on('close', (status, signal) => resolve({ status, signal, stderr }));
+    });
+
+  it('refuses a malformed spec in one line on its diagnostics, exit 1, before anything', async () => {
+    for (const spec of ['x', '12,netx', '-3', '']) expect(await start([`--namespaces=${spec}`])).toEqual({ status: 1, signal: null, stderr: `run-helper: bad --namespaces=${spec}\n` });
+  });
+
+  it('gives up quietly when the pid it was given is not its parent (tsbuild died before it could know)', async () => {
+    expect(await start(['--namespaces=1'])).toEqual({ status: 128 + 9, signal: null, stderr: '' });
+  });
+
+  it('forks PID 1 of a new PID namespace (as root: it unshares), which ends when its request never comes; the first process ends as it ended', async () => {
+    // Our pid is the parent's: it unshares and forks; the child reads the request from fd 3, a
+    // socket whose other end we close at once, and exits without an answer.
+    const child = spawn(runHelperPath(), [`--namespaces=${process.pid}`], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => (stderr += d));
+    (child.stdio[3] as Socket).end();
+    const [status] = (await new Promise((resolve) => child.on('close', (...a) => resolve(a)))) as [number | null];
+    // The child's exit (125: tsbuild gone before its request), passed on by the first process.
+    expect({ status, stderr }).toEqual({ status: 125, stderr: '' });
+  });
+});
+
 describe('encodeRunRequest', () => {
   it('writes key=value records ended by NUL, lists as repeated keys, the seccomp program as hex', () => {
     const body = encodeRunRequest({
