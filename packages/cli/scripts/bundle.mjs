@@ -82,12 +82,12 @@ const commands = readdirSync(path.join(dist, 'commands')).filter((f) => f.endsWi
 // The runtime (~135 KB bundled) and the registry client (~60 KB) are files of their own for the
 // commands that only import() them: `from` pulls only an image it does not have, `commit` never
 // runs a container, `run` of a working container pulls nothing. Such a command no longer reads
-// them: in this VM, where a page fault costs ~14 µs, reading and compiling them was ~5 ms of
-// `from` and of `commit` (the from/run/commit script 397.1 → 381.8 ms, 21 interleaved runs).
-// A chunk imports the other packages from the command's file, which shares what the chunk needs
-// of them (load-command.cjs `share`): one instance of each module in a process, so the errors'
-// classes and the modules' state are the same on both sides. A command that imports a chunk's
-// package statically (`build`, `info`) keeps it in its own file.
+// them: in this VM, where a page fault costs ~14 µs, reading and compiling them cost `from` ~290
+// page faults and ~4 ms, `commit` ~325 (the from/run/commit script 368.2 → 360.4 ms, 31
+// interleaved runs). A chunk imports the other packages from the command's file, which shares
+// what the chunk needs of them (load-command.cjs `share`): one instance of each module in a
+// process, so the errors' classes and the modules' state are the same on both sides. A command
+// that imports a chunk's package statically (`info`) keeps it in its own file.
 const CHUNKS = ['runtime', 'registry-client'];
 const packageOf = (id) => id.slice('@tsbuild/'.length);
 const externalChunks = (names) => ({

@@ -3,10 +3,11 @@
 // (bundle/chunks/<name>.cjs), and bin/run.cjs loads bundle/main.cjs, as require() would, with
 // V8's code cache: the functions a command compiled when it last ran are kept in a cache file
 // next to the script and reused, instead of parsed and compiled again (node 20 has no
-// module.enableCompileCache). A chunk has a cache per command (<name>.cjs.<id>.cache): `from`
-// and `run` compile different functions of the runtime. V8 refuses a cache made by another V8 or with other flags, but it knows the source
-// only by its length: each cache starts with the identity of the file it was made from (inode,
-// size, mtime), and one made from another file is not used. When there is no usable cache, one
+// module.enableCompileCache). A chunk has a cache per command (<name>.cjs.<id>.cache): `build`
+// and `run` compile different functions of the runtime. V8 refuses a cache made by another V8 or
+// with other flags, but it knows the source only by its length: each cache starts with the
+// identity of the file it was made from (inode, size, mtime), and one made from another file is
+// not used. When there is no usable cache, one
 // is written when the command ends (temp + rename, so a concurrent run never reads half of one),
 // by a run of that command only (`tsbuild --help` loads every command and runs none: its caches
 // would hold next to nothing). Where bundle/ is read-only, commands simply compile every time.
@@ -21,7 +22,7 @@ const unsaved = [];
 const shared = new Map();
 /** The chunks loaded so far (bundle/chunks/<name>.cjs), by package: their exports. */
 const chunks = new Map();
-/** The command whose file is loaded: the chunks' code caches are its own (`from` and `run` compile different functions of the runtime). */
+/** The command whose file is loaded: the chunks' code caches are its own (see the top of this file). */
 let owner = { id: undefined, save: false };
 
 module.exports = function loadCommand(id) {
