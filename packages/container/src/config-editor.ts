@@ -324,12 +324,15 @@ function checkPort(p: string): string {
 
 const DURATION_UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, μs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
 
-/** Go's time.ParseDuration (buildah's parser for the healthcheck times), in nanoseconds. */
-export function parseGoDuration(flag: string, text: string): number {
-  const bad = () => new InvalidArgumentError(`--${flag} ${text}: want a duration such as 30s, 1m30s or 500ms`);
+/**
+ * Go's time.ParseDuration, in nanoseconds (undefined: not a duration): the one parser of the
+ * healthcheck times, buildah's `config --healthcheck-*` and the Dockerfile's HEALTHCHECK flags
+ * alike (BuildKit parses those with time.ParseDuration too).
+ */
+export function goDuration(text: string): number | undefined {
   const m = /^([-+]?)(.*)$/.exec(text)!;
   if (m[2] === '0') return 0;
-  if (m[2] === '') throw bad();
+  if (m[2] === '') return undefined;
   let total = 0;
   // µ and μ as escapes: the bundles are ASCII (load-command.cjs reads them as latin1).
   const re = /(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/gy;
@@ -338,8 +341,15 @@ export function parseGoDuration(flag: string, text: string): number {
     total += Number(hit[1]) * DURATION_UNITS[hit[2]!]!;
     end = re.lastIndex;
   }
-  if (end !== m[2]!.length) throw bad();
+  if (end !== m[2]!.length) return undefined;
   return Math.round(m[1] === '-' ? -total : total);
+}
+
+/** A `--healthcheck-*` flag's duration (goDuration), or its one-line error. */
+export function parseGoDuration(flag: string, text: string): number {
+  const ns = goDuration(text);
+  if (ns === undefined) throw new InvalidArgumentError(`--${flag} ${text}: want a duration such as 30s, 1m30s or 500ms`);
+  return ns;
 }
 
 function healthcheck(c: DockerContainerConfig, ch: ConfigChanges, history: (createdBy: string) => void): void {

@@ -24,6 +24,7 @@ export {
   applyConfig,
   editConfig,
   configChangesFromFlags,
+  goDuration,
   parseGoDuration,
   shellWords,
   splitCsv,

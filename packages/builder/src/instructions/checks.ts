@@ -1,5 +1,5 @@
 import { TsbuildError } from '@tsbuild/oci';
-import { parseRunMount } from '@tsbuild/container';
+import { goDuration, parseRunMount } from '@tsbuild/container';
 import { DockerfileError, KEYWORDS, type Instruction, type ParsedDockerfile } from '../dockerfile.js';
 import { expandWord, splitRaw } from '../expand.js';
 
@@ -11,20 +11,12 @@ export const HEALTHCHECK_FLAGS = [
   ['start-interval', 'StartInterval'],
 ] as const;
 
-/** Go durations as HEALTHCHECK takes them (`30s`, `1m30s`, `500ms`), in nanoseconds. */
+/** Go durations as HEALTHCHECK takes them (`30s`, `1m30s`, `500ms`), in nanoseconds; 0 leaves the default. */
 export function parseDuration(ins: Instruction, flag: string, v: string, file: string): number {
-  const units: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
-  // µ as an escape: the bundles are ASCII (load-command.cjs reads them as latin1).
-  const re = /(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)/gy;
-  let total = 0;
-  let end = 0;
-  for (let m = re.exec(v); m; m = re.exec(v)) {
-    total += Number(m[1]) * units[m[2]!]!;
-    end = re.lastIndex;
-  }
-  if (v === '' || end !== v.length) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: want a duration such as 30s or 1m30s`);
+  const total = goDuration(v);
+  if (total === undefined || total < 0) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: want a duration such as 30s or 1m30s`);
   if (total !== 0 && total < 1e6) throw new DockerfileError(file, ins.line, `HEALTHCHECK --${flag}=${v}: must be at least 1ms`);
-  return Math.round(total);
+  return total;
 }
 
 export function parseRetries(ins: Instruction, v: string, file: string): number {
