@@ -31,8 +31,6 @@ export interface Native {
   /** BPF_PROG_LOAD; `license` ends with a NUL byte, `log` only with `logLevel` > 0. */
   bpfProgLoad(type: number, instructions: Uint8Array, license: Uint8Array, log: Uint8Array | null, logLevel: number): number;
   bpfProgAttach(targetFd: number, progFd: number, attachType: number, flags: number): number;
-  /** fcntl(fd, F_DUPFD_CLOEXEC, min). */
-  dupCloexec(fd: number, min: number): number;
   ioctl(fd: number, request: number, arg: Uint8Array | Uint16Array): number;
   capget(header: Uint8Array, data: Uint8Array): number;
   utimensat(dirfd: number, path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, flags: number): number;

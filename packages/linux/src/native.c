@@ -394,13 +394,6 @@ FN(BpfProgAttach) {
   return done(c, ret(syscall(SYS_bpf, BPF_PROG_ATTACH, &attr, sizeof attr)));
 }
 
-FN(DupCloexec) {
-  BEGIN;
-  int fd = i32(c, 0), min = i32(c, 1);
-  GUARD;
-  return done(c, ret(fcntl(fd, F_DUPFD_CLOEXEC, min)));
-}
-
 FN(Ioctl) {
   BEGIN;
   int fd = i32(c, 0);
@@ -609,7 +602,6 @@ NAPI_MODULE_INIT() {
       {"pidfdGetfd", PidfdGetfd},
       {"bpfProgLoad", BpfProgLoad},
       {"bpfProgAttach", BpfProgAttach},
-      {"dupCloexec", DupCloexec},
       {"ioctl", Ioctl},
       {"capget", Capget},
       {"utimensat", Utimensat},

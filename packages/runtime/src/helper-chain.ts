@@ -160,7 +160,7 @@ function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'ini
   const helper = run ? runHelperPath() : helperPath();
   if (!existsSync(helper)) throw new FailedPreconditionError(`the runtime helper is missing (build @tsbuild/runtime): ${helper}`);
   const userns = shape.userns;
-  const direct = run && userns === undefined;
+  const direct = entersItsOwnNamespaces(shape);
   const args = direct ? [] : ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--uts', '--ipc', '--pid', '--fork', '--kill-child'];
   if (!direct) {
     // A user namespace (security-spec.ts): unshare maps the ids and becomes root inside first.
@@ -195,6 +195,11 @@ function spawnChain(shape: ChainShape, opts: Pick<ChainOptions, 'network' | 'ini
   });
 }
 
+/** A run without a user namespace of its own: its chain is run-helper itself (spawnChain). */
+function entersItsOwnNamespaces(shape: ChainShape): boolean {
+  return shape.kind === 'run' && shape.userns === undefined;
+}
+
 function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promise<Request | undefined>, move: CgroupMove): Promise<ChainResult> {
   if (opts.signal?.aborted) return Promise.reject(cancelled(opts.signal));
   let child: SpawnedProcess;
@@ -204,8 +209,7 @@ function chainResult(shape: ChainShape, opts: ChainOptions, requestReady: Promis
     return Promise.reject(e);
   }
   const terminal = shape.terminal === true;
-  /** The chain is run-helper itself (spawnChain). */
-  const direct = shape.kind === 'run' && shape.userns === undefined;
+  const direct = entersItsOwnNamespaces(shape);
   // A run always looks for its container's first process: its cgroups are joined from here.
   const needContainerPid = shape.kind === 'run' || opts.beforeRequest !== undefined;
   return new Promise<ChainResult>((resolve, reject) => {

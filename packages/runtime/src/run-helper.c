@@ -1066,7 +1066,8 @@ static void mask_paths(const struct strv *masked, const struct strv *readonly) {
  * files, its hostname. Every mount made here belongs to this mount namespace and dies with it.
  */
 static void enter_container(struct request *r) {
-  /* unshare(1) sets private propagation already; again, whatever its defaults become. */
+  /* Before any mount of ours: unshare(1) made propagation private already, enter_namespaces
+   * leaves it to here. */
   do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
   if (!strcmp(r->network, "none")) set_link_up("lo");
   /* A cgroup namespace rooted at the run's cgroup, which tsbuild moved us into. */
@@ -1404,15 +1405,14 @@ static _Noreturn void exec_command(struct request *r, int terminal) {
   fail_exec(126, "%s: cannot execute: %s", r->args.v[0], e == ENOEXEC ? "exec format error" : e == EACCES ? "permission denied" : ename(e));
 }
 
-/* The parent pid as the host sees it: /proc is still the host's until we mount our own. */
 /*
  * --namespaces=TSBUILD_PID[,net]: the part setpriv and unshare(1) used to play, without two more
  * programs to execute on every RUN (~6 ms of CPU here, beside tsbuild's own preparation). Dies
  * with tsbuild (PR_SET_PDEATHSIG; a tsbuild already gone is no longer our parent), unshares the
- * namespaces with private mount propagation, forks the helper proper, PID 1 of the new PID
- * namespace, which dies with us (PR_SET_PDEATHSIG again), and ends as it ends: its exit status,
- * or the signal that killed it raised on ourselves (SIGKILL too, which util-linux 2.38 turned
- * into exit 1). SIGINT and SIGTERM wait until then, as in unshare(1): a ^C is for the command.
+ * namespaces (enter_container makes the mounts private, on either path), forks the helper proper,
+ * PID 1 of the new PID namespace, which dies with us (PR_SET_PDEATHSIG again), and ends as it
+ * ends: its exit status, or the signal that killed it raised on ourselves (SIGKILL too, which
+ * util-linux 2.38 turned into exit 1). SIGINT and SIGTERM wait until then, as in unshare(1): a ^C is for the command.
  * Failures before the fork go to fd 2, tsbuild's diagnostics pipe, as "run-helper: …".
  */
 static void enter_namespaces(const char *spec) {
@@ -1427,10 +1427,6 @@ static void enter_namespaces(const char *spec) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != (pid_t)tsbuild) _exit(128 + SIGKILL);
   if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (net ? CLONE_NEWNET : 0)) != 0) {
     dprintf(2, "run-helper: unshare: %s\n", strerror(errno));
-    _exit(1);
-  }
-  if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-    dprintf(2, "run-helper: cannot make / private: %s\n", strerror(errno));
     _exit(1);
   }
   sigset_t wait_for_child, before;
@@ -1465,6 +1461,7 @@ static void enter_namespaces(const char *spec) {
   _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
 
+/* The parent pid as the host sees it: /proc is still the host's until we mount our own. */
 static long host_parent_pid(void) {
   char buf[1024];
   int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
