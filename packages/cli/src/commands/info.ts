@@ -113,8 +113,9 @@ export default class Info extends BaseCommand<typeof Info> {
       },
       runtime: {
         builtin: {
-          // The helper chain is setpriv → unshare → the helper (packages/runtime/src/helper-chain.ts):
-          // run-helper (compiled from run-helper.c) for a run, node with helper.cjs for a copy.
+          // The helpers (packages/runtime/src/helper-chain.ts): run-helper (compiled from
+          // run-helper.c) for a run, which enters its namespaces itself unless the run has a user
+          // namespace of its own; node with helper.cjs for a copy, started by setpriv → unshare.
           helper: built(runHelperPath),
           copyHelper: built(helperPath),
           setpriv: findOnPath('setpriv', toolPath()) ?? null,
